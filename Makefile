@@ -1,0 +1,33 @@
+# make demo  -- set up .venv if needed and run a real job end to end on the local host
+# make test  -- set up .venv if needed and run the test suite
+# make bench -- benchmarks; results in bench/RESULTS.md
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# torch goes in first, pinned to the CPU build on this disk, so the resolver does not
+# fetch a multi-GB CUDA build for the rest; pyproject leaves torch unpinned for users.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tether demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) demo-result .pytest_cache

@@ -1,0 +1,101 @@
+"""`python -m agent <verb>`: the agent's command line on the host.
+
+Every verb prints one JSON object on stdout (except logs/read-files, which stream), and on
+failure one line on stderr and a non-zero exit. Inputs that could be large or secret come
+on stdin, never on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import codetree, hostops
+from .paths import JobDir, Root
+
+
+def _emit(obj: object) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agent")
+    sub = ap.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("run", help="supervise a job in the foreground (start does it detached)")
+    p.add_argument("job_dir")
+    for verb in ("manifest", "receive"):
+        p = sub.add_parser(verb)
+        p.add_argument("root")
+        p.add_argument("project")
+    p = sub.add_parser("create-job")
+    p.add_argument("root")
+    p.add_argument("project")
+    p.add_argument("job_id")
+    p = sub.add_parser("start")
+    p.add_argument("job_dir")
+    p = sub.add_parser("status")
+    p.add_argument("job_dir", nargs="+")
+    p = sub.add_parser("stop")
+    p.add_argument("job_dir")
+    p.add_argument("--reason", default="stop requested")
+    p = sub.add_parser("logs")
+    p.add_argument("job_dir")
+    p.add_argument("--tail", type=int, default=100)
+    p.add_argument("--follow", action="store_true")
+    p.add_argument("--file", choices=sorted(hostops.LOG_FILES), default="workload")
+    p = sub.add_parser("list-files")
+    p.add_argument("job_dir")
+    p.add_argument("paths", nargs="+")
+    p = sub.add_parser("read-files")
+    p.add_argument("job_dir")
+    p = sub.add_parser("serve")
+    p.add_argument("root")
+    args = ap.parse_args(argv)
+
+    try:
+        return _dispatch(args)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"agent {args.verb}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (Ctrl-C on `tether logs -f`)
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    verb = args.verb
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    if verb == "run":
+        from .supervisor import main_run
+        return main_run(args.job_dir)
+    if verb == "manifest":
+        root = Root(args.root)
+        _emit(codetree.manifest(root.code(args.project), root.code_manifest_cache(args.project)))
+    elif verb == "receive":
+        _emit(codetree.apply_delta(Root(args.root).code(args.project), stdin))
+    elif verb == "create-job":
+        payload = json.loads(stdin.read())
+        _emit(hostops.create_job(Root(args.root), args.project, args.job_id, payload))
+    elif verb == "start":
+        result = hostops.start(JobDir(args.job_dir))
+        _emit(result)
+        return 0 if result["started"] else 1
+    elif verb == "status":
+        _emit([hostops.status(JobDir(p)) for p in args.job_dir])
+    elif verb == "stop":
+        _emit(hostops.request_stop(JobDir(args.job_dir), args.reason))
+    elif verb == "logs":
+        hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout)
+    elif verb == "list-files":
+        _emit(codetree.list_tree(Path(args.job_dir), args.paths))
+    elif verb == "read-files":
+        codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
+    elif verb == "serve":
+        hostops.serve(Root(args.root), stdin, stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

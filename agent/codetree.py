@@ -1,0 +1,200 @@
+"""The host's side of sync: its manifest, applying a delta, and per-job snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import IO, Dict, Iterable, List
+
+from .files import read_json, write_json_atomic
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_relpath(name: str) -> str:
+    """A relative POSIX path with no '..', or ValueError: nothing lands outside its folder."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or "\x00" in name:
+        raise ValueError(f"refusing unsafe path {name!r}")
+    rel = str(p)
+    if rel in (".", ""):
+        raise ValueError(f"refusing empty path {name!r}")
+    return rel
+
+
+def is_inside(path: Path, top: Path) -> bool:
+    """True if path, with every symlink resolved, is top or below it."""
+    real, real_top = os.path.realpath(path), os.path.realpath(top)
+    return os.path.commonpath([real, real_top]) == real_top
+
+
+def walk_files(top: Path) -> Iterable[Path]:
+    """Regular files under top, not following symlinks."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_file() and not p.is_symlink():
+                yield p
+
+
+def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
+    """path -> {size, mode, sha256}; hashes cached by (size, mtime_ns) across calls."""
+    cache = read_json(cache_path) or {}
+    out: Dict[str, dict] = {}
+    new_cache: Dict[str, list] = {}
+    if code_dir.is_dir():
+        for p in walk_files(code_dir):
+            rel = p.relative_to(code_dir).as_posix()
+            st = p.stat()
+            hit = cache.get(rel)
+            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+                digest = hit[2]
+            else:
+                digest = sha256_file(p)
+            new_cache[rel] = [st.st_size, st.st_mtime_ns, digest]
+            out[rel] = {"size": st.st_size, "mode": st.st_mode & 0o777, "sha256": digest}
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cache_path, new_cache)
+    return out
+
+
+def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
+    """stdin: one JSON line {"delete": [paths]}, then a tar stream of the changed files.
+
+    Every file lands under a temp name and is renamed into place (a new inode), so the
+    hard-linked snapshots of running jobs keep the bytes they started with.
+    """
+    header = json.loads(stream.readline() or b"{}")
+    code_dir.mkdir(parents=True, exist_ok=True)
+    received = 0
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            rel = safe_relpath(member.name)
+            dest = code_dir / rel
+            if member.isdir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                raise ValueError(f"refusing {rel!r}: only regular files are synced")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not is_inside(dest.parent, code_dir):
+                raise ValueError(f"refusing {rel!r}: it leaves the code folder")
+            tmp = dest.with_name(f".{dest.name}.tether-tmp")
+            src = tar.extractfile(member)
+            assert src is not None
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+            os.chmod(tmp, member.mode & 0o777)
+            os.utime(tmp, (member.mtime, member.mtime))
+            os.replace(tmp, dest)
+            received += 1
+    deleted = 0
+    for name in header.get("delete", []):
+        p = code_dir / safe_relpath(name)
+        if p.is_file() or p.is_symlink():
+            p.unlink()
+            deleted += 1
+    _prune_empty_dirs(code_dir)
+    return {"received": received, "deleted": deleted}
+
+
+def _prune_empty_dirs(top: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(top, topdown=False):
+        p = Path(dirpath)
+        if p != top and not any(p.iterdir()):
+            p.rmdir()
+
+
+def snapshot(code_dir: Path, dest: Path) -> int:
+    """dest mirrors code_dir with hard links (copies where links are not possible)."""
+    count = 0
+    dest.mkdir(parents=True, exist_ok=True)
+    if not code_dir.is_dir():
+        return 0
+    for p in walk_files(code_dir):
+        rel = p.relative_to(code_dir)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(p, target)
+        except OSError:
+            shutil.copy2(p, target)
+        count += 1
+    return count
+
+
+def list_tree(top: Path, wanted: List[str]) -> dict:
+    """Files under top named by wanted (files or folders), with sizes and hashes.
+
+    Symlinks are never followed; they are listed as refused so the user hears about them.
+    """
+    files: List[dict] = []
+    refused: List[dict] = []
+    seen = set()
+    for name in wanted:
+        try:
+            rel = safe_relpath(name.rstrip("/"))
+        except ValueError as exc:
+            refused.append({"path": name, "problem": str(exc)})
+            continue
+        start = top / rel
+        if start.is_symlink():
+            refused.append({"path": rel, "problem": "is a symlink"})
+            continue
+        if start.is_file():
+            candidates = [start]
+        elif start.is_dir():
+            candidates = []
+            for dirpath, dirnames, filenames in os.walk(start):
+                for n in sorted(dirnames + filenames):
+                    p = Path(dirpath) / n
+                    if p.is_symlink():
+                        refused.append({"path": p.relative_to(top).as_posix(), "problem": "is a symlink"})
+                    elif p.is_file():
+                        candidates.append(p)
+        else:
+            continue
+        for p in candidates:
+            relp = p.relative_to(top).as_posix()
+            if relp in seen or not is_inside(p, top):
+                continue
+            seen.add(relp)
+            files.append({"path": relp, "size": p.stat().st_size, "sha256": sha256_file(p)})
+    return {"files": files, "refused": refused}
+
+
+def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
+    """For each {path, offset}: a JSON header line, then exactly `length` raw bytes."""
+    for req in requests:
+        try:
+            rel = safe_relpath(req["path"])
+            p = top / rel
+            if p.is_symlink() or not p.is_file():
+                raise ValueError("not a regular file")
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                offset = min(int(req.get("offset", 0)), size)
+                f.seek(offset)
+                length = size - offset
+                out.write(json.dumps({"path": rel, "offset": offset, "length": length}).encode() + b"\n")
+                left = length
+                while left:
+                    block = f.read(min(left, 1 << 20))
+                    if not block:  # the file shrank under us: pad so the frame stays whole
+                        block = b"\0" * left
+                    out.write(block)
+                    left -= len(block)
+        except (OSError, ValueError) as exc:
+            out.write(json.dumps({"path": req.get("path"), "error": str(exc)}).encode() + b"\n")
+    out.flush()

@@ -1,0 +1,1 @@
+"""Workloads the agent runs: see DESIGN.md, the workload contract."""
