@@ -44,7 +44,9 @@ class ProgressReader:
                 self.step = rec["step"]
             if rec.get("checkpoint"):
                 self.last_checkpoint = str(rec["checkpoint"])
-            self.metrics = {k: v for k, v in rec.items() if k not in ("step", "time", "checkpoint")}
+            metrics = {k: v for k, v in rec.items() if k not in ("step", "time", "checkpoint")}
+            if metrics:  # a checkpoint announcement alone keeps the last metrics
+                self.metrics = metrics
         if seen:
             self.last_at = time.time()
         return seen

@@ -1,0 +1,62 @@
+"""Calls the shipped agent on a host: `python -m agent <verb>` with the runtime on PYTHONPATH.
+
+One place builds those command lines; everything the launcher asks of a host goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+from .errors import RemoteError
+from .remote import Host, Stream
+
+
+@dataclass
+class AgentClient:
+    host: Host
+    python: str
+    runtime_dir: str
+
+    def argv(self, verb: str, *args: str) -> List[str]:
+        return ["env", f"PYTHONPATH={self.runtime_dir}", self.python, "-m", "agent", verb, *args]
+
+    def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120) -> Any:
+        done = self.host.run(self.argv(verb, *args), input=input, timeout=timeout)
+        done.check(f"agent {verb}")
+        try:
+            return done.json()
+        except ValueError:
+            raise RemoteError(f"agent {verb} answered something that is not JSON: {done.stdout[:200]!r}") from None
+
+    def stream(self, verb: str, *args: str) -> Stream:
+        return self.host.stream(self.argv(verb, *args))
+
+    def status(self, job_dirs: Sequence[str]) -> List[dict]:
+        return self.call("status", *job_dirs, timeout=60)
+
+    def channel(self, root: str) -> "AgentChannel":
+        return AgentChannel(self.stream("serve", root))
+
+
+class AgentChannel:
+    """The agent's JSON-lines server over one SSH channel: a status poll is one message."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._s = stream
+
+    def ask(self, op: str, **args: Any) -> Any:
+        self._s.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        self._s.stdin.flush()
+        line = self._s.stdout.readline()
+        if not line:
+            raise RemoteError(f"agent channel closed: {self._s.stderr_text().strip()[-200:]}")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise RemoteError(f"agent {op}: {answer.get('error')}")
+        return answer["result"]
+
+    def close(self) -> None:
+        self._s.close_stdin()
+        self._s.wait()

@@ -1,0 +1,306 @@
+"""The `tether` command. Errors a user can cause print one line and exit with an ExitCode;
+`--debug` adds the traceback."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from agent.protocol import JobState
+
+from . import __version__
+from .agent_client import AgentClient
+from .errors import ExitCode, TetherError, UsageError
+from .hosts import host_for_record
+from .jobs import JobRecord, Registry
+from .launch import launch as do_launch
+from .observe import JobView, host_label, observe
+from .pull import pull as do_pull
+from .settings import Places, places
+from .spec import HostSpec, load_spec
+from .views import jobs_table, print_status, state_text
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run training jobs on GPU hosts and bring their results back.")
+
+
+@dataclass
+class Session:
+    places: Places
+    console: Console
+    debug: bool
+    _registry: Optional[Registry] = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.places.registry)
+        return self._registry
+
+    def client_for(self, rec: JobRecord) -> AgentClient:
+        return AgentClient(host_for_record(rec, self.places), rec.python, rec.runtime_dir)
+
+
+def _console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+
+
+_session: Optional[Session] = None
+
+
+def session() -> Session:
+    assert _session is not None
+    return _session
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+    global _session
+    _session = Session(places=places(), console=_console(), debug=debug)
+
+
+def command(fn: Callable) -> Callable:
+    """Turns TetherError into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TetherError as exc:
+            if session().debug:
+                traceback.print_exc()
+            typer.echo(f"error: {exc.line()}", err=True)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        finally:
+            if _session is not None and _session._registry is not None:
+                _session._registry.close()
+                _session._registry = None
+
+    return wrapper
+
+
+def _host_override(address: Optional[str]) -> Optional[HostSpec]:
+    if address is None:
+        return None
+    if address == "local":
+        return HostSpec(provider="local")
+    return HostSpec(provider="ssh", address=address)
+
+
+@app.command()
+@command
+def launch(
+    spec: Path = typer.Argument(..., help="the job spec (YAML)"),
+    host: Optional[str] = typer.Option(None, "--host", help="user@host[:port], an ~/.ssh/config alias, or 'local'"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream the log until the job ends"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent; change nothing"),
+) -> None:
+    """Sync the workdir to the host and start the job there, detached."""
+    s = session()
+    override = _host_override(host)
+    loaded = load_spec(spec, os.environ, override)
+    if override is not None:  # --host keeps the spec's other host settings (root, python...)
+        merged = {**loaded.spec.host.model_dump(exclude_unset=True), **override.model_dump(exclude_unset=True)}
+        raw_host = HostSpec.model_validate(merged)
+        loaded = load_spec(spec, os.environ, raw_host)
+    done = do_launch(loaded, s.places, s.registry, s.console, dry_run=dry_run)
+    if done is None:
+        return
+    rec = done.record
+    s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {host_label(rec)}")
+    if not follow:
+        s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
+        return
+    _stream_logs(rec, tail=10_000, follow=True, which="workload")
+    view = observe([rec], s.places, s.registry)[0]
+    print_status(s.console, view)
+    raise typer.Exit(_exit_for(view))
+
+
+def _exit_for(view: JobView) -> int:
+    if view.state == JobState.SUCCEEDED:
+        return ExitCode.OK
+    if view.state == JobState.UNREACHABLE:
+        return ExitCode.UNREACHABLE
+    return ExitCode.FAILED
+
+
+@app.command()
+@command
+def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """All jobs this laptop launched, with their state asked from their hosts."""
+    s = session()
+    views = observe(s.registry.all(), s.places, s.registry)
+    if as_json:
+        typer.echo(json.dumps([v.as_json() for v in views], indent=1))
+    elif not views:
+        s.console.print("no jobs yet: tether launch SPEC")
+    else:
+        s.console.print(jobs_table(views))
+
+
+@app.command()
+@command
+def status(
+    job: Optional[str] = typer.Argument(None, help="id, id prefix or name; all jobs if left out"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """State, heartbeat age, step and latest metrics of a job (read from its host)."""
+    s = session()
+    records = [s.registry.resolve(job)] if job else s.registry.all()
+    views = observe(records, s.places, s.registry)
+    if as_json:
+        out = views[0].as_json() if job else [v.as_json() for v in views]
+        typer.echo(json.dumps(out, indent=1))
+    elif job:
+        print_status(s.console, views[0])
+    else:
+        s.console.print(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
+    if job and views[0].state == JobState.UNREACHABLE:
+        raise typer.Exit(int(ExitCode.UNREACHABLE))
+
+
+@app.command()
+@command
+def logs(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
+    tail: int = typer.Option(100, "--tail", "-n", help="lines of history to print first"),
+    which: str = typer.Option("workload", "--file", help="workload, setup or agent"),
+) -> None:
+    """The workload's output (stdout and stderr), from the host."""
+    if which not in ("workload", "setup", "agent"):
+        raise UsageError(f"--file {which!r} is not a log", "use workload, setup or agent")
+    _stream_logs(session().registry.resolve(job), tail, follow, which)
+
+
+def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
+    client = session().client_for(rec)
+    args = [rec.job_dir, "--tail", str(tail), "--file", which] + (["--follow"] if follow else [])
+    stream = client.stream("logs", *args)
+    stream.close_stdin()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            chunk = stream.stdout.read1(65536) if hasattr(stream.stdout, "read1") else stream.stdout.read(4096)
+            if not chunk:
+                break
+            out.write(chunk)
+            out.flush()
+    except BaseException:
+        stream.kill()  # Ctrl-C: end the remote follower too
+        raise
+    finally:
+        stream.wait()
+        client.host.close()
+
+
+@app.command()
+@command
+def pull(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    to: Optional[Path] = typer.Option(None, "--to", help="destination folder (default ./<name>-<id>)"),
+) -> None:
+    """Bring the job's outputs and listed artifacts to this laptop, verified by sha256."""
+    s = session()
+    rec = s.registry.resolve(job)
+    dest = to or Path(f"{rec.name}-{rec.id}")
+    client = s.client_for(rec)
+    try:
+        result = do_pull(client, rec.job_dir, rec.artifacts or ["outputs/"], dest, s.console)
+    finally:
+        client.host.close()
+    s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
+                    + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
+    for path in result.pulled:
+        s.console.print(f"  {path}", markup=False)
+    for item in result.refused:
+        s.console.print(f"  not pulled: {item}", markup=False)
+
+
+@app.command()
+@command
+def stop(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until the job has stopped"),
+    timeout: float = typer.Option(900, "--timeout", help="seconds to wait"),
+) -> None:
+    """SIGTERM to the workload, stop.grace_s to checkpoint and exit, then SIGKILL."""
+    s = session()
+    rec = s.registry.resolve(job)
+    client = s.client_for(rec)
+    try:
+        client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")
+        s.console.print(f"asked job {rec.id} to stop")
+        if not wait:
+            return
+        channel = client.channel(rec.remote_root)
+        deadline = time.monotonic() + timeout
+        answer: dict = {}
+        while time.monotonic() < deadline:
+            answer = channel.ask("status", jobs=[rec.id])[0]
+            if JobState(answer.get("state", "PENDING")).is_terminal or answer.get("state") == "LOST":
+                break
+            time.sleep(0.5)
+        channel.close()
+    finally:
+        client.host.close()
+    state = JobState(answer.get("state", "PENDING"))
+    s.registry.set_state(rec.id, state.value)
+    s.console.print(f"job {rec.id}: {state_text(state)}  {answer.get('reason') or ''}")
+    if not state.is_terminal:
+        raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
+                          "run tether stop again, or tether status to watch it")
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+@command
+def ssh(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    cmd: Optional[List[str]] = typer.Argument(None, help="a command to run instead of a shell"),
+) -> None:
+    """A shell (or one command) on the job's host, in its job folder; host key checked."""
+    s = session()
+    rec = s.registry.resolve(job)
+    host = host_for_record(rec, s.places)
+    argv = host.shell_argv(cmd or None, rec.job_dir)
+    raise typer.Exit(subprocess.call(argv))
+
+
+@app.command()
+@command
+def demo(
+    to: Path = typer.Option(Path("demo-result"), "--to", help="where the result is pulled"),
+) -> None:
+    """A real job end to end on this machine: launch, watch, pull."""
+    from .demo import run_demo
+
+    raise typer.Exit(run_demo(session(), to))
+
+
+@app.command()
+def version() -> None:
+    """Print tether's version."""
+    typer.echo(f"tether {__version__}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

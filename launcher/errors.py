@@ -1,0 +1,58 @@
+"""Errors a user can cause: each has an exit code and prints as one line."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1          # the job failed, or a remote step failed
+    BAD_SPEC = 2        # the spec or the command line is wrong
+    UNREACHABLE = 3     # the host does not answer
+    AUTH = 4            # authentication failed or the host key changed
+    NOT_FOUND = 5       # no such job
+    INTERRUPTED = 130
+
+
+class TetherError(Exception):
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, what: str, todo: str = "") -> None:
+        super().__init__(what)
+        self.what, self.todo = what, todo
+
+    def line(self) -> str:
+        return f"{self.what} — {self.todo}" if self.todo else self.what
+
+
+class SpecError(TetherError):
+    exit_code = ExitCode.BAD_SPEC
+
+
+class UsageError(TetherError):
+    exit_code = ExitCode.BAD_SPEC
+
+
+class UnreachableError(TetherError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class AuthError(TetherError):
+    exit_code = ExitCode.AUTH
+
+
+class HostKeyChangedError(AuthError):
+    pass
+
+
+class NotFoundError(TetherError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class RemoteError(TetherError):
+    """A command on the host failed; carries the tail of its stderr."""
+
+
+class UnsafePathError(TetherError):
+    """A pulled path would leave its destination folder."""

@@ -1,0 +1,54 @@
+"""From a spec's host block (at launch) or a registry record (afterwards) to a connected Host."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List
+
+from provisioning.base import SshEndpoint
+
+from .address import parse_endpoint
+from .errors import UsageError
+from .jobs import JobRecord
+from .remote import Host, LocalHost, SshHost
+from .settings import Places
+from .spec import HostSpec
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host to use, how to find it again, and how to run Python there."""
+
+    host: Host
+    endpoint: Dict[str, Any]       # stored in the registry
+    python: str
+    path_prepend: List[str]        # prepended to the workload's PATH
+
+
+def target_for_spec(hs: HostSpec, places: Places) -> Target:
+    if hs.provider == "local":
+        # The local host runs jobs with tether's own Python, so the demo's torch is found.
+        python = hs.python or sys.executable
+        return Target(LocalHost(), {"kind": "local"}, python, [str(Path(sys.executable).parent)])
+    if hs.provider == "ssh":
+        ep = parse_endpoint(hs.address or "", places.ssh_config, hs.identity_file)
+        endpoint = {"kind": "ssh", **ep.model_dump(),
+                    "connect_timeout_s": hs.connect_timeout_s, "retry_s": hs.retry_s}
+        return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
+    raise UsageError(f"provider {hs.provider!r} is not available in this version",
+                     "use provider local or ssh (give --host user@host[:port])")
+
+
+def host_for_record(rec: JobRecord, places: Places) -> Host:
+    if rec.endpoint.get("kind") == "local":
+        return LocalHost()
+    return _ssh(rec.endpoint, places)
+
+
+def _ssh(endpoint: Dict[str, Any], places: Places) -> SshHost:
+    fields = {k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields}
+    return SshHost(SshEndpoint(**fields), places.known_hosts,
+                   connect_timeout_s=float(endpoint.get("connect_timeout_s", 15)),
+                   retry_s=float(endpoint.get("retry_s", 60)))

@@ -1,0 +1,110 @@
+"""The local job registry: SQLite in tether's data folder, WAL mode, safe for two tether
+processes at once. It is a cache of where jobs are; the host's state.json is the truth."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .errors import NotFoundError, UsageError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    project TEXT NOT NULL,
+    spec_hash TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    endpoint TEXT NOT NULL,        -- JSON: how to reach the host again
+    instance TEXT,                 -- JSON: the provider's instance, for rented hosts
+    remote_root TEXT NOT NULL,
+    job_dir TEXT NOT NULL,
+    python TEXT NOT NULL,
+    runtime_dir TEXT NOT NULL,
+    artifacts TEXT NOT NULL,       -- JSON list
+    created REAL NOT NULL,
+    last_state TEXT NOT NULL,
+    last_seen REAL,
+    price_per_hour REAL,
+    spend REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
+"""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    name: str
+    project: str
+    spec_hash: str
+    provider: str
+    endpoint: Dict[str, Any]
+    remote_root: str
+    job_dir: str
+    python: str
+    runtime_dir: str
+    artifacts: List[str] = field(default_factory=list)
+    instance: Optional[Dict[str, Any]] = None
+    created: float = 0.0
+    last_state: str = "PENDING"
+    last_seen: Optional[float] = None
+    price_per_hour: Optional[float] = None
+    spend: Optional[float] = None
+
+
+_JSON_FIELDS = ("endpoint", "instance", "artifacts")
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(_SCHEMA)
+
+    def add(self, rec: JobRecord) -> None:
+        row = asdict(rec)
+        for k in _JSON_FIELDS:
+            row[k] = json.dumps(row[k]) if row[k] is not None else None
+        cols = ", ".join(row)
+        self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+
+    def set_state(self, job_id: str, state: str) -> None:
+        self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
+
+    def all(self) -> List[JobRecord]:
+        return [self._rec(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY created DESC")]
+
+    def resolve(self, ref: str) -> JobRecord:
+        """An id, a unique id prefix, or a job name (the newest job of that name)."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE id=?", (ref,)).fetchall()
+        if not rows:
+            rows = self.db.execute("SELECT * FROM jobs WHERE id LIKE ? ESCAPE '\\'",
+                                   (ref.replace("%", r"\%").replace("_", r"\_") + "%",)).fetchall()
+            if len(rows) > 1:
+                ids = ", ".join(sorted(r["id"] for r in rows)[:5])
+                raise UsageError(f"job {ref!r} is ambiguous: {ids}", "give more of the id")
+        if not rows:
+            rows = self.db.execute("SELECT * FROM jobs WHERE name=? ORDER BY created DESC LIMIT 1",
+                                   (ref,)).fetchall()
+        if not rows:
+            raise NotFoundError(f"no job {ref!r}", "see `tether jobs` for ids and names")
+        return self._rec(rows[0])
+
+    @staticmethod
+    def _rec(row: sqlite3.Row) -> JobRecord:
+        d = dict(row)
+        for k in _JSON_FIELDS:
+            d[k] = json.loads(d[k]) if d[k] is not None else None
+        d["artifacts"] = d["artifacts"] or []
+        return JobRecord(**d)
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,140 @@
+"""`tether launch`: bootstrap the host, sync the code, create the job, start its agent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as pysecrets
+import shlex
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from rich.console import Console
+
+from . import sync
+from .agent_client import AgentClient
+from .errors import RemoteError, UsageError
+from .hosts import Target, target_for_spec
+from .jobs import JobRecord, Registry
+from .runtime import prepare_host
+from .settings import Places
+from .spec import JobSpec, LoadedSpec
+from .ui import TransferProgress
+
+
+@dataclass(frozen=True)
+class Launched:
+    record: JobRecord
+    plan: sync.SyncPlan
+    setup_skipped: bool
+
+
+def workload_command(spec: JobSpec) -> str:
+    if spec.run is not None:
+        return spec.run
+    if spec.workload is not None:
+        raise UsageError(f"workload kind {spec.workload.kind!r} is not available in this version",
+                         "use `run: <command>` for now")
+    raise UsageError("stages are not available in this version", "use `run: <command>` for now")
+
+
+def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
+    """Hash of the setup text and of every workdir file it names (requirements.txt, ...)."""
+    if not spec.setup:
+        return None
+    h = hashlib.sha256(spec.setup.encode())
+    try:
+        tokens = shlex.split(spec.setup)
+    except ValueError:
+        tokens = spec.setup.split()
+    for tok in tokens:
+        for part in tok.split("="):
+            f = tree.files.get(part[2:] if part.startswith("./") else part)
+            if f is not None:
+                h.update(f"{f.rel}:{f.sha256}".encode())
+    return h.hexdigest()[:24]
+
+
+def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Console,
+           dry_run: bool = False) -> Optional[Launched]:
+    spec = loaded.spec
+    command = workload_command(spec)
+    tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    target = target_for_spec(spec.host, places)
+    try:
+        if dry_run:
+            _dry_run(target, loaded, tree, console)
+            return None
+        return _launch_on(target, loaded, tree, command, registry, console)
+    finally:
+        target.host.close()
+
+
+def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, command: str,
+               registry: Registry, console: Console) -> Launched:
+    spec = loaded.spec
+    info = prepare_host(target.host, target.python, spec.host.root)
+    if info.shipped:
+        console.print(f"shipped the agent runtime to {target.host.name}")
+    client = AgentClient(target.host, info.python, info.runtime_dir)
+    project = spec.name
+
+    the_plan = sync.plan(tree, client.call("manifest", info.root, project))
+    if the_plan.send or the_plan.delete:
+        progress = TransferProgress(console, "sync", the_plan.send_bytes)
+        try:
+            sync.push(client, info.root, project, the_plan, progress)
+        finally:
+            progress.close()
+    console.print(f"sync: {len(the_plan.send)} file(s) sent ({sync.human_bytes(the_plan.send_bytes)}), "
+                  f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
+    for rel in tree.skipped_links:
+        console.print(f"  not sent (symlink): {rel}", markup=False)
+
+    job_id = pysecrets.token_hex(4)
+    key = setup_key(spec, tree)
+    payload = {
+        "spec": spec.model_dump(mode="json"),
+        "job": {"id": job_id, "project": project, "command": command, "setup_key": key,
+                "path_prepend": target.path_prepend, "created": time.time()},
+        "secrets": dict(loaded.secret_values),  # on stdin, into a 0600 file: never argv
+    }
+    created = client.call("create-job", info.root, project, job_id, input=json.dumps(payload).encode())
+    job_dir = created["job_dir"]
+    if spec.setup:
+        console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
+                      else "setup: will run before the workload")
+    record = JobRecord(
+        id=job_id, name=spec.name, project=project, spec_hash=loaded.spec_hash,
+        provider=spec.host.provider, endpoint=target.endpoint, remote_root=info.root,
+        job_dir=job_dir, python=info.python, runtime_dir=info.runtime_dir,
+        artifacts=list(spec.artifacts), created=time.time(),
+    )
+    registry.add(record)  # before start: a job that runs is never missing from the registry
+    started = client.call("start", job_dir, timeout=60)
+    if not started.get("started"):
+        registry.set_state(job_id, "FAILED")
+        raise RemoteError(f"the agent did not start on {target.host.name}: "
+                          f"{(started.get('log_tail') or '').strip()[-300:]}")
+    registry.set_state(job_id, "RUNNING")
+    return Launched(record, the_plan, bool(created["setup_done"]))
+
+
+def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> None:
+    """What a launch would send: compared with the host's copy when tether already ran there.
+    Nothing is installed or changed on the host."""
+    remote: Dict[str, dict] = {}
+    info = prepare_host(target.host, target.python, loaded.spec.host.root, ship=False)
+    if not info.shipped:
+        client = AgentClient(target.host, info.python, info.runtime_dir)
+        remote = client.call("manifest", info.root, loaded.spec.name)
+    the_plan = sync.plan(tree, remote)
+    console.print(f"dry run: would send {len(the_plan.send)} file(s), "
+                  f"{sync.human_bytes(the_plan.send_bytes)}; delete {len(the_plan.delete)}; "
+                  f"{the_plan.unchanged} unchanged (of {len(tree.files)} in {loaded.workdir})",
+                  markup=False, highlight=False)
+    for line in sync.iter_lines(the_plan):
+        console.print(line, markup=False, highlight=False)
+    for rel in tree.skipped_links:
+        console.print(f"  not sent (symlink): {rel}", markup=False, highlight=False)

@@ -1,0 +1,85 @@
+"""What is true about jobs now: ask each host once (one command for all its jobs), infer
+UNREACHABLE when it does not answer, and refresh the registry's cache."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from agent.protocol import JobState
+
+from .agent_client import AgentClient
+from .errors import TetherError
+from .hosts import host_for_record
+from .jobs import JobRecord, Registry
+from .settings import Places
+
+
+@dataclass
+class JobView:
+    record: JobRecord
+    state: JobState
+    reason: Optional[str] = None
+    failure: Optional[str] = None
+    exit_code: Optional[int] = None
+    heartbeat_age_s: Optional[float] = None
+    step: Optional[int] = None
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    resources: Dict[str, Any] = field(default_factory=dict)
+    started_at: Optional[float] = None
+    ended_at: Optional[float] = None
+    error: Optional[TetherError] = None
+
+    def as_json(self) -> dict:
+        r = self.record
+        return {
+            "id": r.id, "name": r.name, "provider": r.provider, "host": host_label(r),
+            "job_dir": r.job_dir, "created": r.created, "state": self.state.value,
+            "reason": self.reason, "failure": self.failure, "exit_code": self.exit_code,
+            "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
+            "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
+        }
+
+
+def host_label(r: JobRecord) -> str:
+    ep = r.endpoint
+    if ep.get("kind") == "local":
+        return "local"
+    user = f"{ep['user']}@" if ep.get("user") else ""
+    return f"{user}{ep['host']}:{ep['port']}"
+
+
+def observe(records: List[JobRecord], places: Places, registry: Registry) -> List[JobView]:
+    by_host: Dict[str, List[JobRecord]] = {}
+    for r in records:
+        by_host.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
+    views: Dict[str, JobView] = {}
+    for group in by_host.values():
+        first = group[0]
+        host = host_for_record(first, places)
+        try:
+            client = AgentClient(host, first.python, first.runtime_dir)
+            answers = client.status([r.job_dir for r in group])
+            for r, a in zip(group, answers):
+                views[r.id] = _view(r, a)
+        except TetherError as exc:
+            for r in group:
+                views[r.id] = JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc)
+        finally:
+            host.close()
+    for v in views.values():
+        if v.state != JobState.UNREACHABLE:
+            registry.set_state(v.record.id, v.state.value)
+    return [views[r.id] for r in records]
+
+
+def _view(r: JobRecord, a: dict) -> JobView:
+    if not a.get("exists"):
+        return JobView(r, JobState.LOST, reason=f"job folder {r.job_dir} is gone from the host")
+    return JobView(
+        r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
+        exit_code=a.get("exit_code"), heartbeat_age_s=a.get("heartbeat_age_s"), step=a.get("step"),
+        metrics=a.get("metrics") or {}, resources=a.get("resources") or {},
+        started_at=a.get("started_at"), ended_at=a.get("ended_at"),
+    )

@@ -1,0 +1,117 @@
+"""Host -> laptop: artifacts listed with sizes and sha256, partial files resumed by offset,
+every file verified and renamed into place, nothing allowed outside the destination."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, List
+
+from rich.console import Console
+
+from agent.codetree import sha256_file
+
+from .agent_client import AgentClient
+from .errors import RemoteError, UnsafePathError
+from .ui import TransferProgress
+
+PART_SUFFIX = ".tether-part"
+
+
+@dataclass
+class PullResult:
+    dest: Path
+    pulled: List[str] = field(default_factory=list)
+    unchanged: List[str] = field(default_factory=list)
+    refused: List[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def safe_destination(dest: Path, rel: str) -> Path:
+    """Where rel lands under dest; UnsafePathError if it would land anywhere else."""
+    p = PurePosixPath(rel)
+    if (not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or "\x00" in rel
+            or rel.startswith("~")):
+        raise UnsafePathError(f"refusing to pull {rel!r}: it would leave {dest}",
+                              "the host listed an unsafe path; nothing was written for it")
+    target = dest.joinpath(*p.parts)
+    real_dest = os.path.realpath(dest)
+    real_parent = os.path.realpath(target.parent)
+    if os.path.commonpath([real_dest, real_parent]) != real_dest or target.is_symlink():
+        raise UnsafePathError(f"refusing to pull {rel!r}: a symlink under {dest} points elsewhere",
+                              "remove the symlink from the destination folder")
+    return target
+
+
+def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, console: Console) -> PullResult:
+    dest.mkdir(parents=True, exist_ok=True)
+    listing = client.call("list-files", job_dir, *paths, timeout=600)
+    result = PullResult(dest=dest)
+    for item in listing["refused"]:
+        result.refused.append(f"{item['path']} ({item['problem']})")
+    wanted = []
+    for f in listing["files"]:
+        target = safe_destination(dest, f["path"])  # raises: a host listing ../ is not trusted
+        if target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]:
+            result.unchanged.append(f["path"])
+            continue
+        part = target.with_name(target.name + PART_SUFFIX)
+        offset = part.stat().st_size if part.is_file() else 0
+        if offset > f["size"]:
+            part.unlink()
+            offset = 0
+        wanted.append({**f, "offset": offset, "target": target, "part": part})
+    if not wanted:
+        return result
+    total = sum(w["size"] - w["offset"] for w in wanted)
+    progress = TransferProgress(console, "pull", total)
+    stream = client.stream("read-files", job_dir)
+    try:
+        stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"]} for w in wanted]).encode())
+        stream.close_stdin()
+        for w in wanted:
+            _receive_one(stream.stdout, w, progress)
+            result.pulled.append(w["path"])
+            result.bytes += w["size"] - w["offset"]
+    except BaseException:
+        stream.kill()  # unread frames would otherwise keep the host writing
+        raise
+    finally:
+        progress.close()
+        stream.wait()
+    return result
+
+
+def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None:
+    header = json.loads(src.readline() or b"{}")
+    if header.get("path") != want["path"]:
+        raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r}")
+    if "error" in header:
+        raise RemoteError(f"pull: {want['path']}: {header['error']}")
+    part: Path = want["part"]
+    part.parent.mkdir(parents=True, exist_ok=True)
+    mode = "ab" if header["offset"] == want["offset"] and want["offset"] > 0 else "wb"
+    left = header["length"]
+    with open(part, mode) as f:
+        while left:
+            block = src.read(min(left, 1 << 20))
+            if not block:
+                raise RemoteError(f"pull: the connection ended inside {want['path']}",
+                                  "run pull again: it resumes where it stopped")
+            f.write(block)
+            left -= len(block)
+            progress(len(block))
+        f.flush()
+        os.fsync(f.fileno())
+    h = hashlib.sha256()
+    with open(part, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != want["sha256"]:
+        part.unlink()
+        raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",
+                          "run pull again")
+    os.replace(part, want["target"])

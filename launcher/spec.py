@@ -1,0 +1,243 @@
+"""The job spec: YAML in, frozen pydantic models out, or one line saying what is wrong."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Mapping, Optional, Type, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.protocol import FailureClass
+
+from .errors import SpecError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Provider = Literal["local", "ssh", "vast", "novita", "kaggle", "colab"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostSpec(_Strict):
+    provider: Provider = "local"
+    address: Optional[str] = None          # ssh: user@host[:port] or a ~/.ssh/config alias
+    identity_file: Optional[str] = None    # ssh: private key; else ~/.ssh/config, agent, defaults
+    root: str = "~/.tether"                # the tether root on the host
+    python: Optional[str] = None           # python on the host; local default: tether's own
+    connect_timeout_s: float = Field(15.0, gt=0)
+    retry_s: float = Field(60.0, ge=0)     # keep retrying a dropped connection this long
+    gpu: Optional[str] = None
+    num_gpus: int = Field(1, ge=0)
+    max_price: Optional[float] = Field(None, gt=0)
+    disk_gb: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ssh_needs_address(self) -> "HostSpec":
+        if self.provider == "ssh" and not self.address:
+            raise ValueError("provider ssh needs host.address (user@host[:port] or an ~/.ssh/config alias)")
+        return self
+
+
+class HeartbeatSpec(_Strict):
+    every_s: float = Field(10.0, gt=0)
+    stall_after_s: float = Field(900.0, gt=0)
+
+
+class BackupSpec(_Strict):
+    every_min: float = Field(30.0, gt=0)
+    keep: int = Field(3, ge=1)
+    mirror: Optional[str] = None           # laptop | hf://user/repo
+
+
+class RestartSpec(_Strict):
+    max: int = Field(3, ge=0)
+    on: List[FailureClass] = [FailureClass.INFRA, FailureClass.STALL]
+    backoff_s: float = Field(30.0, ge=0)
+
+
+class StopSpec(_Strict):
+    grace_s: float = Field(120.0, ge=0)
+
+
+class LimitsSpec(_Strict):
+    max_hours: Optional[float] = Field(None, gt=0)
+    max_usd: Optional[float] = Field(None, gt=0)
+
+
+class PublishSpec(_Strict):
+    repo: str
+    private: bool = True
+
+
+class StageSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    run: str
+
+
+class WorkloadSpec(_Strict):
+    kind: Literal["causal-lm"]
+    model: str
+    tokenizer: Optional[str] = None
+    data: str
+    deepspeed: Dict[str, Any] = {}
+    train: Dict[str, Any] = {}
+    lora: Optional[Dict[str, Any]] = None
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    workdir: str = "."
+    host: HostSpec = HostSpec()
+    setup: Optional[str] = None
+    run: Optional[str] = None
+    workload: Optional[WorkloadSpec] = None
+    stages: Optional[List[StageSpec]] = None
+    env: Dict[str, str] = {}
+    secrets: List[str] = []
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
+    backup: BackupSpec = BackupSpec()
+    restart: RestartSpec = RestartSpec()
+    stop: StopSpec = StopSpec()
+    limits: LimitsSpec = LimitsSpec()
+    autodown: Optional[bool] = None
+    artifacts: List[str] = ["outputs/"]
+    publish: Optional[PublishSpec] = None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_scalars_to_str(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (json.dumps(x) if isinstance(x, bool) else str(x)) if isinstance(x, (int, float, bool)) else x
+                    for k, x in v.items()}
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, v: List[str]) -> List[str]:
+        for name in v:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return v
+
+    @model_validator(mode="after")
+    def _one_way_to_run(self) -> "JobSpec":
+        given = [k for k in ("run", "workload", "stages") if getattr(self, k) is not None]
+        if len(given) != 1:
+            which = " and ".join(f"'{k}'" for k in given) if given else "none"
+            raise ValueError(f"give exactly one of 'run', 'workload' or 'stages' (got {which})")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid spec plus what was resolved on the laptop: paths and secret values."""
+
+    spec: JobSpec
+    path: Path
+    workdir: Path
+    secret_values: Mapping[str, str]
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def load_spec(path: Union[str, Path], environ: Mapping[str, str],
+              host_override: Optional[HostSpec] = None) -> LoadedSpec:
+    path = Path(path)
+    label = path.name
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file", "give the path of a job spec (YAML)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{label}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})",
+                        "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{label}: expected a mapping of keys (name, workdir, run, ...)",
+                        "see examples/ for a spec")
+    if host_override is not None:
+        raw = {**raw, "host": host_override.model_dump(exclude_unset=True)}
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_describe(label, exc)) from None
+
+    workdir = (path.parent / spec.workdir).resolve()
+    if not workdir.is_dir():
+        raise SpecError(f"{label}: workdir: folder {workdir} does not exist",
+                        "set workdir relative to the spec file")
+    values = {}
+    for i, name in enumerate(spec.secrets):
+        if name not in environ:
+            raise SpecError(f"{label}: secrets[{i}]: {name} is not set in the environment",
+                            f"export {name} before launching")
+        values[name] = environ[name]
+    return LoadedSpec(spec=spec, path=path.resolve(), workdir=workdir, secret_values=values)
+
+
+def _describe(label: str, exc: ValidationError) -> str:
+    # An unknown key usually explains the "missing" errors next to it: report it first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = [p for p in first["loc"]]
+    where = _dotted(loc)
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(JobSpec, loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(sorted(known))}"
+        msg = f"{label}: {where}: unknown key; {hint}"
+    elif first["type"] == "missing":
+        msg = f"{label}: {where}: required"
+    else:
+        got = first.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
+        text = first["msg"].removeprefix("Value error, ")
+        msg = f"{label}: {where + ': ' if where else ''}{text}{shown}"
+    more = len(errors) - 1
+    return msg + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _dotted(loc: List[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part not in ("function-after",) and not part.startswith("function-"):
+            out += ("." if out else "") + part
+    return out
+
+
+def _known_keys(model: Type[BaseModel], loc: List[Any]) -> List[str]:
+    """The field names of the model found at loc, for 'did you mean'."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside Optional[X] / List[X], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

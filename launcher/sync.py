@@ -1,0 +1,202 @@
+"""Laptop -> host code sync: manifests on both ends, only changed files travel, as one tar.
+
+What is never sent: .git/ (and other VCS folders), .env files, __pycache__, virtualenvs;
+then whatever .gitignore files (at any depth) and a top-level .tetherignore exclude.
+Symlinks are not followed and not sent (named in --dry-run output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import pathspec
+
+from agent.codetree import sha256_file
+
+from .agent_client import AgentClient
+from .errors import RemoteError
+
+ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".mypy_cache",
+                       ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", ".tether"}
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str
+    path: Path
+    size: int
+    mode: int
+    sha256: str
+
+
+@dataclass
+class LocalTree:
+    files: Dict[str, LocalFile]
+    skipped_links: List[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    send: List[LocalFile]
+    delete: List[str]
+    unchanged: int
+
+    @property
+    def send_bytes(self) -> int:
+        return sum(f.size for f in self.send)
+
+
+def _is_env_file(name: str) -> bool:
+    return name == ".env" or name.startswith(".env.")
+
+
+def _is_virtualenv(path: Path) -> bool:
+    return (path / "pyvenv.cfg").is_file() or (path / "conda-meta").is_dir()
+
+
+def _ignore_spec(folder: Path, names: Tuple[str, ...]) -> Optional[pathspec.PathSpec]:
+    lines: List[str] = []
+    for name in names:
+        f = folder / name
+        if f.is_file():
+            lines += f.read_text(errors="replace").splitlines()
+    return pathspec.PathSpec.from_lines("gitwildmatch", lines) if lines else None
+
+
+def scan(workdir: Path, hash_cache: Path) -> LocalTree:
+    """Every file that would be synced, with sha256 cached by (size, mtime_ns)."""
+    try:
+        cache = json.loads(hash_cache.read_text())
+    except (FileNotFoundError, ValueError):
+        cache = {}
+    files: Dict[str, LocalFile] = {}
+    links: List[str] = []
+    new_cache: Dict[str, list] = {}
+    # (folder relative to workdir, its ignore spec): .gitignore rules apply below their folder.
+    rules: List[Tuple[str, pathspec.PathSpec]] = []
+    top_spec = _ignore_spec(workdir, (".gitignore", ".tetherignore"))
+    if top_spec:
+        rules.append(("", top_spec))
+
+    def ignored(rel: str, is_dir: bool) -> bool:
+        for base, spec in rules:
+            if base and not rel.startswith(base + "/"):
+                continue
+            sub = rel[len(base) + 1:] if base else rel
+            if spec.match_file(sub + ("/" if is_dir else "")):
+                return True
+        return False
+
+    for dirpath, dirnames, filenames in os.walk(workdir):
+        here = Path(dirpath)
+        rel_here = here.relative_to(workdir).as_posix()
+        rel_here = "" if rel_here == "." else rel_here
+        if rel_here:
+            spec = _ignore_spec(here, (".gitignore",))
+            if spec:
+                rules.append((rel_here, spec))
+        keep = []
+        for d in sorted(dirnames):
+            rel = f"{rel_here}/{d}" if rel_here else d
+            p = here / d
+            if p.is_symlink():
+                links.append(rel)
+            elif not (d in ALWAYS_SKIPPED_DIRS or _is_virtualenv(p) or ignored(rel, True)):
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            rel = f"{rel_here}/{name}" if rel_here else name
+            p = here / name
+            if p.is_symlink():
+                links.append(rel)
+                continue
+            if _is_env_file(name) or name.endswith(".pyc") or ignored(rel, False):
+                continue
+            st = p.stat()
+            hit = cache.get(rel)
+            digest = hit[2] if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns else sha256_file(p)
+            new_cache[rel] = [st.st_size, st.st_mtime_ns, digest]
+            files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+    hash_cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(new_cache))
+    os.replace(tmp, hash_cache)
+    return LocalTree(files, links)
+
+
+def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
+    key = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+    return cache_dir / "hashes" / f"{key}.json"
+
+
+def plan(local: LocalTree, remote: Dict[str, dict]) -> SyncPlan:
+    send = [f for rel, f in sorted(local.files.items())
+            if rel not in remote or remote[rel]["sha256"] != f.sha256 or remote[rel]["mode"] != f.mode]
+    delete = sorted(rel for rel in remote if rel not in local.files)
+    return SyncPlan(send=send, delete=delete, unchanged=len(local.files) - len(send))
+
+
+class _Counting(io.RawIOBase):
+    """Wraps a file so a progress callback sees every byte read."""
+
+    def __init__(self, f, on_bytes: Callable[[int], None]) -> None:
+        self.f, self.on_bytes = f, on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.on_bytes(n)
+        return n
+
+
+def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan,
+         on_bytes: Callable[[int], None] = lambda n: None) -> dict:
+    """Streams the delta as one tar into `agent receive` on the host."""
+    stream = client.stream("receive", root, project)
+    try:
+        stream.stdin.write(json.dumps({"delete": the_plan.delete}).encode() + b"\n")
+        with tarfile.open(fileobj=stream.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for f in the_plan.send:
+                info = tarfile.TarInfo(f.rel)
+                info.size, info.mode = f.size, f.mode
+                info.mtime = f.path.stat().st_mtime
+                with open(f.path, "rb") as src:
+                    tar.addfile(info, _Counting(src, on_bytes))
+        stream.close_stdin()
+    except (BrokenPipeError, OSError):
+        pass  # the host stopped reading: its exit status and stderr say why
+    out = stream.stdout.read()
+    rc = stream.wait()
+    if rc != 0:
+        raise RemoteError(f"sync failed on the host: {stream.stderr_text().strip()[-300:]}")
+    return json.loads(out)
+
+
+def iter_lines(the_plan: SyncPlan) -> Iterator[str]:
+    for f in the_plan.send:
+        yield f"  send   {f.rel}  ({human_bytes(f.size)})"
+    for rel in the_plan.delete:
+        yield f"  delete {rel}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

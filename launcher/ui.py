@@ -1,0 +1,36 @@
+"""Output for people: one console, progress bars that appear only for slow transfers."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+
+class TransferProgress:
+    """Feed it byte counts; after a second of transfer it shows a bar (on a terminal)."""
+
+    def __init__(self, console: Console, label: str, total: int, show_after_s: float = 1.0) -> None:
+        self.console, self.label, self.total = console, label, total
+        self.started = time.monotonic()
+        self.show_after_s = show_after_s
+        self.done = 0
+        self._bar: Optional[Progress] = None
+        self._task = None
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self._bar is None:
+            if not self.console.is_terminal or time.monotonic() - self.started < self.show_after_s:
+                return
+            self._bar = Progress(TextColumn(self.label), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), console=self.console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total)
+        self._bar.update(self._task, completed=self.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

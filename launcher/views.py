@@ -1,0 +1,86 @@
+"""Rich tables and panels for people; the same data goes out as JSON for scripts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.protocol import JobState
+
+from .observe import JobView, host_label
+
+_COLOURS = {
+    JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.LOST: "red",
+    JobState.UNREACHABLE: "yellow", JobState.STALLED: "yellow", JobState.STOPPED: "blue",
+    JobState.RUNNING: "cyan",
+}
+
+
+def state_text(state: JobState) -> str:
+    colour = _COLOURS.get(state)
+    return f"[{colour}]{state.value}[/]" if colour else state.value
+
+
+def ago(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def metrics_text(metrics: Dict[str, Any], limit: int = 4) -> str:
+    parts = []
+    for k, v in list(metrics.items())[:limit]:
+        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+def jobs_table(views: List[JobView]) -> Table:
+    t = Table(box=None, header_style="bold")
+    for col in ("ID", "NAME", "HOST", "STATE", "STEP", "HEARTBEAT", "CREATED"):
+        t.add_column(col, no_wrap=True)
+    now = time.time()
+    for v in views:
+        r = v.record
+        t.add_row(r.id, r.name, host_label(r), state_text(v.state),
+                  "-" if v.step is None else str(v.step), ago(v.heartbeat_age_s), ago(now - r.created))
+    return t
+
+
+def print_status(console: Console, v: JobView) -> None:
+    r = v.record
+    rows = [
+        ("job", f"{r.id}  ({r.name})"),
+        ("host", f"{host_label(r)}  {r.job_dir}"),
+        ("state", state_text(v.state) + (f"  {v.reason}" if v.reason else "")),
+    ]
+    if v.failure:
+        rows.append(("failure", f"{v.failure}" + (f" (exit code {v.exit_code})" if v.exit_code is not None else "")))
+    rows.append(("heartbeat", ago(v.heartbeat_age_s)))
+    if v.step is not None:
+        rows.append(("step", f"{v.step}  {metrics_text(v.metrics, 8)}"))
+    if v.resources:
+        rows.append(("resources", resources_text(v.resources)))
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    for k, val in rows:
+        t.add_row(k, val)
+    console.print(t)
+
+
+def resources_text(res: Dict[str, Any]) -> str:
+    parts = []
+    if "ram_used_gb" in res:
+        parts.append(f"RAM {res['ram_used_gb']}/{res.get('ram_total_gb', '?')} GB")
+    if "disk_free_gb" in res:
+        parts.append(f"disk free {res['disk_free_gb']} GB")
+    for g in res.get("gpus") or []:
+        parts.append(f"GPU{g['index']} {g.get('util_percent')}% {g.get('mem_used_mb')}/{g.get('mem_total_mb')} MB")
+    return " · ".join(parts)
