@@ -277,6 +277,8 @@ def ssh(
     s = session()
     rec = s.registry.resolve(job)
     host = host_for_record(rec, s.places)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
     argv = host.shell_argv(cmd or None, rec.job_dir)
     raise typer.Exit(subprocess.call(argv))
 

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sshd import SSHD, Sshd  # noqa: E402
+
+from launcher.cli import app  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory) -> Sshd:
+    """One real OpenSSH server for the session (tests that restart it get their own)."""
+    assert Path(SSHD).exists(), "openssh-server is required: .ci/run installs it"
+    server = Sshd(tmp_path_factory.mktemp("sshd")).setup().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_sshd(tmp_path) -> Sshd:
+    """A server of this test's own, free to restart, rekey or kill."""
+    server = Sshd(tmp_path / "sshd").setup().start()
+    yield server
+    server.stop()
+    server.kill_sessions()
+
+
+@pytest.fixture
+def tether_env(tmp_path, monkeypatch, sshd_server):
+    """tether's laptop state in a temp folder, with an ~/.ssh/config alias 'testhost'."""
+    home = tmp_path / "tether-home"
+    monkeypatch.setenv("TETHER_HOME", str(home))
+    conf = tmp_path / "ssh_config"
+    conf.write_text(sshd_server.ssh_config("testhost"))
+    monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return home
+
+
+class Result:
+    def __init__(self, r):
+        self.exit_code = r.exit_code
+        self.stdout = r.stdout
+        self.stderr = r.stderr
+        self.exception = r.exception
+
+    def __repr__(self) -> str:
+        return f"<exit {self.exit_code}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}>"
+
+
+@pytest.fixture
+def tether(tether_env) -> Callable[..., Result]:
+    """Runs the tether CLI in-process, like httpie's test runner."""
+    runner = CliRunner()
+
+    def run(*args: str, input: Optional[str] = None) -> Result:
+        r = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+        return Result(r)
+
+    return run
+
+
+@pytest.fixture
+def project(tmp_path) -> Callable[..., Path]:
+    """Writes a workdir with files and a job.yaml; returns the spec path."""
+
+    def make(spec: str, files: Optional[dict] = None, name: str = "proj") -> Path:
+        work = tmp_path / name
+        work.mkdir(exist_ok=True)
+        for rel, content in (files or {}).items():
+            p = work / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(textwrap.dedent(content)) if isinstance(content, str) else p.write_bytes(content)
+        path = work / "job.yaml"
+        path.write_text(textwrap.dedent(spec))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def host_root(tmp_path) -> Path:
+    return tmp_path / "host-root"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60, every: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def status_json(tether, job: str) -> dict:
+    r = tether("status", job, "--json")
+    assert r.exit_code == 0, r
+    return json.loads(r.stdout)
+
+
+def wait_state(tether, job: str, states, timeout: float = 60) -> dict:
+    states = {states} if isinstance(states, str) else set(states)
+    box = {}
+
+    def check():
+        box["s"] = status_json(tether, job)
+        return box["s"]["state"] in states
+
+    try:
+        wait_for(check, timeout, what=f"job {job} to reach {states}")
+    except AssertionError:
+        raise AssertionError(f"job {job} never reached {states}; last: {box.get('s')}")
+    return box["s"]
+
+
+def launched_id(result: Result) -> str:
+    for line in result.stdout.splitlines():
+        if line.startswith("launched job "):
+            return line.split()[2]
+    raise AssertionError(f"no job id in launch output: {result!r}")
+
+
+def shutil_which(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is required"
+    return path
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

@@ -1,0 +1,112 @@
+"""A real OpenSSH server on 127.0.0.1 for tests: its own host key, client key and config."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@dataclass
+class Sshd:
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: Optional[subprocess.Popen] = None
+
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client_ed25519"
+
+    @property
+    def host_key(self) -> Path:
+        return self.dir / "host_ed25519"
+
+    @property
+    def address(self) -> str:
+        return f"root@127.0.0.1:{self.port}"
+
+    def setup(self) -> "Sshd":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keygen(self.client_key)
+        keygen(self.host_key)
+        (self.dir / "authorized_keys").write_text((self.dir / "client_ed25519.pub").read_text())
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        return self
+
+    def config(self) -> Path:
+        conf = self.dir / "sshd_config"
+        conf.write_text(f"""
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {self.host_key}
+PidFile {self.dir}/sshd.pid
+AuthorizedKeysFile {self.dir}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+LogLevel ERROR
+MaxSessions 50
+MaxStartups 50
+""")
+        return conf
+
+    def start(self) -> "Sshd":
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config())],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "sshd.log", "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"sshd exited: {(self.dir / 'sshd.log').read_text()}")
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start listening within 10s")
+
+    def stop(self) -> None:
+        """Stops the listener. Sessions already open live on in their own sshd processes."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill_sessions(self) -> None:
+        """Drops every open connection to this server: its per-session sshd children too."""
+        out = subprocess.run(["pgrep", "-f", f"sshd.*{self.dir}"], capture_output=True, text=True).stdout
+        for pid in out.split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+
+    def restart(self, new_host_key: bool = False) -> "Sshd":
+        self.stop()
+        if new_host_key:
+            self.host_key.unlink()
+            Path(str(self.host_key) + ".pub").unlink()
+            keygen(self.host_key)
+        return self.start()
+
+    def ssh_config(self, alias: str) -> str:
+        return (f"Host {alias}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
+                f"  IdentityFile {self.client_key}\n")
