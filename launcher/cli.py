@@ -287,11 +287,12 @@ def ssh(
 @command
 def demo(
     to: Path = typer.Option(Path("demo-result"), "--to", help="where the result is pulled"),
+    root: Optional[str] = typer.Option(None, "--root", help="tether root on this machine (default ~/.tether)"),
 ) -> None:
     """A real job end to end on this machine: launch, watch, pull."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(session(), to))
+    raise typer.Exit(run_demo(session(), to, root))
 
 
 @app.command()

@@ -6,6 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 from agent.protocol import JobState
 
@@ -14,17 +15,18 @@ from .errors import UsageError
 from .hosts import host_for_record
 from .launch import launch
 from .pull import pull
-from .spec import load_spec
+from .spec import HostSpec, load_spec
 from .views import metrics_text, state_text
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo" / "job.yaml"
 
 
-def run_demo(s, dest: Path) -> int:
+def run_demo(s, dest: Path, root: Optional[str] = None) -> int:
     if not EXAMPLE.is_file():
         raise UsageError(f"the demo job is not at {EXAMPLE}", "run the demo from a source checkout of tether")
     console = s.console
-    loaded = load_spec(EXAMPLE, os.environ)
+    override = HostSpec(provider="local", root=root) if root else None
+    loaded = load_spec(EXAMPLE, os.environ, override)
     console.print(f"[bold]1. launch[/] {EXAMPLE.relative_to(EXAMPLE.parent.parent.parent)} on the local host")
     done = launch(loaded, s.places, s.registry, console)
     assert done is not None

@@ -71,7 +71,7 @@ def _ignore_spec(folder: Path, names: Tuple[str, ...]) -> Optional[pathspec.Path
         f = folder / name
         if f.is_file():
             lines += f.read_text(errors="replace").splitlines()
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines) if lines else None
+    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
 def scan(workdir: Path, hash_cache: Path) -> LocalTree:

@@ -1,0 +1,77 @@
+"""Host keys, unreachable hosts, aliases, and a host without the Python we need."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import launched_id, wait_state
+
+from launcher.errors import ExitCode
+
+
+def spec_for(root, address="testhost", host_extra=""):
+    return f"""
+        name: hk
+        host: {{provider: ssh, address: "{address}", root: {root}, connect_timeout_s: 2, retry_s: 2{host_extra}}}
+        run: echo hello
+    """
+
+
+def test_changed_host_key_is_refused(tether, project, tmp_path, own_sshd):
+    root = tmp_path / "root"
+    spec = project(spec_for(root, own_sshd.address, f", identity_file: {own_sshd.client_key}"))
+    first = tether("launch", spec)
+    assert first.exit_code == 0, first
+    known = (tmp_path / "tether-home" / "known_hosts").read_text()
+    assert f"[127.0.0.1]:{own_sshd.port} ssh-ed25519" in known
+
+    own_sshd.restart(new_host_key=True)
+    r = tether("launch", spec)
+    assert r.exit_code == ExitCode.AUTH, r
+    assert "host key" in r.stderr and "known_hosts" in r.stderr and "ssh-keygen -R" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "tether-home" / "known_hosts").read_text() == known  # not replaced
+
+
+def test_unreachable_port_is_a_clear_error_within_the_timeout(tether, project, tmp_path):
+    from sshd import free_port
+
+    spec = project(spec_for(tmp_path / "root", f"root@127.0.0.1:{free_port()}"))
+    started = time.monotonic()
+    r = tether("launch", spec)
+    took = time.monotonic() - started
+    assert r.exit_code == ExitCode.UNREACHABLE, r
+    assert r.stderr.startswith("error: cannot reach root@127.0.0.1:") and "retried for 2s" in r.stderr
+    assert took < 15
+    assert "Traceback" not in r.stderr
+
+
+def test_wrong_key_is_an_auth_error(tether, project, tmp_path, sshd_server):
+    from sshd import keygen
+
+    stranger = tmp_path / "stranger"
+    keygen(stranger)
+    spec = project(spec_for(tmp_path / "root", sshd_server.address, f", identity_file: {stranger}"))
+    r = tether("launch", spec)
+    assert r.exit_code == ExitCode.AUTH, r
+    assert "authentication to root@127.0.0.1" in r.stderr
+
+
+def test_ssh_config_alias_and_host_flag(tether, project, tmp_path):
+    spec = project("""
+        name: alias
+        run: echo via-alias
+    """)
+    r = tether("launch", spec, "--host", "testhost")
+    assert r.exit_code == 0, r
+    job = launched_id(r)
+    st = wait_state(tether, job, "SUCCEEDED")
+    assert st["provider"] == "ssh" and st["host"].startswith("root@127.0.0.1:")
+    assert tether("logs", job).stdout.strip() == "via-alias"
+
+
+def test_host_without_that_python(tether, project, tmp_path):
+    spec = project(spec_for(tmp_path / "root", host_extra=", python: python2.6"))
+    r = tether("launch", spec)
+    assert r.exit_code == ExitCode.FAILED, r
+    assert "no 'python2.6' on" in r.stderr and "Python 3.9+" in r.stderr

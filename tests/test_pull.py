@@ -1,0 +1,94 @@
+"""Pull: verified, resumable, and nothing lands outside the destination."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from conftest import launched_id, wait_state
+
+from launcher.errors import ExitCode, UnsafePathError
+from launcher.pull import PART_SUFFIX, safe_destination
+
+WRITE = """
+import os
+from agent import progress
+out = progress.output_dir()
+os.makedirs(os.path.join(out, "model"), exist_ok=True)
+open(os.path.join(out, "model", "weights.bin"), "wb").write(bytes(range(256)) * 4096)
+open(os.path.join(out, "notes.txt"), "w").write("fine")
+os.symlink("/etc/passwd", os.path.join(out, "escape"))
+"""
+
+
+@pytest.fixture
+def finished_job(tether, project, host_root):
+    spec = project(f"""
+        name: pulljob
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: python3 write.py
+        artifacts: [outputs/, logs/workload.log]
+    """, {"write.py": WRITE})
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    return job
+
+
+def test_pull_verifies_and_refuses_symlinks(tether, finished_job, tmp_path):
+    dest = tmp_path / "dest"
+    r = tether("pull", finished_job, "--to", dest)
+    assert r.exit_code == 0, r
+    data = (dest / "outputs" / "model" / "weights.bin").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(bytes(range(256)) * 4096).hexdigest()
+    assert (dest / "outputs" / "notes.txt").read_text() == "fine"
+    assert (dest / "logs" / "workload.log").exists()
+    assert not (dest / "outputs" / "escape").exists()
+    assert "not pulled: outputs/escape (is a symlink)" in r.stdout
+
+
+def test_pull_resumes_a_partial_file(tether, finished_job, tmp_path):
+    dest = tmp_path / "dest"
+    full = bytes(range(256)) * 4096
+    part = dest / "outputs" / "model" / ("weights.bin" + PART_SUFFIX)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(full[: len(full) // 3])
+    r = tether("pull", finished_job, "--to", dest)
+    assert r.exit_code == 0, r
+    assert (dest / "outputs" / "model" / "weights.bin").read_bytes() == full
+    assert not part.exists()
+
+
+def test_corrupt_partial_file_is_caught_then_pull_again_works(tether, finished_job, tmp_path):
+    dest = tmp_path / "dest"
+    part = dest / "outputs" / "model" / ("weights.bin" + PART_SUFFIX)
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\xff" * 1000)  # not the file's first bytes
+    r = tether("pull", finished_job, "--to", dest)
+    assert r.exit_code == ExitCode.FAILED
+    assert "does not match its sha256" in r.stderr
+    assert not (dest / "outputs" / "model" / "weights.bin").exists()
+    assert tether("pull", finished_job, "--to", dest).exit_code == 0
+    assert (dest / "outputs" / "model" / "weights.bin").read_bytes() == bytes(range(256)) * 4096
+
+
+def test_symlink_in_destination_is_not_followed(tether, finished_job, tmp_path):
+    dest = tmp_path / "dest"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest.mkdir()
+    (dest / "outputs").symlink_to(elsewhere)
+    r = tether("pull", finished_job, "--to", dest)
+    assert r.exit_code == ExitCode.FAILED
+    assert "points elsewhere" in r.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/passwd", "a/../../x", "~/x", "a\\..\\x", ""])
+def test_unsafe_paths_from_a_host_are_refused(tmp_path, bad):
+    with pytest.raises(UnsafePathError):
+        safe_destination(tmp_path, bad)
+
+
+def test_safe_path(tmp_path):
+    assert safe_destination(tmp_path, "outputs/model/w.bin") == tmp_path / "outputs" / "model" / "w.bin"

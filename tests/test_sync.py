@@ -1,0 +1,73 @@
+"""What is sent, what never is, and what --dry-run says."""
+
+from __future__ import annotations
+
+import os
+
+from launcher.sync import hash_cache_for, plan, scan
+
+
+def make_tree(root):
+    files = {
+        "train.py": "print(1)",
+        "src/model.py": "x = 1",
+        "data/big file ü.bin": "d" * 100,
+        ".git/config": "secret-ish",
+        ".env": "HF_TOKEN=abc",
+        ".env.local": "X=1",
+        "src/__pycache__/model.cpython-311.pyc": "bytecode",
+        "myenv/pyvenv.cfg": "home = /usr",
+        "myenv/lib/site.py": "venv",
+        ".venv/bin/python": "venv",
+        "runs/log.txt": "ignored by gitignore",
+        "src/.gitignore": "*.tmp\n",
+        "src/scratch.tmp": "ignored by nested gitignore",
+        "scratch.tmp": "not ignored at top",
+        "weights/w.pt": "ignored by tetherignore",
+        ".gitignore": "runs/\n",
+        ".tetherignore": "weights/\n",
+    }
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    os.symlink("/etc/passwd", root / "link-out")
+
+
+def test_scan_honours_ignores_and_never_sends_secrets(tmp_path):
+    work = tmp_path / "w"
+    make_tree(work)
+    tree = scan(work, hash_cache_for(tmp_path / "cache", work))
+    assert sorted(tree.files) == [".gitignore", ".tetherignore", "data/big file ü.bin", "scratch.tmp",
+                                  "src/.gitignore", "src/model.py", "train.py"]
+    assert tree.skipped_links == ["link-out"]
+
+
+def test_plan_sends_only_changes(tmp_path):
+    work = tmp_path / "w"
+    make_tree(work)
+    cache = hash_cache_for(tmp_path / "cache", work)
+    tree = scan(work, cache)
+    remote = {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in tree.files.items()}
+    remote["gone.py"] = {"size": 1, "mode": 0o644, "sha256": "0"}
+    (work / "train.py").write_text("print(2)")
+    p = plan(scan(work, cache), remote)
+    assert [f.rel for f in p.send] == ["train.py"]
+    assert p.delete == ["gone.py"]
+    assert p.unchanged == 6
+
+
+def test_dry_run_prints_files_and_sizes_and_changes_nothing(tether, project, tmp_path):
+    root = tmp_path / "root"
+    spec = project(f"""
+        name: dry
+        host: {{provider: local, root: {root}}}
+        run: echo hi
+    """, {"a.py": "x" * 2048, ".env": "SECRET=1", "sub dir/b.txt": "b"})
+    r = tether("launch", spec, "--dry-run")
+    assert r.exit_code == 0, r
+    assert "dry run: would send 3 file(s), 2.1 KB; delete 0; 0 unchanged" in r.stdout
+    assert "send   a.py  (2.0 KB)" in r.stdout and "sub dir/b.txt" in r.stdout
+    assert ".env" not in r.stdout
+    assert not (root / "runtime").exists() and not (root / "code").exists()
+    assert "no jobs" in tether("jobs").stdout
