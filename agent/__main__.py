@@ -36,6 +36,10 @@ def main(argv=None) -> int:
     p.add_argument("job_id")
     p = sub.add_parser("start")
     p.add_argument("job_dir")
+    p = sub.add_parser("spec", help="the job's spec (no secrets are in it)")
+    p.add_argument("job_dir")
+    p = sub.add_parser("prepare-resume", help="secrets on stdin; refuses a running or finished job")
+    p.add_argument("job_dir")
     p = sub.add_parser("status")
     p.add_argument("job_dir", nargs="+")
     p = sub.add_parser("stop")
@@ -50,6 +54,13 @@ def main(argv=None) -> int:
     p.add_argument("job_dir")
     p.add_argument("paths", nargs="+")
     p = sub.add_parser("read-files")
+    p.add_argument("job_dir")
+    p = sub.add_parser("backup", help="take one backup (run by the agent, at low priority)")
+    p.add_argument("job_dir")
+    p.add_argument("source")
+    p.add_argument("step")
+    p.add_argument("mode", choices=["link", "copy"])
+    p = sub.add_parser("backups", help="list a job's backups, verified")
     p.add_argument("job_dir")
     p = sub.add_parser("serve")
     p.add_argument("root")
@@ -70,6 +81,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "run":
         from .supervisor import main_run
         return main_run(args.job_dir)
+    if verb == "backup":
+        from .backup import main_take
+        return main_take(args.job_dir, args.source, args.step, args.mode)
+    if verb == "backups":
+        from .backup import backup_summary
+        _emit(backup_summary(JobDir(args.job_dir), check=True))
+        return 0
     if verb == "manifest":
         root = Root(args.root)
         _emit(codetree.manifest(root.code(args.project), root.code_manifest_cache(args.project)))
@@ -82,6 +100,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         result = hostops.start(JobDir(args.job_dir))
         _emit(result)
         return 0 if result["started"] else 1
+    elif verb == "spec":
+        from .files import read_json
+        _emit((read_json(JobDir(args.job_dir).spec) or {}).get("spec"))
+    elif verb == "prepare-resume":
+        _emit(hostops.prepare_resume(JobDir(args.job_dir), json.loads(stdin.read() or b"{}")))
     elif verb == "status":
         _emit([hostops.status(JobDir(p)) for p in args.job_dir])
     elif verb == "stop":

@@ -16,9 +16,22 @@ class StatusBook:
     def __init__(self, job: JobDir) -> None:
         self.job = job
         self.doc: dict = read_json(job.state) or {}
+        self.unsaved = False        # state.json could not be written (disk full): retried
+        self.dropped_events = 0
 
     def event(self, kind: str, **fields: Any) -> None:
-        append_jsonl(self.job.events, {"time": time.time(), "event": kind, **fields})
+        try:
+            append_jsonl(self.job.events, {"time": time.time(), "event": kind, **fields})
+        except OSError:  # a full disk must not take the agent down with it
+            self.dropped_events += 1
+
+    def save(self) -> None:
+        """Writes state.json; on a full disk keeps it in memory and tries again next time."""
+        try:
+            write_json_atomic(self.job.state, self.doc)
+            self.unsaved = False
+        except OSError:
+            self.unsaved = True
 
     def set(
         self,
@@ -39,7 +52,7 @@ class StatusBook:
         self.doc.setdefault("started_at", now)
         if state.is_terminal:
             self.doc["ended_at"] = now
-        write_json_atomic(self.job.state, self.doc)
+        self.save()
         self.event("state", state=state.value, reason=reason,
                    failure=failure.value if failure else None)
 

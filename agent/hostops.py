@@ -90,7 +90,30 @@ def status(job: JobDir) -> dict:
         "last_progress_at": hb.get("last_progress_at"),
         "resources": hb.get("resources") or {},
         "workload_rss_mb": hb.get("workload_rss_mb"),
+        "stage": st.get("stage"),
+        "resumed_from": st.get("resumed_from"),
+        "warnings": hb.get("warnings") or [],
+        "backup": hb.get("backup") or {},
+        "deadline_at": hb.get("deadline_at"),
     }
+
+
+def prepare_resume(job: JobDir, secrets: dict) -> dict:
+    """Before `start` on an existing job: it must not be running or finished well; its
+    secrets (deleted when it ended) come again on stdin."""
+    if not job.spec.exists():
+        raise ValueError(f"no job at {job.path}")
+    if agent_alive(job):
+        raise ValueError("the job's agent is still running; stop it first or just watch it")
+    state = (read_json(job.state) or {}).get("state")
+    if state == JobState.SUCCEEDED.value:
+        raise ValueError("the job already succeeded; launch it again for a new run")
+    write_bytes_atomic(job.secrets, json.dumps(secrets).encode(), mode=0o600)
+    try:
+        job.stop_request.unlink()
+    except FileNotFoundError:
+        pass
+    return {"previous_state": state}
 
 
 def request_stop(job: JobDir, reason: str) -> dict:

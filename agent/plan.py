@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .files import read_json
 from .paths import JobDir
+from .protocol import FailureClass
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: str
 
 
 @dataclass(frozen=True)
@@ -14,33 +22,77 @@ class RunPlan:
     job_id: str
     name: str
     project: str
-    command: str                       # a shell command, run with bash -c (sh without bash)
+    stages: Tuple[Stage, ...]          # a plain `run:` is one stage named "main"
     env: Dict[str, str] = field(default_factory=dict)
     setup: Optional[str] = None
     setup_key: Optional[str] = None
     heartbeat_every_s: float = 10.0
     stall_after_s: float = 900.0
     grace_s: float = 120.0
+    restart_max: int = 3
+    restart_on: Tuple[FailureClass, ...] = (FailureClass.INFRA, FailureClass.STALL)
+    restart_backoff_s: float = 30.0
+    backup_every_s: float = 1800.0
+    backup_keep: int = 3
+    backup_link: bool = True           # hard links where possible; copy: real copies
+    backup_wait_s: float = 600.0       # how long an asked-for checkpoint may take
+    stop_on_backup_disk_full: bool = False
+    deadline_at: Optional[float] = None    # absolute: limits.max_hours or a session's end
+    deadline_margin_s: float = 300.0
+    min_disk_free_gb: Optional[float] = None
+    max_ram_percent: Optional[float] = None
+    max_gpu_mem_percent: Optional[float] = None
     path_prepend: List[str] = field(default_factory=list)  # e.g. the local provider's venv
     log_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
-    def load(cls, job: JobDir) -> "RunPlan":
+    def load(cls, job: JobDir, started: Optional[float] = None) -> "RunPlan":
+        """started: when this agent run began; limits.max_hours counts from it."""
         doc = read_json(job.spec)
         if doc is None:
             raise FileNotFoundError(f"{job.spec} is missing: the launcher writes it before start")
         spec, run = doc["spec"], doc["job"]
         hb = spec.get("heartbeat") or {}
+        restart = spec.get("restart") or {}
+        backup = spec.get("backup") or {}
+        limits = spec.get("limits") or {}
+        watch = spec.get("watch") or {}
+        grace = float((spec.get("stop") or {}).get("grace_s", 120.0))
+        started = time.time() if started is None else started
+        deadlines = [d for d in (run.get("deadline_at"),
+                                 started + float(limits["max_hours"]) * 3600 if limits.get("max_hours") else None)
+                     if d is not None]
+        budget = min(deadlines) - started if deadlines else 0.0
+        margin = limits.get("margin_s")
+        if margin is None:  # time for a checkpoint and a backup, but never most of a short run
+            margin = min(grace + 180.0, 0.1 * budget)
+        if spec.get("stages"):
+            stages = tuple(Stage(s["name"], s["run"]) for s in spec["stages"])
+        else:
+            stages = (Stage("main", run["command"]),)
         return cls(
             job_id=run["id"],
             name=spec["name"],
             project=run["project"],
-            command=run["command"],
+            stages=stages,
             env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
             setup=spec.get("setup"),
             setup_key=run.get("setup_key"),
             heartbeat_every_s=float(hb.get("every_s", 10.0)),
             stall_after_s=float(hb.get("stall_after_s", 900.0)),
-            grace_s=float((spec.get("stop") or {}).get("grace_s", 120.0)),
+            grace_s=grace,
+            restart_max=int(restart.get("max", 3)),
+            restart_on=tuple(FailureClass(c) for c in restart.get("on", ["infra", "stall"])),
+            restart_backoff_s=float(restart.get("backoff_s", 30.0)),
+            backup_every_s=float(backup.get("every_min", 30.0)) * 60.0,
+            backup_keep=int(backup.get("keep", 3)),
+            backup_link=backup.get("mode", "link") == "link",
+            backup_wait_s=float(backup.get("wait_s", 600.0)),
+            stop_on_backup_disk_full=backup.get("on_disk_full", "continue") == "stop",
+            deadline_at=min(deadlines) if deadlines else None,
+            deadline_margin_s=float(margin),
+            min_disk_free_gb=watch.get("min_disk_free_gb"),
+            max_ram_percent=watch.get("max_ram_percent"),
+            max_gpu_mem_percent=watch.get("max_gpu_mem_percent"),
             path_prepend=list(run.get("path_prepend") or []),
         )

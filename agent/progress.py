@@ -17,6 +17,7 @@ by hand.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -27,6 +28,29 @@ from typing import Any, Optional
 _flags = {"checkpoint": False, "stop": False}
 _installed: set = set()
 _lock = threading.Lock()
+_stacks_file = None
+
+
+def _register(signame: str) -> None:
+    """Tells the agent this process handles signame, so it is safe to send: the agent sends
+    SIGUSR1/SIGUSR2 only to processes listed in control/listeners/ (a process that never
+    installed a handler would be killed by them)."""
+    job = os.environ.get("TETHER_JOB_DIR")
+    if not job:
+        return
+    folder = os.path.join(job, "control", "listeners")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, str(os.getpid()))
+    try:
+        with open(path) as f:
+            names = set(json.load(f).get("signals", []))
+    except (OSError, ValueError):
+        names = set()
+    names.add(signame)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"pid": os.getpid(), "signals": sorted(names)}, f)
+    os.replace(tmp, path)
 
 
 def _install(signum: int, flag: str) -> None:
@@ -39,6 +63,19 @@ def _install(signum: int, flag: str) -> None:
 
     signal.signal(signum, handler)
     _installed.add(signum)
+    _register(signal.Signals(signum).name)
+
+
+def _install_stack_dump() -> None:
+    """SIGUSR2 -> every thread's Python stack into logs/stacks-<pid>.txt (for hang reports)."""
+    global _stacks_file
+    job = os.environ.get("TETHER_JOB_DIR")
+    if not job or _stacks_file is not None or threading.current_thread() is not threading.main_thread():
+        return
+    os.makedirs(os.path.join(job, "logs"), exist_ok=True)
+    _stacks_file = open(os.path.join(job, "logs", f"stacks-{os.getpid()}.txt"), "a")
+    faulthandler.register(signal.SIGUSR2, file=_stacks_file, all_threads=True)
+    _register("SIGUSR2")
 
 
 def report(step: int, **metrics: Any) -> None:
@@ -46,6 +83,7 @@ def report(step: int, **metrics: Any) -> None:
     path = os.environ.get("TETHER_PROGRESS_FILE")
     if not path:
         return
+    _install_stack_dump()
     record = {"step": int(step), "time": time.time(), **metrics}
     line = json.dumps(record, default=float).encode() + b"\n"
     with _lock:

@@ -16,7 +16,9 @@ class ProgressReader:
         self.step: Optional[int] = None
         self.metrics: Dict[str, Any] = {}
         self.last_at: Optional[float] = None  # when the agent last saw a new line
-        self.last_checkpoint: Optional[str] = None
+        self.last_checkpoint: Optional[str] = None   # path relative to checkpoints/
+        self.checkpoint_step: Optional[int] = None
+        self.checkpoint_seq = 0                       # announcements seen so far
 
     def poll(self) -> bool:
         """Read what was appended since the last call; True if a new line arrived."""
@@ -44,6 +46,8 @@ class ProgressReader:
                 self.step = rec["step"]
             if rec.get("checkpoint"):
                 self.last_checkpoint = str(rec["checkpoint"])
+                self.checkpoint_step = rec["step"] if isinstance(rec.get("step"), int) else None
+                self.checkpoint_seq += 1
             metrics = {k: v for k, v in rec.items() if k not in ("step", "time", "checkpoint")}
             if metrics:  # a checkpoint announcement alone keeps the last metrics
                 self.metrics = metrics

@@ -1,7 +1,8 @@
 """The monitor loop: the only code that changes a job's state.
 
-Duties (heartbeat, progress polling) run on their own intervals inside the loop and only
-report; a duty that raises becomes an event, never a dead agent.
+Duties (progress, control, heartbeat, backups, deadline, resource watch) run on their own
+intervals inside the loop and only report; a duty that raises becomes an event, never a dead
+agent. Verdicts come from policy.py; restarts resume from the newest verified backup.
 """
 
 from __future__ import annotations
@@ -17,16 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from . import backup
+from .backup_keeper import BackupKeeper
 from .book import StatusBook
 from .files import read_json, write_bytes_atomic, write_json_atomic
 from .logfile import LogPump, RotatingLog
 from .paths import JobDir
-from .plan import RunPlan
+from .plan import RunPlan, Stage
+from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_restart
 from .progress_reader import ProgressReader
 from .protocol import FailureClass, JobState
 from .resources import host_sample, process_tree_rss_mb
+from .signals import clear_listeners, dump_stacks
+from .watch import ResourceWatch
 
 TICK_S = 0.2
+
+__all__ = ["Supervisor", "judge_exit", "main_run"]
 
 
 @dataclass
@@ -38,22 +46,15 @@ class Duty:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    state: JobState
+class Stopped:
     reason: str
-    failure: Optional[FailureClass] = None
-    exit_code: Optional[int] = None
+    failure: Optional[FailureClass]
 
 
-def judge_exit(returncode: int, what: str = "workload") -> Verdict:
-    """A finished child's exit status, as the job's final state."""
-    if returncode == 0:
-        return Verdict(JobState.SUCCEEDED, f"{what} exited with code 0", None, 0)
-    if returncode < 0:
-        sig = signal.Signals(-returncode).name
-        hint = " (out of memory?)" if sig == "SIGKILL" else ""
-        return Verdict(JobState.FAILED, f"{what} killed by {sig}{hint}", FailureClass.INFRA, returncode)
-    return Verdict(JobState.FAILED, f"{what} exited with code {returncode}", FailureClass.USER, returncode)
+@dataclass(frozen=True)
+class Stalled:
+    quiet_s: float
+    stacks: str
 
 
 def shell_argv(command: str) -> List[str]:
@@ -66,14 +67,20 @@ class Supervisor:
         self.job, self.plan, self.runtime_dir = job, plan, runtime_dir
         self.book = StatusBook(job)
         self.progress = ProgressReader(job.progress)
+        self.progress.poll()  # a resumed job: start from what earlier attempts reported
         self.started = time.time()
-        self.stop_reason: Optional[str] = None
+        self.stop: Optional[Stopped] = None
         self.child: Optional[subprocess.Popen] = None
         self.pump: Optional[LogPump] = None
+        self.attempt_started = time.time()
         self.attempt = 0
+        self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full)
+        self.watch = ResourceWatch(plan, self.book)
         self.duties = [
             Duty("progress", TICK_S, self.progress.poll),
             Duty("control", TICK_S, self._check_control),
+            Duty("deadline", 1.0, self._check_deadline),
+            Duty("backup", TICK_S, lambda: self.keeper.tick(self.child.pid if self.child else None)),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
 
@@ -83,16 +90,36 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("agent received SIGTERM"))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session that started us may end
         secrets = self._take_secrets()
+        self._begin()
         try:
-            verdict = self._setup(secrets) or self._run_workload(secrets)
+            verdict = self._setup(secrets) or self._run_stages(secrets)
         except Exception as exc:  # an agent bug must still end the job in a known state
             self.book.event("agent-error", error=repr(exc), traceback=traceback.format_exc())
             verdict = Verdict(JobState.FAILED, f"agent error: {exc!r}", FailureClass.INFRA)
         finally:
             self._forget_secrets()
         self.book.set(verdict.state, verdict.reason, verdict.failure, exit_code=verdict.exit_code)
-        self._write_heartbeat()
+        self._guarded("heartbeat", self._write_heartbeat)
+        deadline = time.monotonic() + 60
+        while self.book.unsaved and time.monotonic() < deadline:  # the final state must land
+            time.sleep(1)
+            self.book.save()
         return verdict.state
+
+    def _begin(self) -> None:
+        """A fresh job starts at attempt 0; a resumed one (state.json exists) continues."""
+        previous = self.book.doc.get("state")
+        backup.clean_partials(self.job)
+        if previous is None:
+            self.book.set(JobState.PENDING, "agent started")
+            return
+        self.attempt = int(self.book.doc.get("attempt", 0)) + 1
+        self._kill_stale_workload(self.book.doc.get("workload_pgid"))
+        try:
+            self.job.stop_request.unlink()
+        except FileNotFoundError:
+            pass
+        self.book.event("resumed", previous_state=previous, attempt=self.attempt)
 
     def _setup(self, secrets: Dict[str, str]) -> Optional[Verdict]:
         """Runs the spec's setup once per (text, inputs); a Verdict only if the job must end."""
@@ -103,36 +130,96 @@ class Supervisor:
             self.book.event("setup-skipped", reason="setup and the files it names are unchanged")
             return None
         self.book.set(JobState.SETUP, "running setup")
-        rc = self._run_child(shell_argv(self.plan.setup), self.job.setup_log, secrets)
-        if rc is None:
-            return Verdict(JobState.STOPPED, self.stop_reason or "stopped during setup")
-        if rc != 0:
-            v = judge_exit(rc, "setup")
+        outcome = self._run_child(shell_argv(self.plan.setup), self.job.setup_log, secrets, "", watch=False)
+        if isinstance(outcome, Stopped):
+            return Verdict(JobState.STOPPED, outcome.reason, outcome.failure)
+        if outcome != 0:
+            v = judge_exit(outcome, "setup")
             return Verdict(v.state, v.reason + "; see logs/setup.log", v.failure, v.exit_code)
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(marker, self.plan.setup.encode())
         self.book.event("setup-done")
         return None
 
-    def _run_workload(self, secrets: Dict[str, str]) -> Verdict:
-        if self.stop_reason:
-            return Verdict(JobState.STOPPED, self.stop_reason)
-        self.book.set(JobState.RUNNING, "workload started", attempt=self.attempt)
-        rc = self._run_child(shell_argv(self.plan.command), self.job.workload_log, secrets)
-        self.progress.poll()
-        if rc is None:
-            return Verdict(JobState.STOPPED, self.stop_reason or "stopped")
-        return judge_exit(rc)
+    def _run_stages(self, secrets: Dict[str, str]) -> Verdict:
+        verdict = Verdict(JobState.SUCCEEDED, "nothing to run")
+        for stage in self.plan.stages:
+            marker = self._stage_marker(stage)
+            if marker.exists():
+                self.book.event("stage-skipped", stage=stage.name, reason="finished in an earlier run")
+                continue
+            verdict = self._run_stage(stage, secrets)
+            if verdict.state != JobState.SUCCEEDED:
+                return verdict
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(marker, b"")
+            self.book.event("stage-done", stage=stage.name)
+        if len(self.plan.stages) > 1 and verdict.state == JobState.SUCCEEDED:
+            verdict = Verdict(JobState.SUCCEEDED, f"all {len(self.plan.stages)} stages finished", None, 0)
+        return verdict
 
-    def _run_child(self, argv: List[str], log_path: Path, secrets: Dict[str, str]) -> Optional[int]:
-        """Runs argv in its own process group until it exits (its code) or a stop (None)."""
+    def _stage_marker(self, stage: Stage) -> Path:
+        return self.job.path / "stages" / f"{stage.name}.done"
+
+    def _run_stage(self, stage: Stage, secrets: Dict[str, str]) -> Verdict:
+        restarts = 0
+        while True:
+            if self.stop:
+                return Verdict(JobState.STOPPED, self.stop.reason, self.stop.failure)
+            resume = self._resume_point() if self.attempt > 0 else ""
+            self.book.set(JobState.RUNNING, f"workload started (attempt {self.attempt})", attempt=self.attempt,
+                          stage=stage.name, resumed_from=resume or None)
+            oom_before = oom_kill_count()
+            outcome = self._run_child(shell_argv(stage.command), self.job.workload_log, secrets, resume)
+            self.progress.poll()
+            if isinstance(outcome, Stopped):
+                self.book.set(JobState.BACKING_UP, "final backup before stopping")
+                self._guarded("final-backup", self.keeper.finish)
+                return Verdict(JobState.STOPPED, outcome.reason, outcome.failure)
+            if isinstance(outcome, Stalled):
+                verdict = Verdict(JobState.FAILED, f"no progress for {outcome.quiet_s:.0f}s; stacks in "
+                                  f"{outcome.stacks}", FailureClass.STALL)
+            else:
+                oom_after = oom_kill_count()
+                verdict = judge_exit(
+                    outcome, oom_killed=oom_before is not None and oom_after is not None and oom_after > oom_before,
+                    disk_full=outcome != 0 and looks_disk_full(self.job.path, self._log_tail()))
+            if not wants_restart(verdict, self.plan.restart_on, self.plan.restart_max, restarts):
+                if verdict.state == JobState.FAILED and restarts:
+                    verdict = Verdict(verdict.state, f"{verdict.reason} (gave up after {restarts} restart(s))",
+                                      verdict.failure, verdict.exit_code)
+                return verdict
+            restarts += 1
+            self.attempt += 1
+            self.book.set(JobState.RESTARTING, f"{verdict.reason}; restart {restarts} of {self.plan.restart_max} "
+                          f"in {self.plan.restart_backoff_s:g}s", verdict.failure, exit_code=verdict.exit_code)
+            self._idle(self.plan.restart_backoff_s)
+
+    def _resume_point(self) -> str:
+        def skipped(b: backup.Backup, problem: str) -> None:
+            self.book.event("backup-skipped", name=b.name, problem=problem)
+
+        newest = backup.newest_verified(self.job, skipped)
+        if newest is None:
+            self.book.event("resume", backup=None, reason="no verified backup: starting from scratch")
+            return ""
+        path = backup.restore(self.job, newest)
+        self.book.event("resume", backup=newest.name, step=newest.step, path=str(path))
+        return str(path)
+
+    def _run_child(self, argv: List[str], log_path: Path, secrets: Dict[str, str], resume: str,
+                   watch: bool = True):
+        """Runs argv in its own process group: its exit code, Stopped or Stalled."""
         log = RotatingLog(log_path, self.plan.log_max_bytes)
+        clear_listeners(self.job)
+        self.attempt_started = time.time()
         self.child = subprocess.Popen(
-            argv, cwd=str(self.job.code), env=self._child_env(secrets),
+            argv, cwd=str(self.job.code), env=self._child_env(secrets, resume),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.book.event("child-started", pid=self.child.pid, log=log_path.name)
+        self.book.doc["workload_pgid"] = self.child.pid
+        self.book.event("child-started", pid=self.child.pid, log=log_path.name, attempt=self.attempt)
         self.pump = LogPump(self.child.stdout, log)
         try:
             while True:
@@ -140,9 +227,13 @@ class Supervisor:
                 rc = self.child.poll()
                 if rc is not None:
                     return rc
-                if self.stop_reason:
+                if self.stop:
                     self._terminate(self.child)
-                    return None
+                    return self.stop
+                if watch:
+                    quiet = self._quiet_for()
+                    if quiet > self.plan.stall_after_s:
+                        return self._stalled(quiet)
                 time.sleep(TICK_S)
         finally:
             self._kill_group(self.child.pid, signal.SIGKILL)  # leftovers of the group
@@ -150,8 +241,28 @@ class Supervisor:
             log.close()
             self.child = None
 
+    def _quiet_for(self) -> float:
+        """Seconds without a sign of life: progress lines if the workload reports them, else
+        log output, counted from the attempt's start."""
+        if self.progress.last_at and self.progress.last_at > self.attempt_started:
+            last = self.progress.last_at
+        elif self.progress.last_at is None and self.pump and self.pump.last_output_at:
+            last = self.pump.last_output_at
+        else:
+            last = self.attempt_started
+        return time.time() - last
+
+    def _stalled(self, quiet: float) -> Stalled:
+        assert self.child is not None
+        dest = self.job.logs / f"stacks-attempt{self.attempt}.txt"
+        how = self._guarded_value(lambda: dump_stacks(self.job, self.child.pid, dest), "none")
+        self.book.event("stalled", quiet_s=round(quiet, 1), stacks=dest.name, how=how)
+        self._kill_group(self.child.pid, signal.SIGKILL)
+        self.child.wait()
+        return Stalled(quiet, f"logs/{dest.name}")
+
     def _terminate(self, child: subprocess.Popen) -> None:
-        """SIGTERM to the group, stop.grace_s to finish (heartbeats go on), then SIGKILL."""
+        """SIGTERM to the group, stop.grace_s to finish (duties go on), then SIGKILL."""
         self.book.event("terminating", pid=child.pid, grace_s=self.plan.grace_s)
         self._kill_group(child.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.plan.grace_s
@@ -163,6 +274,13 @@ class Supervisor:
             self._kill_group(child.pid, signal.SIGKILL)
             child.wait()
 
+    def _idle(self, seconds: float) -> None:
+        """Waits between attempts, duties running, a stop request cutting it short."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.stop:
+            self._run_duties()
+            time.sleep(TICK_S)
+
     @staticmethod
     def _kill_group(pgid: int, sig: int) -> None:
         try:
@@ -170,31 +288,66 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def _kill_stale_workload(self, pgid: Optional[int]) -> None:
+        """A workload left over from a dead agent (same job dir in its environment) is killed,
+        so a resumed job never runs twice."""
+        if not pgid:
+            return
+        try:
+            environ = Path(f"/proc/{pgid}/environ").read_bytes()
+        except OSError:
+            return
+        if f"TETHER_JOB_DIR={self.job.path}".encode() in environ.split(b"\0"):
+            self._kill_group(pgid, signal.SIGKILL)
+            self.book.event("killed-stale-workload", pgid=pgid)
+
     def _run_duties(self) -> None:
         now = time.monotonic()
         for duty in self.duties:
             if now < duty.next_at:
                 continue
             duty.next_at = now + duty.every_s
-            try:
-                duty.fn()
-            except Exception as exc:
-                self.book.event("duty-failed", duty=duty.name, error=repr(exc))
+            self._guarded(duty.name, duty.fn)
+
+    def _guarded(self, name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            self.book.event("duty-failed", duty=name, error=repr(exc))
+
+    def _guarded_value(self, fn, default):
+        try:
+            return fn()
+        except Exception as exc:
+            self.book.event("duty-failed", duty="stacks", error=repr(exc))
+            return default
 
     # -- duties ---------------------------------------------------------------------------
 
-    def _ask_stop(self, reason: str) -> None:
-        if not self.stop_reason:
-            self.stop_reason = reason
+    def _ask_stop(self, reason: str, failure: Optional[FailureClass] = None) -> None:
+        if not self.stop:
+            self.stop = Stopped(reason, failure)
 
     def _check_control(self) -> None:
         if self.job.stop_request.exists():
             req = read_json(self.job.stop_request) or {}
             self._ask_stop(req.get("reason") or "stop requested")
 
+    def _check_deadline(self) -> None:
+        at = self.plan.deadline_at
+        if at is not None and time.time() >= at - self.plan.deadline_margin_s:
+            self._ask_stop(f"deadline: stopping {self.plan.deadline_margin_s:.0f}s before the time limit "
+                           "with a final backup; `tether resume` continues", FailureClass.DEADLINE)
+
+    def _backup_disk_full(self, error: str) -> None:
+        if self.plan.stop_on_backup_disk_full:
+            self._ask_stop(f"disk full during a backup ({error}); backup.on_disk_full is stop",
+                           FailureClass.INFRA)
+
     def _write_heartbeat(self) -> None:
-        child = self.child
-        pump = self.pump
+        child, pump = self.child, self.pump
+        resources = host_sample(self.job.path)
+        warnings = self.watch.check(resources)
         write_json_atomic(self.job.heartbeat, {
             "time": time.time(),
             "state": self.book.doc.get("state"),
@@ -207,8 +360,20 @@ class Supervisor:
             "last_progress_at": self.progress.last_at,
             "last_output_at": pump.last_output_at if pump else None,
             "workload_rss_mb": process_tree_rss_mb(child.pid if child else None),
-            "resources": host_sample(self.job.path),
+            "resources": resources,
+            "warnings": warnings,
+            "backup": self.keeper.summary(),
+            "deadline_at": self.plan.deadline_at,
         })
+        self.book.save()  # workload_pgid and friends kept current; retries after a full disk
+
+    def _log_tail(self) -> bytes:
+        try:
+            with open(self.job.workload_log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+                return f.read()
+        except OSError:
+            return b""
 
     # -- environment and secrets ----------------------------------------------------------
 
@@ -221,7 +386,7 @@ class Supervisor:
         except FileNotFoundError:
             pass
 
-    def _child_env(self, secrets: Dict[str, str]) -> Dict[str, str]:
+    def _child_env(self, secrets: Dict[str, str], resume: str) -> Dict[str, str]:
         env = dict(os.environ)
         env.update(self.plan.env)
         env.update(secrets)
@@ -232,7 +397,7 @@ class Supervisor:
             TETHER_CHECKPOINT_DIR=str(job.checkpoints),
             TETHER_OUTPUT_DIR=str(job.outputs),
             TETHER_PROGRESS_FILE=str(job.progress),
-            TETHER_RESUME_FROM="",
+            TETHER_RESUME_FROM=resume,
             TETHER_ATTEMPT=str(self.attempt),
             PYTHONUNBUFFERED=env.get("PYTHONUNBUFFERED", "1"),
         )

@@ -26,10 +26,11 @@ from .hosts import host_for_record
 from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
 from .observe import JobView, host_label, observe
-from .pull import pull as do_pull
+from .pull import pick_backup, pull as do_pull, verify_pulled_backup
+from .resume import resume as do_resume
 from .settings import Places, places
 from .spec import HostSpec, load_spec
-from .views import jobs_table, print_status, state_text
+from .views import backups_table, jobs_table, print_status, state_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training jobs on GPU hosts and bring their results back.")
@@ -214,14 +215,20 @@ def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
 def pull(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     to: Optional[Path] = typer.Option(None, "--to", help="destination folder (default ./<name>-<id>)"),
+    backup: Optional[str] = typer.Option(None, "--backup", help="a backup instead: 'latest' or its name"),
 ) -> None:
-    """Bring the job's outputs and listed artifacts to this laptop, verified by sha256."""
+    """Bring the job's outputs and listed artifacts (or one backup) here, verified by sha256."""
     s = session()
     rec = s.registry.resolve(job)
     dest = to or Path(f"{rec.name}-{rec.id}")
     client = s.client_for(rec)
     try:
-        result = do_pull(client, rec.job_dir, rec.artifacts or ["outputs/"], dest, s.console)
+        paths = rec.artifacts or ["outputs/"]
+        if backup is not None:
+            paths = [f"backups/{pick_backup(client.call('backups', rec.job_dir), backup)}/"]
+        result = do_pull(client, rec.job_dir, paths, dest, s.console)
+        if backup is not None:
+            verify_pulled_backup(dest / paths[0])
     finally:
         client.host.close()
     s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
@@ -265,6 +272,43 @@ def stop(
     if not state.is_terminal:
         raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
                           "run tether stop again, or tether status to watch it")
+
+
+@app.command()
+@command
+def backups(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """The job's backups on its host: step, age, size, and whether they verify."""
+    s = session()
+    rec = s.registry.resolve(job)
+    client = s.client_for(rec)
+    try:
+        items = client.call("backups", rec.job_dir, timeout=600)
+    finally:
+        client.host.close()
+    if as_json:
+        typer.echo(json.dumps(items, indent=1))
+    elif not items:
+        s.console.print(f"job {rec.id} has no backups yet")
+    else:
+        s.console.print(backups_table(items))
+
+
+@app.command()
+@command
+def resume(job: str = typer.Argument(..., help="id, id prefix or name")) -> None:
+    """Start a stopped, failed or LOST job again on its host, from its newest verified backup."""
+    s = session()
+    rec = s.registry.resolve(job)
+    client = s.client_for(rec)
+    try:
+        previous = do_resume(client, rec, os.environ, s.registry)
+    finally:
+        client.host.close()
+    s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
+    s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

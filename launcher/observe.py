@@ -29,6 +29,11 @@ class JobView:
     resources: Dict[str, Any] = field(default_factory=dict)
     started_at: Optional[float] = None
     ended_at: Optional[float] = None
+    attempt: int = 0
+    stage: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+    backup: Dict[str, Any] = field(default_factory=dict)
+    deadline_at: Optional[float] = None
     error: Optional[TetherError] = None
 
     def as_json(self) -> dict:
@@ -39,6 +44,8 @@ class JobView:
             "reason": self.reason, "failure": self.failure, "exit_code": self.exit_code,
             "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
             "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
+            "attempt": self.attempt, "stage": self.stage, "warnings": self.warnings,
+            "backup": self.backup, "deadline_at": self.deadline_at,
         }
 
 
@@ -81,5 +88,7 @@ def _view(r: JobRecord, a: dict) -> JobView:
         r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
         exit_code=a.get("exit_code"), heartbeat_age_s=a.get("heartbeat_age_s"), step=a.get("step"),
         metrics=a.get("metrics") or {}, resources=a.get("resources") or {},
-        started_at=a.get("started_at"), ended_at=a.get("ended_at"),
+        started_at=a.get("started_at"), ended_at=a.get("ended_at"), attempt=a.get("attempt") or 0,
+        stage=a.get("stage"), warnings=a.get("warnings") or [], backup=a.get("backup") or {},
+        deadline_at=a.get("deadline_at"),
     )

@@ -15,7 +15,7 @@ from rich.console import Console
 from agent.codetree import sha256_file
 
 from .agent_client import AgentClient
-from .errors import RemoteError, UnsafePathError
+from .errors import NotFoundError, RemoteError, UnsafePathError
 from .ui import TransferProgress
 
 PART_SUFFIX = ".tether-part"
@@ -115,3 +115,29 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
         raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",
                           "run pull again")
     os.replace(part, want["target"])
+
+
+def pick_backup(items: List[dict], which: str) -> str:
+    """'latest' is the newest backup that verifies on the host; else a name."""
+    if which == "latest":
+        good = [b for b in items if b.get("verified")]
+        if not good:
+            raise NotFoundError("the job has no verified backup", "see `tether backups JOB`")
+        return good[-1]["name"]
+    for b in items:
+        if b["name"] == which:
+            if not b.get("verified"):
+                raise RemoteError(f"backup {which} does not verify on the host: {b.get('problem')}",
+                                  "pick another from `tether backups JOB`")
+            return which
+    raise NotFoundError(f"no backup named {which!r}", "see `tether backups JOB`")
+
+
+def verify_pulled_backup(folder: Path) -> None:
+    """The pulled copy against its MANIFEST.json, file by file."""
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    for f in manifest["files"]:
+        p = folder / "data" / f["path"]
+        if not p.is_file() or p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
+            raise RemoteError(f"pulled backup {folder.name}: {f['path']} does not match its manifest",
+                              "pull it again")

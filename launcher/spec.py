@@ -21,6 +21,19 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Provider = Literal["local", "ssh", "vast", "novita", "kaggle", "colab"]
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. In YAML 1.1 `on:` (as in `restart: {on: [...]}`),
+    `yes`, `no` and `off` are booleans, which would turn a key into True."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,7 +66,10 @@ class HeartbeatSpec(_Strict):
 class BackupSpec(_Strict):
     every_min: float = Field(30.0, gt=0)
     keep: int = Field(3, ge=1)
-    mirror: Optional[str] = None           # laptop | hf://user/repo
+    mirror: Optional[str] = None           # laptop | hf://user/repo (issue #6)
+    mode: Literal["link", "copy"] = "link"  # link: hard links where possible (instant, no space)
+    on_disk_full: Literal["continue", "stop"] = "continue"
+    wait_s: float = Field(600.0, gt=0)     # how long an asked-for checkpoint may take
 
 
 class RestartSpec(_Strict):
@@ -67,8 +83,15 @@ class StopSpec(_Strict):
 
 
 class LimitsSpec(_Strict):
-    max_hours: Optional[float] = Field(None, gt=0)
+    max_hours: Optional[float] = Field(None, gt=0)   # per run of the agent (launch or resume)
     max_usd: Optional[float] = Field(None, gt=0)
+    margin_s: Optional[float] = Field(None, ge=0)    # stop this long before the limit
+
+
+class WatchSpec(_Strict):
+    min_disk_free_gb: Optional[float] = Field(5.0, ge=0)
+    max_ram_percent: Optional[float] = Field(95.0, gt=0, le=100)
+    max_gpu_mem_percent: Optional[float] = Field(None, gt=0, le=100)
 
 
 class PublishSpec(_Strict):
@@ -106,6 +129,7 @@ class JobSpec(_Strict):
     restart: RestartSpec = RestartSpec()
     stop: StopSpec = StopSpec()
     limits: LimitsSpec = LimitsSpec()
+    watch: WatchSpec = WatchSpec()
     autodown: Optional[bool] = None
     artifacts: List[str] = ["outputs/"]
     publish: Optional[PublishSpec] = None
@@ -124,6 +148,18 @@ class JobSpec(_Strict):
         for name in v:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 raise ValueError(f"{name!r} is not an environment variable name")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stage_names(cls, v: Optional[List[StageSpec]]) -> Optional[List[StageSpec]]:
+        if v is not None:
+            names = [s.name for s in v]
+            if not names:
+                raise ValueError("stages is empty: list at least one {name, run}")
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
         return v
 
     @model_validator(mode="after")
@@ -154,7 +190,7 @@ def load_spec(path: Union[str, Path], environ: Mapping[str, str],
     path = Path(path)
     label = path.name
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file", "give the path of a job spec (YAML)") from None
     except yaml.YAMLError as exc:

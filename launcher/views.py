@@ -11,6 +11,7 @@ from rich.table import Table
 from agent.protocol import JobState
 
 from .observe import JobView, host_label
+from .sync import human_bytes
 
 _COLOURS = {
     JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.LOST: "red",
@@ -62,17 +63,43 @@ def print_status(console: Console, v: JobView) -> None:
     ]
     if v.failure:
         rows.append(("failure", f"{v.failure}" + (f" (exit code {v.exit_code})" if v.exit_code is not None else "")))
+    if v.attempt or (v.stage and v.stage != "main"):
+        rows.append(("attempt", f"{v.attempt}" + (f"  stage {v.stage}" if v.stage and v.stage != "main" else "")))
     rows.append(("heartbeat", ago(v.heartbeat_age_s)))
     if v.step is not None:
         rows.append(("step", f"{v.step}  {metrics_text(v.metrics, 8)}"))
     if v.resources:
         rows.append(("resources", resources_text(v.resources)))
+    b = v.backup
+    if b.get("last") or b.get("error") or b.get("in_progress"):
+        text = f"{b['last']} (step {b.get('last_step')})" if b.get("last") else "none yet"
+        if b.get("in_progress"):
+            text += "  [one in progress]"
+        if b.get("error"):
+            text += f"  [red]last attempt failed: {b['error']}[/]"
+        rows.append(("backup", text))
+    if v.deadline_at and not v.state.is_terminal:
+        rows.append(("deadline", f"in {max(0.0, v.deadline_at - time.time()) / 60:.0f} min"))
+    for w in v.warnings:
+        rows.append(("warning", f"[yellow]{w}[/]"))
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     for k, val in rows:
         t.add_row(k, val)
     console.print(t)
+
+
+def backups_table(items: List[Dict[str, Any]]) -> Table:
+    t = Table(box=None, header_style="bold")
+    for col in ("NAME", "STEP", "CREATED", "SIZE", "FILES", "VERIFIED"):
+        t.add_column(col, no_wrap=True)
+    now = time.time()
+    for b in items:
+        ok = "[green]yes[/]" if b.get("verified") else f"[red]no: {b.get('problem')}[/]"
+        t.add_row(b["name"], "-" if b.get("step") is None else str(b["step"]), ago(now - b["created"]),
+                  human_bytes(b["size"]), str(b["files"]), ok)
+    return t
 
 
 def resources_text(res: Dict[str, Any]) -> str:

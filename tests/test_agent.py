@@ -21,7 +21,7 @@ from agent.logfile import RotatingLog
 from agent.paths import JobDir, Root
 from agent.progress_reader import ProgressReader
 from agent.protocol import FailureClass, JobState
-from agent.supervisor import judge_exit
+from agent.policy import judge_exit
 
 
 def test_judge_exit_classes():

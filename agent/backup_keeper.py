@@ -1,0 +1,152 @@
+"""When to take a backup, and the low-priority process that takes it. A duty of the monitor
+loop: it never blocks the loop and never changes the job's state itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+from . import backup
+from .book import StatusBook
+from .paths import JobDir
+from .plan import RunPlan
+from .progress_reader import ProgressReader
+from .signals import listeners, send
+
+QUIET_S = 3.0  # a folder nobody announces is backed up once unchanged this long
+
+
+def _fingerprint(folder: Path) -> Tuple[frozenset, float]:
+    items, newest = [], 0.0
+    for p in folder.rglob("*") if folder.is_dir() else []:
+        if p.is_file() and not p.is_symlink():
+            st = p.stat()
+            items.append((p.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns))
+            newest = max(newest, st.st_mtime)
+    return frozenset(items), newest
+
+
+class BackupKeeper:
+    def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook, progress: ProgressReader,
+                 on_disk_full: Callable[[str], None]) -> None:
+        self.job, self.plan, self.book, self.progress = job, plan, book, progress
+        self.on_disk_full = on_disk_full
+        self.next_due = time.monotonic() + plan.backup_every_s
+        self.backed_seq = progress.checkpoint_seq
+        self.backed_print: frozenset = frozenset()
+        self.asked_at: Optional[float] = None
+        self.copier: Optional[subprocess.Popen] = None
+        self.copier_seq = 0
+        self.copier_print: frozenset = frozenset()
+        self.last: Optional[dict] = None       # the newest backup taken by this agent
+        self.last_error: Optional[str] = None
+
+    # -- the periodic duty ----------------------------------------------------------------
+
+    def tick(self, pgid: Optional[int]) -> None:
+        if self.copier is not None:
+            self._poll_copier()
+            return
+        now = time.monotonic()
+        if self.asked_at is not None:
+            if self.progress.checkpoint_seq > self.backed_seq:
+                self.asked_at = None
+                self._start_announced()
+            elif now - self.asked_at > self.plan.backup_wait_s:
+                self.book.event("checkpoint-not-announced", waited_s=self.plan.backup_wait_s)
+                self.asked_at = None
+            return
+        if now < self.next_due or pgid is None:
+            return
+        self.next_due = now + self.plan.backup_every_s
+        if self.progress.checkpoint_seq > self.backed_seq:
+            self._start_announced()
+            return
+        asked = listeners(self.job, pgid, "SIGUSR1")
+        if asked:
+            send(asked, signal.SIGUSR1)
+            self.asked_at = now
+            self.book.event("checkpoint-requested", pids=asked)
+        elif self._start_quiet_folder() == "settling":
+            self.next_due = now + QUIET_S  # files still changing: look again soon
+
+    def _start_announced(self) -> None:
+        self._start(self.progress.last_checkpoint or "", self.progress.checkpoint_step,
+                    self.progress.checkpoint_seq, frozenset())
+
+    def _start_quiet_folder(self, settle: bool = True) -> str:
+        """A workload that announces nothing: the whole folder, once it is quiet.
+        Returns started, unchanged or settling."""
+        if self.progress.checkpoint_seq:
+            return "unchanged"
+        fp, newest = _fingerprint(self.job.checkpoints)
+        if not fp or fp == self.backed_print:
+            return "unchanged"
+        if settle and time.time() - newest < QUIET_S:
+            return "settling"
+        self._start("", self.progress.step, self.backed_seq, fp)
+        return "started"
+
+    def _start(self, source: str, step: Optional[int], seq: int, fp: frozenset) -> None:
+        argv = [sys.executable, "-m", "agent", "backup", str(self.job.path), source,
+                "-" if step is None else str(step), "link" if self.plan.backup_link else "copy"]
+        ionice = shutil.which("ionice")
+        if ionice:  # idle IO class: the training loop's reads and writes go first
+            argv = [ionice, "-c", "3"] + argv
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        self.copier = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=env)
+        self.copier_seq, self.copier_print = seq, fp
+        self.book.event("backup-started", source=source or "checkpoints/", step=step)
+
+    def _poll_copier(self, wait: bool = False) -> None:
+        assert self.copier is not None
+        if not wait and self.copier.poll() is None:
+            return
+        out, _ = self.copier.communicate()
+        self.copier = None
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = {"ok": False, "error": out.decode(errors="replace")[-300:], "disk_full": False}
+        if result.get("ok"):
+            self.last, self.last_error = result["backup"], None
+            self.backed_seq = max(self.backed_seq, self.copier_seq)
+            if self.copier_print:
+                self.backed_print = self.copier_print
+            gone = backup.prune(self.job, self.plan.backup_keep)
+            self.book.event("backup-done", name=self.last["name"], step=self.last["step"],
+                            size=self.last["size"], pruned=gone)
+        else:
+            self.last_error = result.get("error")
+            self.backed_seq = max(self.backed_seq, self.copier_seq)  # do not retry the same one at once
+            self.book.event("backup-failed", error=self.last_error, disk_full=bool(result.get("disk_full")),
+                            kept=[b.name for b in backup.list_backups(self.job)])
+            if result.get("disk_full"):
+                self.on_disk_full(self.last_error or "disk full")
+
+    # -- at the end -----------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """After the workload stopped: wait for a running copy, then back up what it left
+        (a checkpoint announced since the last backup, or a changed quiet folder)."""
+        if self.copier is not None:
+            self._poll_copier(wait=True)
+        self.progress.poll()
+        if self.progress.checkpoint_seq > self.backed_seq:
+            self._start_announced()
+        elif self._start_quiet_folder(settle=False) != "started":  # the writer has exited
+            return
+        self._poll_copier(wait=True)
+
+    def summary(self) -> dict:
+        return {"last": self.last["name"] if self.last else None,
+                "last_step": self.last["step"] if self.last else None,
+                "in_progress": self.copier is not None, "error": self.last_error}
