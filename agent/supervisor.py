@@ -355,6 +355,7 @@ class Supervisor:
             "workload_pid": child.pid if child else None,
             "attempt": self.attempt,
             "uptime_s": round(time.time() - self.started, 1),
+            "agent_cpu_s": round(time.process_time(), 3),  # what supervising has cost so far
             "step": self.progress.step,
             "metrics": self.progress.metrics,
             "last_progress_at": self.progress.last_at,

@@ -6,10 +6,12 @@ import argparse
 import json
 import os
 import time
+import warnings
 
-import torch
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+import torch  # noqa: E402
 
-from agent import progress
+from agent import progress  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=300)
