@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import List
@@ -63,7 +64,7 @@ def group_pids(pgid: int) -> List[int]:
 def dump_stacks(job: JobDir, pgid: int, dest: Path, wait_s: float = 2.0) -> str:
     """Python stacks of a hung workload into dest: py-spy when installed, else the
     faulthandler hook agent.progress registered (SIGUSR2). Returns how they were taken."""
-    spy = shutil.which("py-spy")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     pids = listeners(job, pgid, "SIGUSR2") or group_pids(pgid)
     if spy:
         with open(dest, "w") as out:

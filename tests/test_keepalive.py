@@ -208,3 +208,21 @@ def test_resource_warnings_show_in_status(tether, project, host_root):
     wait_for(lambda: status_json(tether, job)["warnings"], 20, what="a warning")
     assert "disk free" in tether("status", job).stdout
     assert events(host_root, job, "resource-warning")[0]["what"] == "disk"
+
+
+def test_hang_stacks_with_py_spy_on_the_local_host(tether, project, tmp_path):
+    """py-spy (a dev dependency) next to the agent's Python is preferred to faulthandler."""
+    root = tmp_path / "local-root"
+    body = f"""
+        name: hang-local
+        host: {{provider: local, root: {root}}}
+        run: python hang.py
+        heartbeat: {{every_s: 0.5, stall_after_s: 2}}
+        restart: {{max: 0}}
+    """
+    job = launched_id(tether("launch", project(body, {"hang.py": HANGS})))
+    st = wait_state(tether, job, "FAILED", timeout=60)
+    assert st["failure"] == "stall"
+    assert events(root, job, "stalled")[0]["how"] == "py-spy"
+    stacks = (root / "jobs" / job / "logs" / "stacks-attempt0.txt").read_text()
+    assert "py-spy dump" in stacks and "stuck_here" in stacks
