@@ -14,7 +14,7 @@ from rich.console import Console
 
 from . import sync
 from .agent_client import AgentClient
-from .errors import RemoteError, UsageError
+from .errors import RemoteError
 from .hosts import Target, target_for_spec
 from .jobs import JobRecord, Registry
 from .runtime import prepare_host
@@ -30,13 +30,13 @@ class Launched:
     setup_skipped: bool
 
 
-def workload_command(spec: JobSpec) -> str:
-    """The shell command of a `run:` job; stages carry their own (the agent reads them)."""
+def workload_command(spec: JobSpec, python: str) -> str:
+    """The shell command of a `run:` job or a built-in workload (run by the agent's own Python,
+    which must have torch, deepspeed and transformers); stages carry their own."""
     if spec.run is not None:
         return spec.run
     if spec.workload is not None:
-        raise UsageError(f"workload kind {spec.workload.kind!r} is not available in this version",
-                         "use `run: <command>` for now")
+        return f"{shlex.quote(python)} -m workloads.causal_lm"
     return ""
 
 
@@ -60,22 +60,22 @@ def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
 def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Console,
            dry_run: bool = False) -> Optional[Launched]:
     spec = loaded.spec
-    command = workload_command(spec)
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
     target = target_for_spec(spec.host, places)
     try:
         if dry_run:
             _dry_run(target, loaded, tree, console)
             return None
-        return _launch_on(target, loaded, tree, command, registry, console)
+        return _launch_on(target, loaded, tree, registry, console)
     finally:
         target.host.close()
 
 
-def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, command: str,
+def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
                registry: Registry, console: Console) -> Launched:
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
+    command = workload_command(spec, info.python)
     if info.shipped:
         console.print(f"shipped the agent runtime to {target.host.name}")
     client = AgentClient(target.host, info.python, info.runtime_dir)

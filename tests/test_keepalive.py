@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
-from workloads import HANGS, RESUMABLE
+from scripts import HANGS, RESUMABLE
 
 
 def spec(root, run, extra=""):

@@ -9,7 +9,7 @@ import sys
 import time
 
 from conftest import launched_id, status_json, wait_for, wait_state
-from workloads import COUNTER
+from scripts import COUNTER
 
 from launcher.errors import ExitCode
 

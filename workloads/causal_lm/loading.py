@@ -1,0 +1,59 @@
+"""Model, tokenizer and LoRA loading: hub ids and local paths, with one-line errors."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+from .config import CausalLMConfig, ConfigError, LoraOptions
+
+
+def _looks_local(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+
+
+def model_config(cfg: CausalLMConfig):
+    from transformers import AutoConfig
+
+    name = cfg.model
+    if _looks_local(name):
+        path = os.path.expanduser(name)
+        if not os.path.isdir(path):
+            raise ConfigError(f"workload.model: {name} does not exist")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ConfigError(f"workload.model: {name} has no config.json (is it a saved Hugging Face model?)")
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"workload.model: cannot load {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def tokenizer(cfg: CausalLMConfig):
+    from transformers import AutoTokenizer
+
+    name = cfg.tokenizer or cfg.model
+    try:
+        tok = AutoTokenizer.from_pretrained(os.path.expanduser(name) if _looks_local(name) else name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"workload.tokenizer: cannot load {name!r}: {str(exc).splitlines()[0]}") from None
+    return tok
+
+
+def with_lora(model, opts: LoraOptions):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("workload.lora: needs the `peft` package on the host (pip install peft)") from None
+    conf = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
+                      target_modules=opts.target_modules or "all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, conf)
+
+
+def memory_override() -> Optional[Tuple[Optional[int], int]]:
+    """TETHER_MEMORY_GB=host[,gpu]: pretend the host has this much (tests, dry planning)."""
+    raw = os.environ.get("TETHER_MEMORY_GB")
+    if not raw:
+        return None
+    parts = [float(x) for x in raw.split(",")]
+    gib = 1024 ** 3
+    return (int(parts[1] * gib) if len(parts) > 1 else None), int(parts[0] * gib)
