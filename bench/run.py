@@ -23,6 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
 from agent.hostops import create_job, start, status  # noqa: E402
 from agent.paths import JobDir, Root  # noqa: E402
@@ -171,6 +172,9 @@ def main() -> None:
         f"| hang (no progress) -> detected | {hang:.2f} s | stall_after_s 3 + heartbeat.every_s 1 = 4 s at most |",
         "",
     ]
+    if os.environ.get("BENCH_SKIP_LM") != "1":
+        import lm_bench
+        lines += lm_bench.main()
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -200,3 +200,47 @@ def test_stop_and_resume_under_the_agent_matches_an_uninterrupted_run(assets, te
     progress_steps = [json.loads(x)["step"] for x in (jd / "progress.jsonl").read_text().splitlines()
                       if "loss" in json.loads(x)]
     assert progress_steps[progress_steps.index(k) + 1:][:1] != [1]  # the counter continued
+
+
+TRAINER_SCRIPT = """
+import os, signal, sys, threading
+from agent import progress
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+from datasets import Dataset
+from workloads.hf_callback import TetherCallback
+
+model_dir = sys.argv[1]
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModelForCausalLM.from_pretrained(model_dir)
+texts = ["the quick brown fox jumps over the lazy dog"] * 64
+ds = Dataset.from_dict(tok(texts)).map(lambda b: {"labels": b["input_ids"]}, batched=True)
+
+class StopAfter(TetherCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 6:  # what `tether stop` does: SIGTERM to the workload
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().on_step_end(args, state, control, **kw)
+
+args = TrainingArguments(output_dir=progress.checkpoint_dir(), per_device_train_batch_size=4, max_steps=40,
+                         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, learning_rate=0.01)
+Trainer(model=model, args=args, train_dataset=ds, callbacks=[StopAfter()]).train()
+print("trainer returned", flush=True)
+"""
+
+
+def test_hf_trainer_callback_reports_and_stops_on_request(assets, tmp_path):
+    (tmp_path / "t.py").write_text(TRAINER_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TETHER_JOB_DIR=str(tmp_path),
+               TETHER_PROGRESS_FILE=str(tmp_path / "progress.jsonl"),
+               TETHER_CHECKPOINT_DIR=str(tmp_path / "ck"), TETHER_OUTPUT_DIR=str(tmp_path / "out"))
+    r = subprocess.run([sys.executable, "t.py", str(assets / "model")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trainer returned" in r.stdout
+    lines = [json.loads(x) for x in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    losses = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in losses][:3] == [1, 2, 3]
+    assert max(x["step"] for x in losses) <= 7  # stopped at the step after the request
+    announced = [x["checkpoint"] for x in lines if "checkpoint" in x]
+    assert announced == ["checkpoint-6"]
+    assert (tmp_path / "ck" / "checkpoint-6").is_dir()

@@ -63,6 +63,8 @@ def training_record(trainer: Trainer, status: str) -> Dict[str, Any]:
         "wall_time_s": round(time.time() - trainer.started, 1),
         "hardware": hardware(),
         "losses": losses,
+        "step_times_s": [round(t, 5) for t in trainer.step_times],
+        "checkpoint_times_s": [round(t, 5) for t in trainer.checkpoint_times],
     }
 
 

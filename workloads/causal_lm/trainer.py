@@ -158,10 +158,12 @@ class Trainer:
         self.device = engine.device
         self.started = time.time()
         self.step_times: list = []
+        self.checkpoint_times: list = []
 
     # -- checkpoints ----------------------------------------------------------------------
 
     def save(self) -> str:
+        started = time.perf_counter()
         tag = f"step-{self.state.step}"
         client = {"run_state": self.state.__dict__}
         self.engine.save_checkpoint(self.dirs.checkpoints, tag=tag, client_state=client)
@@ -170,6 +172,7 @@ class Trainer:
         if self.rank == 0:
             progress.report(self.state.step, checkpoint=tag)
             self._prune_checkpoints(tag)
+        self.checkpoint_times.append(time.perf_counter() - started)
         return tag
 
     def _prune_checkpoints(self, newest: str) -> None:
