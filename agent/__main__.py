@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("stop")
     p.add_argument("job_dir")
     p.add_argument("--reason", default="stop requested")
+    p = sub.add_parser("mark-safe", help="outputs are off the host: a rented host may go")
+    p.add_argument("job_dir")
+    p.add_argument("--how", default="pulled")
     p = sub.add_parser("logs")
     p.add_argument("job_dir")
     p.add_argument("--tail", type=int, default=100)
@@ -109,6 +112,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         _emit([hostops.status(JobDir(p)) for p in args.job_dir])
     elif verb == "stop":
         _emit(hostops.request_stop(JobDir(args.job_dir), args.reason))
+    elif verb == "mark-safe":
+        _emit(hostops.mark_results_safe(JobDir(args.job_dir), args.how))
     elif verb == "logs":
         hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout)
     elif verb == "list-files":

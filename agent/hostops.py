@@ -28,6 +28,8 @@ def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
     files = snapshot(root.code(project), job.code)
     # Secrets go first into a 0600 file: they never touch a command line or spec.json.
     write_bytes_atomic(job.secrets, json.dumps(payload.get("secrets") or {}).encode(), mode=0o600)
+    if payload.get("teardown"):
+        write_bytes_atomic(job.teardown, json.dumps(payload["teardown"]).encode(), mode=0o600)
     write_json_atomic(job.spec, {"spec": payload["spec"], "job": payload["job"]})
     key = payload["job"].get("setup_key")
     setup_done = bool(key) and root.setup_marker(key).exists()
@@ -95,6 +97,8 @@ def status(job: JobDir) -> dict:
         "warnings": hb.get("warnings") or [],
         "backup": hb.get("backup") or {},
         "deadline_at": hb.get("deadline_at"),
+        "spend_usd": hb.get("spend_usd"),
+        "awaiting_teardown": job.teardown.exists(),
     }
 
 
@@ -114,6 +118,12 @@ def prepare_resume(job: JobDir, secrets: dict) -> dict:
     except FileNotFoundError:
         pass
     return {"previous_state": state}
+
+
+def mark_results_safe(job: JobDir, how: str) -> dict:
+    job.control.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(job.results_safe, {"how": how, "time": time.time()})
+    return {"marked": True}
 
 
 def request_stop(job: JobDir, reason: str) -> dict:

@@ -115,6 +115,16 @@ class JobDir:
     def stop_request(self) -> Path:
         return self.control / "stop"
 
+    @property
+    def results_safe(self) -> Path:
+        """Written once outputs and the final backup are off the host (pulled or mirrored)."""
+        return self.control / "results-safe"
+
+    @property
+    def teardown(self) -> Path:
+        """How the agent destroys its own rented instance (0600; it holds an instance key)."""
+        return self.path / "teardown.json"
+
     def make_dirs(self) -> None:
         for d in (self.path, self.logs, self.checkpoints, self.backups, self.outputs, self.control):
             d.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,10 @@ class RunPlan:
     min_disk_free_gb: Optional[float] = None
     max_ram_percent: Optional[float] = None
     max_gpu_mem_percent: Optional[float] = None
+    max_usd: Optional[float] = None
+    price_per_hour: Optional[float] = None     # of a rented instance
+    instance_created: Optional[float] = None
+    autodown: bool = False
     path_prepend: List[str] = field(default_factory=list)  # e.g. the local provider's venv
     log_max_bytes: int = 64 * 1024 * 1024
 
@@ -94,5 +98,9 @@ class RunPlan:
             min_disk_free_gb=watch.get("min_disk_free_gb"),
             max_ram_percent=watch.get("max_ram_percent"),
             max_gpu_mem_percent=watch.get("max_gpu_mem_percent"),
+            max_usd=limits.get("max_usd"),
+            price_per_hour=run.get("price_per_hour"),
+            instance_created=run.get("instance_created"),
+            autodown=bool(run.get("autodown")),
             path_prepend=list(run.get("path_prepend") or []),
         )

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import backup
+from . import backup, teardown
 from .backup_keeper import BackupKeeper
 from .book import StatusBook
 from .files import read_json, write_bytes_atomic, write_json_atomic
@@ -80,6 +80,7 @@ class Supervisor:
             Duty("progress", TICK_S, self.progress.poll),
             Duty("control", TICK_S, self._check_control),
             Duty("deadline", 1.0, self._check_deadline),
+            Duty("budget", 1.0, self._check_budget),
             Duty("backup", TICK_S, lambda: self.keeper.tick(self.child.pid if self.child else None)),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
@@ -104,7 +105,18 @@ class Supervisor:
         while self.book.unsaved and time.monotonic() < deadline:  # the final state must land
             time.sleep(1)
             self.book.save()
+        self._teardown_if_rented(verdict)
         return verdict.state
+
+    def _teardown_if_rented(self, verdict: Verdict) -> None:
+        """Budget: destroy now (backup, stop, destroy). Otherwise once results are safe."""
+        if not self.plan.autodown or not self.job.teardown.exists():
+            return
+        if verdict.failure == FailureClass.BUDGET:
+            teardown.send(self.job, self.book)
+        else:
+            teardown.wait_until_safe_then_send(self.job, self.book, lambda: self._guarded(
+                "heartbeat", self._write_heartbeat), self.plan.heartbeat_every_s)
 
     def _begin(self) -> None:
         """A fresh job starts at attempt 0; a resumed one (state.json exists) continues."""
@@ -339,6 +351,18 @@ class Supervisor:
             self._ask_stop(f"deadline: stopping {self.plan.deadline_margin_s:.0f}s before the time limit "
                            "with a final backup; `tether resume` continues", FailureClass.DEADLINE)
 
+    def spend(self) -> Optional[float]:
+        p = self.plan
+        if not p.price_per_hour or not p.instance_created:
+            return None
+        return round(p.price_per_hour * (time.time() - p.instance_created) / 3600.0, 4)
+
+    def _check_budget(self) -> None:
+        spent = self.spend()
+        if self.plan.max_usd is not None and spent is not None and spent >= self.plan.max_usd:
+            self._ask_stop(f"budget: ${spent:.2f} spent of limits.max_usd ${self.plan.max_usd:g}; "
+                           "final backup, then the instance is destroyed", FailureClass.BUDGET)
+
     def _backup_disk_full(self, error: str) -> None:
         if self.plan.stop_on_backup_disk_full:
             self._ask_stop(f"disk full during a backup ({error}); backup.on_disk_full is stop",
@@ -365,6 +389,7 @@ class Supervisor:
             "warnings": warnings,
             "backup": self.keeper.summary(),
             "deadline_at": self.plan.deadline_at,
+            "spend_usd": self.spend(),
         })
         self.book.save()  # workload_pgid and friends kept current; retries after a full disk
 

@@ -25,6 +25,7 @@ from .errors import ExitCode, TetherError, UsageError
 from .hosts import host_for_record
 from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
+from .lifecycle import settle
 from .observe import JobView, host_label, observe
 from .pull import pick_backup, pull as do_pull, verify_pulled_backup
 from .resume import resume as do_resume
@@ -146,6 +147,7 @@ def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
     """All jobs this laptop launched, with their state asked from their hosts."""
     s = session()
     views = observe(s.registry.all(), s.places, s.registry)
+    settle(views, s.places, s.registry, s.console if not as_json else Console(stderr=True), os.environ)
     if as_json:
         typer.echo(json.dumps([v.as_json() for v in views], indent=1))
     elif not views:
@@ -164,6 +166,7 @@ def status(
     s = session()
     records = [s.registry.resolve(job)] if job else s.registry.all()
     views = observe(records, s.places, s.registry)
+    settle(views, s.places, s.registry, s.console if not as_json else Console(stderr=True), os.environ)
     if as_json:
         out = views[0].as_json() if job else [v.as_json() for v in views]
         typer.echo(json.dumps(out, indent=1))
@@ -347,6 +350,9 @@ def version() -> None:
 
 def main() -> None:
     app()
+
+
+from . import cli_hosts  # noqa: E402,F401  (registers offers, down, login)
 
 
 if __name__ == "__main__":

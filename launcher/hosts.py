@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from provisioning.base import SshEndpoint
 
@@ -38,13 +38,22 @@ def target_for_spec(hs: HostSpec, places: Places) -> Target:
                     "connect_timeout_s": hs.connect_timeout_s, "retry_s": hs.retry_s}
         return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
     raise UsageError(f"provider {hs.provider!r} is not available in this version",
-                     "use provider local or ssh (give --host user@host[:port])")
+                     "use local, ssh, vast or novita")
 
 
-def host_for_record(rec: JobRecord, places: Places) -> Host:
+def target_for_rented(ep: SshEndpoint, hs: HostSpec, places: Places) -> Target:
+    endpoint = {"kind": "ssh", **ep.model_dump(), "connect_timeout_s": hs.connect_timeout_s, "retry_s": hs.retry_s}
+    return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
+
+
+def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float] = None) -> Host:
+    """max_retry_s caps the connection retries: a status poll should not wait a minute."""
     if rec.endpoint.get("kind") == "local":
         return LocalHost()
-    return _ssh(rec.endpoint, places)
+    endpoint = dict(rec.endpoint)
+    if max_retry_s is not None:
+        endpoint["retry_s"] = min(float(endpoint.get("retry_s", 60)), max_retry_s)
+    return _ssh(endpoint, places)
 
 
 def _ssh(endpoint: Dict[str, Any], places: Places) -> SshHost:

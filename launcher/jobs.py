@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_state TEXT NOT NULL,
     last_seen REAL,
     price_per_hour REAL,
-    spend REAL
+    spend REAL,
+    autodown INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
 """
@@ -55,6 +56,12 @@ class JobRecord:
     last_seen: Optional[float] = None
     price_per_hour: Optional[float] = None
     spend: Optional[float] = None
+    autodown: bool = False
+
+    @property
+    def instance_alive(self) -> bool:
+        """A rented instance that tether has not destroyed (as far as it knows)."""
+        return bool(self.instance) and not (self.instance or {}).get("destroyed_at")
 
 
 _JSON_FIELDS = ("endpoint", "instance", "artifacts")
@@ -78,6 +85,10 @@ class Registry:
 
     def set_state(self, job_id: str, state: str) -> None:
         self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
+
+    def set_instance(self, job_id: str, instance: Optional[Dict[str, Any]]) -> None:
+        self.db.execute("UPDATE jobs SET instance=? WHERE id=?",
+                        (json.dumps(instance) if instance is not None else None, job_id))
 
     def all(self) -> List[JobRecord]:
         return [self._rec(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY created DESC")]
@@ -104,6 +115,7 @@ class Registry:
         for k in _JSON_FIELDS:
             d[k] = json.loads(d[k]) if d[k] is not None else None
         d["artifacts"] = d["artifacts"] or []
+        d["autodown"] = bool(d.get("autodown"))
         return JobRecord(**d)
 
     def close(self) -> None:

@@ -8,14 +8,19 @@ import secrets as pysecrets
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+import os
+from typing import Dict, Mapping, Optional
 
 from rich.console import Console
+
+from provisioning.base import Instance, Teardown
+from provisioning.registry import RENTED
 
 from . import sync
 from .agent_client import AgentClient
 from .errors import RemoteError
-from .hosts import Target, target_for_spec
+from .hosts import Target, target_for_rented, target_for_spec
+from .provision import acquire, destroy, provider_for
 from .jobs import JobRecord, Registry
 from .runtime import prepare_host
 from .settings import Places
@@ -58,9 +63,14 @@ def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
 
 
 def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Console,
-           dry_run: bool = False) -> Optional[Launched]:
+           dry_run: bool = False, environ: Optional[Mapping[str, str]] = None) -> Optional[Launched]:
     spec = loaded.spec
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    if spec.host.provider in RENTED:
+        if dry_run:  # nothing is rented for a dry run: everything would be sent
+            _print_plan(sync.plan(tree, {}), tree, loaded, console)
+            return None
+        return _launch_rented(loaded, tree, places, registry, console, os.environ if environ is None else environ)
     target = target_for_spec(spec.host, places)
     try:
         if dry_run:
@@ -71,8 +81,27 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         target.host.close()
 
 
-def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
-               registry: Registry, console: Console) -> Launched:
+def _launch_rented(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
+                   console: Console, environ: Mapping[str, str]) -> Launched:
+    """Rent, launch, and if anything fails before the job runs, give the host back."""
+    hs = loaded.spec.host
+    provider = provider_for(hs.provider, places, environ)
+    rented = acquire(provider, hs, f"tether-{loaded.spec.name}", places, console)
+    target = target_for_rented(rented.endpoint, hs, places)
+    try:
+        return _launch_on(target, loaded, tree, registry, console, rented.instance,
+                          provider.teardown(rented.instance))
+    except BaseException:
+        console.print(f"the launch failed: destroying {provider.name} instance {rented.instance.id}")
+        destroy(provider, rented.instance)
+        raise
+    finally:
+        target.host.close()
+
+
+def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registry: Registry,
+               console: Console, instance: Optional[Instance] = None,
+               teardown: Optional[Teardown] = None) -> Launched:
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
     command = workload_command(spec, info.python)
@@ -95,11 +124,16 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
 
     job_id = pysecrets.token_hex(4)
     key = setup_key(spec, tree)
+    rented = instance is not None and spec.host.provider in RENTED
     payload = {
         "spec": spec.model_dump(mode="json"),
         "job": {"id": job_id, "project": project, "command": command, "setup_key": key,
-                "path_prepend": target.path_prepend, "created": time.time()},
+                "path_prepend": target.path_prepend, "created": time.time(),
+                "price_per_hour": instance.price_per_hour if instance else None,
+                "instance_created": instance.created if instance else None,
+                "autodown": spec.autodown if spec.autodown is not None else rented},
         "secrets": dict(loaded.secret_values),  # on stdin, into a 0600 file: never argv
+        "teardown": teardown.model_dump() if teardown else None,  # likewise
     }
     created = client.call("create-job", info.root, project, job_id, input=json.dumps(payload).encode())
     job_dir = created["job_dir"]
@@ -111,6 +145,9 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
         provider=spec.host.provider, endpoint=target.endpoint, remote_root=info.root,
         job_dir=job_dir, python=info.python, runtime_dir=info.runtime_dir,
         artifacts=list(spec.artifacts), created=time.time(),
+        instance=instance.model_dump(exclude={"teardown_key"}) if rented and instance else None,
+        price_per_hour=instance.price_per_hour if instance else None,
+        autodown=bool(payload["job"]["autodown"]),
     )
     registry.add(record)  # before start: a job that runs is never missing from the registry
     started = client.call("start", job_dir, timeout=60)
@@ -130,7 +167,10 @@ def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: 
     if not info.shipped:
         client = AgentClient(target.host, info.python, info.runtime_dir)
         remote = client.call("manifest", info.root, loaded.spec.name)
-    the_plan = sync.plan(tree, remote)
+    _print_plan(sync.plan(tree, remote), tree, loaded, console)
+
+
+def _print_plan(the_plan: sync.SyncPlan, tree: sync.LocalTree, loaded: LoadedSpec, console: Console) -> None:
     console.print(f"dry run: would send {len(the_plan.send)} file(s), "
                   f"{sync.human_bytes(the_plan.send_bytes)}; delete {len(the_plan.delete)}; "
                   f"{the_plan.unchanged} unchanged (of {len(tree.files)} in {loaded.workdir})",

@@ -16,6 +16,9 @@ from .jobs import JobRecord, Registry
 from .settings import Places
 
 
+STATUS_RETRY_S = 5.0  # a status read retries a silent host this long, then says UNREACHABLE
+
+
 @dataclass
 class JobView:
     record: JobRecord
@@ -34,6 +37,7 @@ class JobView:
     warnings: List[str] = field(default_factory=list)
     backup: Dict[str, Any] = field(default_factory=dict)
     deadline_at: Optional[float] = None
+    spend_usd: Optional[float] = None
     error: Optional[TetherError] = None
 
     def as_json(self) -> dict:
@@ -45,7 +49,8 @@ class JobView:
             "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
             "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
             "attempt": self.attempt, "stage": self.stage, "warnings": self.warnings,
-            "backup": self.backup, "deadline_at": self.deadline_at,
+            "backup": self.backup, "deadline_at": self.deadline_at, "spend_usd": self.spend_usd,
+            "instance": r.instance, "price_per_hour": r.price_per_hour,
         }
 
 
@@ -64,7 +69,7 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
     views: Dict[str, JobView] = {}
     for group in by_host.values():
         first = group[0]
-        host = host_for_record(first, places)
+        host = host_for_record(first, places, max_retry_s=STATUS_RETRY_S)
         try:
             client = AgentClient(host, first.python, first.runtime_dir)
             answers = client.status([r.job_dir for r in group])
@@ -72,7 +77,7 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
                 views[r.id] = _view(r, a)
         except TetherError as exc:
             for r in group:
-                views[r.id] = JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc)
+                views[r.id] = JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc, spend_usd=_spend(r))
         finally:
             host.close()
     for v in views.values():
@@ -90,5 +95,12 @@ def _view(r: JobRecord, a: dict) -> JobView:
         metrics=a.get("metrics") or {}, resources=a.get("resources") or {},
         started_at=a.get("started_at"), ended_at=a.get("ended_at"), attempt=a.get("attempt") or 0,
         stage=a.get("stage"), warnings=a.get("warnings") or [], backup=a.get("backup") or {},
-        deadline_at=a.get("deadline_at"),
+        deadline_at=a.get("deadline_at"), spend_usd=a.get("spend_usd") or _spend(r),
     )
+
+
+def _spend(r: JobRecord) -> Optional[float]:
+    from .provision import spend
+
+    inst = r.instance or {}
+    return spend(r.price_per_hour, inst.get("created") or r.created, inst.get("destroyed_at"))

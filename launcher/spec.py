@@ -46,10 +46,14 @@ class HostSpec(_Strict):
     python: Optional[str] = None           # python on the host; local default: tether's own
     connect_timeout_s: float = Field(15.0, gt=0)
     retry_s: float = Field(60.0, ge=0)     # keep retrying a dropped connection this long
-    gpu: Optional[str] = None
+    gpu: Optional[str] = None              # rented providers: "RTX_4090", "H100", ...
     num_gpus: int = Field(1, ge=0)
-    max_price: Optional[float] = Field(None, gt=0)
+    max_price: Optional[float] = Field(None, gt=0)   # $/h for the whole instance
     disk_gb: Optional[float] = Field(None, gt=0)
+    image: str = "pytorch/pytorch:latest"
+    min_reliability: float = Field(0.98, ge=0, le=1)
+    ready_timeout_min: float = Field(10.0, gt=0)     # a host not up by then is destroyed
+    tries: int = Field(3, ge=1)                      # offers tried before giving up
 
     @model_validator(mode="after")
     def _ssh_needs_address(self) -> "HostSpec":

@@ -78,6 +78,11 @@ def print_status(console: Console, v: JobView) -> None:
         if b.get("error"):
             text += f"  [red]last attempt failed: {b['error']}[/]"
         rows.append(("backup", text))
+    if r.instance:
+        inst = r.instance
+        gone = " (destroyed)" if inst.get("destroyed_at") else ""
+        cost = f"  spent ${v.spend_usd:.2f}" if v.spend_usd is not None else ""
+        rows.append(("instance", f"{inst['provider']} {inst['id']}  ${r.price_per_hour or 0:.3f}/h{cost}{gone}"))
     if v.deadline_at and not v.state.is_terminal:
         rows.append(("deadline", f"in {max(0.0, v.deadline_at - time.time()) / 60:.0f} min"))
     for w in v.warnings:

@@ -3,8 +3,9 @@ border; above it there is only InstanceState."""
 
 from __future__ import annotations
 
+import socket
 from enum import Enum
-from typing import Optional
+from typing import List, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,9 @@ class SshEndpoint(BaseModel):
     identity_file: Optional[str] = None
     proxy_command: Optional[str] = None
     host_key_alias: Optional[str] = None
+    # A provider that logs in by password first (Novita): used once to install our key, never
+    # stored (excluded from every dump).
+    bootstrap_password: Optional[str] = Field(None, exclude=True, repr=False)
 
     @property
     def known_hosts_name(self) -> str:
@@ -39,3 +43,100 @@ class SshEndpoint(BaseModel):
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""
         return f"{user}{self.host}:{self.port}"
+
+
+class ProviderError(Exception):
+    """A provider refused or failed; one line for the user, and what to do."""
+
+    def __init__(self, what: str, todo: str = "") -> None:
+        super().__init__(what)
+        self.what, self.todo = what, todo
+
+
+class AuthFailed(ProviderError):
+    """The API key was refused (401/403)."""
+
+
+class OfferGone(ProviderError):
+    """The offer was taken or withdrawn before we could rent it."""
+
+
+class NotReady(ProviderError):
+    """An instance did not come up (dead, or past its deadline): destroy it, try another."""
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    gpu: Optional[str] = None            # "RTX_4090", "H100" (spaces or underscores)
+    num_gpus: int = 1
+    max_price: Optional[float] = None    # $/h for the whole instance
+    disk_gb: float = 40.0
+    min_reliability: float = 0.98
+    image: str = "pytorch/pytorch:latest"
+
+
+class Offer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    id: str
+    gpu: str
+    num_gpus: int
+    price_per_hour: float
+    reliability: Optional[float] = None
+    location: Optional[str] = None
+    disk_gb: Optional[float] = None
+
+
+class CreateRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    public_key: str                      # our SSH public key, installed on the instance
+    image: str = "pytorch/pytorch:latest"
+    disk_gb: float = 40.0
+
+
+class Instance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    provider: str
+    id: str
+    label: str = ""
+    price_per_hour: Optional[float] = None
+    created: float = 0.0
+    teardown_key: Optional[str] = None   # an instance-scoped key, where the provider gives one
+
+
+class Teardown(BaseModel):
+    """A plain HTTP request the agent sends to destroy its own instance (urllib, no SDK)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: str
+    url: str
+    headers: dict
+
+
+class Provider(Protocol):
+    """A few verbs per cloud; its status strings never leave its module."""
+
+    name: str
+    rented: bool          # True: it bills until destroyed
+
+    def offers(self, want: Resources) -> List[Offer]: ...
+    def create(self, offer: Offer, req: CreateRequest) -> Instance: ...
+    def wait_ready(self, inst: Instance, deadline: float) -> Optional[SshEndpoint]: ...
+    def state(self, inst: Instance) -> InstanceState: ...
+    def destroy(self, inst: Instance) -> None: ...
+    def teardown(self, inst: Instance) -> Optional[Teardown]: ...
+
+
+def port_open(host: str, port: int, timeout: float = 3.0) -> bool:
+    """True if something accepts TCP connections there (an instance's sshd is up)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,101 @@
+"""Commands about hosts rather than jobs: offers, down, login. Registered on the main app."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from agent.protocol import JobState
+from provisioning.base import ProviderError
+from provisioning.registry import RENTED
+
+from .cli import app, command, session
+from .credentials import api_key, store_api_key
+from .errors import TetherError, UsageError
+from .lifecycle import destroy_instance, pull_and_mark_safe, results_dir
+from .observe import observe
+from .provision import provider_for, resources_of
+from .spec import HostSpec
+
+
+@app.command()
+@command
+def offers(
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="e.g. RTX_4090, H100"),
+    num_gpus: int = typer.Option(1, "--num-gpus"),
+    max_price: Optional[float] = typer.Option(None, "--max-price", help="$/h for the whole host"),
+    hours: Optional[float] = typer.Option(None, "--hours", help="to estimate the job's cost"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Live offers from every provider you have a key for, cheapest first, with the job's cost."""
+    s = session()
+    want = resources_of(HostSpec(provider="vast", gpu=gpu, num_gpus=num_gpus, max_price=max_price))
+    rows: List[dict] = []
+    notes: List[str] = []
+    for name in RENTED:
+        if not api_key(name, s.places, os.environ):
+            notes.append(f"{name}: no API key (tether login {name})")
+            continue
+        try:
+            for o in provider_for(name, s.places, os.environ).offers(want)[:10]:
+                rows.append({**o.model_dump(), "job_cost": round(o.price_per_hour * hours, 2) if hours else None})
+        except (ProviderError, TetherError) as exc:
+            notes.append(f"{name}: {getattr(exc, 'what', exc)}")
+    notes.append("kaggle, colab: free sessions (about 12 h each); not listed here yet")
+    rows.sort(key=lambda r: r["price_per_hour"])
+    if as_json:
+        typer.echo(json.dumps({"offers": rows, "notes": notes}, indent=1))
+        return
+    t = Table(box=None, header_style="bold")
+    for col in ("PROVIDER", "OFFER", "GPU", "N", "$/H", "RELIABILITY", "WHERE", "JOB COST"):
+        t.add_column(col, no_wrap=True)
+    for r in rows:
+        t.add_row(r["provider"], r["id"], r["gpu"], str(r["num_gpus"]), f"{r['price_per_hour']:.3f}",
+                  "-" if r["reliability"] is None else f"{r['reliability']:.3f}", r["location"] or "-",
+                  "-" if r["job_cost"] is None else f"${r['job_cost']:.2f}")
+    s.console.print(t if rows else "no offers match")
+    for n in notes:
+        s.console.print(f"  {n}", markup=False)
+
+
+@app.command()
+@command
+def down(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    pull_results: bool = typer.Option(True, "--pull/--no-pull", help="pull outputs before destroying"),
+) -> None:
+    """Stop the job if it runs (final backup), pull its outputs, destroy its rented instance."""
+    s = session()
+    rec = s.registry.resolve(job)
+    if not rec.instance_alive:
+        raise UsageError(f"job {rec.id} has no live rented instance", "nothing to take down")
+    view = observe([rec], s.places, s.registry)[0]
+    if view.state not in (JobState.UNREACHABLE, JobState.LOST) and not view.state.is_terminal:
+        from .cli import stop
+        stop(rec.id, wait=True, timeout=900)
+        view = observe([rec], s.places, s.registry)[0]
+    if pull_results and view.state != JobState.UNREACHABLE:
+        dest = results_dir(s.places, rec)
+        n = pull_and_mark_safe(rec, dest, s.places, s.console)
+        s.console.print(f"pulled {n} file(s) into {dest}")
+    destroy_instance(rec, s.places, s.registry, os.environ)
+    s.console.print(f"destroyed {rec.instance['provider']} instance {rec.instance['id']}")
+
+
+@app.command()
+@command
+def login(provider: str = typer.Argument(..., help="vast or novita")) -> None:
+    """Store a provider's API key (read from stdin, never from the command line) in a 0600 file."""
+    if provider not in RENTED:
+        raise UsageError(f"{provider!r} takes no API key here", f"use one of {', '.join(RENTED)}")
+    key = getpass.getpass(f"{provider} API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not key.strip():
+        raise UsageError("no key given", f"paste your {provider} API key")
+    path = store_api_key(provider, key, session().places)
+    session().console.print(f"saved the {provider} key in {path} (mode 600)")

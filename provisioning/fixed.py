@@ -1,0 +1,75 @@
+"""Hosts that already exist: this machine, or SSH machines you own. Providers like the others,
+with nothing to rent and nothing to destroy."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import List, Optional
+
+from .base import (CreateRequest, Instance, InstanceState, NotReady, Offer, ProviderError, Resources,
+                   SshEndpoint, Teardown)
+
+
+class LocalProvider:
+    name = "local"
+    rented = False
+
+    def offers(self, want: Resources) -> List[Offer]:
+        return [Offer(provider=self.name, id="local", gpu="this machine", num_gpus=0, price_per_hour=0.0)]
+
+    def create(self, offer: Offer, req: CreateRequest) -> Instance:
+        return Instance(provider=self.name, id="local", label=req.label, price_per_hour=0.0, created=time.time())
+
+    def wait_ready(self, inst: Instance, deadline: float) -> Optional[SshEndpoint]:
+        return None  # no SSH: the launcher runs commands here directly
+
+    def state(self, inst: Instance) -> InstanceState:
+        return InstanceState.READY
+
+    def destroy(self, inst: Instance) -> None:
+        pass
+
+    def teardown(self, inst: Instance) -> Optional[Teardown]:
+        return None
+
+
+class SshProvider:
+    """One or more fixed SSH hosts; `create` picks the first that answers."""
+
+    name = "ssh"
+    rented = False
+
+    def __init__(self, endpoints: List[SshEndpoint]) -> None:
+        if not endpoints:
+            raise ProviderError("ssh: no host address given", "set host.address (or --host)")
+        self.endpoints = endpoints
+
+    def offers(self, want: Resources) -> List[Offer]:
+        return [Offer(provider=self.name, id=str(i), gpu=str(ep), num_gpus=want.num_gpus, price_per_hour=0.0)
+                for i, ep in enumerate(self.endpoints)]
+
+    def create(self, offer: Offer, req: CreateRequest) -> Instance:
+        return Instance(provider=self.name, id=offer.id, label=req.label, price_per_hour=0.0, created=time.time())
+
+    def wait_ready(self, inst: Instance, deadline: float) -> SshEndpoint:
+        ep = self.endpoints[int(inst.id)]
+        if ep.proxy_command:
+            return ep  # reachable only through its proxy: the SSH connection itself will tell
+        while True:
+            try:
+                with socket.create_connection((ep.host, ep.port), timeout=3):
+                    return ep
+            except OSError as exc:
+                if time.time() > deadline:
+                    raise NotReady(f"ssh: {ep} does not answer ({exc})") from None
+                time.sleep(1)
+
+    def state(self, inst: Instance) -> InstanceState:
+        return InstanceState.READY
+
+    def destroy(self, inst: Instance) -> None:
+        pass
+
+    def teardown(self, inst: Instance) -> Optional[Teardown]:
+        return None

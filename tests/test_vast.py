@@ -1,0 +1,156 @@
+"""Vast.ai end to end against a local fake of its API, with the test sshd as the rented host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import launched_id, status_json, wait_for, wait_state
+from fake_vast import FakeVast
+from scripts import COUNTER, RESUMABLE
+
+from launcher.errors import ExitCode
+
+
+@pytest.fixture
+def vast(own_sshd, monkeypatch, tmp_path):
+    fake = FakeVast(own_sshd).start()
+    monkeypatch.setenv("TETHER_VAST_URL", fake.url)
+    monkeypatch.setenv("VAST_API_KEY", fake.key)
+    monkeypatch.setenv("TETHER_PROVIDER_POLL_S", "0.1")
+    yield fake
+    fake.stop()
+
+
+def vast_spec(root, run="python3 train.py 5 0.05", extra="", host_extra=""):
+    return f"""
+        name: onvast
+        host: {{provider: vast, gpu: RTX_4090, max_price: 0.6, root: {root}, ready_timeout_min: 0.2{host_extra}}}
+        run: {run}
+        heartbeat: {{every_s: 0.5}}
+        {extra}
+    """
+
+
+def test_launch_run_autodown(tether, project, vast, tmp_path):
+    vast.add_offer(1, price=0.5)
+    vast.add_offer(2, price=0.3)
+    vast.add_offer(3, gpu="A100", price=0.1)
+    spec = project(vast_spec(tmp_path / "root"), {"train.py": COUNTER})
+    r = tether("launch", spec)
+    assert r.exit_code == 0, r
+    assert "rented vast instance 1000 (RTX 4090 x1, $0.300/h)" in r.stdout  # cheapest matching
+    job = launched_id(r)
+    known = (tmp_path / "tether-home" / "known_hosts").read_text()
+    assert known.startswith("vast-1000 ssh-ed25519 ")  # keyed by instance, not by address
+
+    wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 60, what="SUCCEEDED")
+    st = status_json(tether, job)
+    assert st["instance"]["destroyed_at"]  # this status call settled it: pulled, then destroyed
+    # Marking the results safe lets the agent destroy its host too; whichever comes first wins.
+    assert (1000, f"Bearer {vast.key}") in vast.deletes and vast.alive() == []
+    results = tmp_path / "tether-home" / "results" / f"onvast-{job}" / "outputs" / "result.json"
+    assert json.loads(results.read_text()) == {"steps": 5}
+    assert st["price_per_hour"] == 0.3 and st["spend_usd"] is not None
+    body = vast.instances[1000]["_body"]
+    assert body["runtype"] == "ssh_direct" and body["label"] == "tether-onvast"
+    bundles = [r for r in vast.requests if r[1] == "/api/v0/bundles/"]
+    assert bundles
+
+
+def test_host_that_never_comes_up_is_destroyed_and_the_next_offer_tried(tether, project, vast, tmp_path):
+    vast.add_offer(1, price=0.2)
+    vast.add_offer(2, price=0.4)
+    vast.never_up.add(1)
+    spec = project(vast_spec(tmp_path / "root", run="echo ok", extra="autodown: false"))
+    r = tether("launch", spec)
+    assert r.exit_code == 0, r
+    assert "instance 1000 did not come up" in r.stdout and "destroying it" in r.stdout
+    assert "rented vast instance 1001" in r.stdout
+    assert [d[0] for d in vast.deletes] == [1000]
+    assert vast.alive() == [1001]
+    job = launched_id(r)
+    wait_state(tether, job, "SUCCEEDED")
+    jobs = tether("jobs")
+    assert "still running (and billing)" in jobs.stdout and f"tether down {job}" in jobs.stdout
+    assert tether("down", job).exit_code == 0
+    assert vast.alive() == []
+
+
+def test_vanished_offer_and_rate_limits_are_survived(tether, project, vast, tmp_path):
+    vast.add_offer(1, price=0.2)
+    vast.add_offer(2, price=0.4)
+    vast.vanished.add(1)
+    vast.rate_limit_next = 2  # the first two requests get "API requests too frequent"
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == 0, r
+    assert "rented vast instance 1000 (RTX 4090 x1, $0.400/h)" in r.stdout
+    assert [m for m, p, _ in vast.requests[:3]] == ["POST", "POST", "POST"]  # bundles, retried twice
+
+
+def test_bad_key_is_one_clear_line(tether, project, vast, tmp_path, monkeypatch):
+    vast.add_offer(1)
+    monkeypatch.setenv("VAST_API_KEY", "wrong")
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == ExitCode.AUTH, r
+    assert r.stderr.strip() == ("error: vast: the API key was refused (401: Invalid API key) — "
+                                "check your vast API key")
+    assert vast.instances == {}
+
+
+def test_no_key_at_all(tether, project, vast, tmp_path, monkeypatch):
+    monkeypatch.delenv("VAST_API_KEY")
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code != 0
+    assert "no API key for vast" in r.stderr and "VAST_API_KEY" in r.stderr
+
+
+def test_failed_launch_leaves_nothing_billing(tether, project, vast, tmp_path):
+    vast.add_offer(1)
+    spec = project(vast_spec(tmp_path / "root", run="echo ok", host_extra=", python: python2.6"))
+    r = tether("launch", spec)
+    assert r.exit_code != 0
+    assert "destroying vast instance 1000" in r.stdout
+    assert vast.alive() == []
+
+
+def test_instance_gone_from_under_us(tether, project, vast, tmp_path, own_sshd):
+    vast.add_offer(1)
+    job = launched_id(tether("launch", project(vast_spec(tmp_path / "root", run="sleep 30"))))
+    wait_state(tether, job, "RUNNING")
+    vast.instances[1000]["_gone"] = True   # the host vanished: the provider forgot it
+    own_sshd.stop()
+    own_sshd.kill_sessions()
+    st = tether("status", job)
+    assert st.exit_code == ExitCode.UNREACHABLE
+    r = tether("down", job)
+    assert r.exit_code == 0, r  # destroying what is already gone is fine (404)
+    assert "destroyed vast instance 1000" in r.stdout
+
+
+def test_budget_reached_backup_stop_destroy_in_that_order(tether, project, vast, tmp_path):
+    vast.add_offer(1, price=36.0)  # $0.01 a second
+    body = vast_spec(tmp_path / "root", run="python3 train.py 1000 0.1",
+                     extra="limits: {max_usd: 0.06}\n        backup: {every_min: 10}").replace(
+        "max_price: 0.6", "max_price: 40")
+    job = launched_id(tether("launch", project(body, {"train.py": RESUMABLE})))
+    wait_for(lambda: vast.deletes, 60, what="the agent to destroy its instance")
+    assert vast.deletes == [(1000, "Bearer instance-scoped-key")]  # the instance key, sent by the agent
+    events = [json.loads(x) for x in (tmp_path / "root" / "jobs" / job / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] if e["event"] != "state" else e["state"] for e in events]
+    assert kinds.index("backup-done") < kinds.index("STOPPED") < kinds.index("teardown-sent")
+    stopped = next(e for e in events if e.get("state") == "STOPPED")
+    assert stopped["failure"] == "budget" and "max_usd" in stopped["reason"]
+    teardown_event = next(e for e in events if e["event"] == "teardown-sent")
+    assert teardown_event["status"] == 200 and "headers" not in teardown_event
+
+
+def test_offers_side_by_side_with_cost(tether, vast):
+    vast.add_offer(1, price=0.5)
+    vast.add_offer(2, price=0.25)
+    vast.add_offer(3, gpu="H100", price=2.0)
+    r = tether("offers", "--gpu", "RTX_4090", "--hours", "10", "--json")
+    assert r.exit_code == 0, r
+    out = json.loads(r.stdout)
+    assert [(o["id"], o["job_cost"]) for o in out["offers"]] == [("2", 2.5), ("1", 5.0)]
+    assert any("novita: no API key" in n for n in out["notes"])
