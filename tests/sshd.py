@@ -23,11 +23,22 @@ def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
+def ensure_password_user(name: str, password: str) -> Path:
+    """A local account that logs in by password (as a fresh cloud instance does); its home."""
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True)
+    subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+    home = Path(f"/home/{name}")
+    subprocess.run(["rm", "-rf", str(home / ".ssh"), str(home / ".tether")], check=True)
+    return home
+
+
 @dataclass
 class Sshd:
     dir: Path
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen] = None
+    password_user: Optional[str] = None   # also accept passwords, and keys from ~/.ssh
 
     @property
     def client_key(self) -> Path:
@@ -56,8 +67,8 @@ Port {self.port}
 ListenAddress 127.0.0.1
 HostKey {self.host_key}
 PidFile {self.dir}/sshd.pid
-AuthorizedKeysFile {self.dir}/authorized_keys
-PasswordAuthentication no
+AuthorizedKeysFile {self.dir}/authorized_keys .ssh/authorized_keys
+PasswordAuthentication {"yes" if self.password_user else "no"}
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin yes
