@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -99,3 +100,47 @@ def login(provider: str = typer.Argument(..., help="vast or novita")) -> None:
         raise UsageError("no key given", f"paste your {provider} API key")
     path = store_api_key(provider, key, session().places)
     session().console.print(f"saved the {provider} key in {path} (mode 600)")
+
+
+@app.command("colab-cell")
+@command
+def colab_cell(tunnel: str = typer.Option("cloudflared", "--tunnel", help="cloudflared or ngrok")) -> None:
+    """Print the notebook cell that makes a Colab (or Kaggle) runtime an SSH host for `attach`."""
+    from provisioning.colab import bootstrap_cell
+
+    from .credentials import ssh_keypair
+
+    _, public_key = ssh_keypair(session().places)
+    try:
+        typer.echo(bootstrap_cell(public_key, tunnel))
+    except ProviderError as exc:
+        raise UsageError(exc.what, exc.todo) from None
+
+
+@app.command()
+@command
+def attach(
+    spec: Path = typer.Argument(..., help="the job spec (host.provider: colab)"),
+    address: str = typer.Argument(..., help="what the cell printed: NAME.trycloudflare.com or HOST:PORT"),
+) -> None:
+    """Launch the job on a notebook runtime that ran `tether colab-cell`'s cell."""
+    from provisioning.colab import endpoint_for
+
+    from .credentials import ssh_keypair
+    from .launch import attach as do_attach
+    from .spec import load_spec
+
+    s = session()
+    loaded = load_spec(spec, os.environ)
+    if loaded.spec.host.provider != "colab":
+        raise UsageError(f"{spec}: host.provider is {loaded.spec.host.provider!r}",
+                         "attach is for provider colab; use `tether launch` for the others")
+    identity, _ = ssh_keypair(s.places)
+    try:
+        endpoint = endpoint_for(address, str(identity))
+    except ProviderError as exc:
+        raise UsageError(exc.what, exc.todo) from None
+    done = do_attach(loaded, endpoint, s.places, s.registry, s.console)
+    rec = done.record
+    s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {endpoint} (colab session)")
+    s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")

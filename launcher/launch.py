@@ -13,12 +13,13 @@ from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from provisioning.base import Instance, Teardown
+from provisioning.base import Instance, SshEndpoint, Teardown
+from provisioning.colab import SESSION_HOURS
 from provisioning.registry import RENTED
 
 from . import sync
 from .agent_client import AgentClient
-from .errors import RemoteError
+from .errors import RemoteError, UsageError
 from .hosts import Target, target_for_rented, target_for_spec
 from .provision import acquire, destroy, provider_for
 from .jobs import JobRecord, Registry
@@ -66,6 +67,10 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
            dry_run: bool = False, environ: Optional[Mapping[str, str]] = None) -> Optional[Launched]:
     spec = loaded.spec
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    if spec.host.provider == "colab":
+        raise UsageError("a colab host is attached, not launched",
+                         "run the cell from `tether colab-cell` in the notebook, then "
+                         "`tether attach SPEC ADDRESS` with the address it prints")
     if spec.host.provider in RENTED:
         if dry_run:  # nothing is rented for a dry run: everything would be sent
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
@@ -99,9 +104,23 @@ def _launch_rented(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, reg
         target.host.close()
 
 
+def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: Registry,
+           console: Console) -> Launched:
+    """Launch onto a session host a person started (the Colab cell): an SSH host with a hard
+    end, which becomes the agent's deadline (a final backup before the session goes)."""
+    tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    hs = loaded.spec.host
+    target = target_for_rented(endpoint, hs, places)
+    hours = hs.session_hours or SESSION_HOURS
+    try:
+        return _launch_on(target, loaded, tree, registry, console, deadline_at=time.time() + hours * 3600)
+    finally:
+        target.host.close()
+
+
 def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registry: Registry,
                console: Console, instance: Optional[Instance] = None,
-               teardown: Optional[Teardown] = None) -> Launched:
+               teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None) -> Launched:
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
     command = workload_command(spec, info.python)
@@ -131,7 +150,8 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                 "path_prepend": target.path_prepend, "created": time.time(),
                 "price_per_hour": instance.price_per_hour if instance else None,
                 "instance_created": instance.created if instance else None,
-                "autodown": spec.autodown if spec.autodown is not None else rented},
+                "autodown": spec.autodown if spec.autodown is not None else rented,
+                "deadline_at": deadline_at},
         "secrets": dict(loaded.secret_values),  # on stdin, into a 0600 file: never argv
         "teardown": teardown.model_dump() if teardown else None,  # likewise
     }

@@ -54,6 +54,7 @@ class HostSpec(_Strict):
     min_reliability: float = Field(0.98, ge=0, le=1)
     ready_timeout_min: float = Field(10.0, gt=0)     # a host not up by then is destroyed
     tries: int = Field(3, ge=1)                      # offers tried before giving up
+    session_hours: Optional[float] = Field(None, gt=0)  # a session's hard end (colab: 12)
 
     @model_validator(mode="after")
     def _ssh_needs_address(self) -> "HostSpec":

@@ -1,0 +1,90 @@
+"""Colab: the bootstrap cell, and `tether attach` through a tunnel's ProxyCommand. The tunnel
+client is a stand-in `cloudflared` on PATH that relays to the test sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import launched_id, wait_state
+
+from launcher.errors import ExitCode
+
+FAKE_CLOUDFLARED = """#!{python}
+# Stand-in for `cloudflared access ssh --hostname H`: relays stdin/stdout to the test sshd.
+import os, socket, sys, threading
+with open(os.environ["FAKE_TUNNEL_LOG"], "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+s = socket.create_connection(("127.0.0.1", int(os.environ["FAKE_TUNNEL_PORT"])))
+def up():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(data)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def test_cell_then_attach_through_the_tunnel(tether, project, own_sshd, tmp_path, monkeypatch):
+    cell = tether("colab-cell")
+    assert cell.exit_code == 0
+    compile(cell.stdout, "cell", "exec")  # it is Python a notebook can run
+    pub = (tmp_path / "tether-home" / "id_ed25519.pub").read_text().strip()
+    assert f'PUBKEY = "{pub}"' in cell.stdout and "trycloudflare" in cell.stdout
+    with open(own_sshd.dir / "authorized_keys", "a") as f:  # what the cell does on the runtime
+        f.write(pub + "\n")
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "cloudflared"
+    fake.write_text(FAKE_CLOUDFLARED.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_TUNNEL_PORT", str(own_sshd.port))
+    monkeypatch.setenv("FAKE_TUNNEL_LOG", str(tmp_path / "tunnel.log"))
+
+    root = tmp_path / "root"
+    spec = project(f"""
+        name: oncolab
+        host: {{provider: colab, root: {root}, session_hours: 0.5}}
+        run: echo on colab
+    """)
+    refused = tether("launch", spec)
+    assert refused.exit_code == ExitCode.BAD_SPEC and "tether attach" in refused.stderr
+
+    started = time.time()
+    r = tether("attach", spec, "https://quiet-lake-1234.trycloudflare.com")
+    assert r.exit_code == 0, r
+    job = launched_id(r)
+    wait_state(tether, job, "SUCCEEDED")
+    assert "access ssh --hostname quiet-lake-1234.trycloudflare.com" in (tmp_path / "tunnel.log").read_text()
+    known = (tmp_path / "tether-home" / "known_hosts").read_text()
+    assert known.startswith("colab-quiet-lake-1234.trycloudflare.com ")
+    hb = json.loads((root / "jobs" / job / "heartbeat.json").read_text())
+    assert abs(hb["deadline_at"] - (started + 1800)) < 60  # the session's end is the agent's deadline
+
+    ssh = subprocess.run([sys.executable, "-m", "launcher", "ssh", job, "--", "cat", "state.json"],
+                         capture_output=True, text=True, env=os.environ)
+    assert ssh.returncode == 0, ssh.stderr
+    assert json.loads(ssh.stdout)["state"] == "SUCCEEDED"
+
+
+def test_attach_refuses_an_address_it_cannot_read(tether, project, tmp_path):
+    spec = project("""
+        name: oncolab
+        host: {provider: colab}
+        run: echo hi
+    """)
+    r = tether("attach", spec, "not an address")
+    assert r.exit_code == ExitCode.BAD_SPEC
+    assert "is not an address the bootstrap cell prints" in r.stderr
