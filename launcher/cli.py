@@ -189,7 +189,13 @@ def logs(
     """The workload's output (stdout and stderr), from the host."""
     if which not in ("workload", "setup", "agent"):
         raise UsageError(f"--file {which!r} is not a log", "use workload, setup or agent")
-    _stream_logs(session().registry.resolve(job), tail, follow, which)
+    rec = session().registry.resolve(job)
+    if rec.endpoint.get("kind") == "kaggle":
+        from .kaggle_job import kernel_log
+        lines = kernel_log(rec, os.environ).splitlines()
+        typer.echo("\n".join(lines[-tail:]) if tail else "")
+        return
+    _stream_logs(rec, tail, follow, which)
 
 
 def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
@@ -224,6 +230,15 @@ def pull(
     s = session()
     rec = s.registry.resolve(job)
     dest = to or Path(f"{rec.name}-{rec.id}")
+    if rec.endpoint.get("kind") == "kaggle":
+        if backup is not None:
+            raise UsageError("a Kaggle job's backups are in its kernel output", "tether pull JOB brings its artifacts")
+        from .kaggle_job import kernel_pull
+        got = kernel_pull(rec, dest, os.environ)
+        s.console.print(f"pulled {len(got.pulled)} file(s) into {dest}")
+        for path in got.pulled:
+            s.console.print(f"  {path}", markup=False)
+        return
     client = s.client_for(rec)
     try:
         paths = rec.artifacts or ["outputs/"]
@@ -252,6 +267,11 @@ def stop(
     """SIGTERM to the workload, stop.grace_s to checkpoint and exit, then SIGKILL."""
     s = session()
     rec = s.registry.resolve(job)
+    if rec.endpoint.get("kind") == "kaggle":
+        from .kaggle_job import kernel_stop
+        kernel_stop(rec, os.environ)
+        s.console.print(f"asked Kaggle to cancel job {rec.id}'s kernel")
+        return
     client = s.client_for(rec)
     try:
         client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")

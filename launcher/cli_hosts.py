@@ -48,7 +48,10 @@ def offers(
                 rows.append({**o.model_dump(), "job_cost": round(o.price_per_hour * hours, 2) if hours else None})
         except (ProviderError, TetherError) as exc:
             notes.append(f"{name}: {getattr(exc, 'what', exc)}")
-    notes.append("kaggle, colab: free sessions (about 12 h each); not listed here yet")
+    from .kaggle_job import quota_line
+    line = quota_line(os.environ)
+    notes.append(line or "kaggle: no credentials (KAGGLE_USERNAME/KAGGLE_KEY)")
+    notes.append("colab: free sessions of up to 12 h: tether colab-cell")
     rows.sort(key=lambda r: r["price_per_hour"])
     if as_json:
         typer.echo(json.dumps({"offers": rows, "notes": notes}, indent=1))

@@ -71,6 +71,14 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         raise UsageError("a colab host is attached, not launched",
                          "run the cell from `tether colab-cell` in the notebook, then "
                          "`tether attach SPEC ADDRESS` with the address it prints")
+    if spec.host.provider == "kaggle":
+        if dry_run:
+            _print_plan(sync.plan(tree, {}), tree, loaded, console)
+            return None
+        from .kaggle_job import launch_kernel
+        command = workload_command(spec, "python3")
+        record = launch_kernel(loaded, tree, command, registry, console, os.environ if environ is None else environ)
+        return Launched(record, sync.plan(tree, {}), False)
     if spec.host.provider in RENTED:
         if dry_run:  # nothing is rented for a dry run: everything would be sent
             _print_plan(sync.plan(tree, {}), tree, loaded, console)

@@ -58,6 +58,8 @@ def host_label(r: JobRecord) -> str:
     ep = r.endpoint
     if ep.get("kind") == "local":
         return "local"
+    if ep.get("kind") == "kaggle":
+        return f"kaggle:{ep['user']}/{ep['slug']}"
     user = f"{ep['user']}@" if ep.get("user") else ""
     return f"{user}{ep['host']}:{ep['port']}"
 
@@ -69,6 +71,10 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
     views: Dict[str, JobView] = {}
     for group in by_host.values():
         first = group[0]
+        if first.endpoint.get("kind") == "kaggle":
+            for r in group:
+                views[r.id] = _kaggle_view(r)
+            continue
         host = host_for_record(first, places, max_retry_s=STATUS_RETRY_S)
         try:
             client = AgentClient(host, first.python, first.runtime_dir)
@@ -84,6 +90,21 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
         if v.state != JobState.UNREACHABLE:
             registry.set_state(v.record.id, v.state.value)
     return [views[r.id] for r in records]
+
+
+def _kaggle_view(r: JobRecord) -> JobView:
+    import os
+
+    from .kaggle_job import kernel_view
+
+    try:
+        a = kernel_view(r, os.environ)
+    except TetherError as exc:
+        return JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc)
+    except Exception as exc:  # the provider's own errors, read as "cannot ask now"
+        return JobView(r, JobState.UNREACHABLE, reason=f"kaggle: {getattr(exc, 'what', exc)}")
+    return JobView(r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
+                   exit_code=a.get("exit_code"))
 
 
 def _view(r: JobRecord, a: dict) -> JobView:
