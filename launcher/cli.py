@@ -51,6 +51,9 @@ class Session:
         return self._registry
 
     def client_for(self, rec: JobRecord) -> AgentClient:
+        if rec.endpoint.get("kind") == "kaggle":
+            raise UsageError(f"job {rec.id} runs in a Kaggle batch kernel: there is no host to reach",
+                             "status, logs, pull and stop work through the kernel")
         return AgentClient(host_for_record(rec, self.places), rec.python, rec.runtime_dir)
 
 
@@ -343,7 +346,7 @@ def ssh(
     """A shell (or one command) on the job's host, in its job folder; host key checked."""
     s = session()
     rec = s.registry.resolve(job)
-    host = host_for_record(rec, s.places)
+    host = s.client_for(rec).host
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     argv = host.shell_argv(cmd or None, rec.job_dir)
