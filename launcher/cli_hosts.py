@@ -147,3 +147,35 @@ def attach(
     rec = done.record
     s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {endpoint} (colab session)")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
+
+
+@app.command()
+@command
+def publish(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    repo: str = typer.Option(..., "--repo", help="user/name on the Hugging Face Hub"),
+    private: bool = typer.Option(True, "--private/--public", help="a new repo is private by default"),
+) -> None:
+    """Upload the job's exported model (or its outputs) with a model card to the Hub."""
+    from agent.protocol import JobState as _State
+
+    from .publish import publish as do_publish
+
+    s = session()
+    rec = s.registry.resolve(job)
+    view = observe([rec], s.places, s.registry)[0]
+    if view.state != _State.SUCCEEDED:
+        raise UsageError(f"job {rec.id} is {view.state.value}, not SUCCEEDED", "publish a job that finished")
+    results = results_dir(s.places, rec)
+    client = s.client_for(rec)
+    try:
+        from .pull import pull as do_pull
+        do_pull(client, rec.job_dir, ["outputs/", "code/MODEL_CARD.md"], results, s.console)
+    finally:
+        client.host.close()
+    done = do_publish(rec, results, repo, private, os.environ, s.console, view.spend_usd,
+                      user_card=results / "code" / "MODEL_CARD.md")
+    if done.uploaded:
+        s.console.print(f"published {done.files} file(s) to {done.url}")
+    else:
+        s.console.print(f"nothing changed: {done.url} already has these {done.files} file(s)")
