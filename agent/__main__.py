@@ -65,6 +65,10 @@ def main(argv=None) -> int:
     p.add_argument("mode", choices=["link", "copy"])
     p = sub.add_parser("backups", help="list a job's backups, verified")
     p.add_argument("job_dir")
+    p.add_argument("--no-check", action="store_true", help="list without re-hashing every file")
+    p = sub.add_parser("receive-backup", help="a backup as a tar on stdin; kept only if it verifies")
+    p.add_argument("job_dir")
+    p.add_argument("name")
     p = sub.add_parser("serve")
     p.add_argument("root")
     args = ap.parse_args(argv)
@@ -89,7 +93,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return main_take(args.job_dir, args.source, args.step, args.mode)
     if verb == "backups":
         from .backup import backup_summary
-        _emit(backup_summary(JobDir(args.job_dir), check=True))
+        _emit(backup_summary(JobDir(args.job_dir), check=not args.no_check))
+        return 0
+    if verb == "receive-backup":
+        _emit(hostops.receive_backup(JobDir(args.job_dir), args.name, stdin))
         return 0
     if verb == "manifest":
         root = Root(args.root)

@@ -101,8 +101,12 @@ def load(folder: Path) -> Optional[Backup]:
 
 def verify(job: JobDir, backup: Backup) -> Optional[str]:
     """None if every file matches the manifest, else what is wrong."""
-    m = read_json(job.backups / backup.name / MANIFEST) or {}
-    data = backup.data(job)
+    return verify_folder(job.backups / backup.name)
+
+
+def verify_folder(folder: Path) -> Optional[str]:
+    m = read_json(folder / MANIFEST) or {}
+    data = folder / "data"
     for f in m.get("files", []):
         p = data / f["path"]
         if not p.is_file():

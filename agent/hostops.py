@@ -15,7 +15,7 @@ from typing import IO, Optional
 from .book import agent_alive
 from .codetree import snapshot
 from .files import read_json, write_bytes_atomic, write_json_atomic
-from .paths import JobDir, Root
+from .paths import JobDir, Root, check_name
 from .protocol import JobState
 
 
@@ -118,6 +118,40 @@ def prepare_resume(job: JobDir, secrets: dict) -> dict:
     except FileNotFoundError:
         pass
     return {"previous_state": state}
+
+
+def receive_backup(job: JobDir, name: str, stream: IO[bytes]) -> dict:
+    """A backup brought from a mirror (the laptop or the Hub), unpacked beside the others; it
+    is kept only if every file matches its manifest."""
+    import shutil
+    import tarfile
+
+    from . import backup
+    from .codetree import safe_relpath
+
+    check_name("backup", name)
+    tmp = job.backups / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        for member in tar:
+            rel = safe_relpath(member.name)
+            if member.isdir():
+                (tmp / rel).mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                raise ValueError(f"refusing {rel!r} in a backup: only regular files")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            with open(tmp / rel, "wb") as f:
+                shutil.copyfileobj(src, f, 1 << 20)
+    found = backup.load(tmp)
+    problem = "no MANIFEST.json" if found is None else backup.verify_folder(tmp)
+    if problem:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"backup {name} does not verify: {problem}")
+    os.replace(tmp, job.backups / name)
+    return {"backup": name, "step": found.step}
 
 
 def mark_results_safe(job: JobDir, how: str) -> dict:

@@ -178,7 +178,7 @@ class Supervisor:
         while True:
             if self.stop:
                 return Verdict(JobState.STOPPED, self.stop.reason, self.stop.failure)
-            resume = self._resume_point() if self.attempt > 0 else ""
+            resume = self._resume_point() if self.attempt > 0 or self.plan.resume_first else ""
             self.book.set(JobState.RUNNING, f"workload started (attempt {self.attempt})", attempt=self.attempt,
                           stage=stage.name, resumed_from=resume or None)
             oom_before = oom_kill_count()

@@ -31,7 +31,7 @@ from .pull import pick_backup, pull as do_pull, verify_pulled_backup
 from .resume import resume as do_resume
 from .settings import Places, places
 from .spec import HostSpec, load_spec
-from .views import backups_table, jobs_table, print_status, state_text
+from .views import backups_table, jobs_table, metrics_text, print_status, state_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Run training jobs on GPU hosts and bring their results back.")
@@ -324,10 +324,21 @@ def backups(
 
 @app.command()
 @command
-def resume(job: str = typer.Argument(..., help="id, id prefix or name")) -> None:
-    """Start a stopped, failed or LOST job again on its host, from its newest verified backup."""
+def resume(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    on: Optional[str] = typer.Option(None, "--on", help="continue on another host: user@host[:port], an "
+                                     "ssh alias, or local (needs backup.mirror: laptop)"),
+) -> None:
+    """Start a stopped, failed or LOST job again, from its newest verified backup: on its host,
+    or with --on on a new one when the old host is gone."""
     s = session()
     rec = s.registry.resolve(job)
+    if on is not None:
+        from .resume import resume_on
+        done = resume_on(rec, on, s.places, s.registry, s.console, os.environ)
+        s.console.print(f"resumed job [bold]{rec.id}[/] on {host_label(done.record)} from its mirrored backup")
+        s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
+        return
     client = s.client_for(rec)
     try:
         previous = do_resume(client, rec, os.environ, s.registry)
@@ -335,6 +346,25 @@ def resume(job: str = typer.Argument(..., help="id, id prefix or name")) -> None
         client.host.close()
     s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
+
+
+@app.command()
+@command
+def watch(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    every: float = typer.Option(10.0, "--every", help="seconds between looks"),
+) -> None:
+    """Show the job's status and mirror its backups (backup.mirror: laptop) until it ends."""
+    s = session()
+    rec = s.registry.resolve(job)
+    while True:
+        view = observe([s.registry.resolve(rec.id)], s.places, s.registry)[0]
+        settle([view], s.places, s.registry, s.console, os.environ)
+        s.console.print(f"{time.strftime('%H:%M:%S')}  {state_text(view.state)}  step {view.step}  "
+                        f"{metrics_text(view.metrics)}")
+        if view.state.is_terminal:
+            return
+        time.sleep(every)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -31,10 +31,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_seen REAL,
     price_per_hour REAL,
     spend REAL,
-    autodown INTEGER NOT NULL DEFAULT 0
+    autodown INTEGER NOT NULL DEFAULT 0,
+    spec TEXT,                     -- JSON: the resolved spec (never secrets), to resume elsewhere
+    workdir TEXT                   -- the laptop folder that was synced
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
 """
+
+# Columns added after the first release: (name, SQL type) added to older registries.
+_ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,12 @@ class JobRecord:
     price_per_hour: Optional[float] = None
     spend: Optional[float] = None
     autodown: bool = False
+    spec: Optional[Dict[str, Any]] = None
+    workdir: Optional[str] = None
+
+    @property
+    def mirror(self) -> Optional[str]:
+        return ((self.spec or {}).get("backup") or {}).get("mirror")
 
     @property
     def instance_alive(self) -> bool:
@@ -64,7 +75,7 @@ class JobRecord:
         return bool(self.instance) and not (self.instance or {}).get("destroyed_at")
 
 
-_JSON_FIELDS = ("endpoint", "instance", "artifacts")
+_JSON_FIELDS = ("endpoint", "instance", "artifacts", "spec")
 
 
 class Registry:
@@ -75,6 +86,10 @@ class Registry:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(_SCHEMA)
+        have = {row["name"] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def add(self, rec: JobRecord) -> None:
         row = asdict(rec)
@@ -85,6 +100,14 @@ class Registry:
 
     def set_state(self, job_id: str, state: str) -> None:
         self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
+
+    def rehome(self, job_id: str, **fields: Any) -> None:
+        """The job moved to another host (resume --on): where to reach it from now on."""
+        allowed = {"provider", "endpoint", "instance", "remote_root", "job_dir", "python", "runtime_dir",
+                   "price_per_hour", "autodown"}
+        cols = [k for k in fields if k in allowed]
+        values = [json.dumps(fields[k]) if k in _JSON_FIELDS and fields[k] is not None else fields[k] for k in cols]
+        self.db.execute(f"UPDATE jobs SET {', '.join(c + '=?' for c in cols)} WHERE id=?", values + [job_id])
 
     def set_instance(self, job_id: str, instance: Optional[Dict[str, Any]]) -> None:
         self.db.execute("UPDATE jobs SET instance=? WHERE id=?",

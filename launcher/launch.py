@@ -9,7 +9,7 @@ import shlex
 import time
 from dataclasses import dataclass
 import os
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 from rich.console import Console
 
@@ -27,6 +27,14 @@ from .runtime import prepare_host
 from .settings import Places
 from .spec import JobSpec, LoadedSpec
 from .ui import TransferProgress
+
+
+@dataclass(frozen=True)
+class Moving:
+    """A job continuing on a new host (resume --on): its id, and how its backup gets there."""
+
+    job_id: str
+    bring_backup: Callable[[AgentClient, str], None]
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,8 @@ def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: 
 
 def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registry: Registry,
                console: Console, instance: Optional[Instance] = None,
-               teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None) -> Launched:
+               teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None,
+               moving: Optional[Moving] = None) -> Launched:
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
     command = workload_command(spec, info.python)
@@ -149,7 +158,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
     for rel in tree.skipped_links:
         console.print(f"  not sent (symlink): {rel}", markup=False)
 
-    job_id = pysecrets.token_hex(4)
+    job_id = moving.job_id if moving else pysecrets.token_hex(4)
     key = setup_key(spec, tree)
     rented = instance is not None and spec.host.provider in RENTED
     payload = {
@@ -159,7 +168,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                 "price_per_hour": instance.price_per_hour if instance else None,
                 "instance_created": instance.created if instance else None,
                 "autodown": spec.autodown if spec.autodown is not None else rented,
-                "deadline_at": deadline_at},
+                "deadline_at": deadline_at, "resume_first": moving is not None},
         "secrets": dict(loaded.secret_values),  # on stdin, into a 0600 file: never argv
         "teardown": teardown.model_dump() if teardown else None,  # likewise
     }
@@ -176,8 +185,16 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
         instance=instance.model_dump(exclude={"teardown_key"}) if rented and instance else None,
         price_per_hour=instance.price_per_hour if instance else None,
         autodown=bool(payload["job"]["autodown"]),
+        spec=payload["spec"], workdir=str(loaded.workdir),
     )
-    registry.add(record)  # before start: a job that runs is never missing from the registry
+    if moving is None:
+        registry.add(record)  # before start: a job that runs is never missing from the registry
+    else:
+        moving.bring_backup(client, job_dir)
+        registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
+                        remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
+                        runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
+                        autodown=record.autodown)
     started = client.call("start", job_dir, timeout=60)
     if not started.get("started"):
         registry.set_state(job_id, "FAILED")

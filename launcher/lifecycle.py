@@ -42,12 +42,28 @@ def pull_and_mark_safe(rec: JobRecord, dest: Path, places: Places, console: Cons
     return len(result.pulled) + len(result.unchanged)
 
 
+def _mirror(rec: JobRecord, places: Places, console: Console) -> None:
+    from .mirror import sync_to_laptop
+
+    client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
+    try:
+        for name in sync_to_laptop(client, rec, places, console):
+            console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
+    except TetherError as exc:
+        console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {exc.line()}")
+    finally:
+        client.host.close()
+
+
 def settle(views: List[JobView], places: Places, registry: Registry, console: Console,
            environ: Mapping[str, str]) -> None:
     """After any status read: a rented job that ended with autodown gets its results pulled
     and its instance destroyed; one without autodown is pointed out (it is still billing)."""
     for v in views:
         rec = v.record
+        if rec.mirror == "laptop" and v.state not in (JobState.UNREACHABLE, JobState.LOST) \
+                and rec.endpoint.get("kind") != "kaggle":
+            _mirror(rec, places, console)
         if not rec.instance_alive or not (v.state.is_terminal or v.state == JobState.LOST):
             continue
         if not rec.autodown:

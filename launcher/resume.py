@@ -4,11 +4,16 @@ continues from the newest verified backup and skips finished stages."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Mapping
 
+from rich.console import Console
+
 from .agent_client import AgentClient
-from .errors import RemoteError, SpecError
+from .errors import RemoteError, SpecError, UsageError
+from .hosts import target_for_spec
 from .jobs import JobRecord, Registry
+from .settings import Places
 
 
 def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], registry: Registry) -> str:
@@ -25,3 +30,43 @@ def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], regi
         raise RemoteError(f"the agent did not start again: {(started.get('log_tail') or '').strip()[-300:]}")
     registry.set_state(rec.id, "RUNNING")
     return prepared.get("previous_state") or "unknown"
+
+
+def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, console: Console,
+              environ: Mapping[str, str]) -> Launched:
+    """The old host is gone: connect the new one (an SSH address, an ~/.ssh/config alias, or
+    local), sync the workdir as it is now, bring the newest mirrored backup, and continue from
+    it under the same job id."""
+    from . import sync
+    from .launch import Moving, _launch_on
+    from .mirror import newest, send_backup
+    from .spec import HostSpec, JobSpec, LoadedSpec
+
+    if not rec.spec or not rec.workdir:
+        raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
+                         "launch it again")
+    backup = newest(places, rec)
+    spec = JobSpec.model_validate(rec.spec)
+    host = spec.host.model_dump(exclude_unset=False)
+    host.update({"provider": "local"} if address == "local" else {"provider": "ssh", "address": address})
+    spec = spec.model_copy(update={"host": HostSpec.model_validate(host)})
+    values = {}
+    for name in spec.secrets:
+        if name not in environ:
+            raise SpecError(f"secret {name} of job {rec.id} is not set in the environment", f"export {name}")
+        values[name] = environ[name]
+    workdir = Path(rec.workdir)
+    if not workdir.is_dir():
+        raise UsageError(f"the job's workdir {workdir} is gone from this laptop", "restore it, then resume")
+    loaded = LoadedSpec(spec=spec, path=workdir / "job.yaml", workdir=workdir, secret_values=values)
+    tree = sync.scan(workdir, sync.hash_cache_for(places.cache, workdir))
+    target = target_for_spec(spec.host, places)
+
+    def bring(client: AgentClient, job_dir: str) -> None:
+        got = send_backup(client, job_dir, backup)
+        console.print(f"brought backup {got['backup']} (step {got['step']}) to the new host")
+
+    try:
+        return _launch_on(target, loaded, tree, registry, console, moving=Moving(rec.id, bring))
+    finally:
+        target.host.close()

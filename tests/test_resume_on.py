@@ -1,0 +1,70 @@
+"""The host is gone: backups mirrored to the laptop carry the job to a second host."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from conftest import launched_id, status_json, wait_for, wait_state
+from fake_hub import FakeHub
+from scripts import RESUMABLE
+
+
+def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, tmp_path, monkeypatch):
+    conf = tmp_path / "ssh_config"  # testhost (the session's sshd) and hosta (this test's own)
+    conf.write_text(conf.read_text() + own_sshd.ssh_config("hosta"))
+    root = tmp_path / "root"
+    spec = project(f"""
+        name: moving
+        host: {{provider: ssh, address: hosta, root: {root}}}
+        run: python3 train.py 60 0.1 10
+        heartbeat: {{every_s: 0.5}}
+        backup: {{every_min: 0.02, keep: 2, mirror: laptop}}
+    """, {"train.py": RESUMABLE})
+    job = launched_id(tether("launch", spec))
+    mirrors = tmp_path / "tether-home" / "mirrors" / job / "backups"
+
+    def mirrored():
+        status_json(tether, job)  # every tether command brings new backups along
+        return mirrors.is_dir() and [p for p in mirrors.iterdir() if (p / "MANIFEST.json").exists()]
+
+    wait_for(mirrored, 60, what="a backup mirrored to the laptop")
+    # The first host disappears: its sshd, its processes, its disk.
+    own_sshd.stop()
+    own_sshd.kill_sessions()
+    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
+    shutil.rmtree(root)
+    newest = max((json.loads((p / "MANIFEST.json").read_text()) for p in mirrors.iterdir()
+                  if (p / "MANIFEST.json").exists()), key=lambda m: m["created"])
+
+    r = tether("resume", job, "--on", "testhost")
+    assert r.exit_code == 0, r
+    assert f"(step {newest['step']}) to the new host" in r.stdout
+    done = wait_state(tether, job, "SUCCEEDED", timeout=90)
+    assert done["host"].startswith("root@127.0.0.1:") and done["step"] == 59
+    log = (root / "jobs" / job / "logs" / "workload.log").read_text()
+    assert log.startswith(f"resumed at {newest['step'] + 1}")
+
+    hub = FakeHub()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        assert tether("publish", job, "--repo", "tester/moved").exit_code == 0
+        assert json.loads(hub.repos["tester/moved"].files["result.json"])["steps"] == 60
+    finally:
+        hub.stop()
+
+
+def test_resume_on_without_a_mirror_says_what_to_do(tether, project, host_root):
+    spec = project(f"""
+        name: nomirror
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: echo done
+    """)
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    r = tether("resume", job, "--on", "testhost")
+    assert r.exit_code == 5
+    assert "no backup mirrored to this laptop" in r.stderr and "backup.mirror: laptop" in r.stderr
