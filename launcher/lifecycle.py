@@ -55,6 +55,31 @@ def _mirror(rec: JobRecord, places: Places, console: Console) -> None:
         client.host.close()
 
 
+def auto_publish(rec: JobRecord, places: Places, console: Console, environ: Mapping[str, str],
+                 spend=None) -> None:
+    """`publish:` in the spec: once, when a tether command first sees the job SUCCEEDED."""
+    from .publish import publish
+
+    conf = (rec.spec or {}).get("publish") or {}
+    dest = results_dir(places, rec)
+    marker = dest / ".tether-published"
+    if not conf.get("repo") or marker.exists():
+        return
+    try:
+        client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
+        try:
+            pull(client, rec.job_dir, ["outputs/", "code/MODEL_CARD.md"], dest, console)
+        finally:
+            client.host.close()
+        done = publish(rec, dest, conf["repo"], bool(conf.get("private", True)), environ, console, spend,
+                       user_card=dest / "code" / "MODEL_CARD.md")
+        marker.write_text(done.url + "\n")
+        console.print(f"job {rec.id} succeeded: published to {done.url} (spec publish:)")
+    except TetherError as exc:
+        console.print(f"[yellow]warning:[/] publishing job {rec.id} failed: {exc.line()} "
+                      f"(retried on the next tether command, or run tether publish)")
+
+
 def settle(views: List[JobView], places: Places, registry: Registry, console: Console,
            environ: Mapping[str, str]) -> None:
     """After any status read: a rented job that ended with autodown gets its results pulled
@@ -64,6 +89,8 @@ def settle(views: List[JobView], places: Places, registry: Registry, console: Co
         if rec.mirror == "laptop" and v.state not in (JobState.UNREACHABLE, JobState.LOST) \
                 and rec.endpoint.get("kind") != "kaggle":
             _mirror(rec, places, console)
+        if v.state == JobState.SUCCEEDED and rec.endpoint.get("kind") != "kaggle":
+            auto_publish(rec, places, console, environ, v.spend_usd)
         if not rec.instance_alive or not (v.state.is_terminal or v.state == JobState.LOST):
             continue
         if not rec.autodown:

@@ -110,3 +110,19 @@ def test_network_errors_retry_or_fail_without_half_publishing(tether, finished, 
     hub.refuse_lfs_uploads = False
     assert tether("publish", job2, "--repo", "tester/broken").exit_code == 0
     assert set(hub.repos["tester/broken"].files) == {"README.md", "config.json", "model.safetensors"}
+
+
+def test_publish_in_the_spec_happens_once_the_job_succeeds(tether, project, host_root, hub):
+    spec = project(f"""
+        name: autopub
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: python3 write.py
+        publish: {{repo: tester/auto, private: false}}
+    """, {"write.py": WRITE_MODEL})
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")  # a status read: it publishes
+    assert set(hub.repos["tester/auto"].files) == {"README.md", "config.json", "model.safetensors"}
+    assert hub.repos["tester/auto"].private is False
+    commits = len(hub.repos["tester/auto"].commits)
+    tether("status", job)
+    assert len(hub.repos["tester/auto"].commits) == commits  # once
