@@ -40,7 +40,7 @@ class _Strict(BaseModel):
 
 class HostSpec(_Strict):
     provider: Provider = "local"
-    address: Optional[str] = None          # ssh: user@host[:port] or a ~/.ssh/config alias
+    address: Optional[Union[str, List[str]]] = None   # ssh: user@host[:port] or an alias; a list: the first that answers
     identity_file: Optional[str] = None    # ssh: private key; else ~/.ssh/config, agent, defaults
     root: str = "~/.tether"                # the tether root on the host
     python: Optional[str] = None           # python on the host; local default: tether's own

@@ -11,18 +11,10 @@ from .base import (CreateRequest, Instance, InstanceState, NotReady, Offer, Prov
                    SshEndpoint, Teardown)
 
 
-class LocalProvider:
-    name = "local"
+class _Owned:
+    """A host that exists already: always ready, nothing to destroy."""
+
     rented = False
-
-    def offers(self, want: Resources) -> List[Offer]:
-        return [Offer(provider=self.name, id="local", gpu="this machine", num_gpus=0, price_per_hour=0.0)]
-
-    def create(self, offer: Offer, req: CreateRequest) -> Instance:
-        return Instance(provider=self.name, id="local", label=req.label, price_per_hour=0.0, created=time.time())
-
-    def wait_ready(self, inst: Instance, deadline: float) -> Optional[SshEndpoint]:
-        return None  # no SSH: the launcher runs commands here directly
 
     def state(self, inst: Instance) -> InstanceState:
         return InstanceState.READY
@@ -34,11 +26,23 @@ class LocalProvider:
         return None
 
 
-class SshProvider:
-    """One or more fixed SSH hosts; `create` picks the first that answers."""
+class LocalProvider(_Owned):
+    name = "local"
+
+    def offers(self, want: Resources) -> List[Offer]:
+        return [Offer(provider=self.name, id="local", gpu="this machine", num_gpus=0, price_per_hour=0.0)]
+
+    def create(self, offer: Offer, req: CreateRequest) -> Instance:
+        return Instance(provider=self.name, id="local", label=req.label, price_per_hour=0.0, created=time.time())
+
+    def wait_ready(self, inst: Instance, deadline: float) -> Optional[SshEndpoint]:
+        return None  # no SSH: the launcher runs commands here directly
+
+
+class SshProvider(_Owned):
+    """One or more fixed SSH hosts: each is an offer; the first that answers is used."""
 
     name = "ssh"
-    rented = False
 
     def __init__(self, endpoints: List[SshEndpoint]) -> None:
         if not endpoints:
@@ -64,12 +68,3 @@ class SshProvider:
                 if time.time() > deadline:
                     raise NotReady(f"ssh: {ep} does not answer ({exc})") from None
                 time.sleep(1)
-
-    def state(self, inst: Instance) -> InstanceState:
-        return InstanceState.READY
-
-    def destroy(self, inst: Instance) -> None:
-        pass
-
-    def teardown(self, inst: Instance) -> Optional[Teardown]:
-        return None

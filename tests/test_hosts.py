@@ -75,3 +75,18 @@ def test_host_without_that_python(tether, project, tmp_path):
     r = tether("launch", spec)
     assert r.exit_code == ExitCode.FAILED, r
     assert "no 'python2.6' on" in r.stderr and "Python 3.9+" in r.stderr
+
+
+def test_several_owned_hosts_the_first_that_answers_is_used(tether, project, tmp_path, sshd_server):
+    from sshd import free_port
+
+    dead = f"root@127.0.0.1:{free_port()}"
+    spec = project(f"""
+        name: many
+        host: {{provider: ssh, address: ["{dead}", testhost], root: {tmp_path / 'root'}, connect_timeout_s: 1}}
+        run: echo picked
+    """)
+    r = tether("launch", spec)
+    assert r.exit_code == 0, r
+    job = launched_id(r)
+    assert wait_state(tether, job, "SUCCEEDED")["host"] == f"root@127.0.0.1:{sshd_server.port}"
