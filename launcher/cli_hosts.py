@@ -179,3 +179,25 @@ def publish(
         s.console.print(f"published {done.files} file(s) to {done.url}")
     else:
         s.console.print(f"nothing changed: {done.url} already has these {done.files} file(s)")
+
+
+@app.command("colab-notebook")
+@command
+def colab_notebook(
+    spec: Path = typer.Argument(..., help="the job spec"),
+    out: Path = typer.Option(Path("tether-job.ipynb"), "-o", "--out", help="where to write the notebook"),
+) -> None:
+    """Write a notebook that runs the job directly in Colab (no tunnel): open it there and run it."""
+    from . import sync
+    from .kaggle_job import colab_notebook as make
+    from .launch import workload_command
+    from .spec import load_spec
+
+    loaded = load_spec(spec, os.environ)
+    tree = sync.scan(loaded.workdir, sync.hash_cache_for(session().places.cache, loaded.workdir))
+    job_id, text = make(loaded, tree, workload_command(loaded.spec, "python3"))
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    session().console.print(f"wrote {out} (job {job_id}): open it in Colab with a GPU runtime and run it; "
+                            f"results land in /content/tether/jobs/{job_id}/outputs/")

@@ -28,7 +28,7 @@ class Kernel:
         self.log = open(working.parent / "log.txt", "wb")
         self.proc = subprocess.Popen([sys.executable, str(working.parent / "script.py")], cwd=working,
                                      stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**env, "TETHER_KAGGLE_WORKING": str(working)}, start_new_session=True)
+                                     env={**env, "TETHER_WORKING": str(working)}, start_new_session=True)
         self.deadline = time.time() + timeout_s
         self.cancelled = False
         self.timed_out = False

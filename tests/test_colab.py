@@ -88,3 +88,25 @@ def test_attach_refuses_an_address_it_cannot_read(tether, project, tmp_path):
     r = tether("attach", spec, "not an address")
     assert r.exit_code == ExitCode.BAD_SPEC
     assert "is not an address the bootstrap cell prints" in r.stderr
+
+
+def test_generated_notebook_runs_the_job_by_itself(tether, project, tmp_path):
+    spec = project("""
+        name: nb
+        host: {provider: colab}
+        run: python3 -c "from agent import progress; import os; open(os.path.join(progress.output_dir(), 'x'), 'w').write('ok')"
+    """)
+    nb_path = tmp_path / "job.ipynb"
+    r = tether("colab-notebook", spec, "-o", nb_path)
+    assert r.exit_code == 0, r
+    nb = json.loads(nb_path.read_text())
+    code = "".join(nb["cells"][1]["source"])
+    job = r.stdout.split("(job ")[1].split(")")[0]
+    work = tmp_path / "content"
+    work.mkdir()
+    # What the notebook's cell does in a Colab runtime, with /content standing in here.
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
+                          env={**os.environ, "TETHER_WORKING": str(work)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"tether: job {job} SUCCEEDED" in done.stdout
+    assert (work / "tether" / "jobs" / job / "outputs" / "x").read_text() == "ok"
