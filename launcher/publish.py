@@ -36,6 +36,16 @@ def hub_token(environ: Mapping[str, str]) -> str:
     return token
 
 
+def _honour_xet_switch(environ: Mapping[str, str]) -> None:
+    """huggingface_hub reads HF_HUB_DISABLE_XET once, when first imported (transformers may have
+    imported it long before): apply the switch as the environment says now."""
+    from huggingface_hub import constants
+
+    value = environ.get("HF_HUB_DISABLE_XET")
+    if value is not None:
+        constants.HF_HUB_DISABLE_XET = value.strip().lower() in ("1", "true", "yes", "on")
+
+
 def staging_folder(results: Path) -> Path:
     """What goes up: the exported model when there is one, else all the outputs."""
     model = results / "outputs" / "model"
@@ -58,6 +68,7 @@ def publish(rec: JobRecord, results: Path, repo: str, private: bool, environ: Ma
     elif not card.exists():
         card.write_text(generate(repo, rec, read_training(folder), spend))
     token = hub_token(environ)
+    _honour_xet_switch(environ)
     if not sys.stderr.isatty():  # the library's bars are for people; keep logs and pipes clean
         from huggingface_hub.utils import disable_progress_bars
         disable_progress_bars()
