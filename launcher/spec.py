@@ -76,6 +76,13 @@ class BackupSpec(_Strict):
     on_disk_full: Literal["continue", "stop"] = "continue"
     wait_s: float = Field(600.0, gt=0)     # how long an asked-for checkpoint may take
 
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_kind(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v != "laptop":
+            raise ValueError(f"{v!r}: only 'laptop' is available in this version (hf:// mirrors are not yet)")
+        return v
+
 
 class RestartSpec(_Strict):
     max: int = Field(3, ge=0)

@@ -32,6 +32,7 @@ run: echo hi
     ("name: x\nrun: [a", "job.yaml: line 2: not valid YAML"),
     ("- a\n- b", "job.yaml: expected a mapping of keys"),
     ("name: ../etc\nrun: a", "job.yaml: name: String should match pattern"),
+    ("name: x\nrun: a\nbackup: {mirror: 'hf://me/ckpt'}", "job.yaml: backup.mirror: 'hf://me/ckpt': only 'laptop'"),
 ])
 def test_bad_spec_is_one_line_and_exit_2(tether, tmp_path, body, expected):
     spec = tmp_path / "job.yaml"
