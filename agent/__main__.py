@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("receive-backup", help="a backup as a tar on stdin; kept only if it verifies")
     p.add_argument("job_dir")
     p.add_argument("name")
+    p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
+    p.add_argument("job_dir")
     p = sub.add_parser("serve")
     p.add_argument("root")
     args = ap.parse_args(argv)
@@ -127,6 +129,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         _emit(codetree.list_tree(Path(args.job_dir), args.paths))
     elif verb == "read-files":
         codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
+    elif verb == "hub-upload":
+        from .hub_upload import upload
+        _emit(upload(JobDir(args.job_dir), json.loads(stdin.read())))
     elif verb == "serve":
         hostops.serve(Root(args.root), stdin, stdout)
     return 0

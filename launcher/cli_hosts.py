@@ -155,6 +155,8 @@ def publish(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     repo: str = typer.Option(..., "--repo", help="user/name on the Hugging Face Hub"),
     private: bool = typer.Option(True, "--private/--public", help="a new repo is private by default"),
+    from_host: bool = typer.Option(False, "--from-host", help="upload straight from the GPU host "
+                                   "(needs huggingface_hub there)"),
 ) -> None:
     """Upload the job's exported model (or its outputs) with a model card to the Hub."""
     from agent.protocol import JobState as _State
@@ -167,6 +169,13 @@ def publish(
     if view.state != _State.SUCCEEDED:
         raise UsageError(f"job {rec.id} is {view.state.value}, not SUCCEEDED", "publish a job that finished")
     results = results_dir(s.places, rec)
+    if from_host:
+        from .publish import publish_from_host
+        done = publish_from_host(rec, s.client_for(rec), results, repo, private, os.environ, s.console,
+                                 view.spend_usd)
+        s.console.print(f"published {done.files} file(s) to {done.url} from the host" if done.uploaded
+                        else f"nothing changed: {done.url} already has these {done.files} file(s)")
+        return
     client = s.client_for(rec)
     try:
         from .pull import pull as do_pull

@@ -100,3 +100,28 @@ def publish(rec: JobRecord, results: Path, repo: str, private: bool, environ: Ma
         raise RemoteError(f"publishing to {repo} failed ({exc})",
                           "run publish again: files that already arrived are skipped") from None
     return Published(url=str(url), uploaded=before != after, files=len(files))
+
+
+def publish_from_host(rec: JobRecord, client, results: Path, repo: str, private: bool,
+                      environ: Mapping[str, str], console: Console, spend: Optional[float] = None) -> Published:
+    """The card is made here (from the job's training.json, pulled), the upload happens there;
+    the token travels on stdin and is never written on the host."""
+    import json as _json
+
+    from .pull import pull
+
+    try:
+        pull(client, rec.job_dir, ["outputs/training.json"], results, console)
+        card = generate(repo, rec, read_training(results / "outputs"), spend)
+        xet = environ.get("HF_HUB_DISABLE_XET")
+        request = {"token": hub_token(environ), "repo": repo, "private": private, "card": card,
+                   "endpoint": environ.get("HF_ENDPOINT"), "message": f"tether: {rec.name} (job {rec.id})",
+                   "disable_xet": None if xet is None else xet.strip().lower() in ("1", "true", "yes", "on")}
+        answer = client.call("hub-upload", rec.job_dir, input=_json.dumps(request).encode(), timeout=24 * 3600)
+    except RemoteError as exc:
+        if "refused" in exc.what or "401" in exc.what or "403" in exc.what:
+            raise AuthError(exc.what, "check HF_TOKEN (it needs write access)") from None
+        raise RemoteError(exc.what, "run publish again: files that already arrived are skipped") from None
+    finally:
+        client.host.close()
+    return Published(url=answer["url"], uploaded=answer["uploaded"], files=answer["files"])

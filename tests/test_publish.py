@@ -126,3 +126,44 @@ def test_publish_in_the_spec_happens_once_the_job_succeeds(tether, project, host
     commits = len(hub.repos["tester/auto"].commits)
     tether("status", job)
     assert len(hub.repos["tester/auto"].commits) == commits  # once
+
+
+def test_publish_from_the_host(tether, project, host_root, hub):
+    """The upload runs on the host (here: the test sshd, with a Python that has huggingface_hub);
+    the token goes on stdin and is never written there."""
+    import subprocess
+    import sys
+
+    spec = project(f"""
+        name: fromhost
+        host: {{provider: ssh, address: testhost, root: {host_root}, python: {sys.executable}}}
+        run: python3 write.py
+    """, {"write.py": WRITE_MODEL})
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    r = tether("publish", job, "--repo", "tester/fromhost", "--from-host")
+    assert r.exit_code == 0, r
+    assert "from the host" in r.stdout
+    repo = hub.repos["tester/fromhost"]
+    assert set(repo.files) == {"README.md", "config.json", "model.safetensors"}
+    assert "| final loss | 1.2300 |" in repo.files["README.md"].decode()
+    leftovers = subprocess.run(["grep", "-rl", hub.token, str(host_root)], capture_output=True, text=True).stdout
+    assert leftovers == ""
+    again = tether("publish", job, "--repo", "tester/fromhost", "--from-host")
+    assert "nothing changed" in again.stdout
+
+
+def test_publish_from_the_host_with_a_bad_token(tether, project, host_root, hub, monkeypatch):
+    import sys
+
+    spec = project(f"""
+        name: fromhost
+        host: {{provider: ssh, address: testhost, root: {host_root}, python: {sys.executable}}}
+        run: python3 write.py
+    """, {"write.py": WRITE_MODEL})
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    r = tether("publish", job, "--repo", "tester/x", "--from-host")
+    assert r.exit_code == ExitCode.AUTH, r
+    assert len(r.stderr.strip().splitlines()) == 1 and "401" in r.stderr
