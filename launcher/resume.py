@@ -9,9 +9,12 @@ from typing import Mapping
 
 from rich.console import Console
 
+from provisioning.registry import RENTED
+
 from .agent_client import AgentClient
 from .errors import RemoteError, SpecError, UsageError
-from .hosts import target_for_spec
+from .hosts import target_for_rented, target_for_spec
+from .provision import acquire, destroy, provider_for
 from .jobs import JobRecord, Registry
 from .settings import Places
 
@@ -34,9 +37,10 @@ def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], regi
 
 def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, console: Console,
               environ: Mapping[str, str]) -> Launched:
-    """The old host is gone: connect the new one (an SSH address, an ~/.ssh/config alias, or
-    local), sync the workdir as it is now, bring the newest mirrored backup, and continue from
-    it under the same job id."""
+    """The old host is gone: connect the new one (an SSH address, an ~/.ssh/config alias,
+    local, or a provider name -- vast, novita -- to rent one with the job's host settings),
+    sync the workdir as it is now, bring the newest mirrored backup, and continue from it
+    under the same job id."""
     from . import sync
     from .launch import Moving, _launch_on
     from .mirror import newest, send_backup
@@ -48,7 +52,10 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     backup = newest(places, rec)
     spec = JobSpec.model_validate(rec.spec)
     host = spec.host.model_dump(exclude_unset=False)
-    host.update({"provider": "local"} if address == "local" else {"provider": "ssh", "address": address})
+    if address in RENTED:
+        host.update({"provider": address, "address": None})
+    else:
+        host.update({"provider": "local"} if address == "local" else {"provider": "ssh", "address": address})
     spec = spec.model_copy(update={"host": HostSpec.model_validate(host)})
     values = {}
     for name in spec.secrets:
@@ -60,13 +67,46 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
         raise UsageError(f"the job's workdir {workdir} is gone from this laptop", "restore it, then resume")
     loaded = LoadedSpec(spec=spec, path=workdir / "job.yaml", workdir=workdir, secret_values=values)
     tree = sync.scan(workdir, sync.hash_cache_for(places.cache, workdir))
-    target = target_for_spec(spec.host, places)
+    _let_go_of_old_instance(rec, places, registry, console, environ)
 
     def bring(client: AgentClient, job_dir: str) -> None:
         got = send_backup(client, job_dir, backup)
         console.print(f"brought backup {got['backup']} (step {got['step']}) to the new host")
 
+    moving = Moving(rec.id, bring)
+    if spec.host.provider not in RENTED:
+        target = target_for_spec(spec.host, places)
+        try:
+            return _launch_on(target, loaded, tree, registry, console, moving=moving)
+        finally:
+            target.host.close()
+    provider = provider_for(spec.host.provider, places, environ)
+    rented = acquire(provider, spec.host, f"tether-{spec.name}", places, console)
+    target = target_for_rented(rented.endpoint, spec.host, places)
     try:
-        return _launch_on(target, loaded, tree, registry, console, moving=Moving(rec.id, bring))
+        return _launch_on(target, loaded, tree, registry, console, rented.instance,
+                          provider.teardown(rented.instance), moving=moving)
+    except BaseException:
+        console.print(f"the move failed: destroying {provider.name} instance {rented.instance.id}")
+        destroy(provider, rented.instance)
+        raise
     finally:
         target.host.close()
+
+
+def _let_go_of_old_instance(rec: JobRecord, places: Places, registry: Registry, console: Console,
+                            environ: Mapping[str, str]) -> None:
+    """The registry is about to point elsewhere: a rented old host must not be forgotten while
+    it may still bill. Destroy it (gone already is fine), or say which one to check."""
+    if not rec.instance_alive:
+        return
+    from .errors import TetherError
+    from .lifecycle import destroy_instance
+
+    inst = rec.instance or {}
+    try:
+        destroy_instance(rec, places, registry, environ)
+        console.print(f"destroyed the old {inst.get('provider')} instance {inst.get('id')}")
+    except TetherError as exc:
+        console.print(f"[yellow]warning:[/] could not destroy the old {inst.get('provider')} instance "
+                      f"{inst.get('id')} ({exc.line()}): check it in the provider's console")

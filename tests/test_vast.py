@@ -154,3 +154,37 @@ def test_offers_side_by_side_with_cost(tether, vast):
     out = json.loads(r.stdout)
     assert [(o["id"], o["job_cost"]) for o in out["offers"]] == [("2", 2.5), ("1", 5.0)]
     assert any("novita: no API key" in n for n in out["notes"])
+
+
+def test_resume_on_a_freshly_rented_host_when_the_old_one_vanished(tether, project, vast, tmp_path, own_sshd):
+    import shutil
+    import subprocess
+
+    vast.add_offer(1, price=0.3)
+    root = tmp_path / "root"
+    body = vast_spec(root, run="python3 train.py 60 0.1 10",
+                     extra="backup: {every_min: 0.02, keep: 2, mirror: laptop}")
+    job = launched_id(tether("launch", project(body, {"train.py": RESUMABLE})))
+    mirrors = tmp_path / "tether-home" / "mirrors" / job / "backups"
+
+    def mirrored():
+        status_json(tether, job)
+        return mirrors.is_dir() and [p for p in mirrors.iterdir() if (p / "MANIFEST.json").exists()]
+
+    wait_for(mirrored, 60, what="a mirrored backup")
+    # The rented host vanishes: the provider forgets it, its machine and disk are gone.
+    vast.instances[1000]["_gone"] = True
+    own_sshd.stop()
+    own_sshd.kill_sessions()
+    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
+    shutil.rmtree(root)
+    own_sshd.start()  # the next offer's machine (same test sshd, a fresh disk)
+
+    r = tether("resume", job, "--on", "vast")
+    assert r.exit_code == 0, r
+    assert "rented vast instance 1001" in r.stdout and "to the new host" in r.stdout
+    done = wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 90, what="SUCCEEDED")
+    assert done
+    st = status_json(tether, job)
+    assert st["instance"]["id"] == "1001" and st["step"] == 59
+    assert 1000 in [d[0] for d in vast.deletes]  # the old contract was let go of, too
