@@ -267,7 +267,7 @@ class Supervisor:
     def _stalled(self, quiet: float) -> Stalled:
         assert self.child is not None
         dest = self.job.logs / f"stacks-attempt{self.attempt}.txt"
-        how = self._guarded_value(lambda: dump_stacks(self.job, self.child.pid, dest), "none")
+        how = self._guarded("stacks", lambda: dump_stacks(self.job, self.child.pid, dest), "none")
         self.book.event("stalled", quiet_s=round(quiet, 1), stacks=dest.name, how=how)
         self._kill_group(self.child.pid, signal.SIGKILL)
         self.child.wait()
@@ -321,17 +321,12 @@ class Supervisor:
             duty.next_at = now + duty.every_s
             self._guarded(duty.name, duty.fn)
 
-    def _guarded(self, name: str, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except Exception as exc:
-            self.book.event("duty-failed", duty=name, error=repr(exc))
-
-    def _guarded_value(self, fn, default):
+    def _guarded(self, name: str, fn: Callable[[], object], default: object = None) -> object:
+        """fn's result; if it raises, an event and `default`: a duty never kills the agent."""
         try:
             return fn()
         except Exception as exc:
-            self.book.event("duty-failed", duty="stacks", error=repr(exc))
+            self.book.event("duty-failed", duty=name, error=repr(exc))
             return default
 
     # -- duties ---------------------------------------------------------------------------

@@ -6,8 +6,11 @@ One place builds those command lines; everything the launcher asks of a host goe
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
+
+from agent.protocol import JobState
 
 from .errors import RemoteError
 from .remote import Host, Stream
@@ -56,6 +59,20 @@ class AgentChannel:
         if not answer.get("ok"):
             raise RemoteError(f"agent {op}: {answer.get('error')}")
         return answer["result"]
+
+    def wait_for_end(self, job_id: str, timeout: float, every_s: float = 0.5,
+                     on_answer: Optional[Callable[[dict], None]] = None) -> dict:
+        """Polls the job's status until it is terminal or LOST (or timeout); the last answer."""
+        deadline = time.monotonic() + timeout
+        answer: dict = {}
+        while time.monotonic() < deadline:
+            answer = self.ask("status", jobs=[job_id])[0]
+            if on_answer is not None:
+                on_answer(answer)
+            if JobState(answer.get("state", "PENDING")).is_terminal or answer.get("state") == "LOST":
+                break
+            time.sleep(every_s)
+        return answer
 
     def close(self) -> None:
         self._s.close_stdin()

@@ -20,9 +20,8 @@ from rich.console import Console
 from agent.protocol import JobState
 
 from . import __version__
-from .agent_client import AgentClient
 from .errors import ExitCode, TetherError, UsageError
-from .hosts import host_for_record
+from .hosts import agent_for
 from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
 from .lifecycle import settle
@@ -50,11 +49,8 @@ class Session:
             self._registry = Registry(self.places.registry)
         return self._registry
 
-    def client_for(self, rec: JobRecord) -> AgentClient:
-        if rec.endpoint.get("kind") == "kaggle":
-            raise UsageError(f"job {rec.id} runs in a Kaggle batch kernel: there is no host to reach",
-                             "status, logs, pull and stop work through the kernel")
-        return AgentClient(host_for_record(rec, self.places), rec.python, rec.runtime_dir)
+    def agent(self, rec: JobRecord):
+        return agent_for(rec, self.places)
 
 
 def _console() -> Console:
@@ -193,7 +189,7 @@ def logs(
     if which not in ("workload", "setup", "agent"):
         raise UsageError(f"--file {which!r} is not a log", "use workload, setup or agent")
     rec = session().registry.resolve(job)
-    if rec.endpoint.get("kind") == "kaggle":
+    if rec.in_kernel:
         from .kaggle_job import kernel_log
         lines = kernel_log(rec, os.environ).splitlines()
         typer.echo("\n".join(lines[-tail:]) if tail else "")
@@ -202,24 +198,23 @@ def logs(
 
 
 def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
-    client = session().client_for(rec)
     args = [rec.job_dir, "--tail", str(tail), "--file", which] + (["--follow"] if follow else [])
-    stream = client.stream("logs", *args)
-    stream.close_stdin()
-    out = sys.stdout.buffer
-    try:
-        while True:
-            chunk = stream.stdout.read1(65536) if hasattr(stream.stdout, "read1") else stream.stdout.read(4096)
-            if not chunk:
-                break
-            out.write(chunk)
-            out.flush()
-    except BaseException:
-        stream.kill()  # Ctrl-C: end the remote follower too
-        raise
-    finally:
-        stream.wait()
-        client.host.close()
+    with session().agent(rec) as client:
+        stream = client.stream("logs", *args)
+        stream.close_stdin()
+        out = sys.stdout.buffer
+        try:
+            while True:
+                chunk = stream.stdout.read1(65536) if hasattr(stream.stdout, "read1") else stream.stdout.read(4096)
+                if not chunk:
+                    break
+                out.write(chunk)
+                out.flush()
+        except BaseException:
+            stream.kill()  # Ctrl-C: end the remote follower too
+            raise
+        finally:
+            stream.wait()
 
 
 @app.command()
@@ -233,7 +228,7 @@ def pull(
     s = session()
     rec = s.registry.resolve(job)
     dest = to or Path(f"{rec.name}-{rec.id}")
-    if rec.endpoint.get("kind") == "kaggle":
+    if rec.in_kernel:
         if backup is not None:
             raise UsageError("a Kaggle job's backups are in its kernel output", "tether pull JOB brings its artifacts")
         from .kaggle_job import kernel_pull
@@ -242,16 +237,13 @@ def pull(
         for path in got.pulled:
             s.console.print(f"  {path}", markup=False)
         return
-    client = s.client_for(rec)
-    try:
+    with s.agent(rec) as client:
         paths = rec.artifacts or ["outputs/"]
         if backup is not None:
             paths = [f"backups/{pick_backup(client.call('backups', rec.job_dir), backup)}/"]
         result = do_pull(client, rec.job_dir, paths, dest, s.console)
         if backup is not None:
             verify_pulled_backup(dest / paths[0])
-    finally:
-        client.host.close()
     s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
                     + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
     for path in result.pulled:
@@ -270,28 +262,19 @@ def stop(
     """SIGTERM to the workload, stop.grace_s to checkpoint and exit, then SIGKILL."""
     s = session()
     rec = s.registry.resolve(job)
-    if rec.endpoint.get("kind") == "kaggle":
+    if rec.in_kernel:
         from .kaggle_job import kernel_stop
         kernel_stop(rec, os.environ)
         s.console.print(f"asked Kaggle to cancel job {rec.id}'s kernel")
         return
-    client = s.client_for(rec)
-    try:
+    with s.agent(rec) as client:
         client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")
         s.console.print(f"asked job {rec.id} to stop")
         if not wait:
             return
         channel = client.channel(rec.remote_root)
-        deadline = time.monotonic() + timeout
-        answer: dict = {}
-        while time.monotonic() < deadline:
-            answer = channel.ask("status", jobs=[rec.id])[0]
-            if JobState(answer.get("state", "PENDING")).is_terminal or answer.get("state") == "LOST":
-                break
-            time.sleep(0.5)
+        answer = channel.wait_for_end(rec.id, timeout)
         channel.close()
-    finally:
-        client.host.close()
     state = JobState(answer.get("state", "PENDING"))
     s.registry.set_state(rec.id, state.value)
     s.console.print(f"job {rec.id}: {state_text(state)}  {answer.get('reason') or ''}")
@@ -309,11 +292,8 @@ def backups(
     """The job's backups on its host: step, age, size, and whether they verify."""
     s = session()
     rec = s.registry.resolve(job)
-    client = s.client_for(rec)
-    try:
+    with s.agent(rec) as client:
         items = client.call("backups", rec.job_dir, timeout=600)
-    finally:
-        client.host.close()
     if as_json:
         typer.echo(json.dumps(items, indent=1))
     elif not items:
@@ -339,11 +319,8 @@ def resume(
         s.console.print(f"resumed job [bold]{rec.id}[/] on {host_label(done.record)} from its mirrored backup")
         s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
         return
-    client = s.client_for(rec)
-    try:
+    with s.agent(rec) as client:
         previous = do_resume(client, rec, os.environ, s.registry)
-    finally:
-        client.host.close()
     s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
 
@@ -376,7 +353,8 @@ def ssh(
     """A shell (or one command) on the job's host, in its job folder; host key checked."""
     s = session()
     rec = s.registry.resolve(job)
-    host = s.client_for(rec).host
+    with s.agent(rec) as client:
+        host = client.host  # only builds an OpenSSH command line; OpenSSH connects
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     argv = host.shell_argv(cmd or None, rec.job_dir)

@@ -171,17 +171,14 @@ def publish(
     results = results_dir(s.places, rec)
     if from_host:
         from .publish import publish_from_host
-        done = publish_from_host(rec, s.client_for(rec), results, repo, private, os.environ, s.console,
-                                 view.spend_usd)
+        with s.agent(rec) as client:
+            done = publish_from_host(rec, client, results, repo, private, os.environ, s.console, view.spend_usd)
         s.console.print(f"published {done.files} file(s) to {done.url} from the host" if done.uploaded
                         else f"nothing changed: {done.url} already has these {done.files} file(s)")
         return
-    client = s.client_for(rec)
-    try:
-        from .pull import pull as do_pull
+    from .pull import pull as do_pull
+    with s.agent(rec) as client:
         do_pull(client, rec.job_dir, ["outputs/", "code/MODEL_CARD.md"], results, s.console)
-    finally:
-        client.host.close()
     done = do_publish(rec, results, repo, private, os.environ, s.console, view.spend_usd,
                       user_card=results / "code" / "MODEL_CARD.md")
     if done.uploaded:

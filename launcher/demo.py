@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Optional
 
 from agent.protocol import JobState
 
-from .agent_client import AgentClient
 from .errors import UsageError
-from .hosts import host_for_record
+from .hosts import agent_for
 from .launch import launch
 from .pull import pull
 from .spec import HostSpec, load_spec
@@ -34,28 +32,24 @@ def run_demo(s, dest: Path, root: Optional[str] = None) -> int:
     console.print(f"   job {rec.id} started; the agent runs detached in {rec.job_dir}")
 
     console.print("[bold]2. watch[/] (what `tether status` reads from the host)")
-    client = AgentClient(host_for_record(rec, s.places), rec.python, rec.runtime_dir)
-    channel = client.channel(rec.remote_root)
-    last_step = None
-    answer: dict = {}
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        answer = channel.ask("status", jobs=[rec.id])[0]
-        state = JobState(answer["state"])
-        if answer.get("step") != last_step:
-            last_step = answer.get("step")
-            console.print(f"   {state_text(state)}  step {last_step}  {metrics_text(answer.get('metrics') or {})}")
-        if state.is_terminal or state == JobState.LOST:
-            break
-        time.sleep(0.5)
-    channel.close()
-    state = JobState(answer["state"])
-    s.registry.set_state(rec.id, state.value)
-    console.print(f"   finished: {state_text(state)}  {answer.get('reason') or ''}")
+    seen = {"step": None}
 
-    console.print(f"[bold]3. pull[/] outputs into {dest}/")
-    result = pull(client, rec.job_dir, rec.artifacts, dest, console)
-    client.host.close()
+    def show(answer: dict) -> None:
+        if answer.get("step") != seen["step"]:
+            seen["step"] = answer.get("step")
+            console.print(f"   {state_text(JobState(answer['state']))}  step {seen['step']}  "
+                          f"{metrics_text(answer.get('metrics') or {})}")
+
+    with agent_for(rec, s.places) as client:
+        channel = client.channel(rec.remote_root)
+        answer = channel.wait_for_end(rec.id, timeout=600, on_answer=show)
+        channel.close()
+        state = JobState(answer["state"])
+        s.registry.set_state(rec.id, state.value)
+        console.print(f"   finished: {state_text(state)}  {answer.get('reason') or ''}")
+
+        console.print(f"[bold]3. pull[/] outputs into {dest}/")
+        result = pull(client, rec.job_dir, rec.artifacts, dest, console)
     for path in result.pulled + result.unchanged:
         console.print(f"   {dest / path}", markup=False)
     metrics = dest / "outputs" / "metrics.json"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from provisioning.base import CreateRequest, NotReady, Resources, SshEndpoint
 from provisioning.fixed import SshProvider
 
 from .address import parse_endpoint
+from .agent_client import AgentClient
 from .errors import UnreachableError, UsageError
 from .jobs import JobRecord
 from .remote import Host, LocalHost, SshHost
@@ -73,6 +75,19 @@ def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float]
     if max_retry_s is not None:
         endpoint["retry_s"] = min(float(endpoint.get("retry_s", 60)), max_retry_s)
     return _ssh(endpoint, places)
+
+
+@contextmanager
+def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
+    """The agent on a job's host, connected lazily and closed on the way out."""
+    if rec.in_kernel:
+        raise UsageError(f"job {rec.id} runs in a Kaggle batch kernel: there is no host to reach",
+                         "status, logs, pull and stop work through the kernel")
+    client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
+    try:
+        yield client
+    finally:
+        client.host.close()
 
 
 def _ssh(endpoint: Dict[str, Any], places: Places) -> SshHost:

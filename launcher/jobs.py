@@ -66,6 +66,11 @@ class JobRecord:
     workdir: Optional[str] = None
 
     @property
+    def in_kernel(self) -> bool:
+        """A Kaggle batch job: no host to reach; it is seen through the kernel calls."""
+        return self.endpoint.get("kind") == "kaggle"
+
+    @property
     def mirror(self) -> Optional[str]:
         return ((self.spec or {}).get("backup") or {}).get("mirror")
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from agent.paths import check_name
 from agent.protocol import FailureClass, JobState
 from provisioning.base import AuthFailed, ProviderError
-from provisioning.kaggle import TERMINAL, KaggleKernels, download
+from provisioning.kaggle import KaggleKernels, download
 
 from . import sync
 from .errors import AuthError, RemoteError, SpecError
@@ -172,14 +172,6 @@ def kernel_pull(rec: JobRecord, dest: Path, environ: Mapping[str, str]) -> PullR
         result.bytes += download(url, target)
         result.pulled.append(rel)
     return result
-
-
-def is_kaggle(rec: JobRecord) -> bool:
-    return rec.endpoint.get("kind") == "kaggle"
-
-
-def terminal(status: str) -> bool:
-    return status in TERMINAL
 
 
 def quota_line(environ: Mapping[str, str]) -> Optional[str]:

@@ -87,31 +87,38 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         command = workload_command(spec, "python3")
         record = launch_kernel(loaded, tree, command, registry, console, os.environ if environ is None else environ)
         return Launched(record, sync.plan(tree, {}), False)
-    if spec.host.provider in RENTED:
-        if dry_run:  # nothing is rented for a dry run: everything would be sent
+    if dry_run:
+        if spec.host.provider in RENTED:  # nothing is rented for a dry run: everything would be sent
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
             return None
-        return _launch_rented(loaded, tree, places, registry, console, os.environ if environ is None else environ)
-    target = target_for_spec(spec.host, places)
-    try:
-        if dry_run:
+        target = target_for_spec(spec.host, places)
+        try:
             _dry_run(target, loaded, tree, console)
-            return None
-        return _launch_on(target, loaded, tree, registry, console)
-    finally:
-        target.host.close()
+        finally:
+            target.host.close()
+        return None
+    return launch_on_spec_host(loaded, tree, places, registry, console,
+                               os.environ if environ is None else environ)
 
 
-def _launch_rented(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
-                   console: Console, environ: Mapping[str, str]) -> Launched:
-    """Rent, launch, and if anything fails before the job runs, give the host back."""
+def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
+                        console: Console, environ: Mapping[str, str],
+                        moving: Optional[Moving] = None) -> Launched:
+    """The spec's host: connected (local, ssh) or rented (vast, novita). A rented host is given
+    back if anything fails before the job runs."""
     hs = loaded.spec.host
+    if hs.provider not in RENTED:
+        target = target_for_spec(hs, places)
+        try:
+            return _launch_on(target, loaded, tree, registry, console, moving=moving)
+        finally:
+            target.host.close()
     provider = provider_for(hs.provider, places, environ)
     rented = acquire(provider, hs, f"tether-{loaded.spec.name}", places, console)
     target = target_for_rented(rented.endpoint, hs, places)
     try:
         return _launch_on(target, loaded, tree, registry, console, rented.instance,
-                          provider.teardown(rented.instance))
+                          provider.teardown(rented.instance), moving=moving)
     except BaseException:
         console.print(f"the launch failed: destroying {provider.name} instance {rented.instance.id}")
         destroy(provider, rented.instance)

@@ -12,9 +12,8 @@ from rich.console import Console
 from agent.protocol import JobState
 from provisioning.base import Instance
 
-from .agent_client import AgentClient
 from .errors import TetherError
-from .hosts import host_for_record
+from .hosts import agent_for
 from .jobs import JobRecord, Registry
 from .observe import JobView
 from .provision import destroy, provider_for
@@ -33,26 +32,21 @@ def destroy_instance(rec: JobRecord, places: Places, registry: Registry, environ
 
 
 def pull_and_mark_safe(rec: JobRecord, dest: Path, places: Places, console: Console) -> int:
-    client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
-    try:
+    with agent_for(rec, places) as client:
         result = pull(client, rec.job_dir, rec.artifacts or ["outputs/"], dest, console)
         client.call("mark-safe", rec.job_dir, "--how", "pulled")
-    finally:
-        client.host.close()
     return len(result.pulled) + len(result.unchanged)
 
 
 def _mirror(rec: JobRecord, places: Places, console: Console) -> None:
     from .mirror import sync_to_laptop
 
-    client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
     try:
-        for name in sync_to_laptop(client, rec, places, console):
-            console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
+        with agent_for(rec, places) as client:
+            for name in sync_to_laptop(client, rec, places, console):
+                console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
     except TetherError as exc:
         console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {exc.line()}")
-    finally:
-        client.host.close()
 
 
 def auto_publish(rec: JobRecord, places: Places, console: Console, environ: Mapping[str, str],
@@ -66,11 +60,8 @@ def auto_publish(rec: JobRecord, places: Places, console: Console, environ: Mapp
     if not conf.get("repo") or marker.exists():
         return
     try:
-        client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
-        try:
+        with agent_for(rec, places) as client:
             pull(client, rec.job_dir, ["outputs/", "code/MODEL_CARD.md"], dest, console)
-        finally:
-            client.host.close()
         done = publish(rec, dest, conf["repo"], bool(conf.get("private", True)), environ, console, spend,
                        user_card=dest / "code" / "MODEL_CARD.md")
         marker.write_text(done.url + "\n")
@@ -87,9 +78,9 @@ def settle(views: List[JobView], places: Places, registry: Registry, console: Co
     for v in views:
         rec = v.record
         if rec.mirror == "laptop" and v.state not in (JobState.UNREACHABLE, JobState.LOST) \
-                and rec.endpoint.get("kind") != "kaggle":
+                and not rec.in_kernel:
             _mirror(rec, places, console)
-        if v.state == JobState.SUCCEEDED and rec.endpoint.get("kind") != "kaggle":
+        if v.state == JobState.SUCCEEDED and not rec.in_kernel:
             auto_publish(rec, places, console, environ, v.spend_usd)
         if not rec.instance_alive or not (v.state.is_terminal or v.state == JobState.LOST):
             continue

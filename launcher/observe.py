@@ -71,7 +71,7 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
     views: Dict[str, JobView] = {}
     for group in by_host.values():
         first = group[0]
-        if first.endpoint.get("kind") == "kaggle":
+        if first.in_kernel:
             for r in group:
                 views[r.id] = _kaggle_view(r)
             continue

@@ -10,7 +10,8 @@ from typing import Mapping, Optional
 import paramiko
 from rich.console import Console
 
-from provisioning.base import CreateRequest, Instance, NotReady, OfferGone, Provider, ProviderError, Resources, SshEndpoint
+from provisioning.base import (AuthFailed, CreateRequest, Instance, NotReady, OfferGone, Provider, ProviderError,
+                               Resources, SshEndpoint)
 from provisioning.registry import rented_provider
 
 from .credentials import api_key, ssh_keypair
@@ -60,7 +61,7 @@ def acquire(provider: Provider, hs: HostSpec, label: str, places: Places, consol
             problems.append(exc.what)
             continue
         except ProviderError as exc:
-            _call(lambda: _raise(exc))
+            raise _as_tether_error(exc) from None
         console.print(f"rented {provider.name} instance {inst.id} ({offer.gpu} x{offer.num_gpus}, "
                       f"${offer.price_per_hour:.3f}/h); waiting for it to come up")
         try:
@@ -97,22 +98,20 @@ def install_key_with_password(ep: SshEndpoint, public_key: str, places: Places) 
         client.close()
 
 
-def _raise(exc: Exception):
-    raise exc
-
-
 def destroy(provider: Provider, instance: Instance) -> None:
     _call(lambda: provider.destroy(instance))
+
+
+def _as_tether_error(exc: ProviderError) -> TetherError:
+    """A provider's error as the CLI's: a refused key is AUTH (exit 4), the rest FAILED."""
+    return AuthError(exc.what, exc.todo) if isinstance(exc, AuthFailed) else ProvisionError(exc.what, exc.todo)
 
 
 def _call(fn):
     try:
         return fn()
     except ProviderError as exc:
-        from provisioning.base import AuthFailed
-        if isinstance(exc, AuthFailed):
-            raise AuthError(exc.what, exc.todo) from None
-        raise ProvisionError(exc.what, exc.todo) from None
+        raise _as_tether_error(exc) from None
 
 
 def spend(price_per_hour: Optional[float], created: float, ended: Optional[float] = None) -> Optional[float]:

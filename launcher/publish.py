@@ -122,6 +122,4 @@ def publish_from_host(rec: JobRecord, client, results: Path, repo: str, private:
         if "refused" in exc.what or "401" in exc.what or "403" in exc.what:
             raise AuthError(exc.what, "check HF_TOKEN (it needs write access)") from None
         raise RemoteError(exc.what, "run publish again: files that already arrived are skipped") from None
-    finally:
-        client.host.close()
     return Published(url=answer["url"], uploaded=answer["uploaded"], files=answer["files"])

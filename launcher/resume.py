@@ -13,9 +13,8 @@ from provisioning.registry import RENTED
 
 from .agent_client import AgentClient
 from .errors import RemoteError, SpecError, UsageError
-from .hosts import target_for_rented, target_for_spec
-from .provision import acquire, destroy, provider_for
 from .jobs import JobRecord, Registry
+from .launch import Launched
 from .settings import Places
 
 
@@ -42,7 +41,7 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     sync the workdir as it is now, bring the newest mirrored backup, and continue from it
     under the same job id."""
     from . import sync
-    from .launch import Moving, _launch_on
+    from .launch import Moving, launch_on_spec_host
     from .mirror import newest, send_backup
     from .spec import HostSpec, JobSpec, LoadedSpec
 
@@ -73,25 +72,7 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
         got = send_backup(client, job_dir, backup)
         console.print(f"brought backup {got['backup']} (step {got['step']}) to the new host")
 
-    moving = Moving(rec.id, bring)
-    if spec.host.provider not in RENTED:
-        target = target_for_spec(spec.host, places)
-        try:
-            return _launch_on(target, loaded, tree, registry, console, moving=moving)
-        finally:
-            target.host.close()
-    provider = provider_for(spec.host.provider, places, environ)
-    rented = acquire(provider, spec.host, f"tether-{spec.name}", places, console)
-    target = target_for_rented(rented.endpoint, spec.host, places)
-    try:
-        return _launch_on(target, loaded, tree, registry, console, rented.instance,
-                          provider.teardown(rented.instance), moving=moving)
-    except BaseException:
-        console.print(f"the move failed: destroying {provider.name} instance {rented.instance.id}")
-        destroy(provider, rented.instance)
-        raise
-    finally:
-        target.host.close()
+    return launch_on_spec_host(loaded, tree, places, registry, console, environ, Moving(rec.id, bring))
 
 
 def _let_go_of_old_instance(rec: JobRecord, places: Places, registry: Registry, console: Console,

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +38,15 @@ def steps(root: Path, job: str):
     return [r["step"] for r in recs if "loss" in r]
 
 
+def wait_backup_and_step(tether, root: Path, job: str, step: int) -> None:
+    wait_for(lambda: events(root, job, "backup-done") and (status_json(tether, job)["step"] or 0) >= step,
+             60, what=f"a backup and step {step}")
+
+
 def test_killed_workload_restarts_from_the_last_backup(tether, project, host_root):
     path = project(spec(host_root, "python3 train.py 60 0.1"), {"train.py": RESUMABLE})
     job = launched_id(tether("launch", path))
-    wait_for(lambda: events(host_root, job, "backup-done") and (status_json(tether, job)["step"] or 0) >= 15,
-             60, what="a backup and step 15")
+    wait_backup_and_step(tether, host_root, job, 15)
     pid = json.loads((host_root / "jobs" / job / "heartbeat.json").read_text())["workload_pid"]
     os.kill(pid, signal.SIGKILL)
     done = wait_state(tether, job, "SUCCEEDED", timeout=90)
@@ -87,8 +90,7 @@ def test_user_error_not_in_restart_on_fails_at_once(tether, project, host_root):
 def test_killed_agent_is_lost_then_resume_finishes_from_the_backup(tether, project, host_root):
     path = project(spec(host_root, "python3 train.py 50 0.1 10"), {"train.py": RESUMABLE})
     job = launched_id(tether("launch", path))
-    wait_for(lambda: events(host_root, job, "backup-done") and (status_json(tether, job)["step"] or 0) >= 22,
-             60, what="a backup and step 22")
+    wait_backup_and_step(tether, host_root, job, 22)
     agent_pid = json.loads((host_root / "jobs" / job / "state.json").read_text())["agent_pid"]
     os.kill(agent_pid, signal.SIGKILL)
     lost = wait_state(tether, job, "LOST", timeout=10)

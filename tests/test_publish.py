@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import yaml
@@ -40,10 +39,12 @@ def hub(monkeypatch):
 
 @pytest.fixture
 def finished(tether, project, host_root):
-    def run(files=None):
+    """A finished job that wrote a model; host_python: the agent's Python on the host."""
+    def run(files=None, host_python=None):
+        python = f", python: {host_python}" if host_python else ""
         spec = project(f"""
             name: pub
-            host: {{provider: ssh, address: testhost, root: {host_root}}}
+            host: {{provider: ssh, address: testhost, root: {host_root}{python}}}
             run: python3 write.py
         """, {"write.py": WRITE_MODEL, **(files or {})})
         job = launched_id(tether("launch", spec))
@@ -128,19 +129,13 @@ def test_publish_in_the_spec_happens_once_the_job_succeeds(tether, project, host
     assert len(hub.repos["tester/auto"].commits) == commits  # once
 
 
-def test_publish_from_the_host(tether, project, host_root, hub):
+def test_publish_from_the_host(tether, finished, host_root, hub):
     """The upload runs on the host (here: the test sshd, with a Python that has huggingface_hub);
     the token goes on stdin and is never written there."""
     import subprocess
     import sys
 
-    spec = project(f"""
-        name: fromhost
-        host: {{provider: ssh, address: testhost, root: {host_root}, python: {sys.executable}}}
-        run: python3 write.py
-    """, {"write.py": WRITE_MODEL})
-    job = launched_id(tether("launch", spec))
-    wait_state(tether, job, "SUCCEEDED")
+    job = finished(host_python=sys.executable)
     r = tether("publish", job, "--repo", "tester/fromhost", "--from-host")
     assert r.exit_code == 0, r
     assert "from the host" in r.stdout
@@ -153,16 +148,10 @@ def test_publish_from_the_host(tether, project, host_root, hub):
     assert "nothing changed" in again.stdout
 
 
-def test_publish_from_the_host_with_a_bad_token(tether, project, host_root, hub, monkeypatch):
+def test_publish_from_the_host_with_a_bad_token(tether, finished, hub, monkeypatch):
     import sys
 
-    spec = project(f"""
-        name: fromhost
-        host: {{provider: ssh, address: testhost, root: {host_root}, python: {sys.executable}}}
-        run: python3 write.py
-    """, {"write.py": WRITE_MODEL})
-    job = launched_id(tether("launch", spec))
-    wait_state(tether, job, "SUCCEEDED")
+    job = finished(host_python=sys.executable)
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     r = tether("publish", job, "--repo", "tester/x", "--from-host")
     assert r.exit_code == ExitCode.AUTH, r
