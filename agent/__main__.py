@@ -69,6 +69,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("receive-backup", help="a backup as a tar on stdin; kept only if it verifies")
     p.add_argument("job_dir")
     p.add_argument("name")
+    p = sub.add_parser("hub-mirror", help="push one backup to the job's Hub mirror (request on stdin)")
+    p.add_argument("job_dir")
+    p.add_argument("name")
     p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
     p.add_argument("job_dir")
     p = sub.add_parser("serve")
@@ -97,6 +100,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .backup import backup_summary
         _emit(backup_summary(JobDir(args.job_dir), check=not args.no_check))
         return 0
+    if verb == "hub-mirror":
+        from .hub_mirror import main_push
+        return main_push(args.job_dir, args.name)
     if verb == "receive-backup":
         _emit(hostops.receive_backup(JobDir(args.job_dir), args.name, stdin))
         return 0

@@ -10,18 +10,28 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .codetree import safe_relpath, sha256_file
 from .files import read_json, write_json_atomic
 from .paths import JobDir
 
 MANIFEST = "MANIFEST.json"
+NAME = re.compile(r"^(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?$")  # <UTC stamp>[-step<N>][-<n>]
+
+
+def name_order(name: str) -> Tuple[str, int, int]:
+    """Oldest first, for backup names (the stamp, then the step, then the same-second suffix)."""
+    m = NAME.match(name)
+    if not m:
+        return ("", -1, -1)
+    return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 1))
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,11 @@ class BackupKeeper:
             return
         self._poll_copier(wait=True)
 
+    def wait_idle(self) -> None:
+        """A backup being copied lands (or fails) before this returns."""
+        if self.copier is not None:
+            self._poll_copier(wait=True)
+
     def summary(self) -> dict:
         return {"last": self.last["name"] if self.last else None,
                 "last_step": self.last["step"] if self.last else None,

@@ -58,6 +58,14 @@ def start(job: JobDir, wait_s: float = 15.0) -> dict:
     return {"pid": proc.pid, "started": False, "exit_code": proc.poll(), "log_tail": tail}
 
 
+def _with_age(doc: Optional[dict], key: str, now: float) -> dict:
+    """doc plus `<key>_age_s` by this host's clock (the laptop's may differ)."""
+    doc = dict(doc or {})
+    if doc.get(key):
+        doc[key.replace("_at", "_age_s")] = round(now - doc[key], 1)
+    return doc
+
+
 def status(job: JobDir) -> dict:
     """The job's state as the host sees it, with LOST inferred from the agent's lock."""
     now = time.time()
@@ -96,6 +104,7 @@ def status(job: JobDir) -> dict:
         "resumed_from": st.get("resumed_from"),
         "warnings": hb.get("warnings") or [],
         "backup": hb.get("backup") or {},
+        "mirror": _with_age(hb.get("mirror"), "pushed_at", now),
         "deadline_at": hb.get("deadline_at"),
         "spend_usd": hb.get("spend_usd"),
         "awaiting_teardown": job.teardown.exists(),

@@ -37,6 +37,10 @@ class RunPlan:
     backup_link: bool = True           # hard links where possible; copy: real copies
     backup_wait_s: float = 600.0       # how long an asked-for checkpoint may take
     stop_on_backup_disk_full: bool = False
+    mirror_repo: Optional[str] = None      # backup.mirror: hf://<repo>
+    mirror_wait_s: float = 1800.0          # how long the agent waits at the end for the last push
+    hub_endpoint: Optional[str] = None     # HF_ENDPOINT as the launcher had it
+    hub_disable_xet: Optional[bool] = None
     deadline_at: Optional[float] = None    # absolute: limits.max_hours or a session's end
     deadline_margin_s: float = 300.0
     min_disk_free_gb: Optional[float] = None
@@ -71,6 +75,8 @@ class RunPlan:
         margin = limits.get("margin_s")
         if margin is None:  # time for a checkpoint and a backup, but never most of a short run
             margin = min(grace + 180.0, 0.1 * budget)
+        mirror = str(backup.get("mirror") or "")
+        hub = run.get("hub") or {}
         if spec.get("stages"):
             stages = tuple(Stage(s["name"], s["run"]) for s in spec["stages"])
         else:
@@ -94,6 +100,10 @@ class RunPlan:
             backup_link=backup.get("mode", "link") == "link",
             backup_wait_s=float(backup.get("wait_s", 600.0)),
             stop_on_backup_disk_full=backup.get("on_disk_full", "continue") == "stop",
+            mirror_repo=mirror[len("hf://"):] if mirror.startswith("hf://") else None,
+            mirror_wait_s=float(backup.get("mirror_wait_s", 1800.0)),
+            hub_endpoint=hub.get("endpoint"),
+            hub_disable_xet=hub.get("disable_xet"),
             deadline_at=min(deadlines) if deadlines else None,
             deadline_margin_s=float(margin),
             min_disk_free_gb=watch.get("min_disk_free_gb"),

@@ -23,6 +23,7 @@ from .backup_keeper import BackupKeeper
 from .book import StatusBook
 from .files import read_json, write_bytes_atomic, write_json_atomic
 from .logfile import LogPump, RotatingLog
+from .mirror_keeper import TOKEN_SECRET, MirrorKeeper
 from .paths import JobDir
 from .plan import RunPlan, Stage
 from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_restart
@@ -75,6 +76,7 @@ class Supervisor:
         self.attempt_started = time.time()
         self.attempt = 0
         self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full)
+        self.mirror = MirrorKeeper(job, plan, self.book)
         self.watch = ResourceWatch(plan, self.book)
         self.duties = [
             Duty("progress", TICK_S, self.progress.poll),
@@ -82,6 +84,7 @@ class Supervisor:
             Duty("deadline", 1.0, self._check_deadline),
             Duty("budget", 1.0, self._check_budget),
             Duty("backup", TICK_S, lambda: self.keeper.tick(self.child.pid if self.child else None)),
+            Duty("mirror", 1.0, self.mirror.tick),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
 
@@ -91,14 +94,17 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("agent received SIGTERM"))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session that started us may end
         secrets = self._take_secrets()
+        self.mirror.token = secrets.pop(TOKEN_SECRET, None)  # the agent's alone, not the workload's
         self._begin()
         try:
             verdict = self._setup(secrets) or self._run_stages(secrets)
+            verdict = self._drain_mirror(verdict)
         except Exception as exc:  # an agent bug must still end the job in a known state
             self.book.event("agent-error", error=repr(exc), traceback=traceback.format_exc())
             verdict = Verdict(JobState.FAILED, f"agent error: {exc!r}", FailureClass.INFRA)
         finally:
             self._forget_secrets()
+            self.mirror.token = None
         self.book.set(verdict.state, verdict.reason, verdict.failure, exit_code=verdict.exit_code)
         self._guarded("heartbeat", self._write_heartbeat)
         deadline = time.monotonic() + 60
@@ -107,6 +113,21 @@ class Supervisor:
             self.book.save()
         self._teardown_if_rented(verdict)
         return verdict.state
+
+    def _drain_mirror(self, verdict: Verdict) -> Verdict:
+        """The newest backup goes off the host before the job ends (a session about to close,
+        a budget about to destroy the instance); if it cannot, the final reason says so."""
+        if not self.mirror.enabled:
+            return verdict
+        self.keeper.wait_idle()
+        if self.mirror.pending() is None and self.mirror.pusher is None:
+            return verdict
+        self.book.set(JobState.BACKING_UP, f"pushing the newest backup to hf://{self.plan.mirror_repo}")
+        problem = self.mirror.drain(self.plan.mirror_wait_s, self._run_duties, TICK_S)
+        if problem is None:
+            return verdict
+        self.book.event("mirror-incomplete", problem=problem)
+        return Verdict(verdict.state, f"{verdict.reason}; {problem}", verdict.failure, verdict.exit_code)
 
     def _teardown_if_rented(self, verdict: Verdict) -> None:
         """Budget: destroy now (backup, stop, destroy). Otherwise once results are safe."""
@@ -383,6 +404,7 @@ class Supervisor:
             "resources": resources,
             "warnings": warnings,
             "backup": self.keeper.summary(),
+            "mirror": self.mirror.summary(),
             "deadline_at": self.plan.deadline_at,
             "spend_usd": self.spend(),
         })

@@ -143,7 +143,7 @@ def attach(
         endpoint = endpoint_for(address, str(identity))
     except ProviderError as exc:
         raise UsageError(exc.what, exc.todo) from None
-    done = do_attach(loaded, endpoint, s.places, s.registry, s.console)
+    done = do_attach(loaded, endpoint, s.places, s.registry, s.console, os.environ)
     rec = done.record
     s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {endpoint} (colab session)")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")

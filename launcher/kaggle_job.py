@@ -15,12 +15,13 @@ from typing import Mapping, Optional
 
 from rich.console import Console
 
+from agent.mirror_keeper import TOKEN_SECRET
 from agent.paths import check_name
 from agent.protocol import FailureClass, JobState
 from provisioning.base import AuthFailed, ProviderError
 from provisioning.kaggle import KaggleKernels, download
 
-from . import sync
+from . import hub_mirror, sync
 from .errors import AuthError, RemoteError, SpecError
 from .jobs import JobRecord, Registry
 from .pull import PullResult, safe_destination
@@ -48,6 +49,18 @@ for blob, dest, mode in ((b"""{runtime_b64}""", runtime, "r:gz"),
             if member.name.startswith("/") or ".." in member.name.split("/"):
                 sys.exit("refusing %r" % member.name)
             tar.extract(member, dest)
+if {mirror!r}:  # backup.mirror: hf:// -- the token comes from the notebook's own secrets
+    token = os.environ.get("HF_TOKEN")
+    for get in (lambda: __import__("kaggle_secrets").UserSecretsClient().get_secret("HF_TOKEN"),
+                lambda: __import__("google.colab.userdata", fromlist=["get"]).get("HF_TOKEN")):
+        try:
+            token = token or get()
+        except Exception:
+            pass
+    if token:
+        PAYLOAD["secrets"][{token_key!r}] = token
+    else:
+        print("tether: no HF_TOKEN secret in this notebook: backups stay here (add one named HF_TOKEN)", flush=True)
 env = dict(os.environ, PYTHONPATH=runtime)
 agent = [sys.executable, "-m", "agent"]
 made = subprocess.run(agent + ["create-job", ROOT, {project!r}, {job_id!r}], input=json.dumps(PAYLOAD).encode(),
@@ -71,13 +84,16 @@ def _code_tar(tree: sync.LocalTree) -> bytes:
 
 
 def kernel_script(loaded: LoadedSpec, tree: sync.LocalTree, job_id: str, command: str, session_s: int,
-                  working: str = WORKING) -> str:
+                  working: str = WORKING, hub_fields: Optional[dict] = None) -> str:
+    """hub_fields: where an hf:// backup mirror's Hub is (HF_ENDPOINT); the token itself is
+    read in the notebook from its secrets (HF_TOKEN), never written into the script."""
     spec = loaded.spec
     payload = {"spec": spec.model_dump(mode="json"),
                "job": {"id": job_id, "project": spec.name, "command": command, "setup_key": None,
-                       "path_prepend": [], "created": time.time()},
+                       "path_prepend": [], "created": time.time(), "hub": hub_fields},
                "secrets": {}}
     script = _SCRIPT.format(job_id=job_id, name=spec.name, working=working, payload=json.dumps(payload),
+                            mirror=spec.backup.hub_repo is not None, token_key=TOKEN_SECRET,
                             session_s=session_s, version=runtime_version(), project=spec.name,
                             runtime_b64=base64.b64encode(runtime_tarball()).decode(),
                             code_b64=base64.b64encode(_code_tar(tree)).decode())
@@ -103,10 +119,14 @@ def launch_kernel(loaded: LoadedSpec, tree: sync.LocalTree, command: str, regist
                         "(they would be stored in the kernel's source)",
                         "add them as Kaggle Secrets and read them with kaggle_secrets.UserSecretsClient")
     kernels = _kernels(environ)
+    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
+    if hub is not None:
+        hub_mirror.check(hub, environ)
     job_id = pysecrets.token_hex(4)
     slug = check_name("kernel slug", f"tether-{spec.name}-{job_id}".lower().replace("_", "-").replace(".", "-"))
     hours = spec.host.session_hours or SESSION_HOURS
-    script = kernel_script(loaded, tree, job_id, command, int(hours * 3600))
+    script = kernel_script(loaded, tree, job_id, command, int(hours * 3600),
+                           hub_fields=hub.job_fields if hub else None)
     try:
         ref = kernels.push(slug, f"tether {spec.name} {job_id}", script, spec.host.gpu, int(hours * 3600) + 600)
     except AuthFailed as exc:

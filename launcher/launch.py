@@ -17,7 +17,7 @@ from provisioning.base import Instance, SshEndpoint, Teardown
 from provisioning.colab import SESSION_HOURS
 from provisioning.registry import RENTED
 
-from . import sync
+from . import hub_mirror, sync
 from .agent_client import AgentClient
 from .errors import RemoteError, UsageError
 from .hosts import Target, target_for_rented, target_for_spec
@@ -107,10 +107,11 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     """The spec's host: connected (local, ssh) or rented (vast, novita). A rented host is given
     back if anything fails before the job runs."""
     hs = loaded.spec.host
+    hub = _checked_hub_mirror(loaded, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
         try:
-            return _launch_on(target, loaded, tree, registry, console, moving=moving)
+            return _launch_on(target, loaded, tree, registry, console, hub=hub, moving=moving)
         finally:
             target.host.close()
     provider = provider_for(hs.provider, places, environ)
@@ -118,7 +119,7 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     target = target_for_rented(rented.endpoint, hs, places)
     try:
         return _launch_on(target, loaded, tree, registry, console, rented.instance,
-                          provider.teardown(rented.instance), moving=moving)
+                          provider.teardown(rented.instance), hub=hub, moving=moving)
     except BaseException:
         console.print(f"the launch failed: destroying {provider.name} instance {rented.instance.id}")
         destroy(provider, rented.instance)
@@ -127,16 +128,25 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
         target.host.close()
 
 
+def _checked_hub_mirror(loaded: LoadedSpec, environ: Mapping[str, str]) -> Optional[hub_mirror.HubMirror]:
+    mirror = hub_mirror.for_job(loaded.spec.backup.hub_repo, environ)
+    if mirror is not None:
+        hub_mirror.check(mirror, environ)
+    return mirror
+
+
 def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: Registry,
-           console: Console) -> Launched:
+           console: Console, environ: Mapping[str, str]) -> Launched:
     """Launch onto a session host a person started (the Colab cell): an SSH host with a hard
     end, which becomes the agent's deadline (a final backup before the session goes)."""
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
     hs = loaded.spec.host
+    hub = _checked_hub_mirror(loaded, environ)
     target = target_for_rented(endpoint, hs, places)
     hours = hs.session_hours or SESSION_HOURS
     try:
-        return _launch_on(target, loaded, tree, registry, console, deadline_at=time.time() + hours * 3600)
+        return _launch_on(target, loaded, tree, registry, console, deadline_at=time.time() + hours * 3600,
+                          hub=hub)
     finally:
         target.host.close()
 
@@ -144,7 +154,7 @@ def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: 
 def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registry: Registry,
                console: Console, instance: Optional[Instance] = None,
                teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None,
-               moving: Optional[Moving] = None) -> Launched:
+               hub: Optional[hub_mirror.HubMirror] = None, moving: Optional[Moving] = None) -> Launched:
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
     command = workload_command(spec, info.python)
@@ -175,8 +185,10 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                 "price_per_hour": instance.price_per_hour if instance else None,
                 "instance_created": instance.created if instance else None,
                 "autodown": spec.autodown if spec.autodown is not None else rented,
-                "deadline_at": deadline_at, "resume_first": moving is not None},
-        "secrets": dict(loaded.secret_values),  # on stdin, into a 0600 file: never argv
+                "deadline_at": deadline_at, "resume_first": moving is not None,
+                "hub": hub.job_fields if hub else None},
+        # On stdin, into a 0600 file the agent deletes when it ends: never argv.
+        "secrets": {**loaded.secret_values, **(hub.secrets if hub else {})},
         "teardown": teardown.model_dump() if teardown else None,  # likewise
     }
     created = client.call("create-job", info.root, project, job_id, input=json.dumps(payload).encode())

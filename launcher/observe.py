@@ -36,6 +36,7 @@ class JobView:
     stage: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
     backup: Dict[str, Any] = field(default_factory=dict)
+    mirror: Dict[str, Any] = field(default_factory=dict)   # an hf:// backup mirror's pushes
     deadline_at: Optional[float] = None
     spend_usd: Optional[float] = None
     error: Optional[TetherError] = None
@@ -49,7 +50,7 @@ class JobView:
             "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
             "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
             "attempt": self.attempt, "stage": self.stage, "warnings": self.warnings,
-            "backup": self.backup, "deadline_at": self.deadline_at, "spend_usd": self.spend_usd,
+            "backup": self.backup, "mirror": self.mirror, "deadline_at": self.deadline_at, "spend_usd": self.spend_usd,
             "instance": r.instance, "price_per_hour": r.price_per_hour,
         }
 
@@ -116,6 +117,7 @@ def _view(r: JobRecord, a: dict) -> JobView:
         metrics=a.get("metrics") or {}, resources=a.get("resources") or {},
         started_at=a.get("started_at"), ended_at=a.get("ended_at"), attempt=a.get("attempt") or 0,
         stage=a.get("stage"), warnings=a.get("warnings") or [], backup=a.get("backup") or {},
+        mirror=a.get("mirror") or {},
         deadline_at=a.get("deadline_at"), spend_usd=a.get("spend_usd") or _spend(r),
     )
 

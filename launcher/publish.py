@@ -5,7 +5,6 @@ library, so publishing twice uploads nothing the second time)."""
 from __future__ import annotations
 
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
@@ -13,10 +12,12 @@ from typing import Mapping, Optional
 from rich.console import Console
 
 from .errors import AuthError, RemoteError, UsageError
+from .hub import hub_api, hub_errors, hub_token, xet_disabled
 from .jobs import JobRecord
 from .model_card import generate, read_training
 
 LARGE_FOLDER_BYTES = 5 * 1024 ** 3   # above this, the library's resumable multi-commit upload
+AGAIN = "run publish again: files that already arrived are skipped"
 
 
 @dataclass(frozen=True)
@@ -24,26 +25,6 @@ class Published:
     url: str
     uploaded: bool      # False: the Hub already had exactly these files
     files: int
-
-
-def hub_token(environ: Mapping[str, str]) -> str:
-    token = environ.get("HF_TOKEN")
-    if not token:
-        from huggingface_hub import get_token
-        token = get_token()
-    if not token:
-        raise AuthError("no Hugging Face token", "export HF_TOKEN=..., or log in with `hf auth login`")
-    return token
-
-
-def _honour_xet_switch(environ: Mapping[str, str]) -> None:
-    """huggingface_hub reads HF_HUB_DISABLE_XET once, when first imported (transformers may have
-    imported it long before): apply the switch as the environment says now."""
-    from huggingface_hub import constants
-
-    value = environ.get("HF_HUB_DISABLE_XET")
-    if value is not None:
-        constants.HF_HUB_DISABLE_XET = value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def staging_folder(results: Path) -> Path:
@@ -54,11 +35,6 @@ def staging_folder(results: Path) -> Path:
 
 def publish(rec: JobRecord, results: Path, repo: str, private: bool, environ: Mapping[str, str],
             console: Console, spend: Optional[float] = None, user_card: Optional[Path] = None) -> Published:
-    try:
-        from huggingface_hub import HfApi
-        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-    except ImportError:
-        raise UsageError("publishing needs huggingface_hub", "pip install 'tether[hub]'") from None
     folder = staging_folder(results)
     if not folder.is_dir() or not any(folder.iterdir()):
         raise UsageError(f"job {rec.id} has no outputs to publish", "it writes them into TETHER_OUTPUT_DIR")
@@ -67,14 +43,9 @@ def publish(rec: JobRecord, results: Path, repo: str, private: bool, environ: Ma
         shutil.copyfile(user_card, card)           # the user's own card wins
     elif not card.exists():
         card.write_text(generate(repo, rec, read_training(folder), spend))
-    token = hub_token(environ)
-    _honour_xet_switch(environ)
-    if not sys.stderr.isatty():  # the library's bars are for people; keep logs and pipes clean
-        from huggingface_hub.utils import disable_progress_bars
-        disable_progress_bars()
-    api = HfApi(endpoint=environ.get("HF_ENDPOINT") or None, token=token)
+    api = hub_api(environ)
     files = [p for p in folder.rglob("*") if p.is_file()]
-    try:
+    with hub_errors(repo, "publishing to", AGAIN):
         url = api.create_repo(repo, private=private, exist_ok=True)
         before = api.repo_info(repo).sha
         if sum(p.stat().st_size for p in files) > LARGE_FOLDER_BYTES:
@@ -83,22 +54,6 @@ def publish(rec: JobRecord, results: Path, repo: str, private: bool, environ: Ma
             api.upload_folder(repo_id=repo, folder_path=str(folder),
                               commit_message=f"tether: {rec.name} (job {rec.id})")
         after = api.repo_info(repo).sha
-    except HFValidationError as exc:
-        raise UsageError(f"{repo!r} is not a valid repo name ({str(exc).splitlines()[0]})",
-                         "use user/name with letters, digits, '-', '_' or '.'") from None
-    except (HfHubHTTPError, RuntimeError) as exc:
-        # The library wraps a failed LFS upload in a RuntimeError; the HTTP error is its cause.
-        http = exc if isinstance(exc, HfHubHTTPError) else exc.__cause__
-        status = http.response.status_code if isinstance(http, HfHubHTTPError) and http.response is not None else None
-        detail = str(http or exc).splitlines()[0]
-        if status in (401, 403) and http is exc:  # the Hub itself, not its file storage
-            raise AuthError(f"the Hub refused the token ({status})",
-                            "check HF_TOKEN (it needs write access)") from None
-        raise RemoteError(f"publishing to {repo} failed ({status or 'network'}: {detail})",
-                          "run publish again: files that already arrived are skipped") from None
-    except OSError as exc:
-        raise RemoteError(f"publishing to {repo} failed ({exc})",
-                          "run publish again: files that already arrived are skipped") from None
     return Published(url=str(url), uploaded=before != after, files=len(files))
 
 
@@ -113,13 +68,12 @@ def publish_from_host(rec: JobRecord, client, results: Path, repo: str, private:
     try:
         pull(client, rec.job_dir, ["outputs/training.json"], results, console)
         card = generate(repo, rec, read_training(results / "outputs"), spend)
-        xet = environ.get("HF_HUB_DISABLE_XET")
         request = {"token": hub_token(environ), "repo": repo, "private": private, "card": card,
                    "endpoint": environ.get("HF_ENDPOINT"), "message": f"tether: {rec.name} (job {rec.id})",
-                   "disable_xet": None if xet is None else xet.strip().lower() in ("1", "true", "yes", "on")}
+                   "disable_xet": xet_disabled(environ)}
         answer = client.call("hub-upload", rec.job_dir, input=_json.dumps(request).encode(), timeout=24 * 3600)
     except RemoteError as exc:
         if "refused" in exc.what or "401" in exc.what or "403" in exc.what:
             raise AuthError(exc.what, "check HF_TOKEN (it needs write access)") from None
-        raise RemoteError(exc.what, "run publish again: files that already arrived are skipped") from None
+        raise RemoteError(exc.what, AGAIN) from None
     return Published(url=answer["url"], uploaded=answer["uploaded"], files=answer["files"])

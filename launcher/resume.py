@@ -11,6 +11,7 @@ from rich.console import Console
 
 from provisioning.registry import RENTED
 
+from . import hub_mirror
 from .agent_client import AgentClient
 from .errors import RemoteError, SpecError, UsageError
 from .jobs import JobRecord, Registry
@@ -26,6 +27,9 @@ def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], regi
             raise SpecError(f"secret {name} of job {rec.id} is not set in the environment",
                             f"export {name} before resuming")
         secrets[name] = environ[name]
+    hub = hub_mirror.for_job(hub_mirror.repo_of(spec), environ)
+    if hub is not None:  # the agent pushes backups to the Hub again
+        secrets.update(hub.secrets)
     prepared = client.call("prepare-resume", rec.job_dir, input=json.dumps(secrets).encode())
     started = client.call("start", rec.job_dir, timeout=60)
     if not started.get("started"):
@@ -38,18 +42,23 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
               environ: Mapping[str, str]) -> Launched:
     """The old host is gone: connect the new one (an SSH address, an ~/.ssh/config alias,
     local, or a provider name -- vast, novita -- to rent one with the job's host settings),
-    sync the workdir as it is now, bring the newest mirrored backup, and continue from it
-    under the same job id."""
+    sync the workdir as it is now, bring the newest verified backup from the job's mirror (the
+    Hub or this laptop), and continue from it under the same job id."""
     from . import sync
     from .launch import Moving, launch_on_spec_host
-    from .mirror import newest, send_backup
+    from .mirror import mirror_dir, newest, send_backup
     from .spec import HostSpec, JobSpec, LoadedSpec
 
     if not rec.spec or not rec.workdir:
         raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
                          "launch it again")
-    backup = newest(places, rec)
     spec = JobSpec.model_validate(rec.spec)
+    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
+    if hub is not None:  # through the laptop: the new host may not have huggingface_hub before setup
+        backup = hub_mirror.fetch_newest(hub, environ, mirror_dir(places, rec) / "hub", console)
+        console.print(f"downloaded backup {backup.name} from hf://{hub.repo}")
+    else:
+        backup = newest(places, rec)
     host = spec.host.model_dump(exclude_unset=False)
     if address in RENTED:
         host.update({"provider": address, "address": None})

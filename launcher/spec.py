@@ -18,6 +18,8 @@ from agent.protocol import FailureClass
 from .errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A Hub repo id as the Hub accepts it: namespace/name, no "--" or "..", at most 96 characters a part.
+HUB_REPO = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 Provider = Literal["local", "ssh", "vast", "novita", "kaggle", "colab"]
 
 
@@ -71,7 +73,8 @@ class HeartbeatSpec(_Strict):
 class BackupSpec(_Strict):
     every_min: float = Field(30.0, gt=0)
     keep: int = Field(3, ge=1)
-    mirror: Optional[str] = None           # laptop | hf://user/repo (issue #6)
+    mirror: Optional[str] = None           # laptop | hf://user/repo
+    mirror_wait_s: float = Field(1800.0, gt=0)  # at the end, how long to wait for the last push
     mode: Literal["link", "copy"] = "link"  # link: hard links where possible (instant, no space)
     on_disk_full: Literal["continue", "stop"] = "continue"
     wait_s: float = Field(600.0, gt=0)     # how long an asked-for checkpoint may take
@@ -79,9 +82,18 @@ class BackupSpec(_Strict):
     @field_validator("mirror")
     @classmethod
     def _mirror_kind(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v != "laptop":
-            raise ValueError(f"{v!r}: only 'laptop' is available in this version (hf:// mirrors are not yet)")
+        if v is None or v == "laptop":
+            return v
+        if not v.startswith("hf://"):
+            raise ValueError(f"{v!r}: use 'laptop' or 'hf://user/repo' (a private Hub repo for the backups)")
+        if not HUB_REPO.match(v[len("hf://"):]):
+            raise ValueError(f"{v!r}: not a Hub repo name; use hf://user/name with letters, digits, "
+                             "'-', '_' or '.'")
         return v
+
+    @property
+    def hub_repo(self) -> Optional[str]:
+        return self.mirror[len("hf://"):] if self.mirror and self.mirror.startswith("hf://") else None
 
 
 class RestartSpec(_Strict):
@@ -109,6 +121,13 @@ class WatchSpec(_Strict):
 class PublishSpec(_Strict):
     repo: str
     private: bool = True
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_name(cls, v: str) -> str:
+        if not HUB_REPO.match(v):
+            raise ValueError(f"{v!r}: not a Hub repo name; use user/name with letters, digits, '-', '_' or '.'")
+        return v
 
 
 class StageSpec(_Strict):
@@ -204,6 +223,8 @@ class JobSpec(_Strict):
         for name in v:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 raise ValueError(f"{name!r} is not an environment variable name")
+            if name.startswith("TETHER_"):
+                raise ValueError(f"{name!r}: names starting with TETHER_ are tether's own; rename it")
         return v
 
     @field_validator("stages")

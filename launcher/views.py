@@ -78,6 +78,8 @@ def print_status(console: Console, v: JobView) -> None:
         if b.get("error"):
             text += f"  [red]last attempt failed: {b['error']}[/]"
         rows.append(("backup", text))
+    if v.mirror:
+        rows.append(("mirror", mirror_text(v.mirror)))
     if r.instance:
         inst = r.instance
         gone = " (destroyed)" if inst.get("destroyed_at") else ""
@@ -93,6 +95,24 @@ def print_status(console: Console, v: JobView) -> None:
     for k, val in rows:
         t.add_row(k, val)
     console.print(t)
+
+
+def mirror_text(m: Dict[str, Any]) -> str:
+    """The hf:// mirror's line: what the Hub holds, what is on its way, and a failing push
+    with its next try (never hidden)."""
+    text = f"hf://{m.get('repo')}  "
+    if m.get("last"):
+        text += f"{m['last']} (step {m.get('last_step')}) pushed {ago(m.get('pushed_age_s'))}"
+    else:
+        text += "nothing pushed yet"
+    if m.get("pushing"):
+        text += f"  [pushing {m['pushing']}]"
+    elif m.get("pending") and not m.get("error"):
+        text += f"  [{m['pending']} waiting]"
+    if m.get("error"):
+        retry = f"; retrying in {m['retry_in_s']:.0f}s" if m.get("retry_in_s") is not None else ""
+        text += f"  [red]push failed ({m.get('failures')}x): {m['error']}{retry}[/]"
+    return text
 
 
 def backups_table(items: List[Dict[str, Any]]) -> Table:

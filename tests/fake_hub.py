@@ -1,7 +1,10 @@
 """A local stand-in for the parts of the Hugging Face Hub API that huggingface_hub uses to
-publish a folder (with HF_ENDPOINT pointing here and HF_HUB_DISABLE_XET=1): repo creation,
-YAML validation, preupload (upload mode + the remote oid that lets the client skip unchanged
-files), the LFS batch API with basic upload and verify, the ndjson commit, and repo info."""
+publish a folder and read it back (with HF_ENDPOINT pointing here and HF_HUB_DISABLE_XET=1):
+repo creation, YAML validation, preupload (upload mode + the remote oid that lets the client
+skip unchanged files), the LFS batch API with basic upload and verify, the ndjson commit (files
+added, files and folders deleted), repo info, the tree listing, and file downloads through
+resolve/ (regular files answered directly with their git blob etag; LFS files redirected to
+storage with X-Linked-Etag/X-Linked-Size, as the Hub does)."""
 
 from __future__ import annotations
 
@@ -9,10 +12,12 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -35,8 +40,14 @@ class FakeHub:
         self.uploads: List[str] = []            # every LFS object received (oid)
         self.drop_lfs_uploads = 0               # this many next LFS PUTs lose their connection
         self.refuse_lfs_uploads = False         # storage answers 403 (not retried by the client)
+        self.down = False                       # the network is gone: every connection is dropped
+        self.downloads: List[str] = []          # paths served by resolve/, oids by storage
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # File storage lives on another origin, as the Hub's CDN does: the client follows a
+        # resolve/ redirect there for the bytes, but takes the metadata from the redirect.
+        self.storage = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        for server in (self.server, self.storage):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -44,8 +55,60 @@ class FakeHub:
 
     def stop(self) -> None:
         self.server.shutdown()
+        self.storage.shutdown()
 
-    def route(self, method: str, path: str, auth: Optional[str], body: bytes):
+    def _tree(self, repo: Repo, folder: str, recursive: bool):
+        """The Hub's tree listing: files with their git blob oid (and lfs info), folders as
+        "directory" entries; one page (no Link header)."""
+        prefix = folder.rstrip("/") + "/" if folder else ""
+        inside = [p for p in sorted(repo.files) if p.startswith(prefix)]
+        if folder and not inside:
+            return 404, {"error": f"{folder} does not exist on main"}
+        entries, folders = [], set()
+        for p in inside:
+            rest = p[len(prefix):]
+            parts = rest.split("/")
+            for i in range(1, len(parts) if recursive else min(2, len(parts))):
+                folders.add(prefix + "/".join(parts[:i]))
+            if recursive or len(parts) == 1:
+                entries.append(self._file_entry(repo, p))
+        entries += [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "size": 0, "path": f}
+                    for f in sorted(folders)]
+        return 200, entries
+
+    @staticmethod
+    def _file_entry(repo: Repo, path: str) -> dict:
+        data = repo.files[path]
+        entry = {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": path}
+        if path in repo.lfs:
+            entry["lfs"] = {"oid": repo.lfs[path], "size": len(data), "pointerSize": 134}
+        return entry
+
+    def resolve(self, method: str, path: str, auth: Optional[str]) -> Tuple[int, Dict[str, str], bytes]:
+        """HEAD/GET /{repo}/resolve/{revision}/{path}: status, headers, body."""
+        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        if auth != f"Bearer {self.token}":
+            return 401, {"X-Error-Code": "RepoNotFound"}, b'{"error": "Invalid credentials"}'
+        repo = self.repos.get(m.group(1)) if m else None
+        if repo is None:
+            return 404, {"X-Error-Code": "RepoNotFound"}, b'{"error": "Repository not found"}'
+        file_path = unquote(m.group(3))
+        if file_path not in repo.files:
+            return 404, {"X-Error-Code": "EntryNotFound"}, b'{"error": "Entry not found"}'
+        data = repo.files[file_path]
+        if method == "GET":
+            self.downloads.append(file_path)
+        headers = {"X-Repo-Commit": repo.commits[-1]}
+        if file_path in repo.lfs:
+            oid = repo.lfs[file_path]
+            headers.update({"Location": f"http://127.0.0.1:{self.storage.server_port}/lfs-files/{oid}", "X-Linked-Etag": f'"{oid}"',
+                            "X-Linked-Size": str(len(data)), "ETag": f'"{git_blob_sha1(data)}"'})
+            return 302, headers, b""
+        headers["ETag"] = f'"{git_blob_sha1(data)}"'
+        return 200, headers, data
+
+    def route(self, method: str, path: str, auth: Optional[str], body: bytes, query: Optional[Dict[str, str]] = None):
+        query = query or {}
         if auth != f"Bearer {self.token}":
             return 401, {"error": "Invalid credentials in Authorization header"}
         if method == "POST" and path == "/api/repos/create":
@@ -92,9 +155,12 @@ class FakeHub:
                 return 404, {"error": "Repository not found"}
             staged = {}
             staged_lfs = {}
+            deleted = []
             for line in body.splitlines():
                 item = json.loads(line)
-                if item["key"] == "file":
+                if item["key"] in ("deletedFile", "deletedFolder"):
+                    deleted.append((item["key"], item["value"]["path"]))
+                elif item["key"] == "file":
                     staged[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
                 elif item["key"] == "lfsFile":
                     oid = item["value"]["oid"]
@@ -102,14 +168,25 @@ class FakeHub:
                         return 400, {"error": f"LFS object {oid} was never uploaded"}
                     staged[item["value"]["path"]] = self.lfs_store[oid]
                     staged_lfs[item["value"]["path"]] = oid
+            for kind, gone in deleted:
+                prefix = gone.rstrip("/") + "/"
+                for path_ in [p for p in repo.files if p == gone or (kind == "deletedFolder" and p.startswith(prefix))]:
+                    del repo.files[path_]
+                    repo.lfs.pop(path_, None)
             for path_, data in staged.items():
                 repo.files[path_] = data
                 repo.lfs.pop(path_, None)
             repo.lfs.update(staged_lfs)
-            sha = hashlib.sha1(json.dumps(sorted(staged)).encode() + str(len(repo.commits)).encode()).hexdigest()
+            sha = hashlib.sha1(json.dumps([sorted(staged), deleted]).encode() + str(len(repo.commits)).encode()).hexdigest()
             repo.commits.append(sha)
             return 200, {"commitUrl": f"{self.url}/{m.group(1)}/commit/{sha}", "commitOid": sha,
                          "pullRequestUrl": None}
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(/.*)?", path)
+        if method == "GET" and m:
+            repo = self.repos.get(m.group(1))
+            if repo is None:
+                return 404, {"error": "Repository not found"}
+            return self._tree(repo, unquote((m.group(3) or "/")[1:]), query.get("recursive") == "true")
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
         if method == "GET" and m:
             repo = self.repos.get(m.group(1))
@@ -125,6 +202,16 @@ class FakeHub:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def handle_one_request(self):
+                if fake.down:
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                super().handle_one_request()
 
             def _send(self, status: int, out) -> None:
                 data = json.dumps(out).encode()
@@ -157,9 +244,40 @@ class FakeHub:
                 self._send(200, {})
 
             def _route(self):
-                status, out = fake.route(self.command, self.path.split("?")[0], self.headers.get("Authorization"),
-                                         self._body())
+                url = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                status, out = fake.route(self.command, url.path, self.headers.get("Authorization"),
+                                         self._body(), query)
                 self._send(status, out)
+
+            def _download(self, head: bool):
+                path = urlsplit(self.path).path
+                m = re.fullmatch(r"/lfs-files/([0-9a-f]{64})", path)
+                if m:  # the storage a resolve/ redirect points to
+                    data = fake.lfs_store.get(m.group(1))
+                    if not head:
+                        fake.downloads.append(m.group(1))
+                    status, headers = (200, {}) if data is not None else (404, {})
+                    data = data if data is not None else b"missing"
+                else:
+                    status, headers, data = fake.resolve(self.command, path, self.headers.get("Authorization"))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                if "/resolve/" in self.path or self.path.startswith("/lfs-files/"):
+                    return self._download(head=True)
+                self._send(404, {"error": "no route"})
+
+            def do_GET(self):
+                if "/resolve/" in self.path or self.path.startswith("/lfs-files/"):
+                    return self._download(head=False)
+                self._route()
 
             def do_POST(self):
                 if self.path.startswith("/lfs-verify"):
@@ -167,8 +285,6 @@ class FakeHub:
                     ok = body.get("oid") in fake.lfs_store
                     return self._send(200 if ok else 404, {} if ok else {"error": "object missing"})
                 self._route()
-
-            do_GET = _route
 
             def log_message(self, *args):
                 pass

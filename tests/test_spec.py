@@ -32,7 +32,10 @@ run: echo hi
     ("name: x\nrun: [a", "job.yaml: line 2: not valid YAML"),
     ("- a\n- b", "job.yaml: expected a mapping of keys"),
     ("name: ../etc\nrun: a", "job.yaml: name: String should match pattern"),
-    ("name: x\nrun: a\nbackup: {mirror: 'hf://me/ckpt'}", "job.yaml: backup.mirror: 'hf://me/ckpt': only 'laptop'"),
+    ("name: x\nrun: a\nbackup: {mirror: 'hf://me'}", "job.yaml: backup.mirror: 'hf://me': not a Hub repo name"),
+    ("name: x\nrun: a\nbackup: {mirror: 's3://b'}", "job.yaml: backup.mirror: 's3://b': use 'laptop' or 'hf://user/repo'"),
+    ("name: x\nrun: a\nsecrets: [TETHER_X]", "job.yaml: secrets: 'TETHER_X': names starting with TETHER_"),
+    ("name: x\nrun: a\npublish: {repo: 'a/b/c'}", "job.yaml: publish.repo: 'a/b/c': not a Hub repo name"),
 ])
 def test_bad_spec_is_one_line_and_exit_2(tether, tmp_path, body, expected):
     spec = tmp_path / "job.yaml"

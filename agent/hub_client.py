@@ -1,0 +1,31 @@
+"""The Hub client for the verbs that talk to it from the host (hub-upload, hub-mirror).
+huggingface_hub is imported only here, when such a verb runs, so the agent itself still needs
+nothing but the standard library. Requests come on stdin: the token never touches argv."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+
+def api_for(req: Dict[str, Any], what: str):
+    """An HfApi for the request's endpoint and token. `what` names the feature for the
+    message when the library is missing."""
+    try:
+        from huggingface_hub import HfApi, constants
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        raise ValueError(f"huggingface_hub is not installed on the host, which {what} needs: "
+                         "install it there (add `pip install huggingface_hub` to the spec's setup)") from None
+    if req.get("disable_xet") is not None:  # read at import by the library: apply it as asked now
+        constants.HF_HUB_DISABLE_XET = bool(req["disable_xet"])
+    disable_progress_bars()
+    return HfApi(endpoint=req.get("endpoint") or None, token=req["token"])
+
+
+def one_line(exc: BaseException) -> str:
+    """Whatever the library raised, as `status: first line` (the LFS errors it wraps in a
+    RuntimeError carry the HTTP error as their cause)."""
+    cause = exc.__cause__ or exc
+    status = getattr(getattr(cause, "response", None), "status_code", None)
+    text = str(cause).splitlines()[0] if str(cause) else ""
+    return f"{status or type(cause).__name__}: {text}"

@@ -1,0 +1,171 @@
+"""`backup.mirror: hf://user/repo`: each new verified backup follows the job off the host.
+
+A duty of the monitor loop beside BackupKeeper. It never blocks the loop: the push runs in
+its own low-priority process (`python -m agent hub-mirror`, the token on its stdin). A push
+that fails is retried with growing waits and shown in the heartbeat and the events; before
+the agent exits it waits (backup.mirror_wait_s) for the newest backup to arrive. When
+backups come faster than pushes, the newest wins and the ones it supersedes are named in an
+event, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from . import backup
+from .book import StatusBook
+from .files import read_json, write_json_atomic
+from .paths import JobDir
+from .plan import RunPlan
+
+TOKEN_SECRET = "TETHER_HUB_MIRROR_TOKEN"   # the key the launcher sends the token under
+RETRY_S = (10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class MirrorKeeper:
+    def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook) -> None:
+        self.job, self.plan, self.book = job, plan, book
+        self.repo = plan.mirror_repo
+        self.token: Optional[str] = None
+        self.pusher: Optional[subprocess.Popen] = None
+        self.pushing: Optional[backup.Backup] = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.error: Optional[str] = None
+        self.superseded: set = set()
+        saved = read_json(self.state_file) or {}
+        self.remote: List[str] = list(saved.get("remote") or [])  # what the Hub holds, as of our last push
+        self.last: Optional[dict] = saved.get("last")
+
+    @property
+    def state_file(self) -> Path:
+        return self.job.path / "mirror.json"
+
+    @property
+    def enabled(self) -> bool:
+        return self.repo is not None
+
+    def pending(self) -> Optional[backup.Backup]:
+        """The newest backup on the host, if the Hub does not have it yet."""
+        found = backup.list_backups(self.job)
+        return found[-1] if found and found[-1].name not in self.remote else None
+
+    # -- the periodic duty ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        if not self.enabled:
+            return
+        if self.pusher is not None:
+            self._poll()
+            return
+        target = self.pending()
+        if target is None or time.monotonic() < self.retry_at:
+            return
+        if not self.token:
+            if self.error is None:
+                self.error = "no Hub token reached the host: resume the job with HF_TOKEN set"
+                self.book.event("mirror-failed", name=target.name, error=self.error)
+            return
+        self._start(target)
+
+    def _start(self, target: backup.Backup) -> None:
+        older = [b.name for b in backup.list_backups(self.job)
+                 if b.name not in self.remote and b.name != target.name and b.name not in self.superseded]
+        if older:
+            self.superseded.update(older)
+            self.book.event("mirror-superseded", names=older, by=target.name)
+        argv = [sys.executable, "-m", "agent", "hub-mirror", str(self.job.path), target.name]
+        ionice = shutil.which("ionice")
+        if ionice:
+            argv = [ionice, "-c", "3"] + argv
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        self.job.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.job.logs / "hub-mirror.log", "ab") as log:  # the library's own words, if any
+            self.pusher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=log, env=env)
+        request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
+                   "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet}
+        try:
+            assert self.pusher.stdin is not None
+            self.pusher.stdin.write(json.dumps(request).encode())
+            self.pusher.stdin.close()
+        except OSError:
+            pass  # it died at once: its exit says why
+        self.pushing = target
+        self.book.event("mirror-started", name=target.name, step=target.step, repo=self.repo,
+                        attempt=self.failures + 1)
+
+    def _poll(self, wait: bool = False) -> None:
+        assert self.pusher is not None and self.pushing is not None
+        if not wait and self.pusher.poll() is None:
+            return
+        assert self.pusher.stdout is not None
+        out = self.pusher.stdout.read()  # one JSON line (the library's own words go to the log)
+        self.pusher.stdout.close()
+        self.pusher.wait()
+        target, self.pusher, self.pushing = self.pushing, None, None
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = {"ok": False, "error": "the push process gave no answer; see logs/hub-mirror.log"}
+        if result.get("ok"):
+            self.remote = list(result["remote"])
+            self.last = {"name": target.name, "step": target.step, "at": time.time()}
+            self.failures, self.error, self.retry_at = 0, None, 0.0
+            write_json_atomic(self.state_file, {"repo": self.repo, "remote": self.remote, "last": self.last})
+            self.book.event("mirror-pushed", name=target.name, step=target.step, repo=self.repo,
+                            pruned=result.get("pruned") or [])
+        elif result.get("gone"):
+            self.book.event("mirror-superseded", names=[target.name], by=None)
+        else:
+            delay = RETRY_S[min(self.failures, len(RETRY_S) - 1)]
+            self.failures += 1
+            self.error = result.get("error") or "unknown error"
+            self.retry_at = time.monotonic() + delay
+            self.book.event("mirror-failed", name=target.name, error=self.error, attempt=self.failures,
+                            retry_in_s=delay)
+
+    # -- at the end -----------------------------------------------------------------------
+
+    def drain(self, seconds: float, run_duties: Callable[[], None], tick_s: float) -> Optional[str]:
+        """Waits until the newest backup is on the Hub (duties keep running, so a failed push
+        is retried). None when it is there, else what stood in the way."""
+        if not self.enabled:
+            return None
+        end = time.monotonic() + seconds
+        self.retry_at = 0.0  # the last backup was just taken: try at once, then the usual waits
+        while time.monotonic() < end:
+            run_duties()
+            if self.pusher is None and self.pending() is None:
+                return None
+            time.sleep(tick_s)
+        if self.pusher is not None:
+            self.pusher.kill()
+            self._poll(wait=True)
+        newest = self.pending()
+        if newest is None:
+            return None
+        return f"backup {newest.name} did not reach hf://{self.repo} ({self.error or 'timed out'})"
+
+    def summary(self) -> Optional[dict]:
+        if not self.enabled:
+            return None
+        pending = self.pending()
+        return {
+            "repo": self.repo,
+            "last": self.last["name"] if self.last else None,
+            "last_step": self.last["step"] if self.last else None,
+            "pushed_at": self.last["at"] if self.last else None,
+            "pushing": self.pushing.name if self.pushing else None,
+            "pending": pending.name if pending else None,
+            "error": self.error,
+            "failures": self.failures,
+            "retry_in_s": round(max(0.0, self.retry_at - time.monotonic()), 1) if self.error else None,
+        }

@@ -1,0 +1,204 @@
+"""backup.mirror: hf://: backups pushed from the host to a (local stand-in for the) Hub, through
+the real huggingface_hub client, and a job carried to a new host from there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import launched_id, status_json, wait_for, wait_state
+from fake_hub import FakeHub
+from scripts import RESUMABLE
+
+from launcher.errors import ExitCode
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    fake = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", fake.token)
+    yield fake
+    fake.stop()
+
+
+def hub_backups(hub: FakeHub, repo: str) -> dict:
+    """{folder: manifest} of the backups the Hub holds now."""
+    files = hub.repos[repo].files if repo in hub.repos else {}
+    return {p.split("/")[0]: json.loads(data) for p, data in list(files.items()) if p.endswith("/MANIFEST.json")}
+
+
+def events(job_dir, kind: str) -> list:
+    lines = (job_dir / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e.get("event") == kind]
+
+
+def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project, own_sshd, tmp_path, hub):
+    conf = tmp_path / "ssh_config"  # testhost (the session's sshd) and hosta (this test's own)
+    conf.write_text(conf.read_text() + own_sshd.ssh_config("hosta"))
+    root, repo = tmp_path / "root", "tester/moving-ckpt"
+    spec = project(f"""
+        name: moving
+        host: {{provider: ssh, address: hosta, root: {root}, python: {sys.executable}}}
+        run: python3 train.py 60 0.1 10 300000
+        heartbeat: {{every_s: 0.5}}
+        backup: {{every_min: 0.02, keep: 2, mirror: "hf://{repo}"}}
+    """, {"train.py": RESUMABLE})
+    job = launched_id(tether("launch", spec))
+    assert hub.repos[repo].private  # created private before the job started
+
+    wait_for(lambda: hub_backups(hub, repo), 60, what="a backup on the Hub")
+    mirror = wait_for(lambda: status_json(tether, job)["mirror"].get("last"), 30, what="status to show it")
+    assert mirror in hub_backups(hub, repo)
+    r = tether("status", job)
+    assert f"hf://{repo}" in r.stdout and "pushed" in r.stdout
+
+    # The first host disappears: its sshd, its processes, its disk.
+    own_sshd.stop()
+    own_sshd.kill_sessions()
+    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
+    shutil.rmtree(root)
+    on_hub = hub_backups(hub, repo)
+    assert 1 <= len(on_hub) <= 2  # keep: 2 holds there too
+    for name, manifest in on_hub.items():  # every folder whole: its files with the bytes the manifest names
+        for f in manifest["files"]:
+            data = hub.repos[repo].files[f"{name}/data/{f['path']}"]
+            assert len(data) == f["size"]
+    newest = max(on_hub.values(), key=lambda m: m["created"])
+
+    r = tether("resume", job, "--on", "testhost")
+    assert r.exit_code == 0, r
+    assert f"downloaded backup {newest['name']} from hf://{repo}" in r.stdout
+    assert f"(step {newest['step']}) to the new host" in r.stdout
+    done = wait_state(tether, job, "SUCCEEDED", timeout=120)
+    assert done["step"] == 59
+    host_job = root / "jobs" / job  # the new host keeps the spec's root
+    log = (host_job / "logs" / "workload.log").read_text()
+    assert log.startswith(f"resumed at {newest['step'] + 1}")
+    # The host's newest backup reached the Hub before the job was called done; old ones were pruned.
+    newest_here = max((host_job / "backups").iterdir(), key=lambda p: json.loads((p / "MANIFEST.json").read_text())["created"])
+    final = hub_backups(hub, repo)
+    assert newest_here.name in final and len(final) <= 2
+    order = [(e["event"], e.get("name") or e.get("state")) for e in map(json.loads, (host_job / "events.jsonl").read_text().splitlines())]
+    assert order.index(("mirror-pushed", newest_here.name)) < order.index(("state", "SUCCEEDED"))
+    assert not (host_job / "secrets.json").exists()
+    for p in host_job.rglob("*"):  # the token is nowhere on the host once the job is over
+        if p.is_file():
+            assert hub.token.encode() not in p.read_bytes(), p
+
+    assert tether("publish", job, "--repo", "tester/moved").exit_code == 0
+    assert json.loads(hub.repos["tester/moved"].files["result.json"])["steps"] == 60
+
+
+def test_a_failing_push_is_retried_and_shown(tether, project, host_root, hub):
+    repo = "tester/flaky-ckpt"
+    hub.refuse_lfs_uploads = True  # the Hub's storage refuses the weights for now
+    spec = project(f"""
+        name: flaky
+        host: {{provider: ssh, address: testhost, root: {host_root}, python: {sys.executable}}}
+        run: python3 train.py 100000 0.2 5 300000
+        heartbeat: {{every_s: 0.5}}
+        backup: {{every_min: 0.02, keep: 2, mirror: "hf://{repo}"}}
+    """, {"train.py": RESUMABLE})
+    job = launched_id(tether("launch", spec))
+    failing = wait_for(lambda: status_json(tether, job)["mirror"].get("error"), 60, what="a failed push in status")
+    assert "403" in failing and not hub_backups(hub, repo)
+    r = tether("status", job)
+    assert "push failed" in r.stdout and "retrying in" in r.stdout
+
+    hub.refuse_lfs_uploads = False  # storage is back: the next try gets through
+    wait_for(lambda: hub_backups(hub, repo), 60, what="the retried push")
+    wait_for(lambda: status_json(tether, job)["mirror"].get("error") is None, 30, what="the error to clear")
+    job_dir = host_root / "jobs" / job
+    failed = events(job_dir, "mirror-failed")
+    assert failed and failed[0]["retry_in_s"] > 0
+    assert tether("stop", job).exit_code == 0
+    stopped = wait_state(tether, job, "STOPPED", timeout=60)
+    # The final backup taken on stop went up before the agent exited.
+    last = max(hub_backups(hub, repo).values(), key=lambda m: m["created"])
+    assert stopped["mirror"]["last"] == last["name"] and stopped["mirror"]["pending"] is None
+
+
+def test_mirror_problems_stop_the_launch_with_one_line(tether, project, host_root, hub, monkeypatch):
+    def launch(mirror: str):
+        spec = project(f"""
+            name: bad
+            host: {{provider: ssh, address: testhost, root: {host_root}}}
+            run: echo hi
+            backup: {{mirror: "{mirror}"}}
+        """)
+        return tether("launch", spec)
+
+    r = launch("hf://not a repo")
+    assert r.exit_code == ExitCode.BAD_SPEC and "not a Hub repo name" in r.stderr
+    r = launch("s3://bucket")
+    assert r.exit_code == ExitCode.BAD_SPEC and "hf://user/repo" in r.stderr
+
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    r = launch("hf://tester/ckpt")
+    assert r.exit_code == ExitCode.AUTH and "refused the token" in r.stderr and "hf_wrong" not in r.stderr + r.stdout
+    assert not (host_root / "jobs").exists()  # nothing started
+
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    hub.repos["tester/open"] = __import__("fake_hub").Repo(private=False)
+    r = launch("hf://tester/open")
+    assert r.exit_code == ExitCode.BAD_SPEC and "public repo" in r.stderr
+    assert not (host_root / "jobs").exists()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_jobs(tmp_path):
+    """A test that fails half-way must not leave its long-running job behind."""
+    yield
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
+
+
+def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
+    import io
+    import os
+
+    from rich.console import Console
+
+    from agent import backup
+    from agent.hub_mirror import push
+    from agent.paths import JobDir
+    from launcher.hub_mirror import HubMirror, fetch_newest
+
+    repo = "tester/ckpt"
+    job = JobDir(tmp_path / "job")
+    job.make_dirs()
+    request = {"token": hub.token, "repo": repo, "keep": 2, "endpoint": hub.url, "disable_xet": True}
+    names = []
+    for step in (10, 20, 30):
+        ckpt = job.checkpoints / f"step-{step}"
+        ckpt.mkdir()
+        (ckpt / "state.json").write_text(json.dumps({"step": step}))
+        (ckpt / "weights.bin").write_bytes(os.urandom(200_000))
+        b = backup.take(job, f"step-{step}", step)
+        names.append(b.name)
+        if step == 10:  # something of the user's own in the repo, not a backup
+            hub.repos.setdefault(repo, __import__("fake_hub").Repo(private=True)).files["README.md"] = b"mine"
+        assert push(job, b.name, request)["ok"]
+    on_hub = hub_backups(hub, repo)
+    assert sorted(on_hub) == sorted(names[1:])           # keep: 2, the oldest deleted in the same commit
+    assert hub.repos[repo].files["README.md"] == b"mine"  # not a backup: left alone
+    assert push(job, "no-such-backup", request) == {"ok": False, "gone": True,
+                                                    "error": "backup no-such-backup is not on the host (pruned)"}
+
+    # The newest on the Hub lost a byte: resume takes the one before it, and says so.
+    hub.repos[repo].files[f"{names[2]}/data/step-30/state.json"] = b'{"step": 3}'
+    out = io.StringIO()
+    mirror = HubMirror(repo, hub.token, hub.url, True)
+    got = fetch_newest(mirror, os.environ, tmp_path / "dl", Console(file=out, width=200))
+    assert got.name == names[1] and json.loads((got / "data" / "step-20" / "state.json").read_text())["step"] == 20
+    assert f"skipping backup {names[2]}" in out.getvalue() and "does not match" in out.getvalue()
+    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [names[1]]  # nothing half-downloaded left
+
+    hub.down = True  # the network goes away: one line, and a retry is the answer
+    with pytest.raises(Exception) as err:
+        fetch_newest(mirror, os.environ, tmp_path / "dl2", Console(file=io.StringIO()))
+    assert "reading the backup mirror tester/ckpt failed" in err.value.what
