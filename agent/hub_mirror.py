@@ -67,7 +67,7 @@ def main_push(job_dir: str, name: str) -> int:
         pass
     try:
         result = push(JobDir(Path(job_dir)), name, json.loads(sys.stdin.read()))
-    except (ValueError, OSError, KeyError) as exc:
-        result = {"ok": False, "error": str(exc)}
+    except (ValueError, OSError, KeyError) as exc:  # no library here: waiting will not fix it
+        result = {"ok": False, "error": str(exc), "lasting": True}
     print(json.dumps(result))
     return 0 if result.get("ok") else 1

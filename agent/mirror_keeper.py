@@ -39,6 +39,7 @@ class MirrorKeeper:
         self.failures = 0
         self.retry_at = 0.0
         self.error: Optional[str] = None
+        self.lasting = False    # the error will not pass by waiting (no huggingface_hub on the host)
         self.superseded: set = set()
         saved = read_json(self.state_file) or {}
         self.remote: List[str] = list(saved.get("remote") or [])  # what the Hub holds, as of our last push
@@ -118,14 +119,15 @@ class MirrorKeeper:
         if result.get("ok"):
             self.remote = list(result["remote"])
             self.last = {"name": target.name, "step": target.step, "at": time.time()}
-            self.failures, self.error, self.retry_at = 0, None, 0.0
+            self.failures, self.error, self.retry_at, self.lasting = 0, None, 0.0, False
             write_json_atomic(self.state_file, {"repo": self.repo, "remote": self.remote, "last": self.last})
             self.book.event("mirror-pushed", name=target.name, step=target.step, repo=self.repo,
                             pruned=result.get("pruned") or [])
         elif result.get("gone"):
             self.book.event("mirror-superseded", names=[target.name], by=None)
         else:
-            delay = RETRY_S[min(self.failures, len(RETRY_S) - 1)]
+            self.lasting = bool(result.get("lasting"))
+            delay = RETRY_S[-1 if self.lasting else min(self.failures, len(RETRY_S) - 1)]
             self.failures += 1
             self.error = result.get("error") or "unknown error"
             self.retry_at = time.monotonic() + delay
@@ -145,6 +147,8 @@ class MirrorKeeper:
             run_duties()
             if self.pusher is None and self.pending() is None:
                 return None
+            if self.pusher is None and self.lasting:
+                break  # a host without the library: say so now rather than wait it out
             time.sleep(tick_s)
         if self.pusher is not None:
             self.pusher.kill()

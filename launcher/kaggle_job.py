@@ -138,7 +138,8 @@ def launch_kernel(loaded: LoadedSpec, tree: sync.LocalTree, command: str, regist
         id=job_id, name=spec.name, project=spec.name, spec_hash=loaded.spec_hash, provider="kaggle",
         endpoint={"kind": "kaggle", "user": kernels.user, "slug": slug}, remote_root=f"{WORKING}/tether",
         job_dir=f"tether/jobs/{job_id}", python="python3", runtime_dir="",
-        artifacts=list(spec.artifacts), created=time.time())
+        artifacts=list(spec.artifacts), created=time.time(),
+        spec=spec.model_dump(mode="json"), workdir=str(loaded.workdir))  # for resume --on
     registry.add(record)
     registry.set_state(job_id, JobState.PENDING.value)
     return record

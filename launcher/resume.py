@@ -9,6 +9,7 @@ from typing import Mapping
 
 from rich.console import Console
 
+from agent.protocol import JobState
 from provisioning.registry import RENTED
 
 from . import hub_mirror
@@ -52,6 +53,17 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     if not rec.spec or not rec.workdir:
         raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
                          "launch it again")
+    if rec.in_kernel:
+        from provisioning.base import ProviderError
+
+        from .kaggle_job import kernel_view
+        try:
+            state = JobState(kernel_view(rec, environ)["state"])
+        except ProviderError as exc:
+            raise RemoteError(exc.what, exc.todo) from None
+        if not state.is_terminal:
+            raise UsageError(f"job {rec.id}'s Kaggle kernel is still running: two copies would train",
+                             f"stop it first (tether stop {rec.id}), or wait for its session to end")
     spec = JobSpec.model_validate(rec.spec)
     hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
     if hub is not None:  # through the laptop: the new host may not have huggingface_hub before setup

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
@@ -202,3 +203,47 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     with pytest.raises(Exception) as err:
         fetch_newest(mirror, os.environ, tmp_path / "dl2", Console(file=io.StringIO()))
     assert "reading the backup mirror tester/ckpt failed" in err.value.what
+
+
+def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tmp_path, hub, monkeypatch):
+    """The kernel reads HF_TOKEN from the notebook's Kaggle Secrets, pushes its backups; the
+    session ends (the deadline: final backup, pushed); resume --on an SSH host carries on."""
+    from fake_kaggle import FakeKaggle
+
+    for k, v in {"KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLE_USERNAME": "tetheruser", "KAGGLE_KEY": "kaggle-test-key",
+                 "KAGGLE_CONFIG_DIR": str(tmp_path / "no-kaggle-dir")}.items():
+        monkeypatch.setenv(k, v)
+    kaggle = FakeKaggle(tmp_path / "kaggle")
+    try:
+        secrets_file = tmp_path / "notebook-secrets.json"
+        secrets_file.write_text(json.dumps({"HF_TOKEN": hub.token}))
+        kaggle.env.pop("HF_TOKEN", None)  # not in the kernel's environment: only in its secrets
+        kaggle.env.update(PYTHONPATH=str(Path(__file__).parent / "kaggle_notebook"),
+                          FAKE_KAGGLE_SECRETS=str(secrets_file))
+        repo = "tester/kaggle-ckpt"
+        spec = project(f"""
+            name: onkaggle
+            host: {{provider: kaggle, gpu: NvidiaTeslaT4, session_hours: 0.006, root: {tmp_path / "moved"},
+                    python: {sys.executable}}}
+            run: python3 train.py 400 0.1 25
+            heartbeat: {{every_s: 0.5}}
+            limits: {{margin_s: 1}}
+            backup: {{every_min: 10, keep: 2, mirror: "hf://{repo}"}}
+        """, {"train.py": RESUMABLE})
+        job = launched_id(tether("launch", spec))
+        assert hub.token not in kaggle.saved[0]["text"]  # the kernel's source never holds it
+        wait_for(lambda: status_json(tether, job)["state"] == "STOPPED" or None, 90, what="the session's end")
+        assert "deadline" in status_json(tether, job)["reason"]
+        on_hub = hub_backups(hub, repo)
+        assert on_hub, "the final backup never reached the Hub"
+        newest = max(on_hub.values(), key=lambda m: m["created"])
+
+        r = tether("resume", job, "--on", "testhost")
+        assert r.exit_code == 0, r
+        assert f"(step {newest['step']}) to the new host" in r.stdout
+    finally:
+        kaggle.stop()
+    done = wait_state(tether, job, "SUCCEEDED", timeout=120)
+    assert done["step"] == 399 and done["provider"] == "ssh"
+    log = (tmp_path / "moved" / "jobs" / job / "logs" / "workload.log").read_text()
+    assert log.startswith(f"resumed at {newest['step'] + 1}")
