@@ -101,7 +101,8 @@ class FakeHub:
         headers = {"X-Repo-Commit": repo.commits[-1]}
         if file_path in repo.lfs:
             oid = repo.lfs[file_path]
-            headers.update({"Location": f"http://127.0.0.1:{self.storage.server_port}/lfs-files/{oid}", "X-Linked-Etag": f'"{oid}"',
+            storage = f"http://127.0.0.1:{self.storage.server_port}/lfs-files/{oid}"
+            headers.update({"Location": storage, "X-Linked-Etag": f'"{oid}"',
                             "X-Linked-Size": str(len(data)), "ETag": f'"{git_blob_sha1(data)}"'})
             return 302, headers, b""
         headers["ETag"] = f'"{git_blob_sha1(data)}"'
@@ -177,7 +178,8 @@ class FakeHub:
                 repo.files[path_] = data
                 repo.lfs.pop(path_, None)
             repo.lfs.update(staged_lfs)
-            sha = hashlib.sha1(json.dumps([sorted(staged), deleted]).encode() + str(len(repo.commits)).encode()).hexdigest()
+            change = json.dumps([sorted(staged), deleted]).encode() + str(len(repo.commits)).encode()
+            sha = hashlib.sha1(change).hexdigest()
             repo.commits.append(sha)
             return 200, {"commitUrl": f"{self.url}/{m.group(1)}/commit/{sha}", "commitOid": sha,
                          "pullRequestUrl": None}

@@ -81,10 +81,12 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     log = (host_job / "logs" / "workload.log").read_text()
     assert log.startswith(f"resumed at {newest['step'] + 1}")
     # The host's newest backup reached the Hub before the job was called done; old ones were pruned.
-    newest_here = max((host_job / "backups").iterdir(), key=lambda p: json.loads((p / "MANIFEST.json").read_text())["created"])
+    newest_here = max((host_job / "backups").iterdir(),
+                      key=lambda p: json.loads((p / "MANIFEST.json").read_text())["created"])
     final = hub_backups(hub, repo)
     assert newest_here.name in final and len(final) <= 2
-    order = [(e["event"], e.get("name") or e.get("state")) for e in map(json.loads, (host_job / "events.jsonl").read_text().splitlines())]
+    order = [(e["event"], e.get("name") or e.get("state"))
+             for e in map(json.loads, (host_job / "events.jsonl").read_text().splitlines())]
     assert order.index(("mirror-pushed", newest_here.name)) < order.index(("state", "SUCCEEDED"))
     assert not (host_job / "secrets.json").exists()
     for p in host_job.rglob("*"):  # the token is nowhere on the host once the job is over

@@ -15,5 +15,6 @@ class UserSecretsClient:
         with open(os.environ["FAKE_KAGGLE_SECRETS"]) as f:
             secrets = json.load(f)
         if label not in secrets:
-            raise BackendError(f"Unexpected response from the service. Response: {{'errors': ['No user secrets exist for kernel id 1 and label {label}']}}")
+            raise BackendError("Unexpected response from the service. Response: {'errors': "
+                               f"['No user secrets exist for kernel id 1 and label {label}']}}")
         return secrets[label]
