@@ -71,7 +71,7 @@ class MirrorKeeper:
             return
         if not self.token:
             if self.error is None:
-                self.error = "no Hub token reached the host: resume the job with HF_TOKEN set"
+                self.error, self.lasting = "no Hub token reached the host: resume the job with HF_TOKEN set", True
                 self.book.event("mirror-failed", name=target.name, error=self.error)
             return
         self._start(target)

@@ -34,6 +34,7 @@ from .signals import clear_listeners, dump_stacks
 from .watch import ResourceWatch
 
 TICK_S = 0.2
+BUDGET_DRAIN_S = 300.0   # at most this long pushing the last backup once the budget is spent
 
 __all__ = ["Supervisor", "judge_exit", "main_run"]
 
@@ -123,7 +124,10 @@ class Supervisor:
         if self.mirror.pending() is None and self.mirror.pusher is None:
             return verdict
         self.book.set(JobState.BACKING_UP, f"pushing the newest backup to hf://{self.plan.mirror_repo}")
-        problem = self.mirror.drain(self.plan.mirror_wait_s, self._run_duties, TICK_S)
+        wait = self.plan.mirror_wait_s
+        if verdict.failure == FailureClass.BUDGET:  # the instance bills while we wait
+            wait = min(wait, BUDGET_DRAIN_S)
+        problem = self.mirror.drain(wait, self._run_duties, TICK_S)
         if problem is None:
             return verdict
         self.book.event("mirror-incomplete", problem=problem)

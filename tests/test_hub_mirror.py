@@ -249,3 +249,32 @@ def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tm
     assert done["step"] == 399 and done["provider"] == "ssh"
     log = (tmp_path / "moved" / "jobs" / job / "logs" / "workload.log").read_text()
     assert log.startswith(f"resumed at {newest['step'] + 1}")
+
+
+def test_without_a_token_the_end_says_so_instead_of_waiting(tmp_path):
+    """A kernel with no HF_TOKEN secret: the backups cannot leave; the job still ends at once,
+    and its final reason says which backup did not reach the Hub."""
+    import time
+
+    from agent.hostops import create_job, start, status
+    from agent.paths import JobDir, Root
+
+    root = Root(tmp_path / "root")
+    (root.code("p")).mkdir(parents=True)
+    (root.code("p") / "s.py").write_text(
+        "import json, os, time\nfrom agent import progress\n"
+        "d = os.path.join(progress.checkpoint_dir(), 'step-1'); os.makedirs(d)\n"
+        "json.dump({'step': 1}, open(os.path.join(d, 'state.json'), 'w'))\n"
+        "progress.report(1, checkpoint='step-1'); time.sleep(3)\n")
+    spec = {"name": "t", "heartbeat": {"every_s": 0.2},
+            "backup": {"every_min": 0.01, "mirror": "hf://tester/x", "mirror_wait_s": 600}}
+    job = JobDir(create_job(root, "p", "j1", {"spec": spec, "job": {"id": "j1", "project": "p",
+                                                                    "command": f"{sys.executable} s.py"},
+                                              "secrets": {}})["job_dir"])
+    began = time.monotonic()
+    assert start(job)["started"]
+    wait_for(lambda: status(job)["state"] == "SUCCEEDED", 60, what="SUCCEEDED")
+    assert time.monotonic() - began < 60  # not mirror_wait_s
+    st = status(job)
+    assert "did not reach hf://tester/x (no Hub token reached the host" in st["reason"]
+    assert st["mirror"]["error"].startswith("no Hub token") and st["mirror"]["pending"]
