@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("hub-mirror", help="push one backup to the job's Hub mirror (request on stdin)")
     p.add_argument("job_dir")
     p.add_argument("name")
+    p = sub.add_parser("hub-fetch", help="the newest verified backup from the job's Hub mirror (request on stdin)")
+    p.add_argument("job_dir")
     p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
     p.add_argument("job_dir")
     p = sub.add_parser("serve")
@@ -103,6 +105,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "hub-mirror":
         from .hub_mirror import main_push
         return main_push(args.job_dir, args.name)
+    if verb == "hub-fetch":
+        from .hub_mirror import main_fetch
+        return main_fetch(args.job_dir)
     if verb == "receive-backup":
         _emit(hostops.receive_backup(JobDir(args.job_dir), args.name, stdin))
         return 0

@@ -1,18 +1,23 @@
-"""`backup.mirror: hf://user/repo`: one verified backup pushed to a private Hub repo.
+"""`backup.mirror: hf://user/repo`: verified backups to and from a private Hub repo.
 
 `python -m agent hub-mirror JOB_DIR NAME` (run by the MirrorKeeper at low priority, the
 request with the token on stdin) makes one commit: the backup's folder (data/ and
 MANIFEST.json, under NAME/) added, and folders beyond the newest `keep` deleted. A commit is
 all or nothing on the Hub, so a folder there is always whole. Prints one JSON line.
+
+`python -m agent hub-fetch JOB_DIR` (run by `tether resume --on` on the new host) downloads
+the newest backup there that verifies into the job's backups/, straight from the Hub. The
+laptop uses the same download_newest when the host cannot (no huggingface_hub there yet).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from . import backup
 from .hub_client import api_for, one_line
@@ -71,3 +76,72 @@ def main_push(job_dir: str, name: str) -> int:
         result = {"ok": False, "error": str(exc), "lasting": True}
     print(json.dumps(result))
     return 0 if result.get("ok") else 1
+
+
+def download_newest(api, repo: str, dest: Path, skip: Callable[[str, str], None]) -> Optional[str]:
+    """The newest backup in the repo that verifies against its manifest, as dest/<name>/ (built
+    in dest/.tmp-<name>/, so dest never holds half a backup): its name, or None. A damaged one
+    goes to skip(name, problem) and the one before it is tried. The library's network errors
+    propagate: retrying is the answer to those, not an older backup."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in reversed(remote_backups(api, repo)):
+        folder = dest / name
+        if backup.load(folder) is not None and backup.verify_folder(folder) is None:
+            return name  # already here and whole
+        tmp = dest / f".tmp-{name}"
+        try:
+            problem = _download(api, repo, name, tmp) or backup.verify_folder(tmp / name)
+            if problem is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                os.replace(tmp / name, folder)
+                return name
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        skip(name, problem)
+    return None
+
+
+def _download(api, repo: str, name: str, tmp: Path) -> Optional[str]:
+    """One backup folder into tmp/<name>/: None, or why it is not whole on the Hub."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from .codetree import safe_relpath
+
+    def get(path_in_repo: str) -> Path:
+        return Path(hf_hub_download(repo, path_in_repo, local_dir=str(tmp), token=api.token,
+                                    endpoint=api.endpoint))
+
+    try:
+        manifest = json.loads(get(f"{name}/{backup.MANIFEST}").read_text())
+        for f in manifest["files"]:
+            get(f"{name}/data/{safe_relpath(f['path'])}")  # nothing may land outside tmp
+    except EntryNotFoundError as exc:
+        return f"a file is missing ({str(exc).splitlines()[0]})"
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"its manifest is not usable ({exc})"
+    return None
+
+
+def main_fetch(job_dir: str) -> int:
+    """Prints {"ok": true, name, step, skipped}, or {"ok": false, "no_library": true} when this
+    host cannot talk to the Hub yet (the launcher then brings the backup itself)."""
+    job = JobDir(Path(job_dir))
+    req = json.loads(sys.stdin.read())
+    try:
+        api = api_for(req, "fetching a backup from the Hub")
+    except ValueError as exc:
+        print(json.dumps({"ok": False, "no_library": True, "error": str(exc)}))
+        return 0
+    skipped: List[dict] = []
+    try:
+        name = download_newest(api, req["repo"], job.backups,
+                               lambda n, why: skipped.append({"name": n, "problem": why}))
+    except Exception as exc:  # the network: one line back to the launcher
+        raise ValueError(f"reading hf://{req['repo']} failed ({one_line(exc)})") from None
+    if name is None:
+        raise ValueError(f"hf://{req['repo']} holds no verified backup"
+                         + (f" ({len(skipped)} damaged)" if skipped else ""))
+    found = backup.load(job.backups / name)
+    print(json.dumps({"ok": True, "name": name, "step": found.step if found else None, "skipped": skipped}))
+    return 0

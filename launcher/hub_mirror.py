@@ -1,12 +1,11 @@
 """`backup: {mirror: hf://user/repo}`, the laptop's part. The host pushes each verified backup
 itself (agent/mirror_keeper.py); here: check the token and the repo before a job starts (a
 bad token never rents a host, a public repo never receives checkpoints), hand the host the
-token as a secret, and for `tether resume --on` bring the newest verified backup down."""
+token as a secret, and for `tether resume --on` find the newest backup (the new host downloads
+it itself when it can; else it comes down here, then up)."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +13,11 @@ from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from agent.codetree import safe_relpath
-from agent.hub_mirror import remote_backups
+from agent.hub_mirror import download_newest, remote_backups
 from agent.mirror_keeper import TOKEN_SECRET
 
-from .errors import NotFoundError, RemoteError, UsageError
+from .errors import NotFoundError, UsageError
 from .hub import hub_api, hub_errors, hub_token, xet_disabled
-from .pull import verify_pulled_backup
 
 AGAIN = "run resume again"
 
@@ -40,6 +37,11 @@ class HubMirror:
     @property
     def job_fields(self) -> Dict[str, object]:
         return {"endpoint": self.endpoint, "disable_xet": self.disable_xet}
+
+    @property
+    def request(self) -> Dict[str, object]:
+        """For `agent hub-fetch`, on its stdin."""
+        return {"token": self.token, "repo": self.repo, **self.job_fields}
 
 
 def repo_of(spec: Mapping) -> Optional[str]:
@@ -66,58 +68,30 @@ def check(mirror: HubMirror, environ: Mapping[str, str]) -> None:
                          "readable by anyone", "make it private on the Hub, or name another repo")
 
 
+def newest_name(mirror: HubMirror, environ: Mapping[str, str]) -> str:
+    """The newest backup folder in the repo (checked before anything is rented for a move)."""
+    with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
+        names = remote_backups(hub_api(environ), mirror.repo)
+    if not names:
+        raise NotFoundError(f"hf://{mirror.repo} holds no backup of this job",
+                            "look for mirror-failed in the job's events (tether status)")
+    return names[-1]
+
+
 def fetch_newest(mirror: HubMirror, environ: Mapping[str, str], dest: Path, console: Console) -> Path:
-    """The newest backup in the repo that verifies against its manifest, downloaded into
-    dest/<name>/ (through dest/.tmp-<name>/, so dest never holds half a backup). A damaged
-    one is skipped for the one before it, and said so; a network failure stops here."""
+    """The newest backup in the repo that verifies, downloaded to this laptop into dest/<name>/
+    (a damaged one is skipped for the one before it, and said so)."""
     api = hub_api(environ)
     with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
-        names = remote_backups(api, mirror.repo)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in reversed(names):
-        folder = dest / name
-        if not folder.is_dir():
-            tmp = dest / f".tmp-{name}"
-            try:
-                problem = _download(api, mirror.repo, name, tmp)
-                if problem is None:
-                    os.replace(tmp / name, folder)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            if problem is not None:
-                console.print(f"[yellow]skipping[/] backup {name} on the Hub: {problem}")
-                continue
-        try:
-            verify_pulled_backup(folder)
-        except RemoteError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            console.print(f"[yellow]skipping[/] backup {name} on the Hub: {exc.what}")
-            continue
-        for other in dest.iterdir():  # one downloaded backup is all a resume needs
-            if other != folder:
-                shutil.rmtree(other, ignore_errors=True)
-        return folder
-    raise NotFoundError(f"hf://{mirror.repo} holds no verified backup of this job",
-                        "look for mirror-failed in the job's events (tether status)")
+        name = download_newest(api, mirror.repo, dest, lambda n, why: skipped(console, n, why))
+    if name is None:
+        raise NotFoundError(f"hf://{mirror.repo} holds no verified backup of this job",
+                            "look for mirror-failed in the job's events (tether status)")
+    for other in dest.iterdir():  # one downloaded backup is all a resume needs
+        if other.name != name:
+            shutil.rmtree(other, ignore_errors=True)
+    return dest / name
 
 
-def _download(api, repo: str, name: str, tmp: Path) -> Optional[str]:
-    """One backup folder into tmp/<name>/: None, or why it is not whole on the Hub. Raises
-    RemoteError for the network."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    def get(path_in_repo: str) -> Path:
-        return Path(hf_hub_download(repo, path_in_repo, local_dir=str(tmp), token=api.token,
-                                    endpoint=api.endpoint))
-
-    with hub_errors(repo, "reading the backup mirror", AGAIN):
-        try:
-            manifest = json.loads(get(f"{name}/MANIFEST.json").read_text())
-            for f in manifest["files"]:
-                get(f"{name}/data/{safe_relpath(f['path'])}")  # nothing may land outside tmp
-        except EntryNotFoundError as exc:
-            return f"a file is missing ({str(exc).splitlines()[0]})"
-        except (ValueError, KeyError, TypeError) as exc:
-            return f"its manifest is not usable ({exc})"
-    return None
+def skipped(console: Console, name: str, problem: str) -> None:
+    console.print(f"[yellow]skipping[/] backup {name} on the Hub: {problem}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, Optional
 
 from rich.console import Console
 
@@ -47,30 +47,15 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     Hub or this laptop), and continue from it under the same job id."""
     from . import sync
     from .launch import Moving, launch_on_spec_host
-    from .mirror import mirror_dir, newest, send_backup
     from .spec import HostSpec, JobSpec, LoadedSpec
 
     if not rec.spec or not rec.workdir:
         raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
                          "launch it again")
     if rec.in_kernel:
-        from provisioning.base import ProviderError
-
-        from .kaggle_job import kernel_view
-        try:
-            state = JobState(kernel_view(rec, environ)["state"])
-        except ProviderError as exc:
-            raise RemoteError(exc.what, exc.todo) from None
-        if not state.is_terminal:
-            raise UsageError(f"job {rec.id}'s Kaggle kernel is still running: two copies would train",
-                             f"stop it first (tether stop {rec.id}), or wait for its session to end")
+        _check_kernel_ended(rec, environ)
     spec = JobSpec.model_validate(rec.spec)
-    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
-    if hub is not None:  # through the laptop: the new host may not have huggingface_hub before setup
-        backup = hub_mirror.fetch_newest(hub, environ, mirror_dir(places, rec) / "hub", console)
-        console.print(f"downloaded backup {backup.name} from hf://{hub.repo}")
-    else:
-        backup = newest(places, rec)
+    bring = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
     host = spec.host.model_dump(exclude_unset=False)
     if address in RENTED:
         host.update({"provider": address, "address": None})
@@ -88,12 +73,52 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     loaded = LoadedSpec(spec=spec, path=workdir / "job.yaml", workdir=workdir, secret_values=values)
     tree = sync.scan(workdir, sync.hash_cache_for(places.cache, workdir))
     _let_go_of_old_instance(rec, places, registry, console, environ)
+    return launch_on_spec_host(loaded, tree, places, registry, console, environ, Moving(rec.id, bring))
 
-    def bring(client: AgentClient, job_dir: str) -> None:
-        got = send_backup(client, job_dir, backup)
+
+def _check_kernel_ended(rec: JobRecord, environ: Mapping[str, str]) -> None:
+    from provisioning.base import ProviderError
+
+    from .kaggle_job import kernel_view
+    try:
+        state = JobState(kernel_view(rec, environ)["state"])
+    except ProviderError as exc:
+        raise RemoteError(exc.what, exc.todo) from None
+    if not state.is_terminal:
+        raise UsageError(f"job {rec.id}'s Kaggle kernel is still running: two copies would train",
+                         f"stop it first (tether stop {rec.id}), or wait for its session to end")
+
+
+def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, environ: Mapping[str, str],
+                    console: Console) -> Callable[[AgentClient, str], None]:
+    """How the newest backup gets to the new host, checked before anything is rented: from the
+    Hub (downloaded by the new host itself; through this laptop when the host has no
+    huggingface_hub yet), or from the laptop mirror."""
+    from .mirror import mirror_dir, newest, send_backup
+
+    def send(client: AgentClient, job_dir: str, folder: Path) -> None:
+        got = send_backup(client, job_dir, folder)
         console.print(f"brought backup {got['backup']} (step {got['step']}) to the new host")
 
-    return launch_on_spec_host(loaded, tree, places, registry, console, environ, Moving(rec.id, bring))
+    hub = hub_mirror.for_job(hub_repo, environ)
+    if hub is None:
+        folder = newest(places, rec)
+        return lambda client, job_dir: send(client, job_dir, folder)
+    hub_mirror.newest_name(hub, environ)
+
+    def from_hub(client: AgentClient, job_dir: str) -> None:
+        got = client.call("hub-fetch", job_dir, input=json.dumps(hub.request).encode(), timeout=24 * 3600)
+        for s in got.get("skipped") or []:
+            hub_mirror.skipped(console, s["name"], s["problem"])
+        if got.get("ok"):
+            console.print(f"the new host fetched backup {got['name']} (step {got['step']}) from hf://{hub.repo}")
+            return
+        console.print(f"the new host cannot reach the Hub yet ({got.get('error')}): "
+                      "the backup comes through this laptop")
+        folder = hub_mirror.fetch_newest(hub, environ, mirror_dir(places, rec) / "hub", console)
+        send(client, job_dir, folder)
+
+    return from_hub
 
 
 def _let_go_of_old_instance(rec: JobRecord, places: Places, registry: Registry, console: Console,

@@ -73,8 +73,9 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
 
     r = tether("resume", job, "--on", "testhost")
     assert r.exit_code == 0, r
-    assert f"downloaded backup {newest['name']} from hf://{repo}" in r.stdout
-    assert f"(step {newest['step']}) to the new host" in r.stdout
+    # The new host took it from the Hub itself: nothing came down to the laptop.
+    assert f"the new host fetched backup {newest['name']} (step {newest['step']}) from hf://{repo}" in r.stdout
+    assert not (tmp_path / "tether-home" / "mirrors" / job / "hub").exists()
     done = wait_state(tether, job, "SUCCEEDED", timeout=120)
     assert done["step"] == 59
     host_job = root / "jobs" / job  # the new host keeps the spec's root
@@ -198,7 +199,7 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     mirror = HubMirror(repo, hub.token, hub.url, True)
     got = fetch_newest(mirror, os.environ, tmp_path / "dl", Console(file=out, width=200))
     assert got.name == names[1] and json.loads((got / "data" / "step-20" / "state.json").read_text())["step"] == 20
-    assert f"skipping backup {names[2]}" in out.getvalue() and "does not match" in out.getvalue()
+    assert f"skipping backup {names[2]}" in out.getvalue() and "state.json has 11 bytes" in out.getvalue()
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [names[1]]  # nothing half-downloaded left
 
     hub.down = True  # the network goes away: one line, and a retry is the answer
@@ -209,7 +210,9 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
 
 def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tmp_path, hub, monkeypatch):
     """The kernel reads HF_TOKEN from the notebook's Kaggle Secrets, pushes its backups; the
-    session ends (the deadline: final backup, pushed); resume --on an SSH host carries on."""
+    session ends (the deadline: final backup, pushed); resume --on an SSH host carries on. That
+    host's Python has no huggingface_hub: the backup comes through the laptop, and the job
+    says its own backups could not follow it."""
     from fake_kaggle import FakeKaggle
 
     for k, v in {"KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLE_USERNAME": "tetheruser", "KAGGLE_KEY": "kaggle-test-key",
@@ -223,10 +226,12 @@ def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tm
         kaggle.env.update(PYTHONPATH=str(Path(__file__).parent / "kaggle_notebook"),
                           FAKE_KAGGLE_SECRETS=str(secrets_file))
         repo = "tester/kaggle-ckpt"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+        bare = tmp_path / "bare" / "bin" / "python"  # no huggingface_hub in it
         spec = project(f"""
             name: onkaggle
             host: {{provider: kaggle, gpu: NvidiaTeslaT4, session_hours: 0.006, root: {tmp_path / "moved"},
-                    python: {sys.executable}}}
+                    python: {bare}}}
             run: python3 train.py 400 0.1 25
             heartbeat: {{every_s: 0.5}}
             limits: {{margin_s: 1}}
@@ -242,11 +247,13 @@ def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tm
 
         r = tether("resume", job, "--on", "testhost")
         assert r.exit_code == 0, r
-        assert f"(step {newest['step']}) to the new host" in r.stdout
+        assert "the backup comes through this laptop" in r.stdout
+        assert f"brought backup {newest['name']} (step {newest['step']}) to the new host" in r.stdout
     finally:
         kaggle.stop()
     done = wait_state(tether, job, "SUCCEEDED", timeout=120)
     assert done["step"] == 399 and done["provider"] == "ssh"
+    assert "did not reach hf://tester/kaggle-ckpt (huggingface_hub is not installed" in done["reason"]
     log = (tmp_path / "moved" / "jobs" / job / "logs" / "workload.log").read_text()
     assert log.startswith(f"resumed at {newest['step'] + 1}")
 
