@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
-from fake_hub import FakeHub
+from fake_hub import FakeHub, Repo
 from scripts import RESUMABLE
 
 from launcher.errors import ExitCode
@@ -148,7 +148,7 @@ def test_mirror_problems_stop_the_launch_with_one_line(tether, project, host_roo
     assert not (host_root / "jobs").exists()  # nothing started
 
     monkeypatch.setenv("HF_TOKEN", hub.token)
-    hub.repos["tester/open"] = __import__("fake_hub").Repo(private=False)
+    hub.repos["tester/open"] = Repo(private=False)
     r = launch("hf://tester/open")
     assert r.exit_code == ExitCode.BAD_SPEC and "public repo" in r.stderr
     assert not (host_root / "jobs").exists()
@@ -185,7 +185,7 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
         b = backup.take(job, f"step-{step}", step)
         names.append(b.name)
         if step == 10:  # something of the user's own in the repo, not a backup
-            hub.repos.setdefault(repo, __import__("fake_hub").Repo(private=True)).files["README.md"] = b"mine"
+            hub.repos.setdefault(repo, Repo(private=True)).files["README.md"] = b"mine"
         assert push(job, b.name, request)["ok"]
     on_hub = hub_backups(hub, repo)
     assert sorted(on_hub) == sorted(names[1:])           # keep: 2, the oldest deleted in the same commit
