@@ -10,28 +10,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 from .codetree import safe_relpath, sha256_file
 from .files import read_json, write_json_atomic
-from .paths import JobDir
+from .paths import BACKUP_MANIFEST, BACKUP_NAME, JobDir, backup_order
 
-MANIFEST = "MANIFEST.json"
-NAME = re.compile(r"^(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?$")  # <UTC stamp>[-step<N>][-<n>]
-
-
-def name_order(name: str) -> Tuple[str, int, int]:
-    """Oldest first, for backup names (the stamp, then the step, then the same-second suffix)."""
-    m = NAME.match(name)
-    if not m:
-        return ("", -1, -1)
-    return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 1))
+MANIFEST = BACKUP_MANIFEST
+NAME = BACKUP_NAME
+name_order = backup_order
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from .files import read_json, write_json_atomic
 from .paths import JobDir
 from .plan import RunPlan
 
-TOKEN_SECRET = "TETHER_HUB_MIRROR_TOKEN"   # the key the launcher sends the token under
 RETRY_S = (10.0, 30.0, 60.0, 120.0, 300.0)
 
 

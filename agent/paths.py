@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Tuple
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A backup folder: <UTC stamp>[-step<N>][-<n> for a second one in the same second]
+BACKUP_NAME = re.compile(r"^(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?$")
+BACKUP_MANIFEST = "MANIFEST.json"
 
 
 def check_name(kind: str, value: str) -> str:
@@ -19,6 +23,14 @@ def check_name(kind: str, value: str) -> str:
     if not _SAFE_NAME.match(value) or value in (".", ".."):
         raise ValueError(f"{kind} {value!r} must be letters, digits, '.', '_' or '-'")
     return value
+
+
+def backup_order(name: str) -> Tuple[str, int, int]:
+    """Sort key for backup names, oldest first: the stamp, then the step, then the suffix."""
+    m = BACKUP_NAME.match(name)
+    if not m:
+        return ("", -1, -1)
+    return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 1))
 
 
 class Root:

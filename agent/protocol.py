@@ -5,6 +5,10 @@ from __future__ import annotations
 from enum import Enum
 
 
+# The key of the hf:// mirror's Hub token among a job's secrets: the agent keeps it for itself.
+HUB_MIRROR_TOKEN = "TETHER_HUB_MIRROR_TOKEN"
+
+
 class JobState(str, Enum):
     PENDING = "PENDING"
     SETUP = "SETUP"

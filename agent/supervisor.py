@@ -23,12 +23,12 @@ from .backup_keeper import BackupKeeper
 from .book import StatusBook
 from .files import read_json, write_bytes_atomic, write_json_atomic
 from .logfile import LogPump, RotatingLog
-from .mirror_keeper import TOKEN_SECRET, MirrorKeeper
+from .mirror_keeper import MirrorKeeper
 from .paths import JobDir
 from .plan import RunPlan, Stage
 from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_restart
 from .progress_reader import ProgressReader
-from .protocol import FailureClass, JobState
+from .protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from .resources import host_sample, process_tree_rss_mb
 from .signals import clear_listeners, dump_stacks
 from .watch import ResourceWatch
@@ -95,7 +95,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("agent received SIGTERM"))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session that started us may end
         secrets = self._take_secrets()
-        self.mirror.token = secrets.pop(TOKEN_SECRET, None)  # the agent's alone, not the workload's
+        self.mirror.token = secrets.pop(HUB_MIRROR_TOKEN, None)  # the agent's alone, not the workload's
         self._begin()
         try:
             verdict = self._setup(secrets) or self._run_stages(secrets)

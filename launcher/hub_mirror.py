@@ -6,18 +6,23 @@ it itself when it can; else it comes down here, then up)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from agent.hub_mirror import download_newest, remote_backups
-from agent.mirror_keeper import TOKEN_SECRET
+from agent.paths import BACKUP_NAME, backup_order
+from agent.protocol import HUB_MIRROR_TOKEN
 
+from .agent_client import AgentClient
 from .errors import NotFoundError, UsageError
 from .hub import hub_api, hub_errors, hub_token, xet_disabled
+from .remote import LocalHost
+from .runtime import local_runtime_dir
 
 AGAIN = "run resume again"
 
@@ -32,7 +37,7 @@ class HubMirror:
     @property
     def secrets(self) -> Dict[str, str]:
         """Sent with the job's secrets (stdin, a 0600 file the agent deletes when it ends)."""
-        return {TOKEN_SECRET: self.token}
+        return {HUB_MIRROR_TOKEN: self.token}
 
     @property
     def job_fields(self) -> Dict[str, object]:
@@ -70,28 +75,35 @@ def check(mirror: HubMirror, environ: Mapping[str, str]) -> None:
 
 def newest_name(mirror: HubMirror, environ: Mapping[str, str]) -> str:
     """The newest backup folder in the repo (checked before anything is rented for a move)."""
+    from huggingface_hub import RepoFolder
+
     with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
-        names = remote_backups(hub_api(environ), mirror.repo)
+        names = [e.path for e in hub_api(environ).list_repo_tree(mirror.repo, recursive=False)
+                 if isinstance(e, RepoFolder) and BACKUP_NAME.match(e.path)]
     if not names:
         raise NotFoundError(f"hf://{mirror.repo} holds no backup of this job",
                             "look for mirror-failed in the job's events (tether status)")
-    return names[-1]
+    return max(names, key=backup_order)
 
 
-def fetch_newest(mirror: HubMirror, environ: Mapping[str, str], dest: Path, console: Console) -> Path:
-    """The newest backup in the repo that verifies, downloaded to this laptop into dest/<name>/
-    (a damaged one is skipped for the one before it, and said so)."""
-    api = hub_api(environ)
-    with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
-        name = download_newest(api, mirror.repo, dest, lambda n, why: skipped(console, n, why))
-    if name is None:
-        raise NotFoundError(f"hf://{mirror.repo} holds no verified backup of this job",
-                            "look for mirror-failed in the job's events (tether status)")
-    for other in dest.iterdir():  # one downloaded backup is all a resume needs
-        if other.name != name:
+def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console) -> Optional[dict]:
+    """`agent hub-fetch` where the client points: the newest verified backup from the Hub into
+    job_dir/backups/. Its answer ({name, step}), or None when that Python has no
+    huggingface_hub. Damaged backups it skipped are said here."""
+    got = client.call("hub-fetch", job_dir, input=json.dumps(mirror.request).encode(), timeout=24 * 3600)
+    for s in got.get("skipped") or []:
+        console.print(f"[yellow]skipping[/] backup {s['name']} on the Hub: {s['problem']}")
+    return got if got.get("ok") else None
+
+
+def fetch_to_laptop(mirror: HubMirror, dest: Path, console: Console) -> Path:
+    """The same download run here, by tether's own Python, into dest/backups/<name>/ (the
+    newest only: one is all a resume needs)."""
+    client = AgentClient(LocalHost(), sys.executable, local_runtime_dir())
+    got = fetch(client, str(dest), mirror, console)
+    if got is None:
+        raise UsageError("reading an hf:// mirror needs huggingface_hub", "pip install 'tether[hub]'")
+    for other in (dest / "backups").iterdir():
+        if other.name != got["name"]:
             shutil.rmtree(other, ignore_errors=True)
-    return dest / name
-
-
-def skipped(console: Console, name: str, problem: str) -> None:
-    console.print(f"[yellow]skipping[/] backup {name} on the Hub: {problem}")
+    return dest / "backups" / got["name"]

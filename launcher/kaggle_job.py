@@ -15,9 +15,8 @@ from typing import Mapping, Optional
 
 from rich.console import Console
 
-from agent.mirror_keeper import TOKEN_SECRET
 from agent.paths import check_name
-from agent.protocol import FailureClass, JobState
+from agent.protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from provisioning.base import AuthFailed, ProviderError
 from provisioning.kaggle import KaggleKernels, download
 
@@ -93,7 +92,7 @@ def kernel_script(loaded: LoadedSpec, tree: sync.LocalTree, job_id: str, command
                        "path_prepend": [], "created": time.time(), "hub": hub_fields},
                "secrets": {}}
     script = _SCRIPT.format(job_id=job_id, name=spec.name, working=working, payload=json.dumps(payload),
-                            mirror=spec.backup.hub_repo is not None, token_key=TOKEN_SECRET,
+                            mirror=spec.backup.hub_repo is not None, token_key=HUB_MIRROR_TOKEN,
                             session_s=session_s, version=runtime_version(), project=spec.name,
                             runtime_b64=base64.b64encode(runtime_tarball()).decode(),
                             code_b64=base64.b64encode(_code_tar(tree)).decode())

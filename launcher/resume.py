@@ -107,16 +107,12 @@ def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, env
     hub_mirror.newest_name(hub, environ)
 
     def from_hub(client: AgentClient, job_dir: str) -> None:
-        got = client.call("hub-fetch", job_dir, input=json.dumps(hub.request).encode(), timeout=24 * 3600)
-        for s in got.get("skipped") or []:
-            hub_mirror.skipped(console, s["name"], s["problem"])
-        if got.get("ok"):
+        got = hub_mirror.fetch(client, job_dir, hub, console)
+        if got is not None:
             console.print(f"the new host fetched backup {got['name']} (step {got['step']}) from hf://{hub.repo}")
             return
-        console.print(f"the new host cannot reach the Hub yet ({got.get('error')}): "
-                      "the backup comes through this laptop")
-        folder = hub_mirror.fetch_newest(hub, environ, mirror_dir(places, rec) / "hub", console)
-        send(client, job_dir, folder)
+        console.print("the new host has no huggingface_hub yet: the backup comes through this laptop")
+        send(client, job_dir, hub_mirror.fetch_to_laptop(hub, mirror_dir(places, rec) / "hub", console))
 
     return from_hub
 

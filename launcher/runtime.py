@@ -66,6 +66,11 @@ def _package_files():
             yield p, f"{top.name}/{p.relative_to(top).as_posix()}"
 
 
+def local_runtime_dir() -> str:
+    """Where this laptop's own agent package lives, for running an agent verb here."""
+    return str(Path(agent.__file__).resolve().parent.parent)
+
+
 def runtime_version() -> str:
     """tether's version plus a hash of the shipped sources, so an edited agent ships again."""
     h = hashlib.sha256()

@@ -170,7 +170,8 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     from agent import backup
     from agent.hub_mirror import push
     from agent.paths import JobDir
-    from launcher.hub_mirror import HubMirror, fetch_newest
+    from launcher.errors import RemoteError
+    from launcher.hub_mirror import HubMirror, fetch_to_laptop
 
     repo = "tester/ckpt"
     job = JobDir(tmp_path / "job")
@@ -197,15 +198,15 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     hub.repos[repo].files[f"{names[2]}/data/step-30/state.json"] = b'{"step": 3}'
     out = io.StringIO()
     mirror = HubMirror(repo, hub.token, hub.url, True)
-    got = fetch_newest(mirror, os.environ, tmp_path / "dl", Console(file=out, width=200))
+    got = fetch_to_laptop(mirror, tmp_path / "dl", Console(file=out, width=200))
     assert got.name == names[1] and json.loads((got / "data" / "step-20" / "state.json").read_text())["step"] == 20
     assert f"skipping backup {names[2]}" in out.getvalue() and "state.json has 11 bytes" in out.getvalue()
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [names[1]]  # nothing half-downloaded left
+    assert sorted(p.name for p in (tmp_path / "dl" / "backups").iterdir()) == [names[1]]  # nothing half-done
 
     hub.down = True  # the network goes away: one line, and a retry is the answer
-    with pytest.raises(Exception) as err:
-        fetch_newest(mirror, os.environ, tmp_path / "dl2", Console(file=io.StringIO()))
-    assert "reading the backup mirror tester/ckpt failed" in err.value.what
+    with pytest.raises(RemoteError) as err:
+        fetch_to_laptop(mirror, tmp_path / "dl2", Console(file=io.StringIO()))
+    assert "reading hf://tester/ckpt failed" in err.value.what
 
 
 def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tmp_path, hub, monkeypatch):
