@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from fake_hub import FakeHub  # noqa: E402
 from sshd import SSHD, Sshd  # noqa: E402
 
 from launcher.cli import app  # noqa: E402
@@ -47,6 +48,17 @@ def tether_env(tmp_path, monkeypatch, sshd_server):
     monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return home
+
+
+@pytest.fixture
+def hub(monkeypatch) -> FakeHub:
+    """The local stand-in for the Hub, with the real client pointed at it (no xet) and its token."""
+    fake = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setenv("HF_TOKEN", fake.token)
+    yield fake
+    fake.stop()
 
 
 class Result:

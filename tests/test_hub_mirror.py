@@ -17,16 +17,6 @@ from scripts import RESUMABLE
 from launcher.errors import ExitCode
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    fake = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", fake.token)
-    yield fake
-    fake.stop()
-
-
 def hub_backups(hub: FakeHub, repo: str) -> dict:
     """{folder: manifest} of the backups the Hub holds now."""
     files = hub.repos[repo].files if repo in hub.repos else {}

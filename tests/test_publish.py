@@ -7,7 +7,6 @@ import json
 import pytest
 import yaml
 from conftest import launched_id, wait_state
-from fake_hub import FakeHub
 
 from launcher.errors import ExitCode
 
@@ -25,16 +24,6 @@ json.dump({"config": {"model": "ibm-granite/granite-4.0-h-1b", "data": "data/tra
            "processes": 1, "wall_time_s": 7200, "hardware": {"gpus": ["NVIDIA H100 80GB HBM3"]}},
           open(os.path.join(progress.output_dir(), "training.json"), "w"))
 """
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    fake = FakeHub()
-    monkeypatch.setenv("HF_ENDPOINT", fake.url)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setenv("HF_TOKEN", fake.token)
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
