@@ -19,11 +19,9 @@ from typing import Callable, List, Optional
 
 from .codetree import safe_relpath, sha256_file
 from .files import read_json, write_json_atomic
-from .paths import BACKUP_MANIFEST, BACKUP_NAME, JobDir, backup_order
+from .paths import BACKUP_MANIFEST, JobDir
 
 MANIFEST = BACKUP_MANIFEST
-NAME = BACKUP_NAME
-name_order = backup_order
 
 
 @dataclass(frozen=True)

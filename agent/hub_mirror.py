@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from . import backup
 from .hub_client import api_for, one_line
-from .paths import JobDir
+from .paths import BACKUP_MANIFEST, BACKUP_NAME, JobDir, backup_order
 
 
 def remote_backups(api, repo: str) -> List[str]:
@@ -30,8 +30,8 @@ def remote_backups(api, repo: str) -> List[str]:
     from huggingface_hub import RepoFolder
 
     names = [e.path for e in api.list_repo_tree(repo, recursive=False)
-             if isinstance(e, RepoFolder) and backup.NAME.match(e.path)]
-    return sorted(names, key=backup.name_order)
+             if isinstance(e, RepoFolder) and BACKUP_NAME.match(e.path)]
+    return sorted(names, key=backup_order)
 
 
 def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
@@ -41,14 +41,17 @@ def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
     problem = backup.verify_folder(folder)  # only whole backups leave the host
     if problem:
         return {"ok": False, "error": f"backup {name} does not verify ({problem}): not pushed"}
-    api = api_for(req, "backup.mirror: hf://")
+    try:
+        api = api_for(req, "backup.mirror: hf://")
+    except ValueError as exc:  # no library here: waiting will not fix it
+        return {"ok": False, "no_library": True, "error": str(exc)}
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     repo, keep = req["repo"], max(1, int(req.get("keep", 3)))
     try:
         api.create_repo(repo, private=True, exist_ok=True)
         remote = remote_backups(api, repo)
-        kept = sorted(set(remote) | {name}, key=backup.name_order)[-keep:]
+        kept = sorted(set(remote) | {name}, key=backup_order)[-keep:]
         gone = [n for n in remote if n not in kept]
         ops: list = []
         if name not in remote:
@@ -72,8 +75,8 @@ def main_push(job_dir: str, name: str) -> int:
         pass
     try:
         result = push(JobDir(Path(job_dir)), name, json.loads(sys.stdin.read()))
-    except (ValueError, OSError, KeyError) as exc:  # no library here: waiting will not fix it
-        result = {"ok": False, "error": str(exc), "lasting": True}
+    except (ValueError, OSError, KeyError) as exc:
+        result = {"ok": False, "error": str(exc)}
     print(json.dumps(result))
     return 0 if result.get("ok") else 1
 
@@ -113,7 +116,7 @@ def _download(api, repo: str, name: str, tmp: Path) -> Optional[str]:
                                     endpoint=api.endpoint))
 
     try:
-        manifest = json.loads(get(f"{name}/{backup.MANIFEST}").read_text())
+        manifest = json.loads(get(f"{name}/{BACKUP_MANIFEST}").read_text())
         for f in manifest["files"]:
             get(f"{name}/data/{safe_relpath(f['path'])}")  # nothing may land outside tmp
     except EntryNotFoundError as exc:

@@ -40,13 +40,9 @@ class MirrorKeeper:
         self.error: Optional[str] = None
         self.lasting = False    # the error will not pass by waiting (no huggingface_hub on the host)
         self.superseded: set = set()
-        saved = read_json(self.state_file) or {}
+        saved = read_json(job.mirror_state) or {}
         self.remote: List[str] = list(saved.get("remote") or [])  # what the Hub holds, as of our last push
         self.last: Optional[dict] = saved.get("last")
-
-    @property
-    def state_file(self) -> Path:
-        return self.job.path / "mirror.json"
 
     @property
     def enabled(self) -> bool:
@@ -87,7 +83,7 @@ class MirrorKeeper:
             argv = [ionice, "-c", "3"] + argv
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         self.job.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.job.logs / "hub-mirror.log", "ab") as log:  # the library's own words, if any
+        with open(self.job.hub_mirror_log, "ab") as log:  # the library's own words, if any
             self.pusher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                            stderr=log, env=env)
         request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
@@ -119,13 +115,13 @@ class MirrorKeeper:
             self.remote = list(result["remote"])
             self.last = {"name": target.name, "step": target.step, "at": time.time()}
             self.failures, self.error, self.retry_at, self.lasting = 0, None, 0.0, False
-            write_json_atomic(self.state_file, {"repo": self.repo, "remote": self.remote, "last": self.last})
+            write_json_atomic(self.job.mirror_state, {"repo": self.repo, "remote": self.remote, "last": self.last})
             self.book.event("mirror-pushed", name=target.name, step=target.step, repo=self.repo,
                             pruned=result.get("pruned") or [])
         elif result.get("gone"):
             self.book.event("mirror-superseded", names=[target.name], by=None)
         else:
-            self.lasting = bool(result.get("lasting"))
+            self.lasting = bool(result.get("no_library"))
             delay = RETRY_S[-1 if self.lasting else min(self.failures, len(RETRY_S) - 1)]
             self.failures += 1
             self.error = result.get("error") or "unknown error"

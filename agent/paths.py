@@ -104,6 +104,16 @@ class JobDir:
         return self.logs / "setup.log"
 
     @property
+    def hub_mirror_log(self) -> Path:
+        """What huggingface_hub says while pushing backups (backup.mirror: hf://)."""
+        return self.logs / "hub-mirror.log"
+
+    @property
+    def mirror_state(self) -> Path:
+        """Which backups the Hub mirror holds, as of the last push (written by MirrorKeeper)."""
+        return self.path / "mirror.json"
+
+    @property
     def agent_log(self) -> Path:
         return self.logs / "agent.log"
 

@@ -9,6 +9,7 @@ from typing import Iterator, Mapping, Optional
 
 from .errors import AuthError, RemoteError, UsageError
 
+
 def hub_token(environ: Mapping[str, str]) -> str:
     token = environ.get("HF_TOKEN")
     if not token:

@@ -49,16 +49,18 @@ class HubMirror:
         return {"token": self.token, "repo": self.repo, **self.job_fields}
 
 
-def repo_of(spec: Mapping) -> Optional[str]:
-    """The hf:// mirror's repo of a spec as recorded (a dict), if it has one."""
-    mirror = str((spec.get("backup") or {}).get("mirror") or "")
-    return mirror[len("hf://"):] if mirror.startswith("hf://") else None
-
-
 def for_job(repo: Optional[str], environ: Mapping[str, str]) -> Optional[HubMirror]:
     if repo is None:
         return None
     return HubMirror(repo, hub_token(environ), environ.get("HF_ENDPOINT") or None, xet_disabled(environ))
+
+
+def checked_for_job(repo: Optional[str], environ: Mapping[str, str]) -> Optional[HubMirror]:
+    """for_job, with the repo checked: what every launch does before anything starts."""
+    mirror = for_job(repo, environ)
+    if mirror is not None:
+        check(mirror, environ)
+    return mirror
 
 
 def check(mirror: HubMirror, environ: Mapping[str, str]) -> None:

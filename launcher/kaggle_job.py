@@ -118,9 +118,7 @@ def launch_kernel(loaded: LoadedSpec, tree: sync.LocalTree, command: str, regist
                         "(they would be stored in the kernel's source)",
                         "add them as Kaggle Secrets and read them with kaggle_secrets.UserSecretsClient")
     kernels = _kernels(environ)
-    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
-    if hub is not None:
-        hub_mirror.check(hub, environ)
+    hub = hub_mirror.checked_for_job(spec.backup.hub_repo, environ)
     job_id = pysecrets.token_hex(4)
     slug = check_name("kernel slug", f"tether-{spec.name}-{job_id}".lower().replace("_", "-").replace(".", "-"))
     hours = spec.host.session_hours or SESSION_HOURS

@@ -107,7 +107,7 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     """The spec's host: connected (local, ssh) or rented (vast, novita). A rented host is given
     back if anything fails before the job runs."""
     hs = loaded.spec.host
-    hub = _checked_hub_mirror(loaded, environ)  # before anything is rented
+    hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
         try:
@@ -128,20 +128,13 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
         target.host.close()
 
 
-def _checked_hub_mirror(loaded: LoadedSpec, environ: Mapping[str, str]) -> Optional[hub_mirror.HubMirror]:
-    mirror = hub_mirror.for_job(loaded.spec.backup.hub_repo, environ)
-    if mirror is not None:
-        hub_mirror.check(mirror, environ)
-    return mirror
-
-
 def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: Registry,
            console: Console, environ: Mapping[str, str]) -> Launched:
     """Launch onto a session host a person started (the Colab cell): an SSH host with a hard
     end, which becomes the agent's deadline (a final backup before the session goes)."""
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
     hs = loaded.spec.host
-    hub = _checked_hub_mirror(loaded, environ)
+    hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)
     target = target_for_rented(endpoint, hs, places)
     hours = hs.session_hours or SESSION_HOURS
     try:

@@ -50,7 +50,8 @@ class JobView:
             "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
             "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
             "attempt": self.attempt, "stage": self.stage, "warnings": self.warnings,
-            "backup": self.backup, "mirror": self.mirror, "deadline_at": self.deadline_at, "spend_usd": self.spend_usd,
+            "backup": self.backup, "mirror": self.mirror, "deadline_at": self.deadline_at,
+            "spend_usd": self.spend_usd,
             "instance": r.instance, "price_per_hour": r.price_per_hour,
         }
 

@@ -28,7 +28,9 @@ def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], regi
             raise SpecError(f"secret {name} of job {rec.id} is not set in the environment",
                             f"export {name} before resuming")
         secrets[name] = environ[name]
-    hub = hub_mirror.for_job(hub_mirror.repo_of(spec), environ)
+    from .spec import BackupSpec
+
+    hub = hub_mirror.for_job(BackupSpec.model_validate(spec.get("backup") or {}).hub_repo, environ)
     if hub is not None:  # the agent pushes backups to the Hub again
         secrets.update(hub.secrets)
     prepared = client.call("prepare-resume", rec.job_dir, input=json.dumps(secrets).encode())

@@ -17,6 +17,13 @@ from scripts import RESUMABLE
 from launcher.errors import ExitCode
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_jobs(tmp_path):
+    """A test that fails half-way must not leave its long-running job behind."""
+    yield
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
+
+
 def hub_backups(hub: FakeHub, repo: str) -> dict:
     """{folder: manifest} of the backups the Hub holds now."""
     files = hub.repos[repo].files if repo in hub.repos else {}
@@ -142,13 +149,6 @@ def test_mirror_problems_stop_the_launch_with_one_line(tether, project, host_roo
     r = launch("hf://tester/open")
     assert r.exit_code == ExitCode.BAD_SPEC and "public repo" in r.stderr
     assert not (host_root / "jobs").exists()
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_jobs(tmp_path):
-    """A test that fails half-way must not leave its long-running job behind."""
-    yield
-    subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
 
 
 def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
