@@ -119,9 +119,18 @@ def test_a_failing_push_is_retried_and_shown(tether, project, host_root, hub):
     assert failed and failed[0]["retry_in_s"] > 0
     assert tether("stop", job).exit_code == 0
     stopped = wait_state(tether, job, "STOPPED", timeout=60)
+    pushed_before = events(job_dir, "mirror-pushed")
     # The final backup taken on stop went up before the agent exited.
     last = max(hub_backups(hub, repo).values(), key=lambda m: m["created"])
     assert stopped["mirror"]["last"] == last["name"] and stopped["mirror"]["pending"] is None
+
+
+    # Resumed on the same host: the token is sent again, and new backups keep going up.
+    assert tether("resume", job).exit_code == 0
+    wait_for(lambda: len(events(job_dir, "mirror-pushed")) > len(pushed_before), 60,
+             what="a push after the resume")
+    assert not [e for e in events(job_dir, "mirror-failed") if e["time"] > stopped["ended_at"]]
+    assert tether("stop", job).exit_code == 0
 
 
 def test_mirror_problems_stop_the_launch_with_one_line(tether, project, host_root, hub, monkeypatch):
