@@ -79,7 +79,7 @@ def test_hang_is_detected_stacks_recorded_then_gives_up(tether, project, host_ro
     stalls = events(host_root, job, "stalled")
     assert len(stalls) == 2
     for e in stalls:
-        assert 2 <= e["quiet_s"] <= 2 + 0.5 + 0.5  # stall_after_s + one heartbeat (+ a tick)
+        assert 2 <= e["quiet_s"] < 2 + 5  # stall_after_s, plus slack for a busy shared machine
     stacks = (host_root / "jobs" / job / "logs" / "stacks-attempt0.txt").read_text()
     assert "stuck_here" in stacks and "faulthandler" in stacks
 
