@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .codetree import safe_relpath, sha256_file
+from .codetree import safe_relpath
 from .files import read_json, write_json_atomic
 from .paths import BACKUP_MANIFEST, JobDir
+from .protocol import sha256_file
 
 MANIFEST = BACKUP_MANIFEST
 

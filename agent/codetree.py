@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -11,14 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Dict, Iterable, List
 
 from .files import read_json, write_json_atomic
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from .protocol import sha256_file
 
 
 def safe_relpath(name: str) -> str:

@@ -1,12 +1,23 @@
-"""Names and values both sides of the wire agree on: job states and failure classes."""
+"""Names and values both sides of the wire agree on: job states, failure classes, the file digest."""
 
 from __future__ import annotations
 
+import hashlib
 from enum import Enum
+from pathlib import Path
 
 
 # The key of the hf:// mirror's Hub token among a job's secrets: the agent keeps it for itself.
 HUB_MIRROR_TOKEN = "TETHER_HUB_MIRROR_TOKEN"
+
+
+def sha256_file(path: Path) -> str:
+    """The digest every manifest and code delta compares, computed the same on both sides."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class JobState(str, Enum):

@@ -12,7 +12,7 @@ from typing import IO, List
 
 from rich.console import Console
 
-from agent.codetree import sha256_file
+from agent.protocol import sha256_file
 
 from .agent_client import AgentClient
 from .errors import NotFoundError, RemoteError, UnsafePathError

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pathspec
 
-from agent.codetree import sha256_file
+from agent.protocol import sha256_file
 
 from .agent_client import AgentClient
 from .errors import RemoteError
