@@ -201,7 +201,7 @@ def colab_notebook(
 
     loaded = load_spec(spec, os.environ)
     tree = sync.scan(loaded.workdir, sync.hash_cache_for(session().places.cache, loaded.workdir))
-    job_id, text = make(loaded, tree, workload_command(loaded.spec, "python3"))
+    job_id, text = make(loaded, tree, workload_command(loaded.spec, "python3"), os.environ)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out)

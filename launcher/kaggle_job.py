@@ -202,15 +202,19 @@ def quota_line(environ: Mapping[str, str]) -> Optional[str]:
     return f"kaggle: free GPU sessions, {max(0.0, total - used):.1f} of {total:.0f} h left this week"
 
 
-def colab_notebook(loaded: LoadedSpec, tree: sync.LocalTree, command: str) -> tuple:
+def colab_notebook(loaded: LoadedSpec, tree: sync.LocalTree, command: str,
+                   environ: Mapping[str, str]) -> tuple:
     """A notebook that runs the job directly in a Colab runtime: no tunnel, nothing to attach.
-    The same self-contained script as a Kaggle kernel, working in /content."""
+    The same self-contained script as a Kaggle kernel, working in /content; an hf:// mirror is
+    checked now, as a launch would, and the cell reads HF_TOKEN from Colab's Secrets."""
     if loaded.spec.secrets:
         raise SpecError(f"{loaded.path.name}: secrets: a generated notebook would carry them in its source",
                         "set them in the notebook (Colab's Secrets panel) instead")
+    hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)
     job_id = pysecrets.token_hex(4)
     hours = loaded.spec.host.session_hours or SESSION_HOURS
-    script = kernel_script(loaded, tree, job_id, command, int(hours * 3600), working="/content")
+    script = kernel_script(loaded, tree, job_id, command, int(hours * 3600), working="/content",
+                           hub_fields=hub.job_fields if hub else None)
     intro = (f"# {loaded.spec.name} (tether job {job_id})\n\nRun the cell below: it unpacks the tether agent "
              "and your code and runs the job, stopping with a final backup before the session's end. "
              f"Results: `/content/tether/jobs/{job_id}/outputs/`.")

@@ -57,6 +57,11 @@ class FakeHub:
         self.server.shutdown()
         self.storage.shutdown()
 
+    def backups(self, repo_id: str) -> dict:
+        """{folder: manifest} of the tether backups a repo holds now."""
+        files = self.repos[repo_id].files if repo_id in self.repos else {}
+        return {p.split("/")[0]: json.loads(data) for p, data in list(files.items()) if p.endswith("/MANIFEST.json")}
+
     def _tree(self, repo: Repo, folder: str, recursive: bool):
         """The Hub's tree listing: files with their git blob oid (and lfs info), folders as
         "directory" entries; one page (no Link header)."""

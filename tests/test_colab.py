@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from conftest import launched_id, wait_state
 
@@ -110,3 +111,37 @@ def test_generated_notebook_runs_the_job_by_itself(tether, project, tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"tether: job {job} SUCCEEDED" in done.stdout
     assert (work / "tether" / "jobs" / job / "outputs" / "x").read_text() == "ok"
+
+
+def test_generated_notebook_pushes_its_backups_with_the_colab_secret(tether, project, tmp_path, hub):
+    """backup.mirror in a generated notebook: the repo is checked when the notebook is written,
+    the cell reads HF_TOKEN from Colab's Secrets (never from its source), and the job's backups
+    reach the Hub before the cell ends."""
+    from scripts import RESUMABLE
+
+    repo = "tester/colab-ckpt"
+    spec = project(f"""
+        name: nbmirror
+        host: {{provider: colab}}
+        run: python3 train.py 30 0.1
+        heartbeat: {{every_s: 0.5}}
+        backup: {{every_min: 0.02, keep: 2, mirror: "hf://{repo}"}}
+    """, {"train.py": RESUMABLE})
+    nb_path = tmp_path / "job.ipynb"
+    r = tether("colab-notebook", spec, "-o", nb_path)
+    assert r.exit_code == 0, r
+    assert hub.repos[repo].private  # created private when the notebook was written
+    code = "".join(json.loads(nb_path.read_text())["cells"][1]["source"])
+    assert hub.token not in code
+    secrets_file = tmp_path / "colab-secrets.json"
+    secrets_file.write_text(json.dumps({"HF_TOKEN": hub.token}))
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}  # only in the notebook's Secrets
+    work = tmp_path / "content"
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=180,
+                          env={**env, "TETHER_WORKING": str(work), "FAKE_COLAB_SECRETS": str(secrets_file),
+                               "PYTHONPATH": str(Path(__file__).parent / "colab_notebook")})
+    assert done.returncode == 0, done.stderr
+    assert "SUCCEEDED" in done.stdout and "did not reach" not in done.stdout, done.stdout
+    on_hub = hub.backups(repo)
+    assert on_hub and max(m["step"] for m in on_hub.values()) >= 1, on_hub

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
-from fake_hub import FakeHub, Repo
+from fake_hub import Repo
 from scripts import RESUMABLE
 
 from launcher.errors import ExitCode
@@ -22,12 +22,6 @@ def no_leftover_jobs(tmp_path):
     """A test that fails half-way must not leave its long-running job behind."""
     yield
     subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
-
-
-def hub_backups(hub: FakeHub, repo: str) -> dict:
-    """{folder: manifest} of the backups the Hub holds now."""
-    files = hub.repos[repo].files if repo in hub.repos else {}
-    return {p.split("/")[0]: json.loads(data) for p, data in list(files.items()) if p.endswith("/MANIFEST.json")}
 
 
 def events(job_dir, kind: str) -> list:
@@ -49,9 +43,9 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     job = launched_id(tether("launch", spec))
     assert hub.repos[repo].private  # created private before the job started
 
-    wait_for(lambda: hub_backups(hub, repo), 60, what="a backup on the Hub")
+    wait_for(lambda: hub.backups(repo), 60, what="a backup on the Hub")
     mirror = wait_for(lambda: status_json(tether, job)["mirror"].get("last"), 30, what="status to show it")
-    assert mirror in hub_backups(hub, repo)
+    assert mirror in hub.backups(repo)
     r = tether("status", job)
     assert f"hf://{repo}" in r.stdout and "pushed" in r.stdout
 
@@ -60,7 +54,7 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     own_sshd.kill_sessions()
     subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
     shutil.rmtree(root)
-    on_hub = hub_backups(hub, repo)
+    on_hub = hub.backups(repo)
     assert 1 <= len(on_hub) <= 2  # keep: 2 holds there too
     for name, manifest in on_hub.items():  # every folder whole: its files with the bytes the manifest names
         for f in manifest["files"]:
@@ -81,7 +75,7 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     # The host's newest backup reached the Hub before the job was called done; old ones were pruned.
     newest_here = max((host_job / "backups").iterdir(),
                       key=lambda p: json.loads((p / "MANIFEST.json").read_text())["created"])
-    final = hub_backups(hub, repo)
+    final = hub.backups(repo)
     assert newest_here.name in final and len(final) <= 2
     order = [(e["event"], e.get("name") or e.get("state"))
              for e in map(json.loads, (host_job / "events.jsonl").read_text().splitlines())]
@@ -107,12 +101,12 @@ def test_a_failing_push_is_retried_and_shown(tether, project, host_root, hub):
     """, {"train.py": RESUMABLE})
     job = launched_id(tether("launch", spec))
     failing = wait_for(lambda: status_json(tether, job)["mirror"].get("error"), 60, what="a failed push in status")
-    assert "403" in failing and not hub_backups(hub, repo)
+    assert "403" in failing and not hub.backups(repo)
     r = tether("status", job)
     assert "push failed" in r.stdout and "retrying in" in r.stdout
 
     hub.refuse_lfs_uploads = False  # storage is back: the next try gets through
-    wait_for(lambda: hub_backups(hub, repo), 60, what="the retried push")
+    wait_for(lambda: hub.backups(repo), 60, what="the retried push")
     wait_for(lambda: status_json(tether, job)["mirror"].get("error") is None, 30, what="the error to clear")
     job_dir = host_root / "jobs" / job
     failed = events(job_dir, "mirror-failed")
@@ -121,7 +115,7 @@ def test_a_failing_push_is_retried_and_shown(tether, project, host_root, hub):
     stopped = wait_state(tether, job, "STOPPED", timeout=60)
     pushed_before = events(job_dir, "mirror-pushed")
     # The final backup taken on stop went up before the agent exited.
-    last = max(hub_backups(hub, repo).values(), key=lambda m: m["created"])
+    last = max(hub.backups(repo).values(), key=lambda m: m["created"])
     assert stopped["mirror"]["last"] == last["name"] and stopped["mirror"]["pending"] is None
 
 
@@ -187,7 +181,7 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
         if step == 10:  # something of the user's own in the repo, not a backup
             hub.repos.setdefault(repo, Repo(private=True)).files["README.md"] = b"mine"
         assert push(job, b.name, request)["ok"]
-    on_hub = hub_backups(hub, repo)
+    on_hub = hub.backups(repo)
     assert sorted(on_hub) == sorted(names[1:])           # keep: 2, the oldest deleted in the same commit
     assert hub.repos[repo].files["README.md"] == b"mine"  # not a backup: left alone
     assert push(job, "no-such-backup", request) == {"ok": False, "gone": True,
@@ -241,7 +235,7 @@ def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tm
         assert hub.token not in kaggle.saved[0]["text"]  # the kernel's source never holds it
         wait_for(lambda: status_json(tether, job)["state"] == "STOPPED" or None, 90, what="the session's end")
         assert "deadline" in status_json(tether, job)["reason"]
-        on_hub = hub_backups(hub, repo)
+        on_hub = hub.backups(repo)
         assert on_hub, "the final backup never reached the Hub"
         newest = max(on_hub.values(), key=lambda m: m["created"])
 
