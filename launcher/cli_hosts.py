@@ -196,6 +196,7 @@ def colab_notebook(
     """Write a notebook that runs the job directly in Colab (no tunnel): open it there and run it."""
     from . import sync
     from .kaggle_job import colab_notebook as make
+    from .kaggle_job import notebook_record
     from .launch import workload_command
     from .spec import load_spec
 
@@ -205,5 +206,6 @@ def colab_notebook(
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out)
+    session().registry.add(notebook_record(loaded, job_id, out.resolve()))
     session().console.print(f"wrote {out} (job {job_id}): open it in Colab with a GPU runtime and run it; "
                             f"results land in /content/tether/jobs/{job_id}/outputs/")

@@ -83,6 +83,10 @@ def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
     if rec.in_kernel:
         raise UsageError(f"job {rec.id} runs in a Kaggle batch kernel: there is no host to reach",
                          "status, logs, pull and stop work through the kernel")
+    if rec.in_notebook:
+        raise UsageError(f"job {rec.id} runs in a Colab notebook: there is no host to reach",
+                         f"see it in Colab (results under /content/tether/jobs/{rec.id}/); once its session "
+                         f"has ended, `tether resume {rec.id} --on HOST` carries it on from its hf:// mirror")
     client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
     try:
         yield client

@@ -71,6 +71,12 @@ class JobRecord:
         return self.endpoint.get("kind") == "kaggle"
 
     @property
+    def in_notebook(self) -> bool:
+        """A job from `tether colab-notebook`: it runs wherever the notebook is opened, and
+        nothing connects to it; its hf:// mirror is the only thing tether can see of it."""
+        return self.endpoint.get("kind") == "notebook"
+
+    @property
     def mirror(self) -> Optional[str]:
         return ((self.spec or {}).get("backup") or {}).get("mirror")
 

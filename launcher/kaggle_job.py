@@ -225,3 +225,15 @@ def colab_notebook(loaded: LoadedSpec, tree: sync.LocalTree, command: str,
                     {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
                      "source": script.splitlines(True)}]}
     return job_id, json.dumps(nb, indent=1)
+
+
+def notebook_record(loaded: LoadedSpec, job_id: str, notebook: Path) -> JobRecord:
+    """What the laptop keeps of a notebook job: enough for `tether resume --on` to carry it
+    on from its hf:// mirror once the Colab session has ended."""
+    spec = loaded.spec
+    return JobRecord(
+        id=job_id, name=spec.name, project=spec.name, spec_hash=loaded.spec_hash, provider="colab",
+        endpoint={"kind": "notebook", "file": str(notebook)}, remote_root="/content/tether",
+        job_dir=f"/content/tether/jobs/{job_id}", python="python3", runtime_dir="",
+        artifacts=list(spec.artifacts), created=time.time(),
+        spec=spec.model_dump(mode="json"), workdir=str(loaded.workdir))

@@ -62,6 +62,8 @@ def host_label(r: JobRecord) -> str:
         return "local"
     if ep.get("kind") == "kaggle":
         return f"kaggle:{ep['user']}/{ep['slug']}"
+    if ep.get("kind") == "notebook":
+        return f"colab-notebook:{ep['file']}"
     user = f"{ep['user']}@" if ep.get("user") else ""
     return f"{user}{ep['host']}:{ep['port']}"
 
@@ -73,9 +75,9 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
     views: Dict[str, JobView] = {}
     for group in by_host.values():
         first = group[0]
-        if first.in_kernel:
+        if first.in_kernel or first.in_notebook:
             for r in group:
-                views[r.id] = _kaggle_view(r)
+                views[r.id] = _kaggle_view(r) if first.in_kernel else _notebook_view(r)
             continue
         host = host_for_record(first, places, max_retry_s=STATUS_RETRY_S)
         try:
@@ -107,6 +109,26 @@ def _kaggle_view(r: JobRecord) -> JobView:
         return JobView(r, JobState.UNREACHABLE, reason=f"kaggle: {getattr(exc, 'what', exc)}")
     return JobView(r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
                    exit_code=a.get("exit_code"))
+
+
+def _notebook_view(r: JobRecord) -> JobView:
+    """Nothing connects to a notebook job; with an hf:// mirror, its newest pushed backup is
+    what can be known of it."""
+    import os
+
+    from . import hub_mirror
+    from .spec import BackupSpec
+
+    reason = f"runs in the Colab notebook {r.endpoint['file']}: tether cannot reach it"
+    hub = None
+    try:
+        hub = hub_mirror.for_job(BackupSpec.model_validate((r.spec or {}).get("backup") or {}).hub_repo,
+                                 os.environ)
+        if hub is not None:
+            reason += f"; newest backup on hf://{hub.repo}: {hub_mirror.newest_name(hub, os.environ)}"
+    except TetherError as exc:
+        reason += f"; {exc.what}" if hub is not None else f"; {exc.line()}"
+    return JobView(r, JobState.UNREACHABLE, reason=reason)
 
 
 def _view(r: JobRecord, a: dict) -> JobView:

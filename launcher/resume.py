@@ -57,6 +57,12 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     if rec.in_kernel:
         _check_kernel_ended(rec, environ)
     spec = JobSpec.model_validate(rec.spec)
+    if rec.in_notebook and spec.backup.hub_repo is None:
+        raise UsageError(f"job {rec.id} ran in a Colab notebook without backup.mirror: hf://...: its backups "
+                         "never left the runtime", "launch it again (with a mirror, to carry it on next time)")
+    if rec.in_notebook:  # nothing can ask the notebook; the user knows whether its session ended
+        console.print(f"[yellow]note:[/] tether cannot see whether job {rec.id}'s Colab notebook still runs: "
+                      "if it does, stop it, or two copies will train")
     bring = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
     host = spec.host.model_dump(exclude_unset=False)
     if address in RENTED:

@@ -113,23 +113,25 @@ def test_generated_notebook_runs_the_job_by_itself(tether, project, tmp_path):
     assert (work / "tether" / "jobs" / job / "outputs" / "x").read_text() == "ok"
 
 
-def test_generated_notebook_pushes_its_backups_with_the_colab_secret(tether, project, tmp_path, hub):
+def test_a_notebook_job_mirrors_to_the_hub_and_goes_on_elsewhere(tether, project, tmp_path, hub):
     """backup.mirror in a generated notebook: the repo is checked when the notebook is written,
-    the cell reads HF_TOKEN from Colab's Secrets (never from its source), and the job's backups
-    reach the Hub before the cell ends."""
+    the cell reads HF_TOKEN from Colab's Secrets (never from its source), the session's end
+    pushes the final backup, and `resume --on` carries the job on to an SSH host from there."""
     from scripts import RESUMABLE
 
     repo = "tester/colab-ckpt"
     spec = project(f"""
         name: nbmirror
-        host: {{provider: colab}}
-        run: python3 train.py 30 0.1
+        host: {{provider: colab, session_hours: 0.0015, root: {tmp_path / "moved"}}}
+        run: python3 train.py 80 0.1
         heartbeat: {{every_s: 0.5}}
-        backup: {{every_min: 0.02, keep: 2, mirror: "hf://{repo}"}}
+        limits: {{margin_s: 1}}
+        backup: {{every_min: 10, keep: 2, mirror: "hf://{repo}"}}
     """, {"train.py": RESUMABLE})
     nb_path = tmp_path / "job.ipynb"
     r = tether("colab-notebook", spec, "-o", nb_path)
     assert r.exit_code == 0, r
+    job = r.stdout.split("(job ")[1].split(")")[0]
     assert hub.repos[repo].private  # created private when the notebook was written
     code = "".join(json.loads(nb_path.read_text())["cells"][1]["source"])
     assert hub.token not in code
@@ -142,6 +144,19 @@ def test_generated_notebook_pushes_its_backups_with_the_colab_secret(tether, pro
                           env={**env, "TETHER_WORKING": str(work), "FAKE_COLAB_SECRETS": str(secrets_file),
                                "PYTHONPATH": str(Path(__file__).parent / "colab_notebook")})
     assert done.returncode == 0, done.stderr
-    assert "SUCCEEDED" in done.stdout and "did not reach" not in done.stdout, done.stdout
-    on_hub = hub.backups(repo)
-    assert on_hub and max(m["step"] for m in on_hub.values()) >= 1, on_hub
+    assert f"job {job} STOPPED" in done.stdout and "deadline" in done.stdout, done.stdout
+    assert "did not reach" not in done.stdout, done.stdout
+    newest = max(hub.backups(repo).values(), key=lambda m: m["created"])
+
+    st = tether("status", job)  # nothing reaches the notebook: what the mirror holds is shown
+    assert st.exit_code == ExitCode.UNREACHABLE
+    assert "runs in the Colab notebook" in st.stdout and newest["name"] in st.stdout, st
+    lg = tether("logs", job)
+    assert lg.exit_code == ExitCode.BAD_SPEC and "runs in a Colab notebook" in lg.stderr
+    moved = tether("resume", job, "--on", "testhost")
+    assert moved.exit_code == 0, moved
+    assert "cannot see whether" in moved.stdout
+    final = wait_state(tether, job, "SUCCEEDED", timeout=120)
+    assert final["step"] == 79 and final["provider"] == "ssh"
+    log = (tmp_path / "moved" / "jobs" / job / "logs" / "workload.log").read_text()
+    assert log.startswith(f"resumed at {newest['step'] + 1}")
