@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Collection, List, Optional
 
 from .codetree import safe_relpath
 from .files import read_json, write_json_atomic
@@ -136,10 +136,13 @@ def newest_verified(job: JobDir, on_skip: Callable[[Backup, str], None]) -> Opti
     return None
 
 
-def prune(job: JobDir, keep: int) -> List[str]:
-    """Deletes the oldest complete backups beyond `keep`; returns their names."""
+def prune(job: JobDir, keep: int, spare: Collection[str] = ()) -> List[str]:
+    """Deletes the oldest complete backups beyond `keep`, except those in `spare` (one still
+    being read, e.g. pushed to the Hub); returns their names."""
     gone = []
     for b in list_backups(job)[:-keep] if keep > 0 else []:
+        if b.name in spare:
+            continue
         shutil.rmtree(job.backups / b.name, ignore_errors=True)
         gone.append(b.name)
     return gone

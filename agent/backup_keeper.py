@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Collection, List, Optional, Tuple
 
 from . import backup
 from .book import StatusBook
@@ -35,9 +35,11 @@ def _fingerprint(folder: Path) -> Tuple[frozenset, float]:
 
 class BackupKeeper:
     def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook, progress: ProgressReader,
-                 on_disk_full: Callable[[str], None]) -> None:
+                 on_disk_full: Callable[[str], None], in_use: Callable[[], Collection[str]] = tuple) -> None:
         self.job, self.plan, self.book, self.progress = job, plan, book, progress
         self.on_disk_full = on_disk_full
+        self.in_use = in_use  # backups another duty is reading: not pruned until it is done
+        self.spared = False   # a prune left one in use: prune again once it is free
         self.next_due = time.monotonic() + plan.backup_every_s
         self.backed_seq = progress.checkpoint_seq
         self.backed_print: frozenset = frozenset()
@@ -54,6 +56,7 @@ class BackupKeeper:
         if self.copier is not None:
             self._poll_copier()
             return
+        self.tidy()
         now = time.monotonic()
         if self.asked_at is not None:
             if self.progress.checkpoint_seq > self.backed_seq:
@@ -121,7 +124,7 @@ class BackupKeeper:
             self.backed_seq = max(self.backed_seq, self.copier_seq)
             if self.copier_print:
                 self.backed_print = self.copier_print
-            gone = backup.prune(self.job, self.plan.backup_keep)
+            gone = self._prune()
             self.book.event("backup-done", name=self.last["name"], step=self.last["step"],
                             size=self.last["size"], pruned=gone)
         else:
@@ -131,6 +134,19 @@ class BackupKeeper:
                             kept=[b.name for b in backup.list_backups(self.job)])
             if result.get("disk_full"):
                 self.on_disk_full(self.last_error or "disk full")
+
+    def tidy(self) -> None:
+        """Prunes what an earlier prune spared because it was in use, once it no longer is."""
+        if self.spared:
+            gone = self._prune()
+            if gone:
+                self.book.event("backups-pruned", names=gone)
+
+    def _prune(self) -> List[str]:
+        spare = self.in_use()
+        gone = backup.prune(self.job, self.plan.backup_keep, spare=spare)
+        self.spared = bool(spare) and len(backup.list_backups(self.job)) > self.plan.backup_keep
+        return gone
 
     # -- at the end -----------------------------------------------------------------------
 

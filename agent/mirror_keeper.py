@@ -48,6 +48,10 @@ class MirrorKeeper:
     def enabled(self) -> bool:
         return self.repo is not None
 
+    def in_use(self) -> List[str]:
+        """The backup being pushed: a slow push must not lose it to pruning half-way."""
+        return [self.pushing.name] if self.pushing is not None else []
+
     def pending(self) -> Optional[backup.Backup]:
         """The newest backup on the host, if the Hub does not have it yet."""
         found = backup.list_backups(self.job)

@@ -76,8 +76,9 @@ class Supervisor:
         self.pump: Optional[LogPump] = None
         self.attempt_started = time.time()
         self.attempt = 0
-        self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full)
         self.mirror = MirrorKeeper(job, plan, self.book)
+        self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full,
+                                   in_use=self.mirror.in_use)
         self.watch = ResourceWatch(plan, self.book)
         self.duties = [
             Duty("progress", TICK_S, self.progress.poll),
@@ -122,12 +123,14 @@ class Supervisor:
             return verdict
         self.keeper.wait_idle()
         if self.mirror.pending() is None and self.mirror.pusher is None:
+            self.keeper.tidy()
             return verdict
         self.book.set(JobState.BACKING_UP, f"pushing the newest backup to hf://{self.plan.mirror_repo}")
         wait = self.plan.mirror_wait_s
         if verdict.failure == FailureClass.BUDGET:  # the instance bills while we wait
             wait = min(wait, BUDGET_DRAIN_S)
         problem = self.mirror.drain(wait, self._run_duties, TICK_S)
+        self.keeper.tidy()  # nothing is being pushed now: the host keeps `keep` again
         if problem is None:
             return verdict
         self.book.event("mirror-incomplete", problem=problem)

@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
@@ -41,6 +42,7 @@ class FakeHub:
         self.drop_lfs_uploads = 0               # this many next LFS PUTs lose their connection
         self.refuse_lfs_uploads = False         # storage answers 403 (not retried by the client)
         self.down = False                       # the network is gone: every connection is dropped
+        self.slow_preupload_s = 0.0             # a slow link: each preupload answer takes this long
         self.downloads: List[str] = []          # paths served by resolve/, oids by storage
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         # File storage lives on another origin, as the Hub's CDN does: the client follows a
@@ -130,6 +132,7 @@ class FakeHub:
             return 200, {}
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path)
         if method == "POST" and m:
+            time.sleep(self.slow_preupload_s)
             repo = self.repos.get(m.group(1))
             if repo is None:
                 return 404, {"error": "Repository not found"}

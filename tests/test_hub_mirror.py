@@ -279,3 +279,31 @@ def test_without_a_token_the_end_says_so_instead_of_waiting(tmp_path):
     st = status(job)
     assert "did not reach hf://tester/x (no Hub token reached the host" in st["reason"]
     assert st["mirror"]["error"].startswith("no Hub token") and st["mirror"]["pending"]
+
+
+def test_a_slow_push_keeps_its_backup_while_newer_ones_come(tmp_path, hub):
+    """Backups come faster than the link pushes them (keep: 1): the one being pushed is not
+    pruned under it, so pushes succeed during training instead of failing one after another."""
+    from agent.hostops import create_job, start, status
+    from agent.paths import JobDir, Root
+    from agent.protocol import HUB_MIRROR_TOKEN
+
+    hub.slow_preupload_s = 2.0
+    root = Root(tmp_path / "root")
+    root.code("p").mkdir(parents=True)
+    (root.code("p") / "train.py").write_text(RESUMABLE)
+    spec = {"name": "t", "heartbeat": {"every_s": 0.2},
+            "backup": {"every_min": 0.005, "keep": 1, "mirror": "hf://tester/slow"}}
+    job = JobDir(create_job(root, "p", "j1", {
+        "spec": spec, "secrets": {HUB_MIRROR_TOKEN: hub.token},
+        "job": {"id": "j1", "project": "p", "command": f"{sys.executable} train.py 80 0.1",
+                "hub": {"endpoint": hub.url, "disable_xet": True}}})["job_dir"])
+    assert start(job)["started"]
+    wait_for(lambda: status(job)["state"] == "SUCCEEDED", 120, what="SUCCEEDED")
+    done = events(job.path, "backup-done")
+    pushed = events(job.path, "mirror-pushed")
+    assert len(done) >= 10 and not events(job.path, "mirror-failed"), events(job.path, "mirror-failed")
+    last_step_at = json.loads((job.path / "progress.jsonl").read_text().splitlines()[-1])["time"]
+    assert pushed[0]["time"] < last_step_at  # pushed while training, not only at the end
+    assert sorted(hub.backups("tester/slow")) == [pushed[-1]["name"]]  # keep: 1 on the Hub too
+    assert [b.name for b in (job.path / "backups").iterdir() if not b.name.startswith(".")] == [pushed[-1]["name"]]
