@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.protocol import JobState
 
@@ -338,8 +339,10 @@ def watch(
     while True:
         view = observe([s.registry.resolve(rec.id)], s.places, s.registry)[0]
         settle([view], s.places, s.registry, s.console, os.environ)
-        s.console.print(f"{time.strftime('%H:%M:%S')}  {state_text(view.state)}  step {view.step}  "
-                        f"{metrics_text(view.metrics)}")
+        seen = f"step {view.step}  {metrics_text(view.metrics)}"
+        if view.state in (JobState.UNREACHABLE, JobState.LOST):  # no step to show: say why
+            seen = escape(view.reason or "")
+        s.console.print(f"{time.strftime('%H:%M:%S')}  {state_text(view.state)}  {seen}")
         if view.state.is_terminal:
             return
         time.sleep(every)

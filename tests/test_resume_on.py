@@ -10,6 +10,8 @@ from conftest import launched_id, status_json, wait_for, wait_state
 from fake_hub import FakeHub
 from scripts import RESUMABLE
 
+from agent.paths import backup_order
+
 
 def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, tmp_path, monkeypatch):
     conf = tmp_path / "ssh_config"  # testhost (the session's sshd) and hosta (this test's own)
@@ -68,3 +70,23 @@ def test_resume_on_without_a_mirror_says_what_to_do(tether, project, host_root):
     r = tether("resume", job, "--on", "testhost")
     assert r.exit_code == 5
     assert "no backup mirrored to this laptop" in r.stderr and "backup.mirror: laptop" in r.stderr
+
+
+def test_watch_shows_the_job_until_it_ends_and_brings_its_backups(tether, project, host_root, tmp_path):
+    spec = project(f"""
+        name: watched
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: python3 train.py 30 0.1 5
+        heartbeat: {{every_s: 0.5}}
+        backup: {{every_min: 0.01, keep: 2, mirror: laptop}}
+    """, {"train.py": RESUMABLE})
+    job = launched_id(tether("launch", spec))
+    r = tether("watch", job, "--every", "0.5")
+    assert r.exit_code == 0, r
+    lines = r.stdout.strip().splitlines()
+    assert "SUCCEEDED" in lines[-1] and "step 29" in lines[-1], lines
+    assert any("RUNNING" in line for line in lines[:-1]), lines  # it watched, not just read the end
+    mirrors = tmp_path / "tether-home" / "mirrors" / job / "backups"
+    on_host = sorted((p.name for p in (host_root / "jobs" / job / "backups").iterdir() if not p.name.startswith(".")),
+                     key=backup_order)
+    assert on_host and on_host[-1] in {p.name for p in mirrors.iterdir() if (p / "MANIFEST.json").exists()}
