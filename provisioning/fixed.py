@@ -1,5 +1,5 @@
-"""Hosts that already exist: this machine, or SSH machines you own. Providers like the others,
-with nothing to rent and nothing to destroy."""
+"""SSH machines you own: a provider like the others, with nothing to rent and nothing to
+destroy. (The local host needs no provider: the launcher runs its commands directly.)"""
 
 from __future__ import annotations
 
@@ -24,19 +24,6 @@ class _Owned:
 
     def teardown(self, inst: Instance) -> Optional[Teardown]:
         return None
-
-
-class LocalProvider(_Owned):
-    name = "local"
-
-    def offers(self, want: Resources) -> List[Offer]:
-        return [Offer(provider=self.name, id="local", gpu="this machine", num_gpus=0, price_per_hour=0.0)]
-
-    def create(self, offer: Offer, req: CreateRequest) -> Instance:
-        return Instance(provider=self.name, id="local", label=req.label, price_per_hour=0.0, created=time.time())
-
-    def wait_ready(self, inst: Instance, deadline: float) -> Optional[SshEndpoint]:
-        return None  # no SSH: the launcher runs commands here directly
 
 
 class SshProvider(_Owned):
