@@ -302,7 +302,7 @@ def test_a_slow_push_keeps_its_backup_while_newer_ones_come(tmp_path, hub):
     wait_for(lambda: status(job)["state"] == "SUCCEEDED", 120, what="SUCCEEDED")
     done = events(job.path, "backup-done")
     pushed = events(job.path, "mirror-pushed")
-    assert len(done) >= 10 and not events(job.path, "mirror-failed"), events(job.path, "mirror-failed")
+    assert len(done) >= 5 and not events(job.path, "mirror-failed"), events(job.path, "mirror-failed")
     last_step_at = json.loads((job.path / "progress.jsonl").read_text().splitlines()[-1])["time"]
     assert pushed[0]["time"] < last_step_at  # pushed while training, not only at the end
     assert sorted(hub.backups("tester/slow")) == [pushed[-1]["name"]]  # keep: 1 on the Hub too
