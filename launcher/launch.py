@@ -157,13 +157,17 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
     project = spec.name
 
     the_plan = sync.plan(tree, client.call("manifest", info.root, project))
+    via = ""
     if the_plan.send or the_plan.delete:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)
         try:
-            sync.push(client, info.root, project, the_plan, progress)
+            pushed = sync.push(client, info.root, project, the_plan, loaded.workdir, progress)
         finally:
             progress.close()
-    console.print(f"sync: {len(the_plan.send)} file(s) sent ({sync.human_bytes(the_plan.send_bytes)}), "
+        if pushed["rsync_problem"]:
+            console.print(f"  rsync not used ({pushed['rsync_problem']}): sent as a tar stream", markup=False)
+        via = f" via {pushed['via']}" if the_plan.send else ""
+    console.print(f"sync: {len(the_plan.send)} file(s) sent{via} ({sync.human_bytes(the_plan.send_bytes)}), "
                   f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
     for rel in tree.skipped_links:
         console.print(f"  not sent (symlink): {rel}", markup=False)

@@ -275,8 +275,9 @@ class SshHost:
     def stream(self, argv: Sequence[str]) -> Stream:
         return _SshStream(self._open(argv))
 
-    def shell_argv(self, remote_argv: Optional[Sequence[str]], cwd: str) -> List[str]:
-        """An OpenSSH command line that checks the key against tether's known_hosts."""
+    def openssh_argv(self) -> List[str]:
+        """OpenSSH's options for this host, checking its key against tether's known_hosts
+        (for `tether ssh`, and as rsync's remote shell)."""
         ep = self.endpoint
         argv = ["ssh", "-p", str(ep.port), "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", f"HostKeyAlias={ep.known_hosts_name}"]
@@ -284,11 +285,20 @@ class SshHost:
             argv += ["-i", str(Path(ep.identity_file).expanduser())]
         if ep.proxy_command:
             argv += ["-o", f"ProxyCommand={ep.proxy_command}"]
+        return argv
+
+    @property
+    def destination(self) -> str:
+        ep = self.endpoint
+        return f"{ep.user}@{ep.host}" if ep.user else ep.host
+
+    def shell_argv(self, remote_argv: Optional[Sequence[str]], cwd: str) -> List[str]:
+        """An OpenSSH command line that checks the key against tether's known_hosts."""
+        argv = self.openssh_argv()
         inner = shlex.join(remote_argv) if remote_argv else 'exec "${SHELL:-/bin/sh}" -l'
         if not remote_argv:
             argv.append("-t")
-        argv += [f"{ep.user}@{ep.host}" if ep.user else ep.host, f"cd {shlex.quote(cwd)} && {inner}"]
-        return argv
+        return argv + [self.destination, f"cd {shlex.quote(cwd)} && {inner}"]
 
     def close(self) -> None:
         if self._client is not None:

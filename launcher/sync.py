@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import pathspec
 
+from agent.paths import Root
 from agent.protocol import sha256_file
 
 from .agent_client import AgentClient
@@ -164,14 +165,33 @@ class _Counting(io.RawIOBase):
         return n
 
 
-def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan,
+def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workdir: Path,
          on_bytes: Callable[[int], None] = lambda n: None) -> dict:
-    """Streams the delta as one tar into `agent receive` on the host."""
+    """The changed files through rsync where both ends have it, else (or if it fails) as one
+    tar into `agent receive` on the host, which also deletes what is gone.
+    Returns {"via": "rsync" | "tar", "rsync_problem": why rsync was not used, or None}."""
+    from . import rsync_send
+
+    to_tar, via, problem = the_plan.send, "tar", None
+    if the_plan.send and rsync_send.usable(client.host, os.environ):
+        code_dir = str(Root(Path(root)).code(project))
+        problem = rsync_send.send(client.host, workdir, code_dir, [f.rel for f in the_plan.send], on_bytes,
+                                  {f.rel: f.size for f in the_plan.send})
+        if problem is None:
+            to_tar, via = [], "rsync"
+    if to_tar or the_plan.delete:
+        _push_tar(client, root, project, to_tar, the_plan.delete, on_bytes)
+    return {"via": via, "rsync_problem": problem}
+
+
+def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile], delete: List[str],
+              on_bytes: Callable[[int], None]) -> dict:
+    """Streams the files as one tar into `agent receive` on the host."""
     stream = client.stream("receive", root, project)
     try:
-        stream.stdin.write(json.dumps({"delete": the_plan.delete}).encode() + b"\n")
+        stream.stdin.write(json.dumps({"delete": delete}).encode() + b"\n")
         with tarfile.open(fileobj=stream.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for f in the_plan.send:
+            for f in send:
                 info = tarfile.TarInfo(f.rel)
                 info.size, info.mode = f.size, f.mode
                 info.mtime = f.path.stat().st_mtime

@@ -68,7 +68,7 @@ def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, pro
     files = {"train.py": COUNTER, "data/a.txt": "a" * 1000, "data/b.txt": "b", "notes/ü n.txt": "x"}
     spec = project(spec_for(host_root, run="sleep 3; cat data/b.txt > $TETHER_OUTPUT_DIR/b.txt"), files)
     first = tether("launch", spec)
-    assert "5 file(s) sent" in first.stdout and "0 unchanged" in first.stdout  # with job.yaml
+    assert "5 file(s) sent via rsync" in first.stdout and "0 unchanged" in first.stdout  # with job.yaml
     job1 = launched_id(first)
 
     same = tether("launch", spec)
@@ -77,7 +77,7 @@ def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, pro
     (spec.parent / "data" / "b.txt").write_text("edited")
     (spec.parent / "notes" / "ü n.txt").unlink()
     edit = tether("launch", spec)
-    assert "1 file(s) sent (6 B), 1 deleted, 3 unchanged" in edit.stdout, edit
+    assert "1 file(s) sent via rsync (6 B), 1 deleted, 3 unchanged" in edit.stdout, edit
     job3 = launched_id(edit)
 
     wait_state(tether, job1, "SUCCEEDED")
@@ -207,3 +207,22 @@ def test_tether_ssh_runs_in_the_job_folder(tether, project, host_root):
                        env=os.environ)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "SUCCEEDED"
+
+
+def test_sync_falls_back_to_the_tar_stream_when_rsync_fails(tether, project, host_root, tmp_path, monkeypatch):
+    """rsync is a fast path, never a requirement: when it fails (here an rsync that cannot
+    reach its other end, as when the host has none) the files still arrive, as a tar."""
+    fake = tmp_path / "bin" / "rsync"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'sh: 1: rsync: not found' >&2\n"
+                    "echo 'rsync: connection unexpectedly closed (0 bytes received so far) [sender]' >&2\nexit 12\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    spec = project(spec_for(host_root, run="cat data/b.txt > $TETHER_OUTPUT_DIR/b.txt"), {"data/b.txt": "bee"})
+    r = tether("launch", spec)
+    assert r.exit_code == 0, r
+    assert "rsync not used (rsync exited 12: rsync: connection unexpectedly closed" in r.stdout, r
+    assert "2 file(s) sent via tar" in r.stdout
+    job = launched_id(r)
+    wait_state(tether, job, "SUCCEEDED")
+    assert (host_root / "jobs" / job / "outputs" / "b.txt").read_text() == "bee"
