@@ -66,6 +66,7 @@ def test_cell_then_attach_through_the_tunnel(tether, project, own_sshd, tmp_path
     started = time.time()
     r = tether("attach", spec, "https://quiet-lake-1234.trycloudflare.com")
     assert r.exit_code == 0, r
+    assert "sent via rsync" in r.stdout, r  # through the tunnel too, the key checked the same way
     job = launched_id(r)
     wait_state(tether, job, "SUCCEEDED")
     assert "access ssh --hostname quiet-lake-1234.trycloudflare.com" in (tmp_path / "tunnel.log").read_text()

@@ -43,6 +43,7 @@ def test_launch_run_autodown(tether, project, vast, tmp_path):
     job = launched_id(r)
     known = (tmp_path / "tether-home" / "known_hosts").read_text()
     assert known.startswith("vast-1000 ssh-ed25519 ")  # keyed by instance, not by address
+    assert "sent via rsync" in r.stdout  # OpenSSH checks the same key, under the same name
 
     wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 60, what="SUCCEEDED")
     st = status_json(tether, job)
