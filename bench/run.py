@@ -4,6 +4,8 @@
    modes) against the same script run bare, in the same run: mean and p99 ratios.
 2. Reaction: kill -9 of the workload -> RESTARTING; a hang -> detected, against the
    configured stall_after_s + heartbeat.every_s.
+3. The causal-lm workload against a minimal DeepSpeed loop (lm_bench.py).
+4. Code sync: the rsync path, the tar stream and a bare rsync (sync_bench.py).
 Results go to bench/RESULTS.md.
 """
 
@@ -175,6 +177,9 @@ def main() -> None:
     if os.environ.get("BENCH_SKIP_LM") != "1":
         import lm_bench
         lines += lm_bench.main()
+    if os.environ.get("BENCH_SKIP_SYNC") != "1":
+        import sync_bench
+        lines += sync_bench.main()
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
