@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="verb", required=True)
     p = sub.add_parser("run", help="supervise a job in the foreground (start does it detached)")
     p.add_argument("job_dir")
+    p.add_argument("--secrets-on-stdin", action="store_true", help="a JSON object of secrets on stdin")
     for verb in ("manifest", "receive"):
         p = sub.add_parser(verb)
         p.add_argument("root")
@@ -34,11 +35,16 @@ def main(argv=None) -> int:
     p.add_argument("root")
     p.add_argument("project")
     p.add_argument("job_id")
-    p = sub.add_parser("start")
+    p = sub.add_parser("start", help="secrets (a JSON object) on stdin")
     p.add_argument("job_dir")
+    p = sub.add_parser("discard-job", help="remove a job folder no agent has run (a failed launch)")
+    p.add_argument("job_dir")
+    p = sub.add_parser("lock", help="hold the project's launch lock until stdin ends")
+    p.add_argument("root")
+    p.add_argument("project")
     p = sub.add_parser("spec", help="the job's spec (no secrets are in it)")
     p.add_argument("job_dir")
-    p = sub.add_parser("prepare-resume", help="secrets on stdin; refuses a running or finished job")
+    p = sub.add_parser("prepare-resume", help="refuses a running or finished job")
     p.add_argument("job_dir")
     p = sub.add_parser("status")
     p.add_argument("job_dir", nargs="+")
@@ -94,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     if verb == "run":
         from .supervisor import main_run
-        return main_run(args.job_dir)
+        return main_run(args.job_dir, args.secrets_on_stdin)
     if verb == "backup":
         from .backup import main_take
         return main_take(args.job_dir, args.source, args.step, args.mode)
@@ -119,15 +125,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "create-job":
         payload = json.loads(stdin.read())
         _emit(hostops.create_job(Root(args.root), args.project, args.job_id, payload))
+    elif verb == "discard-job":
+        _emit(hostops.discard_job(JobDir(args.job_dir)))
+    elif verb == "lock":
+        root = Root(args.root)
+        code = root.code(args.project)
+        codetree.hold_project_lock(root.code_lock(args.project),
+                                   lambda: (codetree.clean_temp_files(code), root.clean_rsync_temp(args.project)),
+                                   stdin, stdout)
     elif verb == "start":
-        result = hostops.start(JobDir(args.job_dir))
+        raw = stdin.read()
+        result = hostops.start(JobDir(args.job_dir), json.loads(raw) if raw.strip() else {})
         _emit(result)
         return 0 if result["started"] else 1
     elif verb == "spec":
         from .files import read_json
         _emit((read_json(JobDir(args.job_dir).spec) or {}).get("spec"))
     elif verb == "prepare-resume":
-        _emit(hostops.prepare_resume(JobDir(args.job_dir), json.loads(stdin.read() or b"{}")))
+        _emit(hostops.prepare_resume(JobDir(args.job_dir)))
     elif verb == "status":
         _emit([hostops.status(JobDir(p)) for p in args.job_dir])
     elif verb == "stop":

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Collection, List, Optional, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 from . import backup
 from .book import StatusBook
@@ -49,6 +49,8 @@ class BackupKeeper:
         self.copier_print: frozenset = frozenset()
         self.last: Optional[dict] = None       # the newest backup taken by this agent
         self.last_error: Optional[str] = None
+        self.known_good: set = set()           # taken (hence verified) by this agent
+        self.broken: Dict[str, str] = {}       # backups that stopped verifying, and why
 
     # -- the periodic duty ----------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class BackupKeeper:
             result = {"ok": False, "error": out.decode(errors="replace")[-300:], "disk_full": False}
         if result.get("ok"):
             self.last, self.last_error = result["backup"], None
+            self.known_good.add(self.last["name"])
             self.backed_seq = max(self.backed_seq, self.copier_seq)
             if self.copier_print:
                 self.backed_print = self.copier_print
@@ -144,9 +147,30 @@ class BackupKeeper:
 
     def _prune(self) -> List[str]:
         spare = self.in_use()
-        gone = backup.prune(self.job, self.plan.backup_keep, spare=spare)
+        gone = backup.prune(self.job, self.plan.backup_keep, spare=spare, known_good=self.known_good)
+        self.known_good.difference_update(gone)
         self.spared = bool(spare) and len(backup.list_backups(self.job)) > self.plan.backup_keep
         return gone
+
+    def check_kept(self) -> List[str]:
+        """The heartbeat's look at the backups kept: a cheap check (sizes, times) of each, and
+        a full verify of one that looks changed. Problems are warnings at once, and an event
+        the first time, not something found at the next restart."""
+        now_broken: Dict[str, str] = {}
+        good, bad = backup.scan(self.job)
+        for b in good:
+            if backup.looks_unchanged(self.job, b) is None:
+                continue
+            problem = self.broken.get(b.name) or backup.verify(self.job, b)
+            if problem is not None:
+                now_broken[b.name] = problem
+        for u in bad:
+            now_broken[u.name] = u.problem
+        for name in sorted(set(now_broken) - set(self.broken)):
+            self.known_good.discard(name)
+            self.book.event("backup-not-verified", name=name, problem=now_broken[name])
+        self.broken = now_broken
+        return [f"backup {name} does not verify: {why}" for name, why in sorted(now_broken.items())]
 
     # -- at the end -----------------------------------------------------------------------
 

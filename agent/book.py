@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any, Optional
 
-from .files import append_jsonl, read_json, write_json_atomic
+from .files import append_jsonl, read_json_object, write_json_atomic
 from .paths import JobDir
 from .protocol import FailureClass, JobState
 
@@ -15,7 +15,8 @@ from .protocol import FailureClass, JobState
 class StatusBook:
     def __init__(self, job: JobDir) -> None:
         self.job = job
-        self.doc: dict = read_json(job.state) or {}
+        doc, _ = read_json_object(job.state)  # a damaged state.json starts afresh, never a crash
+        self.doc: dict = doc or {}
         self.unsaved = False        # state.json could not be written (disk full): retried
         self.dropped_events = 0
 
@@ -72,6 +73,10 @@ class AgentLock:
 
     def __init__(self, job: JobDir) -> None:
         self._fd = os.open(str(lock_path(job)), os.O_RDWR | os.O_CREAT, 0o644)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
     def acquire(self, wait_s: float = 3.0) -> bool:
         deadline = time.monotonic() + wait_s

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
 import shutil
 import tarfile
+import time
 from pathlib import Path, PurePosixPath
-from typing import IO, Dict, Iterable, List
+from typing import IO, Callable, Dict, Iterable, List
 
-from .files import read_json, write_json_atomic
+from .files import read_json_object, write_json_atomic
+from .paths import remove_inside
 from .protocol import sha256_file
+
+TEMP_SUFFIX = ".tether-tmp"
 
 
 def safe_relpath(name: str) -> str:
@@ -40,21 +46,30 @@ def walk_files(top: Path) -> Iterable[Path]:
                 yield p
 
 
+RACY_S = 2.0  # a file written this close to when its hash was cached may have changed unseen
+
+
 def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
-    """path -> {size, mode, sha256}; hashes cached by (size, mtime_ns) across calls."""
-    cache = read_json(cache_path) or {}
+    """path -> {size, mode, sha256}; hashes cached by (inode, size, mtime_ns) across calls.
+    Every file tether writes here lands as a new inode (temp name, then rename), so a changed
+    file is never hidden by a stale hash, even with its size and mtime kept; a file modified
+    within RACY_S of when it was hashed is hashed again (as git does with racy entries)."""
+    cache, _ = read_json_object(cache_path)
+    cache = cache or {}
+    now = time.time()
     out: Dict[str, dict] = {}
     new_cache: Dict[str, list] = {}
     if code_dir.is_dir():
         for p in walk_files(code_dir):
             rel = p.relative_to(code_dir).as_posix()
             st = p.stat()
+            key = [st.st_ino, st.st_size, st.st_mtime_ns]
             hit = cache.get(rel)
-            if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-                digest = hit[2]
+            if isinstance(hit, list) and len(hit) == 5 and hit[:3] == key and hit[4] - st.st_mtime > RACY_S:
+                digest = hit[3]
             else:
                 digest = sha256_file(p)
-            new_cache[rel] = [st.st_size, st.st_mtime_ns, digest]
+            new_cache[rel] = key + [digest, now]
             out[rel] = {"size": st.st_size, "mode": st.st_mode & 0o777, "sha256": digest}
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache_path, new_cache)
@@ -82,7 +97,7 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not is_inside(dest.parent, code_dir):
                 raise ValueError(f"refusing {rel!r}: it leaves the code folder")
-            tmp = dest.with_name(f".{dest.name}.tether-tmp")
+            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
             src = tar.extractfile(member)
             assert src is not None
             with open(tmp, "wb") as f:
@@ -94,11 +109,39 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
     deleted = 0
     for name in header.get("delete", []):
         p = code_dir / safe_relpath(name)
-        if p.is_file() or p.is_symlink():
-            p.unlink()
+        if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
+            remove_inside(p, code_dir)
             deleted += 1
     _prune_empty_dirs(code_dir)
     return {"received": received, "deleted": deleted}
+
+
+def clean_temp_files(code_dir: Path) -> int:
+    """Temp files of a sync that was killed half-way. Call it only while holding the project's
+    lock: then no sync is writing any."""
+    gone = 0
+    for p in walk_files(code_dir) if code_dir.is_dir() else ():
+        if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX):
+            remove_inside(p, code_dir)
+            gone += 1
+    return gone
+
+
+def hold_project_lock(lock_path: Path, cleanup: Callable[[], None], inp: IO[bytes], out: IO[bytes]) -> None:
+    """Serializes launches of one project on this host, from manifest to snapshot: takes an
+    flock, cleans what killed launches left, says `locked`, and holds the lock until its
+    stdin ends (the launcher closes it, or dies and its SSH channel goes)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cleanup()
+        out.write(b"locked\n")
+        out.flush()
+        while inp.read(4096):
+            pass
+    finally:
+        os.close(fd)
 
 
 def _prune_empty_dirs(top: Path) -> None:

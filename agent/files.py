@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 
 def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -38,12 +39,44 @@ def read_json(path: Path) -> Optional[dict]:
         return None
 
 
+def read_json_object(path: Path) -> Tuple[Optional[dict], Optional[str]]:
+    """(the file's JSON object, None), or (None, what is wrong with it): for files a workload
+    or a host may have written, which must never crash their reader."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return None, f"{path.name} is missing"
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name} is not valid JSON ({str(exc)[:80]})"
+    if not isinstance(doc, dict):
+        return None, f"{path.name} is not a JSON object"
+    return doc, None
+
+
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """One write() of one line with O_APPEND: concurrent appenders never interleave."""
+    """One write() of one line with O_APPEND: concurrent appenders never interleave. A short
+    write (a full disk) is cut back off, so the file holds whole lines or nothing; OSError."""
     line = json.dumps(record, sort_keys=True).encode() + b"\n"
     fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.write(fd, line)
+        before = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, line)
+        except OSError:
+            written = -1
+        if written != len(line):
+            os.ftruncate(fd, before)
+            raise OSError(errno.ENOSPC, f"{path.name}: short write, line dropped")
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: Path) -> None:
+    """Data (a file) or names (a folder) on disk before what depends on them is written."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

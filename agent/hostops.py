@@ -6,50 +6,72 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import IO, Optional
 
-from .book import agent_alive
-from .codetree import snapshot
-from .files import read_json, write_bytes_atomic, write_json_atomic
-from .paths import JobDir, Root, check_name
-from .protocol import JobState
+from .book import AgentLock, StatusBook, agent_alive
+from .codetree import is_inside, manifest, snapshot
+from .files import read_json_object, write_bytes_atomic, write_json_atomic
+from .paths import JobDir, Root, is_backup_name, remove_inside
+from .protocol import PROTOCOL, JobState, code_digest
+from .signals import kill_stale_workload
 
 
 def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
-    """The job folder, its code snapshot, spec.json, and secrets.json (0600)."""
+    """The job folder, its code snapshot (checked against the launch's own manifest digest when
+    it sends one), spec.json, and the teardown request (0600). Secrets, when a payload carries
+    them (the Kaggle kernel's), go into a 0600 file the agent reads and deletes at once;
+    `tether launch` sends them to `start` instead, so they never touch the disk."""
     job = root.job(job_id)
-    if job.spec.exists():
+    if job.path.exists():
         raise ValueError(f"job {job_id} already exists on this host")
     job.make_dirs()
-    files = snapshot(root.code(project), job.code)
-    # Secrets go first into a 0600 file: they never touch a command line or spec.json.
-    write_bytes_atomic(job.secrets, json.dumps(payload.get("secrets") or {}).encode(), mode=0o600)
-    if payload.get("teardown"):
-        write_bytes_atomic(job.teardown, json.dumps(payload["teardown"]).encode(), mode=0o600)
-    write_json_atomic(job.spec, {"spec": payload["spec"], "job": payload["job"]})
+    try:
+        files = snapshot(root.code(project), job.code)
+        want = payload["job"].get("code_digest")
+        if want:
+            have = code_digest(manifest(job.code, root.code_manifest_cache(project)))
+            if have != want:
+                raise ValueError("the job's code snapshot differs from what this launch sent "
+                                 "(another launch changed the project's files meanwhile); launch again")
+        if payload.get("secrets"):
+            write_bytes_atomic(job.secrets, json.dumps(payload["secrets"]).encode(), mode=0o600)
+        if payload.get("teardown"):
+            write_bytes_atomic(job.teardown, json.dumps(payload["teardown"]).encode(), mode=0o600)
+        write_json_atomic(job.spec, {"spec": payload["spec"], "job": payload["job"]})
+    except BaseException:
+        remove_inside(job.path, job.path.parent)  # nothing half-made is left behind
+        raise
     key = payload["job"].get("setup_key")
     setup_done = bool(key) and root.setup_marker(key).exists()
     return {"job_dir": str(job.path), "files": files, "setup_done": setup_done}
 
 
-def start(job: JobDir, wait_s: float = 15.0) -> dict:
-    """Starts the agent detached (new session: it outlives this SSH command and the laptop)."""
+def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 15.0) -> dict:
+    """Starts the agent detached (new session: it outlives this SSH command and the laptop).
+    secrets go to it through a pipe, never a file."""
     runtime = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(runtime))
     job.logs.mkdir(parents=True, exist_ok=True)
     with open(job.agent_log, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", str(job.path)],
-            cwd=str(job.path), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            [sys.executable, "-m", "agent", "run", str(job.path), "--secrets-on-stdin"],
+            cwd=str(job.path), env=env, stdin=subprocess.PIPE, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(secrets or {}).encode())
+        proc.stdin.close()
+    except OSError:
+        pass  # it died at once: its log says why
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if job.state.exists():
+        if job.state.exists() and agent_alive(job):
             return {"pid": proc.pid, "started": True}
         if proc.poll() is not None:
             break
@@ -66,62 +88,84 @@ def _with_age(doc: Optional[dict], key: str, now: float) -> dict:
     return doc
 
 
+DISK_FULL_BYTES = 64 * 1024 * 1024
+STATE_VALUES = {s.value for s in JobState}
+TERMINAL_VALUES = {s.value for s in JobState if s.is_terminal}
+
+
+def _state_value(doc: dict) -> Optional[str]:
+    """The state a state.json records, if it is one (the workload could have written there)."""
+    value = doc.get("state")
+    return value if isinstance(value, str) and value in STATE_VALUES else None
+
+
+def disk_warning(path: Path) -> Optional[str]:
+    """Read when status is asked, not from the heartbeat (which a full disk stops being written)."""
+    try:
+        du = shutil.disk_usage(path)
+    except OSError:
+        return None
+    if du.free < min(DISK_FULL_BYTES, du.total * 0.01):
+        return f"disk full: {du.free // (1024 * 1024)} MB free on the job's disk"
+    return None
+
+
 def status(job: JobDir) -> dict:
     """The job's state as the host sees it, with LOST inferred from the agent's lock."""
     now = time.time()
     if not job.path.is_dir():
         return {"job_dir": str(job.path), "exists": False, "now": now}
-    st = read_json(job.state) or {}
-    hb = read_json(job.heartbeat) or {}
+    st = read_json_object(job.state)[0] or {}
+    hb = read_json_object(job.heartbeat)[0] or {}
     alive = agent_alive(job)
-    recorded = st.get("state")
+    recorded = _state_value(st)
     state = recorded or JobState.PENDING.value
     reason = st.get("reason")
     if not alive and not JobState(state).is_terminal:
         reason = f"agent is not running (last state {state}): host rebooted, preempted or agent killed"
         state = JobState.LOST.value
-    hb_time = hb.get("time")
     return {
+        "protocol": PROTOCOL,
         "job_dir": str(job.path),
         "exists": True,
-        "now": now,
         "state": state,
-        "recorded_state": recorded,
         "reason": reason,
         "failure": st.get("failure"),
         "exit_code": st.get("exit_code"),
         "attempt": st.get("attempt", 0),
+        "stage": st.get("stage"),
         "started_at": st.get("started_at"),
         "ended_at": st.get("ended_at"),
-        "agent_alive": alive,
-        "heartbeat_age_s": round(now - hb_time, 1) if hb_time else None,
+        "heartbeat_age_s": _age(hb.get("time"), now),
+        "last_output_age_s": _age(hb.get("last_output_at"), now),
+        "last_progress_age_s": _age(hb.get("last_progress_at"), now),
         "step": hb.get("step"),
         "metrics": hb.get("metrics") or {},
-        "last_progress_at": hb.get("last_progress_at"),
         "resources": hb.get("resources") or {},
-        "workload_rss_mb": hb.get("workload_rss_mb"),
-        "stage": st.get("stage"),
-        "resumed_from": st.get("resumed_from"),
-        "warnings": hb.get("warnings") or [],
+        "warnings": ([w] if (w := disk_warning(job.path)) else []) + list(hb.get("warnings") or []),
         "backup": hb.get("backup") or {},
-        "mirror": _with_age(hb.get("mirror"), "pushed_at", now),
+        "mirror": _with_age(hb.get("mirror"), "pushed_at", now) if hb.get("mirror") else None,
+        "resumed_unverified": bool(st.get("resumed_unverified")),
         "deadline_at": hb.get("deadline_at"),
         "spend_usd": hb.get("spend_usd"),
-        "awaiting_teardown": job.teardown.exists(),
     }
 
 
-def prepare_resume(job: JobDir, secrets: dict) -> dict:
-    """Before `start` on an existing job: it must not be running or finished well; its
-    secrets (deleted when it ended) come again on stdin."""
+def _age(at: object, now: float) -> Optional[float]:
+    """Seconds since `at` by this host's clock (the laptop's may differ)."""
+    return round(now - at, 1) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+
+
+def prepare_resume(job: JobDir) -> dict:
+    """Before `start` on an existing job: it must not be running or finished well. (Its
+    secrets come again with `start`.)"""
     if not job.spec.exists():
         raise ValueError(f"no job at {job.path}")
     if agent_alive(job):
         raise ValueError("the job's agent is still running; stop it first or just watch it")
-    state = (read_json(job.state) or {}).get("state")
+    state = (read_json_object(job.state)[0] or {}).get("state")
     if state == JobState.SUCCEEDED.value:
         raise ValueError("the job already succeeded; launch it again for a new run")
-    write_bytes_atomic(job.secrets, json.dumps(secrets).encode(), mode=0o600)
     try:
         job.stop_request.unlink()
     except FileNotFoundError:
@@ -132,35 +176,54 @@ def prepare_resume(job: JobDir, secrets: dict) -> dict:
 def receive_backup(job: JobDir, name: str, stream: IO[bytes]) -> dict:
     """A backup brought from a mirror (the laptop or the Hub), unpacked beside the others; it
     is kept only if every file matches its manifest."""
-    import shutil
     import tarfile
 
     from . import backup
     from .codetree import safe_relpath
 
-    check_name("backup", name)
+    if not is_backup_name(name):
+        raise ValueError(f"{name[:60]!r} is not a backup name")
+    job.backups.mkdir(parents=True, exist_ok=True)
     tmp = job.backups / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            rel = safe_relpath(member.name)
-            if member.isdir():
-                (tmp / rel).mkdir(parents=True, exist_ok=True)
-                continue
-            if not member.isfile():
-                raise ValueError(f"refusing {rel!r} in a backup: only regular files")
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            src = tar.extractfile(member)
-            with open(tmp / rel, "wb") as f:
-                shutil.copyfileobj(src, f, 1 << 20)
-    found = backup.load(tmp)
-    problem = "no MANIFEST.json" if found is None else backup.verify_folder(tmp)
-    if problem:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ValueError(f"backup {name} does not verify: {problem}")
-    os.replace(tmp, job.backups / name)
-    return {"backup": name, "step": found.step}
+    remove_inside(tmp, job.backups, anchor=job.path)
+    tmp.mkdir()
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                rel = safe_relpath(member.name)
+                if member.isdir():
+                    (tmp / rel).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise ValueError(f"refusing {rel!r} in a backup: only regular files")
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                if not is_inside((tmp / rel).parent, tmp):
+                    raise ValueError(f"refusing {rel!r}: it leaves the backup folder")
+                src = tar.extractfile(member)
+                with open(tmp / rel, "wb") as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+        found, problem = backup.inspect(tmp, name)
+        problem = problem or backup.verify_folder(tmp, name)
+        if problem:
+            raise ValueError(f"backup {name} does not verify: {problem}")
+        backup.seal(tmp)
+        dest = job.backups / name
+        if dest.exists() or dest.is_symlink():
+            remove_inside(dest, job.backups, anchor=job.path)
+        os.replace(tmp, dest)
+    except BaseException:
+        remove_inside(tmp, job.backups, anchor=job.path)
+        raise
+    return {"backup": name, "step": found.step if found else None}
+
+
+def discard_job(job: JobDir) -> dict:
+    """A launch that failed before its agent ever ran: its folder goes, so the host holds
+    nothing the registry does not know. Refused once an agent has run it."""
+    if agent_alive(job) or job.state.exists():
+        raise ValueError(f"job {job.path.name} has run on this host: stop it instead")
+    gone = remove_inside(job.path, job.path.parent)
+    return {"discarded": gone}
 
 
 def mark_results_safe(job: JobDir, how: str) -> dict:
@@ -170,9 +233,32 @@ def mark_results_safe(job: JobDir, how: str) -> dict:
 
 
 def request_stop(job: JobDir, reason: str) -> dict:
+    """Asks the agent to stop the job; when no agent runs (LOST), stops what it left itself:
+    the orphaned workload (only if its environment names this job), a secrets file, and the
+    state, as STOPPED. Holding the agent's lock meanwhile, so no agent starts under us."""
+    if not job.spec.exists():
+        raise ValueError(f"no job at {job.path}")
     job.control.mkdir(parents=True, exist_ok=True)
     write_json_atomic(job.stop_request, {"reason": reason, "time": time.time()})
-    return {"requested": True}
+    lock = AgentLock(job)
+    if not lock.acquire(wait_s=0):
+        return {"requested": True, "agent_alive": True}
+    try:
+        book = StatusBook(job)
+        pgid = book.doc.get("workload_pgid")
+        killed = kill_stale_workload(job, pgid)
+        remove_inside(job.secrets, job.path)
+        previous = book.doc.get("state")
+        if previous and JobState(previous).is_terminal:
+            return {"requested": True, "agent_alive": False, "killed_workload": None, "state": previous}
+        what = f"; its orphaned workload (pgid {pgid}) was killed" if killed else ""
+        book.set(JobState.STOPPED, f"{reason} (the agent was not running{what})")
+        if killed:
+            book.event("killed-stale-workload", pgid=pgid, by="tether stop")
+    finally:
+        lock.release()
+    return {"requested": True, "agent_alive": False, "killed_workload": pgid if killed else None,
+            "state": JobState.STOPPED.value}
 
 
 LOG_FILES = {"workload": "workload_log", "setup": "setup_log", "agent": "agent_log"}
@@ -224,8 +310,8 @@ def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], poll_
                 continue
         except FileNotFoundError:
             pass
-        state = (read_json(job.state) or {}).get("state")
-        ended = (state and JobState(state).is_terminal) or not agent_alive(job)
+        state = _state_value(read_json_object(job.state)[0] or {})
+        ended = state in TERMINAL_VALUES or not agent_alive(job)
         if ended:
             idle_after_end += 1
             if idle_after_end > 2:  # a last read after the end, for lines written just before

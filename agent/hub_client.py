@@ -22,6 +22,17 @@ def api_for(req: Dict[str, Any], what: str):
     return HfApi(endpoint=req.get("endpoint") or None, token=req["token"])
 
 
+def keep_memory_private() -> None:
+    """These verbs hold a Hub token: no core dumps, no ptrace or /proc/<pid>/mem|environ for
+    the workload (same user). Linux only; a root workload can still read anything."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass
+
+
 def one_line(exc: BaseException) -> str:
     """Whatever the library raised, as `status: first line` (the LFS errors it wraps in a
     RuntimeError carry the HTTP error as their cause)."""

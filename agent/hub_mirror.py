@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import backup
-from .hub_client import api_for, one_line
-from .paths import BACKUP_MANIFEST, BACKUP_NAME, JobDir, backup_order
+from .hub_client import api_for, keep_memory_private, one_line
+from .paths import BACKUP_MANIFEST, JobDir, backup_order, is_backup_name, remove_inside
 
 
 def remote_backups(api, repo: str) -> List[str]:
@@ -30,11 +29,13 @@ def remote_backups(api, repo: str) -> List[str]:
     from huggingface_hub import RepoFolder
 
     names = [e.path for e in api.list_repo_tree(repo, recursive=False)
-             if isinstance(e, RepoFolder) and BACKUP_NAME.match(e.path)]
+             if isinstance(e, RepoFolder) and is_backup_name(e.path)]
     return sorted(names, key=backup_order)
 
 
 def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
+    if not is_backup_name(name):
+        return {"ok": False, "error": f"{name[:60]!r} is not a backup name: not pushed"}
     folder = job.backups / name
     if backup.load(folder) is None:
         return {"ok": False, "gone": True, "error": f"backup {name} is not on the host (pruned)"}
@@ -68,13 +69,41 @@ def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
     return {"ok": True, "name": name, "pruned": gone, "remote": kept}
 
 
+OUTPUTS_IN_REPO = "outputs"  # the job's final outputs/, beside the backup folders
+
+
+def push_outputs(job: JobDir, req: Dict[str, Any]) -> Dict[str, Any]:
+    """The job's outputs/ as the repo's outputs/ folder, in one commit (what the repo held there
+    before is replaced): so a rented host can go once its results are off it."""
+    try:
+        api = api_for(req, "backup.mirror: hf://")
+    except ValueError as exc:
+        return {"ok": False, "no_library": True, "error": str(exc)}
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    files = [(p, p.relative_to(job.outputs).as_posix()) for p in sorted(job.outputs.rglob("*"))
+             if p.is_file() and not p.is_symlink()]
+    ops: list = [CommitOperationDelete(path_in_repo=f"{OUTPUTS_IN_REPO}/", is_folder=True)]
+    ops += [CommitOperationAdd(path_in_repo=f"{OUTPUTS_IN_REPO}/{rel}", path_or_fileobj=str(p)) for p, rel in files]
+    try:
+        if not any(e.path == OUTPUTS_IN_REPO for e in api.list_repo_tree(req["repo"], recursive=False)):
+            ops = ops[1:]  # nothing there to replace
+        api.create_commit(req["repo"], operations=ops, commit_message="tether: the job's outputs/")
+    except Exception as exc:
+        return {"ok": False, "error": f"push of outputs/ to {req['repo']} failed ({one_line(exc)})"}
+    return {"ok": True, "files": len(files)}
+
+
 def main_push(job_dir: str, name: str) -> int:
+    """NAME is a backup, or `outputs/` for the job's final outputs."""
+    keep_memory_private()
     try:
         os.nice(10)  # below the training loop, above nothing that matters
     except OSError:
         pass
     try:
-        result = push(JobDir(Path(job_dir)), name, json.loads(sys.stdin.read()))
+        job, req = JobDir(Path(job_dir)), json.loads(sys.stdin.read())
+        result = push_outputs(job, req) if name == "outputs/" else push(job, name, req)
     except (ValueError, OSError, KeyError) as exc:
         result = {"ok": False, "error": str(exc)}
     print(json.dumps(result))
@@ -95,11 +124,12 @@ def download_newest(api, repo: str, dest: Path, skip: Callable[[str, str], None]
         try:
             problem = _download(api, repo, name, tmp) or backup.verify_folder(tmp / name)
             if problem is None:
-                shutil.rmtree(folder, ignore_errors=True)
+                backup.seal(tmp / name)
+                remove_inside(folder, dest)
                 os.replace(tmp / name, folder)
                 return name
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_inside(tmp, dest)
         skip(name, problem)
     return None
 
@@ -129,6 +159,7 @@ def _download(api, repo: str, name: str, tmp: Path) -> Optional[str]:
 def main_fetch(job_dir: str) -> int:
     """Prints {"ok": true, name, step, skipped}, or {"ok": false, "no_library": true} when this
     host cannot talk to the Hub yet (the launcher then brings the backup itself)."""
+    keep_memory_private()
     job = JobDir(Path(job_dir))
     req = json.loads(sys.stdin.read())
     try:

@@ -81,26 +81,30 @@ class MirrorKeeper:
         if older:
             self.superseded.update(older)
             self.book.event("mirror-superseded", names=older, by=target.name)
-        argv = [sys.executable, "-m", "agent", "hub-mirror", str(self.job.path), target.name]
+        self.pusher = self._spawn(target.name)
+        self.pushing = target
+        self.book.event("mirror-started", name=target.name, step=target.step, repo=self.repo,
+                        attempt=self.failures + 1)
+
+    def _spawn(self, what: str) -> subprocess.Popen:
+        """`agent hub-mirror JOB WHAT` at low priority, the request (with the token) on stdin."""
+        argv = [sys.executable, "-m", "agent", "hub-mirror", str(self.job.path), what]
         ionice = shutil.which("ionice")
         if ionice:
             argv = [ionice, "-c", "3"] + argv
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         self.job.logs.mkdir(parents=True, exist_ok=True)
         with open(self.job.hub_mirror_log, "ab") as log:  # the library's own words, if any
-            self.pusher = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=log, env=env)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
         request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
                    "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet}
         try:
-            assert self.pusher.stdin is not None
-            self.pusher.stdin.write(json.dumps(request).encode())
-            self.pusher.stdin.close()
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(request).encode())
+            proc.stdin.close()
         except OSError:
             pass  # it died at once: its exit says why
-        self.pushing = target
-        self.book.event("mirror-started", name=target.name, step=target.step, repo=self.repo,
-                        attempt=self.failures + 1)
+        return proc
 
     def _poll(self, wait: bool = False) -> None:
         assert self.pusher is not None and self.pushing is not None
@@ -135,14 +139,15 @@ class MirrorKeeper:
 
     # -- at the end -----------------------------------------------------------------------
 
-    def drain(self, seconds: float, run_duties: Callable[[], None], tick_s: float) -> Optional[str]:
+    def drain(self, seconds: float, run_duties: Callable[[], None], tick_s: float,
+              should_quit: Callable[[], bool] = lambda: False) -> Optional[str]:
         """Waits until the newest backup is on the Hub (duties keep running, so a failed push
         is retried). None when it is there, else what stood in the way."""
         if not self.enabled:
             return None
         end = time.monotonic() + seconds
         self.retry_at = 0.0  # the last backup was just taken: try at once, then the usual waits
-        while time.monotonic() < end:
+        while time.monotonic() < end and not should_quit():
             run_duties()
             if self.pusher is None and self.pending() is None:
                 return None
@@ -156,6 +161,34 @@ class MirrorKeeper:
         if newest is None:
             return None
         return f"backup {newest.name} did not reach hf://{self.repo} ({self.error or 'timed out'})"
+
+    def push_outputs(self, seconds: float, run_duties: Callable[[], None], tick_s: float,
+                     should_quit: Callable[[], bool]) -> Optional[str]:
+        """At the end: the job's outputs/ to the mirror too, so its results are off the host.
+        None when pushed (or there is nothing to push), else what stood in the way."""
+        if not self.enabled or not any(p.is_file() for p in self.job.outputs.rglob("*")):
+            return None
+        if not self.token:
+            return "no Hub token reached the host"
+        proc = self._spawn("outputs/")
+        end = time.monotonic() + seconds
+        while proc.poll() is None and time.monotonic() < end and not should_quit():
+            run_duties()
+            time.sleep(tick_s)
+        if proc.poll() is None:
+            proc.kill()
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait()
+        try:
+            result = json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            result = {"ok": False, "error": "timed out" if time.monotonic() >= end else "the push gave no answer"}
+        if not result.get("ok"):
+            self.book.event("mirror-outputs-failed", error=result.get("error"))
+            return f"outputs/ did not reach hf://{self.repo} ({result.get('error')})"
+        self.book.event("mirror-outputs-pushed", repo=self.repo, files=result.get("files"))
+        return None
 
     def summary(self) -> Optional[dict]:
         if not self.enabled:

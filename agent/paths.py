@@ -8,29 +8,78 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Every pattern here is matched with fullmatch: `$` would let a trailing newline through.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # A backup folder: <UTC stamp>[-step<N>][-<n> for a second one in the same second]
-BACKUP_NAME = re.compile(r"^(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?$")
+BACKUP_NAME = re.compile(r"(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?")
 BACKUP_MANIFEST = "MANIFEST.json"
 
 
 def check_name(kind: str, value: str) -> str:
     """Job ids, project names and versions become directory names: keep them plain."""
-    if not _SAFE_NAME.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
         raise ValueError(f"{kind} {value!r} must be letters, digits, '.', '_' or '-'")
     return value
 
 
+def is_backup_name(value: object) -> bool:
+    """A backup's identity is its folder name; anything else a host or a manifest says is data."""
+    return isinstance(value, str) and BACKUP_NAME.fullmatch(value) is not None
+
+
 def backup_order(name: str) -> Tuple[str, int, int]:
     """Sort key for backup names, oldest first: the stamp, then the step, then the suffix."""
-    m = BACKUP_NAME.match(name)
+    m = BACKUP_NAME.fullmatch(name)
     if not m:
         return ("", -1, -1)
     return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 1))
+
+
+def _below(real: str, real_top: str) -> bool:
+    return real.startswith(real_top.rstrip(os.sep) + os.sep)
+
+
+def _resolved_folder(path: Union[str, Path]) -> str:
+    """path with the symlinks of its folder resolved, its own last part kept as it is (a link
+    there is the thing to delete, not where it points)."""
+    absolute = os.path.abspath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute))
+
+
+def is_strictly_inside(path: Union[str, Path], parent: Union[str, Path]) -> bool:
+    """True if path lies below parent (both resolved as above), never parent itself."""
+    if os.path.basename(os.path.abspath(path)) in ("", ".", ".."):
+        return False
+    return _below(_resolved_folder(path), os.path.realpath(parent))
+
+
+def remove_inside(path: Union[str, Path], parent: Union[str, Path],
+                  anchor: Optional[Union[str, Path]] = None) -> bool:
+    """Deletes path (a file, a folder tree, or a symlink as a link, never followed) only if it
+    lies strictly inside parent, and parent (resolved) inside anchor when given: a name from a
+    host or a workload can never steer a delete elsewhere. ValueError if it would; False when
+    there was nothing to delete."""
+    if not is_strictly_inside(path, parent):
+        raise ValueError(f"refusing to delete {str(path)!r}: it is not inside {str(parent)!r}")
+    if anchor is not None:
+        real_anchor, real_parent = os.path.realpath(anchor), os.path.realpath(parent)
+        if real_parent != real_anchor and not _below(real_parent, real_anchor):
+            raise ValueError(f"refusing to delete under {str(parent)!r}: it resolves outside {str(anchor)!r}")
+    target = _resolved_folder(path)
+    try:
+        if os.path.isdir(target) and not os.path.islink(target):
+            shutil.rmtree(target)  # fd-based on Linux: links inside are removed, not followed
+        else:
+            os.unlink(target)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class Root:
@@ -45,6 +94,18 @@ class Root:
 
     def code_manifest_cache(self, project: str) -> Path:
         return self.path / "code" / f".{check_name('project', project)}.hashes.json"
+
+    def code_lock(self, project: str) -> Path:
+        """Held from manifest to snapshot by a launch: one launch of a project at a time."""
+        return self.path / "code" / f".{check_name('project', project)}.lock"
+
+    def code_rsync_temp(self, project: str) -> Path:
+        """rsync's --temp-dir for the project (outside the synced folder, on the same disk)."""
+        return self.path / "code" / f".{check_name('project', project)}.rsync-tmp"
+
+    def clean_rsync_temp(self, project: str) -> None:
+        remove_inside(self.code_rsync_temp(project), self.path / "code")
+        self.code_rsync_temp(project).mkdir(parents=True, exist_ok=True)
 
     def setup_marker(self, key: str) -> Path:
         return self.path / "setup" / f"{check_name('setup key', key)}.done"

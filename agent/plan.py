@@ -50,6 +50,7 @@ class RunPlan:
     price_per_hour: Optional[float] = None     # of a rented instance
     instance_created: Optional[float] = None
     autodown: bool = False
+    autodown_wait_s: float = 3600.0        # the longest a rented host waits for its results to be pulled
     resume_first: bool = False         # a job moved to a new host: attempt 0 resumes too
     path_prepend: List[str] = field(default_factory=list)  # e.g. the local provider's venv
     log_max_bytes: int = 64 * 1024 * 1024
@@ -113,6 +114,7 @@ class RunPlan:
             price_per_hour=run.get("price_per_hour"),
             instance_created=run.get("instance_created"),
             autodown=bool(run.get("autodown")),
+            autodown_wait_s=float(run.get("autodown_wait_s") or 3600.0),
             resume_first=bool(run.get("resume_first")),
             path_prepend=list(run.get("path_prepend") or []),
         )

@@ -39,7 +39,10 @@ def _register(signame: str) -> None:
     if not job:
         return
     folder = os.path.join(job, "control", "listeners")
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return
     path = os.path.join(folder, str(os.getpid()))
     try:
         with open(path) as f:
@@ -48,9 +51,15 @@ def _register(signame: str) -> None:
         names = set()
     names.add(signame)
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump({"pid": os.getpid(), "signals": sorted(names)}, f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"pid": os.getpid(), "signals": sorted(names)}, f)
+        os.replace(tmp, path)
+    except OSError:  # a full disk: unregistered, so the agent sends nothing (safe), training goes on
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _install(signum: int, flag: str) -> None:
@@ -72,8 +81,11 @@ def _install_stack_dump() -> None:
     job = os.environ.get("TETHER_JOB_DIR")
     if not job or _stacks_file is not None or threading.current_thread() is not threading.main_thread():
         return
-    os.makedirs(os.path.join(job, "logs"), exist_ok=True)
-    _stacks_file = open(os.path.join(job, "logs", f"stacks-{os.getpid()}.txt"), "a")
+    try:
+        os.makedirs(os.path.join(job, "logs"), exist_ok=True)
+        _stacks_file = open(os.path.join(job, "logs", f"stacks-{os.getpid()}.txt"), "a")
+    except OSError:
+        return  # a full disk: no stack dumps this time
     faulthandler.register(signal.SIGUSR2, file=_stacks_file, all_threads=True)
     _register("SIGUSR2")
 
@@ -87,9 +99,21 @@ def report(step: int, **metrics: Any) -> None:
     record = {"step": int(step), "time": time.time(), **metrics}
     line = json.dumps(record, default=float).encode() + b"\n"
     with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            return  # a full disk: progress is dropped, training goes on
+        before = None
+        try:
+            before = os.fstat(fd).st_size
+            if os.write(fd, line) != len(line):
+                raise OSError("short write")
+        except OSError:
+            if before is not None:  # whole lines or nothing
+                try:
+                    os.ftruncate(fd, before)
+                except OSError:
+                    pass
         finally:
             os.close(fd)
 

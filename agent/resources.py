@@ -85,7 +85,7 @@ def gpu_sample(timeout: float = 5.0) -> Optional[List[Dict[str, Any]]]:
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != len(_GPU_FIELDS):
             continue
-        gpu: Dict[str, Any] = {"index": cells[0], "name": cells[1]}
+        gpu: Dict[str, Any] = {"index": int(cells[0]) if cells[0].isdigit() else len(gpus), "name": cells[1]}
         for key, cell in zip(("util_percent", "mem_used_mb", "mem_total_mb", "temp_c"), cells[2:]):
             try:
                 gpu[key] = float(cell)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List
 
-from .paths import JobDir
+from .paths import JobDir, remove_inside
 
 
 def listeners(job: JobDir, pgid: int, signame: str) -> List[int]:
@@ -35,8 +35,26 @@ def listeners(job: JobDir, pgid: int, signame: str) -> List[int]:
     return sorted(pids)
 
 
+def kill_stale_workload(job: JobDir, pgid: object) -> bool:
+    """Kills the process group of a workload left over from a dead agent, if it is this
+    job's (its environment names the job folder: a reused pid is never touched). True if so."""
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:
+        return False
+    try:
+        environ = Path(f"/proc/{pgid}/environ").read_bytes()
+    except OSError:
+        return False
+    if f"TETHER_JOB_DIR={job.path}".encode() not in environ.split(b"\0"):
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def clear_listeners(job: JobDir) -> None:
-    shutil.rmtree(job.control / "listeners", ignore_errors=True)
+    remove_inside(job.control / "listeners", job.control, anchor=job.path)
 
 
 def send(pids: List[int], sig: int) -> None:

@@ -7,6 +7,7 @@ agent. Verdicts come from policy.py; restarts resume from the newest verified ba
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from typing import Callable, Dict, List, Optional
 from . import backup, teardown
 from .backup_keeper import BackupKeeper
 from .book import StatusBook
-from .files import read_json, write_bytes_atomic, write_json_atomic
+from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .logfile import LogPump, RotatingLog
 from .mirror_keeper import MirrorKeeper
 from .paths import JobDir
@@ -30,7 +31,9 @@ from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_
 from .progress_reader import ProgressReader
 from .protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from .resources import host_sample, process_tree_rss_mb
-from .signals import clear_listeners, dump_stacks
+from .hostops import mark_results_safe as hostops_mark_safe
+from .hub_client import keep_memory_private
+from .signals import clear_listeners, dump_stacks, kill_stale_workload
 from .watch import ResourceWatch
 
 TICK_S = 0.2
@@ -76,6 +79,8 @@ class Supervisor:
         self.pump: Optional[LogPump] = None
         self.attempt_started = time.time()
         self.attempt = 0
+        self.sigterm_at: Optional[float] = None   # monotonic
+        self.ended_at: Optional[float] = None     # monotonic: the workload's last attempt is over
         self.mirror = MirrorKeeper(job, plan, self.book)
         self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full,
                                    in_use=self.mirror.in_use)
@@ -92,29 +97,43 @@ class Supervisor:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self) -> JobState:
-        signal.signal(signal.SIGTERM, lambda *_: self._ask_stop("agent received SIGTERM"))
+    def run(self, secrets: Optional[Dict[str, str]] = None) -> JobState:
+        """secrets: as `start` handed them over (on the agent's stdin); else secrets.json,
+        read and deleted at once. Either way they live on only in this process's memory."""
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the SSH session that started us may end
-        secrets = self._take_secrets()
+        secrets = dict(secrets) if secrets is not None else {}
+        secrets.update(self._take_secrets_file())
         self.mirror.token = secrets.pop(HUB_MIRROR_TOKEN, None)  # the agent's alone, not the workload's
         self._begin()
         try:
             verdict = self._setup(secrets) or self._run_stages(secrets)
+            self.ended_at = time.monotonic()
             verdict = self._drain_mirror(verdict)
         except Exception as exc:  # an agent bug must still end the job in a known state
             self.book.event("agent-error", error=repr(exc), traceback=traceback.format_exc())
             verdict = Verdict(JobState.FAILED, f"agent error: {exc!r}", FailureClass.INFRA)
         finally:
-            self._forget_secrets()
+            secrets.clear()
             self.mirror.token = None
+        self.ended_at = self.ended_at or time.monotonic()
         self.book.set(verdict.state, verdict.reason, verdict.failure, exit_code=verdict.exit_code)
         self._guarded("heartbeat", self._write_heartbeat)
         deadline = time.monotonic() + 60
-        while self.book.unsaved and time.monotonic() < deadline:  # the final state must land
-            time.sleep(1)
+        while self.book.unsaved and time.monotonic() < deadline and not self._told_to_go():
+            time.sleep(1)  # the final state must land (a full disk may free up)
             self.book.save()
         self._teardown_if_rented(verdict)
         return verdict.state
+
+    def _on_sigterm(self, *_: object) -> None:
+        self.sigterm_at = time.monotonic()
+        self._ask_stop("agent received SIGTERM")
+
+    def _told_to_go(self) -> bool:
+        """A SIGTERM after the job ended: whatever the agent still waits for (a push, a pull
+        before autodown), it exits now."""
+        return self.ended_at is not None and self.sigterm_at is not None and self.sigterm_at >= self.ended_at
 
     def _drain_mirror(self, verdict: Verdict) -> Verdict:
         """The newest backup goes off the host before the job ends (a session about to close,
@@ -122,16 +141,18 @@ class Supervisor:
         if not self.mirror.enabled:
             return verdict
         self.keeper.wait_idle()
-        if self.mirror.pending() is None and self.mirror.pusher is None:
-            self.keeper.tidy()
-            return verdict
         self.book.set(JobState.BACKING_UP, f"pushing the newest backup to hf://{self.plan.mirror_repo}")
         wait = self.plan.mirror_wait_s
         if verdict.failure == FailureClass.BUDGET:  # the instance bills while we wait
             wait = min(wait, BUDGET_DRAIN_S)
-        problem = self.mirror.drain(wait, self._run_duties, TICK_S)
+        started = time.monotonic()
+        problem = self.mirror.drain(wait, self._run_duties, TICK_S, self._told_to_go)
         self.keeper.tidy()  # nothing is being pushed now: the host keeps `keep` again
         if problem is None:
+            left = max(0.0, wait - (time.monotonic() - started))
+            problem = self.mirror.push_outputs(left, self._run_duties, TICK_S, self._told_to_go)
+        if problem is None:  # the newest backup and the outputs are off the host
+            hostops_mark_safe(self.job, f"mirrored to hf://{self.plan.mirror_repo}")
             return verdict
         self.book.event("mirror-incomplete", problem=problem)
         return Verdict(verdict.state, f"{verdict.reason}; {problem}", verdict.failure, verdict.exit_code)
@@ -142,9 +163,23 @@ class Supervisor:
             return
         if verdict.failure == FailureClass.BUDGET:
             teardown.send(self.job, self.book)
-        else:
-            teardown.wait_until_safe_then_send(self.job, self.book, lambda: self._guarded(
-                "heartbeat", self._write_heartbeat), self.plan.heartbeat_every_s)
+            return
+        wait_s = self.plan.autodown_wait_s
+        if self.plan.max_usd is not None and self.plan.price_per_hour:  # never past the budget
+            left_usd = self.plan.max_usd - (self.spend() or 0.0)
+            wait_s = max(0.0, min(wait_s, left_usd / self.plan.price_per_hour * 3600.0))
+        teardown.wait_until_safe_then_send(
+            self.job, self.book, lambda: self._guarded("heartbeat", self._write_heartbeat),
+            self.plan.heartbeat_every_s, wait_s=wait_s, should_quit=self._told_to_go,
+            unsaved=lambda: self._unsaved_results(verdict))
+
+    def _unsaved_results(self, verdict: Verdict) -> str:
+        """What goes down with the host when it is destroyed unpulled, in words."""
+        count = sum(1 for _ in backup._files_under(self.job.outputs)) if self.job.outputs.is_dir() else 0
+        mirrored = self.mirror.enabled and self.mirror.pending() is None and self.mirror.last is not None
+        where = (f"the newest backup is on hf://{self.plan.mirror_repo}" if mirrored
+                 else "no backup left the host")
+        return f"outputs/ ({count} file(s)) not pulled; {where}"
 
     def _begin(self) -> None:
         """A fresh job starts at attempt 0; a resumed one (state.json exists) continues."""
@@ -154,7 +189,8 @@ class Supervisor:
             self.book.set(JobState.PENDING, "agent started")
             return
         self.attempt = int(self.book.doc.get("attempt", 0)) + 1
-        self._kill_stale_workload(self.book.doc.get("workload_pgid"))
+        if kill_stale_workload(self.job, self.book.doc.get("workload_pgid")):
+            self.book.event("killed-stale-workload", pgid=self.book.doc.get("workload_pgid"))
         try:
             self.job.stop_request.unlink()
         except FileNotFoundError:
@@ -241,9 +277,16 @@ class Supervisor:
 
         newest = backup.newest_verified(self.job, skipped)
         if newest is None:
+            live = backup.restore_live(self.job, self.progress.last_checkpoint)
+            if live is not None:  # better than from scratch, but nothing vouches for it
+                self.book.event("resume", backup=None, unverified=True, path=str(live),
+                                reason="no backup verifies: resuming from the live checkpoints/ folder")
+                self.book.doc["resumed_unverified"] = True
+                return str(live)
             self.book.event("resume", backup=None, reason="no verified backup: starting from scratch")
             return ""
         path = backup.restore(self.job, newest)
+        self.book.doc["resumed_unverified"] = False
         self.book.event("resume", backup=newest.name, step=newest.step, path=str(path))
         return str(path)
 
@@ -328,19 +371,6 @@ class Supervisor:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _kill_stale_workload(self, pgid: Optional[int]) -> None:
-        """A workload left over from a dead agent (same job dir in its environment) is killed,
-        so a resumed job never runs twice."""
-        if not pgid:
-            return
-        try:
-            environ = Path(f"/proc/{pgid}/environ").read_bytes()
-        except OSError:
-            return
-        if f"TETHER_JOB_DIR={self.job.path}".encode() in environ.split(b"\0"):
-            self._kill_group(pgid, signal.SIGKILL)
-            self.book.event("killed-stale-workload", pgid=pgid)
-
     def _run_duties(self) -> None:
         now = time.monotonic()
         for duty in self.duties:
@@ -365,8 +395,8 @@ class Supervisor:
 
     def _check_control(self) -> None:
         if self.job.stop_request.exists():
-            req = read_json(self.job.stop_request) or {}
-            self._ask_stop(req.get("reason") or "stop requested")
+            req, _ = read_json_object(self.job.stop_request)
+            self._ask_stop(str((req or {}).get("reason") or "stop requested")[:300])
 
     def _check_deadline(self) -> None:
         at = self.plan.deadline_at
@@ -394,7 +424,10 @@ class Supervisor:
     def _write_heartbeat(self) -> None:
         child, pump = self.child, self.pump
         resources = host_sample(self.job.path)
-        warnings = self.watch.check(resources)
+        warnings = self.watch.check(resources) + self.keeper.check_kept()
+        if pump and pump.dropped_bytes:
+            warnings.append(f"{pump.dropped_bytes} bytes of the workload's output were dropped: "
+                            f"the log could not be written ({pump.drop_reason})")
         write_json_atomic(self.job.heartbeat, {
             "time": time.time(),
             "state": self.book.doc.get("state"),
@@ -427,14 +460,14 @@ class Supervisor:
 
     # -- environment and secrets ----------------------------------------------------------
 
-    def _take_secrets(self) -> Dict[str, str]:
-        return {str(k): str(v) for k, v in (read_json(self.job.secrets) or {}).items()}
-
-    def _forget_secrets(self) -> None:
+    def _take_secrets_file(self) -> Dict[str, str]:
+        """secrets.json (the Kaggle kernel and older launchers write one), deleted at once."""
+        doc, _ = read_json_object(self.job.secrets)
         try:
             os.unlink(self.job.secrets)
         except FileNotFoundError:
             pass
+        return {str(k): str(v) for k, v in (doc or {}).items()}
 
     def _child_env(self, secrets: Dict[str, str], resume: str) -> Dict[str, str]:
         env = dict(os.environ)
@@ -463,9 +496,14 @@ def runtime_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def main_run(job_path: str) -> int:
+def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:
     from .book import AgentLock
 
+    keep_memory_private()
+    secrets: Optional[Dict[str, str]] = None
+    if secrets_on_stdin:  # from `start`, through a pipe: never a file
+        raw = sys.stdin.buffer.read()
+        secrets = {str(k): str(v) for k, v in (json.loads(raw) if raw.strip() else {}).items()}
     job = JobDir(Path(job_path).resolve())
     job.make_dirs()
     lock = AgentLock(job)
@@ -473,5 +511,5 @@ def main_run(job_path: str) -> int:
         print(f"another agent is already running job {job.path}", file=sys.stderr)
         return 3
     plan = RunPlan.load(job)
-    state = Supervisor(job, plan, runtime_dir()).run()
+    state = Supervisor(job, plan, runtime_dir()).run(secrets)
     return 0 if state == JobState.SUCCEEDED else 1

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Callable, Optional
 
 from .book import StatusBook
-from .files import read_json
+from .files import read_json, read_json_object
 from .paths import JobDir
 
 
@@ -41,16 +41,28 @@ def send(job: JobDir, book: StatusBook, tries: int = 3) -> Optional[int]:
 
 
 def wait_until_safe_then_send(job: JobDir, book: StatusBook, heartbeat: Callable[[], None],
-                              every_s: float, poll_s: float = 1.0) -> None:
+                              every_s: float, wait_s: float, should_quit: Callable[[], bool],
+                              unsaved: Callable[[], str], poll_s: float = 1.0) -> None:
     """After the end: keep heartbeating until the results are marked safe (pulled by the
-    launcher, or mirrored off the host), then send the teardown. Ends early if the launcher
-    destroyed the host itself (the teardown file is gone)."""
-    book.event("waiting-for-results-safe", reason="outputs must be pulled or mirrored before the host goes")
+    launcher, or mirrored off the host), then send the teardown. Never longer than wait_s
+    (autodown.wait_min, within limits.max_usd): then the host goes anyway, and the events and
+    the state say what was not saved. Ends early if the launcher destroyed the host itself
+    (the teardown file is gone) or the agent is told to go (SIGTERM)."""
+    book.event("waiting-for-results-safe", wait_s=round(wait_s),
+               reason="outputs must be pulled or mirrored before the host goes")
     last = 0.0
-    while job.teardown.exists():
-        if job.results_safe.exists():
-            info = read_json(job.results_safe) or {}
-            book.event("results-safe", how=info.get("how"))
+    end = time.monotonic() + wait_s
+    while job.teardown.exists() and not should_quit():
+        info, _ = read_json_object(job.results_safe)
+        if info is not None:
+            book.event("results-safe", how=str(info.get("how"))[:200])
+            send(job, book)
+            return
+        if time.monotonic() >= end:
+            lost = unsaved()
+            book.event("autodown-unsaved", waited_s=round(wait_s), unsaved=lost)
+            book.doc["reason"] = f"{book.doc.get('reason') or ''}; autodown after {wait_s / 60:.0f} min: {lost}"
+            book.save()
             send(job, book)
             return
         if time.monotonic() - last >= every_s:

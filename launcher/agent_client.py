@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence
 
-from agent.protocol import JobState
+from agent.protocol import JobState, StatusAnswer
 
 from .errors import RemoteError
 from .remote import Host, Stream
@@ -60,16 +60,23 @@ class AgentChannel:
             raise RemoteError(f"agent {op}: {answer.get('error')}")
         return answer["result"]
 
+    def status(self, job_id: str) -> StatusAnswer:
+        answers = self.ask("status", jobs=[job_id])
+        try:
+            return StatusAnswer.from_json(answers[0] if isinstance(answers, list) and answers else None)
+        except ValueError as exc:
+            raise RemoteError(f"the host's status answer was not understood: {exc}") from None
+
     def wait_for_end(self, job_id: str, timeout: float, every_s: float = 0.5,
-                     on_answer: Optional[Callable[[dict], None]] = None) -> dict:
+                     on_answer: Optional[Callable[[StatusAnswer], None]] = None) -> StatusAnswer:
         """Polls the job's status until it is terminal or LOST (or timeout); the last answer."""
         deadline = time.monotonic() + timeout
-        answer: dict = {}
+        answer = StatusAnswer()
         while time.monotonic() < deadline:
-            answer = self.ask("status", jobs=[job_id])[0]
+            answer = self.status(job_id)
             if on_answer is not None:
                 on_answer(answer)
-            if JobState(answer.get("state", "PENDING")).is_terminal or answer.get("state") == "LOST":
+            if answer.state.is_terminal or answer.state == JobState.LOST:
                 break
             time.sleep(every_s)
         return answer

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from agent.protocol import JobState
 
@@ -27,10 +26,11 @@ from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
 from .lifecycle import settle
 from .observe import JobView, host_label, observe
-from .pull import pick_backup, pull as do_pull, verify_pulled_backup
+from .pull import list_backups, pick_backup, pull as do_pull, verify_pulled_backup
 from .resume import resume as do_resume
 from .settings import Places, places
 from .spec import HostSpec, load_spec
+from .text import inert, plain
 from .views import backups_table, jobs_table, metrics_text, print_status, state_text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -82,7 +82,7 @@ def command(fn: Callable) -> Callable:
         except TetherError as exc:
             if session().debug:
                 traceback.print_exc()
-            typer.echo(f"error: {exc.line()}", err=True)
+            typer.echo(f"error: {plain(exc.line(), limit=4000)}", err=True)  # host words may be in it
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
@@ -241,7 +241,7 @@ def pull(
     with s.agent(rec) as client:
         paths = rec.artifacts or ["outputs/"]
         if backup is not None:
-            paths = [f"backups/{pick_backup(client.call('backups', rec.job_dir), backup)}/"]
+            paths = [f"backups/{pick_backup(list_backups(client, rec.job_dir), backup)}/"]
         result = do_pull(client, rec.job_dir, paths, dest, s.console)
         if backup is not None:
             verify_pulled_backup(dest / paths[0])
@@ -269,16 +269,22 @@ def stop(
         s.console.print(f"asked Kaggle to cancel job {rec.id}'s kernel")
         return
     with s.agent(rec) as client:
-        client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")
-        s.console.print(f"asked job {rec.id} to stop")
-        if not wait:
+        asked = client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")
+        if isinstance(asked, dict) and asked.get("agent_alive") is False:
+            killed = asked.get("killed_workload")
+            s.console.print(f"job {rec.id}'s agent was not running: "
+                            + (f"killed its orphaned workload (pgid {killed}) and " if killed else "")
+                            + "marked it STOPPED", markup=False)
+        else:
+            s.console.print(f"asked job {rec.id} to stop")
+        if not wait or (isinstance(asked, dict) and asked.get("agent_alive") is False):
             return
         channel = client.channel(rec.remote_root)
         answer = channel.wait_for_end(rec.id, timeout)
         channel.close()
-    state = JobState(answer.get("state", "PENDING"))
+    state = answer.state
     s.registry.set_state(rec.id, state.value)
-    s.console.print(f"job {rec.id}: {state_text(state)}  {answer.get('reason') or ''}")
+    s.console.print(f"job {rec.id}: {state_text(state)}  {inert(answer.reason or '')}")
     if not state.is_terminal:
         raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
                           "run tether stop again, or tether status to watch it")
@@ -294,9 +300,9 @@ def backups(
     s = session()
     rec = s.registry.resolve(job)
     with s.agent(rec) as client:
-        items = client.call("backups", rec.job_dir, timeout=600)
+        items = list_backups(client, rec.job_dir)
     if as_json:
-        typer.echo(json.dumps(items, indent=1))
+        typer.echo(json.dumps([asdict(b) for b in items], indent=1))
     elif not items:
         s.console.print(f"job {rec.id} has no backups yet")
     else:
@@ -341,11 +347,39 @@ def watch(
         settle([view], s.places, s.registry, s.console, os.environ)
         seen = f"step {view.step}  {metrics_text(view.metrics)}"
         if view.state in (JobState.UNREACHABLE, JobState.LOST):  # no step to show: say why
-            seen = escape(view.reason or "")
+            seen = inert(view.reason or "")
         s.console.print(f"{time.strftime('%H:%M:%S')}  {state_text(view.state)}  {seen}")
         if view.state.is_terminal:
             return
         time.sleep(every)
+
+
+@app.command()
+@command
+def forget(
+    job: Optional[str] = typer.Argument(None, help="id, id prefix or name"),
+    finished: bool = typer.Option(False, "--finished", help="every job that has ended"),
+) -> None:
+    """Drop ended jobs from this laptop's list (nothing on the host is touched)."""
+    s = session()
+    if (job is None) == (not finished):
+        raise UsageError("give a job or --finished", "tether forget JOB, or tether forget --finished")
+    records = [s.registry.resolve(job)] if job else s.registry.all()
+    views = observe(records, s.places, s.registry)
+    gone = []
+    for v in views:
+        ended = v.state.is_terminal or v.state == JobState.LOST
+        if v.record.instance_alive:
+            if job:
+                raise UsageError(f"job {v.record.id}'s rented instance may still run", f"tether down {v.record.id} first")
+            continue
+        if not ended:
+            if job:
+                raise UsageError(f"job {v.record.id} is {v.state.value}", f"tether stop {v.record.id} first")
+            continue
+        s.registry.remove(v.record.id)
+        gone.append(v.record.id)
+    s.console.print(f"forgot {len(gone)} job(s)" + (f": {' '.join(gone)}" if gone else ""))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

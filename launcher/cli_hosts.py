@@ -23,6 +23,7 @@ from .lifecycle import destroy_instance, pull_and_mark_safe, results_dir
 from .observe import observe
 from .provision import provider_for, resources_of
 from .spec import HostSpec
+from .text import inert
 
 
 @app.command()
@@ -89,7 +90,7 @@ def down(
         n = pull_and_mark_safe(rec, dest, s.places, s.console)
         s.console.print(f"pulled {n} file(s) into {dest}")
     destroy_instance(rec, s.places, s.registry, os.environ)
-    s.console.print(f"destroyed {rec.instance['provider']} instance {rec.instance['id']}")
+    s.console.print(f"destroyed {inert(rec.instance['provider'])} instance {inert(rec.instance['id'])}")
 
 
 @app.command()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from agent.protocol import JobState
+from agent.protocol import JobState, StatusAnswer
 
 from .errors import UsageError
 from .hosts import agent_for
@@ -15,6 +15,7 @@ from .launch import launch
 from .pull import pull
 from .spec import HostSpec, load_spec
 from .views import metrics_text, state_text
+from .text import inert
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo" / "job.yaml"
 
@@ -34,19 +35,18 @@ def run_demo(s, dest: Path, root: Optional[str] = None) -> int:
     console.print("[bold]2. watch[/] (what `tether status` reads from the host)")
     seen = {"step": None}
 
-    def show(answer: dict) -> None:
-        if answer.get("step") != seen["step"]:
-            seen["step"] = answer.get("step")
-            console.print(f"   {state_text(JobState(answer['state']))}  step {seen['step']}  "
-                          f"{metrics_text(answer.get('metrics') or {})}")
+    def show(answer: StatusAnswer) -> None:
+        if answer.step != seen["step"]:
+            seen["step"] = answer.step
+            console.print(f"   {state_text(answer.state)}  step {seen['step']}  {metrics_text(answer.metrics)}")
 
     with agent_for(rec, s.places) as client:
         channel = client.channel(rec.remote_root)
         answer = channel.wait_for_end(rec.id, timeout=600, on_answer=show)
         channel.close()
-        state = JobState(answer["state"])
+        state = answer.state
         s.registry.set_state(rec.id, state.value)
-        console.print(f"   finished: {state_text(state)}  {answer.get('reason') or ''}")
+        console.print(f"   finished: {state_text(state)}  {inert(answer.reason or '')}")
 
         console.print(f"[bold]3. pull[/] outputs into {dest}/")
         result = pull(client, rec.job_dir, rec.artifacts, dest, console)

@@ -11,7 +11,8 @@ class ExitCode(IntEnum):
     BAD_SPEC = 2        # the spec or the command line is wrong
     UNREACHABLE = 3     # the host does not answer
     AUTH = 4            # authentication failed or the host key changed
-    NOT_FOUND = 5       # no such job
+    NOT_FOUND = 5       # no such job (or backup name)
+    NO_BACKUP = 6       # the job has no backup that verifies
     INTERRUPTED = 130
 
 
@@ -48,6 +49,12 @@ class HostKeyChangedError(AuthError):
 
 class NotFoundError(TetherError):
     exit_code = ExitCode.NOT_FOUND
+
+
+class NoBackupError(TetherError):
+    """Nothing verified to pull, resume or move from."""
+
+    exit_code = ExitCode.NO_BACKUP
 
 
 class RemoteError(TetherError):

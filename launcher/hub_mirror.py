@@ -7,7 +7,6 @@ it itself when it can; else it comes down here, then up)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,15 @@ from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from agent.paths import BACKUP_NAME, backup_order
+from agent.paths import backup_order, is_backup_name, remove_inside
 from agent.protocol import HUB_MIRROR_TOKEN
 
 from .agent_client import AgentClient
-from .errors import NotFoundError, UsageError
+from .errors import NoBackupError, RemoteError, UsageError
 from .hub import hub_api, hub_errors, hub_token, xet_disabled
 from .remote import LocalHost
 from .runtime import local_runtime_dir
+from .text import inert
 
 AGAIN = "run resume again"
 
@@ -81,9 +81,9 @@ def newest_name(mirror: HubMirror, environ: Mapping[str, str]) -> str:
 
     with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
         names = [e.path for e in hub_api(environ).list_repo_tree(mirror.repo, recursive=False)
-                 if isinstance(e, RepoFolder) and BACKUP_NAME.match(e.path)]
+                 if isinstance(e, RepoFolder) and is_backup_name(e.path)]
     if not names:
-        raise NotFoundError(f"hf://{mirror.repo} holds no backup of this job",
+        raise NoBackupError(f"hf://{mirror.repo} holds no backup of this job",
                             "look for mirror-failed in the job's events (tether status)")
     return max(names, key=backup_order)
 
@@ -94,7 +94,7 @@ def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console
     huggingface_hub. Damaged backups it skipped are said here."""
     got = client.call("hub-fetch", job_dir, input=json.dumps(mirror.request).encode(), timeout=24 * 3600)
     for s in got.get("skipped") or []:
-        console.print(f"[yellow]skipping[/] backup {s['name']} on the Hub: {s['problem']}")
+        console.print(f"[yellow]skipping[/] backup {inert(s.get('name'))} on the Hub: {inert(s.get('problem'))}")
     return got if got.get("ok") else None
 
 
@@ -105,7 +105,11 @@ def fetch_to_laptop(mirror: HubMirror, dest: Path, console: Console) -> Path:
     got = fetch(client, str(dest), mirror, console)
     if got is None:
         raise UsageError("reading an hf:// mirror needs huggingface_hub", "pip install 'tether[hub]'")
-    for other in (dest / "backups").iterdir():
-        if other.name != got["name"]:
-            shutil.rmtree(other, ignore_errors=True)
-    return dest / "backups" / got["name"]
+    name = got.get("name")
+    if not is_backup_name(name):
+        raise RemoteError(f"the Hub download answered a name that is not a backup's: {str(name)[:60]!r}")
+    folder = dest / "backups"
+    for other in folder.iterdir():
+        if other.name != name:
+            remove_inside(other, folder, anchor=dest)
+    return folder / name

@@ -109,6 +109,10 @@ class Registry:
         cols = ", ".join(row)
         self.db.execute(f"INSERT INTO jobs ({cols}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
 
+    def remove(self, job_id: str) -> None:
+        """A launch undone before its job existed anywhere."""
+        self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+
     def set_state(self, job_id: str, state: str) -> None:
         self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
 

@@ -6,13 +6,14 @@ import hashlib
 import json
 import secrets as pysecrets
 import shlex
+import os
 import time
 from dataclasses import dataclass
-import os
 from typing import Callable, Dict, Mapping, Optional
 
 from rich.console import Console
 
+from agent.paths import Root
 from provisioning.base import Instance, SshEndpoint, Teardown
 from provisioning.colab import SESSION_HOURS
 from provisioning.registry import RENTED
@@ -148,20 +149,69 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                console: Console, instance: Optional[Instance] = None,
                teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None,
                hub: Optional[hub_mirror.HubMirror] = None, moving: Optional[Moving] = None) -> Launched:
+    """All or nothing: the job is in the registry before anything of it is on the host, and a
+    launch that fails (or is interrupted) before its agent runs takes both back."""
     spec = loaded.spec
     info = prepare_host(target.host, target.python, spec.host.root)
-    command = workload_command(spec, info.python)
     if info.shipped:
         console.print(f"shipped the agent runtime to {target.host.name}")
     client = AgentClient(target.host, info.python, info.runtime_dir)
-    project = spec.name
+    job_id = moving.job_id if moving else pysecrets.token_hex(4)
+    payload = _payload(job_id, loaded, tree, target, info.python, instance, teardown, deadline_at, hub, moving)
+    record = _record(job_id, loaded, target, info, instance, payload)
+    if moving is None:
+        registry.add(record)  # first: nothing of a job is ever on a host the registry does not know
+    job_dir: Optional[str] = None
+    try:
+        with sync.project_lock(client, info.root, spec.name, lambda: console.print(
+                f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False)):
+            the_plan = _sync(client, info.root, loaded, tree, console)
+            created = client.call("create-job", info.root, spec.name, job_id, input=json.dumps(payload).encode())
+        job_dir = created["job_dir"]
+        if spec.setup:
+            console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
+                          else "setup: will run before the workload")
+        if moving is not None:
+            moving.bring_backup(client, job_dir)
+            registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
+                            remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
+                            runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
+                            autodown=record.autodown)
+        secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
+        # On the agent's stdin, through `start`: never argv, never a file.
+        started = client.call("start", job_dir, input=json.dumps(secrets).encode(), timeout=60)
+    except BaseException:
+        _undo(client, registry, job_id, job_dir, forget=moving is None)
+        raise
+    if not started.get("started"):
+        registry.set_state(job_id, "FAILED")
+        raise RemoteError(f"the agent did not start on {target.host.name}: "
+                          f"{(started.get('log_tail') or '').strip()[-300:]}")
+    registry.set_state(job_id, "RUNNING")
+    return Launched(record, the_plan, bool(created["setup_done"]))
 
-    the_plan = sync.plan(tree, client.call("manifest", info.root, project))
+
+def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:
+    """A launch that failed before its agent ran: its folder leaves the host, its record the
+    registry. If the agent may have run after all (start timed out), both stay: status tells."""
+    try:
+        if job_dir is not None:
+            client.call("discard-job", job_dir, timeout=30)
+    except Exception:  # the host is gone or the agent ran: keep the record, status will say
+        return
+    if forget:
+        registry.remove(job_id)
+
+
+def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
+    """Only what changed travels (rsync or a tar stream); prints the one-line summary."""
+    project = loaded.spec.name
+    the_plan = sync.plan(tree, client.call("manifest", root, project))
     via = ""
     if the_plan.send or the_plan.delete:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)
         try:
-            pushed = sync.push(client, info.root, project, the_plan, loaded.workdir, progress)
+            pushed = sync.push(client, root, project, the_plan, loaded.workdir, os.environ, progress)
         finally:
             progress.close()
         if pushed["rsync_problem"]:
@@ -171,53 +221,42 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                   f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
     for rel in tree.skipped_links:
         console.print(f"  not sent (symlink): {rel}", markup=False)
+    return the_plan
 
-    job_id = moving.job_id if moving else pysecrets.token_hex(4)
-    key = setup_key(spec, tree)
+
+def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str,
+             instance: Optional[Instance], teardown: Optional[Teardown], deadline_at: Optional[float],
+             hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> dict:
+    """What create-job gets: the spec and the job's facts. No secrets: they go to `start`."""
+    spec = loaded.spec
     rented = instance is not None and spec.host.provider in RENTED
-    payload = {
+    return {
         "spec": spec.model_dump(mode="json"),
-        "job": {"id": job_id, "project": project, "command": command, "setup_key": key,
+        "job": {"id": job_id, "project": spec.name, "command": workload_command(spec, python),
+                "setup_key": setup_key(spec, tree), "code_digest": tree.digest,
                 "path_prepend": target.path_prepend, "created": time.time(),
                 "price_per_hour": instance.price_per_hour if instance else None,
                 "instance_created": instance.created if instance else None,
-                "autodown": spec.autodown if spec.autodown is not None else rented,
+                "autodown": spec.autodown_enabled(rented), "autodown_wait_s": spec.autodown_wait_s,
                 "deadline_at": deadline_at, "resume_first": moving is not None,
                 "hub": hub.job_fields if hub else None},
-        # On stdin, into a 0600 file the agent deletes when it ends: never argv.
-        "secrets": {**loaded.secret_values, **(hub.secrets if hub else {})},
-        "teardown": teardown.model_dump() if teardown else None,  # likewise
+        "teardown": teardown.model_dump() if teardown else None,  # 0600 on the host, never logged
     }
-    created = client.call("create-job", info.root, project, job_id, input=json.dumps(payload).encode())
-    job_dir = created["job_dir"]
-    if spec.setup:
-        console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
-                      else "setup: will run before the workload")
-    record = JobRecord(
-        id=job_id, name=spec.name, project=project, spec_hash=loaded.spec_hash,
+
+
+def _record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Optional[Instance],
+            payload: dict) -> JobRecord:
+    spec = loaded.spec
+    rented = instance is not None and spec.host.provider in RENTED
+    return JobRecord(
+        id=job_id, name=spec.name, project=spec.name, spec_hash=loaded.spec_hash,
         provider=spec.host.provider, endpoint=target.endpoint, remote_root=info.root,
-        job_dir=job_dir, python=info.python, runtime_dir=info.runtime_dir,
-        artifacts=list(spec.artifacts), created=time.time(),
+        job_dir=str(Root(info.root).job(job_id).path), python=info.python, runtime_dir=info.runtime_dir,
+        artifacts=list(spec.artifacts), created=time.time(), last_state="LAUNCHING",
         instance=instance.model_dump(exclude={"teardown_key"}) if rented and instance else None,
         price_per_hour=instance.price_per_hour if instance else None,
-        autodown=bool(payload["job"]["autodown"]),
-        spec=payload["spec"], workdir=str(loaded.workdir),
+        autodown=bool(payload["job"]["autodown"]), spec=payload["spec"], workdir=str(loaded.workdir),
     )
-    if moving is None:
-        registry.add(record)  # before start: a job that runs is never missing from the registry
-    else:
-        moving.bring_backup(client, job_dir)
-        registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
-                        remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
-                        runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
-                        autodown=record.autodown)
-    started = client.call("start", job_dir, timeout=60)
-    if not started.get("started"):
-        registry.set_state(job_id, "FAILED")
-        raise RemoteError(f"the agent did not start on {target.host.name}: "
-                          f"{(started.get('log_tail') or '').strip()[-300:]}")
-    registry.set_state(job_id, "RUNNING")
-    return Launched(record, the_plan, bool(created["setup_done"]))
 
 
 def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> None:

@@ -12,13 +12,14 @@ from rich.console import Console
 from agent.protocol import JobState
 from provisioning.base import Instance
 
-from .errors import TetherError
+from .errors import RemoteError, TetherError
 from .hosts import agent_for
 from .jobs import JobRecord, Registry
 from .observe import JobView
 from .provision import destroy, provider_for
 from .pull import pull
 from .settings import Places
+from .text import inert
 
 
 def results_dir(places: Places, rec: JobRecord) -> Path:
@@ -32,8 +33,14 @@ def destroy_instance(rec: JobRecord, places: Places, registry: Registry, environ
 
 
 def pull_and_mark_safe(rec: JobRecord, dest: Path, places: Places, console: Console) -> int:
+    """Pulls the job's artifacts; only when every file came whole is the host told its results
+    are safe (a rented host may then go). A refused file keeps the host: RemoteError names it."""
     with agent_for(rec, places) as client:
         result = pull(client, rec.job_dir, rec.artifacts or ["outputs/"], dest, console)
+        if result.refused:
+            raise RemoteError(f"the pull of job {rec.id} refused {len(result.refused)} file(s): "
+                              f"{', '.join(result.refused[:3])}",
+                              "the instance is kept: look at it (tether ssh), then tether down")
         client.call("mark-safe", rec.job_dir, "--how", "pulled")
     return len(result.pulled) + len(result.unchanged)
 
@@ -46,7 +53,7 @@ def _mirror(rec: JobRecord, places: Places, console: Console) -> None:
             for name in sync_to_laptop(client, rec, places, console):
                 console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
     except TetherError as exc:
-        console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {exc.line()}")
+        console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {inert(exc.line())}")
 
 
 def auto_publish(rec: JobRecord, places: Places, console: Console, environ: Mapping[str, str],
@@ -67,7 +74,7 @@ def auto_publish(rec: JobRecord, places: Places, console: Console, environ: Mapp
         marker.write_text(done.url + "\n")
         console.print(f"job {rec.id} succeeded: published to {done.url} (spec publish:)")
     except TetherError as exc:
-        console.print(f"[yellow]warning:[/] publishing job {rec.id} failed: {exc.line()} "
+        console.print(f"[yellow]warning:[/] publishing job {rec.id} failed: {inert(exc.line())} "
                       f"(retried on the next tether command, or run tether publish)")
 
 
@@ -85,8 +92,8 @@ def settle(views: List[JobView], places: Places, registry: Registry, console: Co
         if not rec.instance_alive or not (v.state.is_terminal or v.state == JobState.LOST):
             continue
         if not rec.autodown:
-            console.print(f"[yellow]warning:[/] job {rec.id} has ended but its {rec.instance['provider']} "
-                          f"instance {rec.instance['id']} is still running (and billing): `tether down {rec.id}`")
+            console.print(f"[yellow]warning:[/] job {rec.id} has ended but its {inert(rec.instance['provider'])} "
+                          f"instance {inert(rec.instance['id'])} is still running (and billing): `tether down {rec.id}`")
             continue
         try:
             dest = results_dir(places, rec)
@@ -94,6 +101,6 @@ def settle(views: List[JobView], places: Places, registry: Registry, console: Co
                 n = pull_and_mark_safe(rec, dest, places, console)
                 console.print(f"job {rec.id} ended ({v.state.value}): {n} result file(s) in {dest}")
             destroy_instance(rec, places, registry, environ)
-            console.print(f"destroyed {rec.instance['provider']} instance {rec.instance['id']} (autodown)")
+            console.print(f"destroyed {inert(rec.instance['provider'])} instance {inert(rec.instance['id'])} (autodown)")
         except TetherError as exc:
-            console.print(f"[yellow]warning:[/] autodown of job {rec.id} did not finish: {exc.line()}")
+            console.print(f"[yellow]warning:[/] autodown of job {rec.id} did not finish: {inert(exc.line())}")

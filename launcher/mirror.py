@@ -5,17 +5,18 @@ what `tether resume JOB --on` carries to a new host when the old one is gone."""
 from __future__ import annotations
 
 import json
-import shutil
 import tarfile
 from pathlib import Path
 from typing import List, Optional
 
 from rich.console import Console
 
+from agent.paths import backup_order, is_backup_name, remove_inside
+
 from .agent_client import AgentClient
-from .errors import NotFoundError, RemoteError
+from .errors import NoBackupError, RemoteError
 from .jobs import JobRecord
-from .pull import pull, verify_pulled_backup
+from .pull import list_backups, pull, verify_pulled_backup
 from .settings import Places
 
 
@@ -27,43 +28,45 @@ def local_backups(places: Places, rec: JobRecord) -> List[Path]:
     """Complete, verified mirrored backups, oldest first."""
     folder = mirror_dir(places, rec) / "backups"
     found = []
-    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if p.name.startswith(".") or not (p / "MANIFEST.json").is_file():
+    for p in folder.iterdir() if folder.is_dir() else []:
+        if not is_backup_name(p.name) or p.is_symlink() or not (p / "MANIFEST.json").is_file():
             continue
         try:
             verify_pulled_backup(p)
-        except RemoteError:
+        except (RemoteError, ValueError, OSError):
             continue
-        found.append((json.loads((p / "MANIFEST.json").read_text())["created"], p))
-    return [p for _, p in sorted(found)]
+        found.append(p)
+    return sorted(found, key=lambda p: backup_order(p.name))
 
 
 def sync_to_laptop(client: AgentClient, rec: JobRecord, places: Places, console: Console) -> List[str]:
-    """Pulls the host's backups the laptop does not have yet; keeps the newest backup.keep."""
+    """Pulls the host's backups the laptop does not have yet; keeps the newest backup.keep, and
+    never the newest that verifies. Names come from the host: only backup names pass
+    (list_backups), and every delete is checked to stay inside this job's mirror folder."""
     have = {p.name for p in local_backups(places, rec)}
-    listed = client.call("backups", rec.job_dir, "--no-check", timeout=120)
-    new = [b["name"] for b in listed if b["name"] not in have]
+    new = [b.name for b in list_backups(client, rec.job_dir, check=False) if b.name not in have]
     dest = mirror_dir(places, rec)
+    folder = dest / "backups"
     got = []
     for name in new:
         try:
             pull(client, rec.job_dir, [f"backups/{name}/"], dest, console)
-            verify_pulled_backup(dest / "backups" / name)
+            verify_pulled_backup(folder / name)
             got.append(name)
-        except (RemoteError, FileNotFoundError):
+        except (RemoteError, FileNotFoundError, ValueError):
             # Pruned on the host while we pulled it (keep is small), or not whole: the next
             # look brings a newer one.
-            shutil.rmtree(dest / "backups" / name, ignore_errors=True)
+            remove_inside(folder / name, folder, anchor=dest)
     keep = int(((rec.spec or {}).get("backup") or {}).get("keep", 3))
-    for old in local_backups(places, rec)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in local_backups(places, rec)[:-keep]:  # all verified: the newest is among those kept
+        remove_inside(old, folder, anchor=dest)
     return got
 
 
 def newest(places: Places, rec: JobRecord) -> Path:
     found = local_backups(places, rec)
     if not found:
-        raise NotFoundError(f"job {rec.id} has no backup mirrored to this laptop",
+        raise NoBackupError(f"job {rec.id} has no backup mirrored to this laptop",
                             "set backup.mirror: laptop, and run tether status or tether watch while it runs")
     return found[-1]
 
@@ -89,4 +92,5 @@ def send_backup(client: AgentClient, job_dir: str, folder: Path) -> dict:
 def latest_step(folder: Optional[Path]) -> Optional[int]:
     if folder is None:
         return None
-    return json.loads((folder / "MANIFEST.json").read_text()).get("step")
+    step = json.loads((folder / "MANIFEST.json").read_text()).get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None

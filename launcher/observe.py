@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from agent.protocol import JobState
+from agent.protocol import JobState, StatusAnswer
 
 from .agent_client import AgentClient
-from .errors import TetherError
+from .errors import RemoteError, TetherError
 from .hosts import host_for_record
 from .jobs import JobRecord, Registry
 from .settings import Places
@@ -21,39 +21,30 @@ STATUS_RETRY_S = 5.0  # a status read retries a silent host this long, then says
 
 @dataclass
 class JobView:
+    """A job now: its record, the state the launcher settled on, and what its host answered
+    (checked on entry: agent.protocol.StatusAnswer)."""
+
     record: JobRecord
     state: JobState
     reason: Optional[str] = None
-    failure: Optional[str] = None
-    exit_code: Optional[int] = None
-    heartbeat_age_s: Optional[float] = None
-    step: Optional[int] = None
-    metrics: Dict[str, Any] = field(default_factory=dict)
-    resources: Dict[str, Any] = field(default_factory=dict)
-    started_at: Optional[float] = None
-    ended_at: Optional[float] = None
-    attempt: int = 0
-    stage: Optional[str] = None
-    warnings: List[str] = field(default_factory=list)
-    backup: Dict[str, Any] = field(default_factory=dict)
-    mirror: Dict[str, Any] = field(default_factory=dict)   # an hf:// backup mirror's pushes
-    deadline_at: Optional[float] = None
-    spend_usd: Optional[float] = None
+    answer: StatusAnswer = field(default_factory=StatusAnswer)
     error: Optional[TetherError] = None
+    spend_usd: Optional[float] = None
+
+    # The answer's fields most views read, by name.
+    step = property(lambda self: self.answer.step)
+    metrics = property(lambda self: self.answer.metrics)
+    attempt = property(lambda self: self.answer.attempt)
+    heartbeat_age_s = property(lambda self: self.answer.heartbeat_age_s)
+    warnings = property(lambda self: self.answer.warnings)
 
     def as_json(self) -> dict:
         r = self.record
-        return {
-            "id": r.id, "name": r.name, "provider": r.provider, "host": host_label(r),
-            "job_dir": r.job_dir, "created": r.created, "state": self.state.value,
-            "reason": self.reason, "failure": self.failure, "exit_code": self.exit_code,
-            "heartbeat_age_s": self.heartbeat_age_s, "step": self.step, "metrics": self.metrics,
-            "resources": self.resources, "started_at": self.started_at, "ended_at": self.ended_at,
-            "attempt": self.attempt, "stage": self.stage, "warnings": self.warnings,
-            "backup": self.backup, "mirror": self.mirror, "deadline_at": self.deadline_at,
-            "spend_usd": self.spend_usd,
-            "instance": r.instance, "price_per_hour": r.price_per_hour,
-        }
+        a = self.answer.to_json()
+        a.update(state=self.state.value, reason=self.reason, spend_usd=self.spend_usd,
+                 failure=self.answer.failure.value if self.answer.failure else None)
+        return {"id": r.id, "name": r.name, "provider": r.provider, "host": host_label(r), "job_dir": r.job_dir,
+                "created": r.created, **a, "instance": r.instance, "price_per_hour": r.price_per_hour}
 
 
 def host_label(r: JobRecord) -> str:
@@ -83,6 +74,8 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
         try:
             client = AgentClient(host, first.python, first.runtime_dir)
             answers = client.status([r.job_dir for r in group])
+            if not isinstance(answers, list) or len(answers) != len(group):
+                raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
             for r, a in zip(group, answers):
                 views[r.id] = _view(r, a)
         except TetherError as exc:
@@ -107,8 +100,11 @@ def _kaggle_view(r: JobRecord) -> JobView:
         return JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc)
     except Exception as exc:  # the provider's own errors, read as "cannot ask now"
         return JobView(r, JobState.UNREACHABLE, reason=f"kaggle: {getattr(exc, 'what', exc)}")
-    return JobView(r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
-                   exit_code=a.get("exit_code"))
+    try:
+        answer = StatusAnswer.from_json(a)
+    except ValueError as exc:
+        return JobView(r, JobState.UNREACHABLE, reason=f"kaggle: {exc}")
+    return JobView(r, answer.state, reason=answer.reason, answer=answer)
 
 
 def _notebook_view(r: JobRecord) -> JobView:
@@ -131,18 +127,17 @@ def _notebook_view(r: JobRecord) -> JobView:
     return JobView(r, JobState.UNREACHABLE, reason=reason)
 
 
-def _view(r: JobRecord, a: dict) -> JobView:
-    if not a.get("exists"):
-        return JobView(r, JobState.LOST, reason=f"job folder {r.job_dir} is gone from the host")
-    return JobView(
-        r, JobState(a["state"]), reason=a.get("reason"), failure=a.get("failure"),
-        exit_code=a.get("exit_code"), heartbeat_age_s=a.get("heartbeat_age_s"), step=a.get("step"),
-        metrics=a.get("metrics") or {}, resources=a.get("resources") or {},
-        started_at=a.get("started_at"), ended_at=a.get("ended_at"), attempt=a.get("attempt") or 0,
-        stage=a.get("stage"), warnings=a.get("warnings") or [], backup=a.get("backup") or {},
-        mirror=a.get("mirror") or {},
-        deadline_at=a.get("deadline_at"), spend_usd=a.get("spend_usd") or _spend(r),
-    )
+def _view(r: JobRecord, a: object) -> JobView:
+    try:
+        answer = StatusAnswer.from_json(a)
+    except ValueError as exc:
+        return JobView(r, JobState.UNREACHABLE, reason=f"the host's answer was not understood: {exc}")
+    if not answer.exists:
+        if r.last_state == "LAUNCHING":  # the launch was killed before it created anything there
+            return JobView(r, JobState.FAILED, reason="its launch did not finish, and nothing of it is on the "
+                           f"host: launch again (tether forget {r.id} drops this record)", answer=answer)
+        return JobView(r, JobState.LOST, reason=f"job folder {r.job_dir} is gone from the host", answer=answer)
+    return JobView(r, answer.state, reason=answer.reason, answer=answer, spend_usd=answer.spend_usd or _spend(r))
 
 
 def _spend(r: JobRecord) -> Optional[float]:

@@ -19,6 +19,7 @@ from .errors import AuthError, TetherError
 from .hostkeys import TrustOnFirstUse
 from .settings import Places
 from .spec import HostSpec
+from .text import inert
 
 
 class ProvisionError(TetherError):
@@ -73,7 +74,7 @@ def acquire(provider: Provider, hs: HostSpec, label: str, places: Places, consol
             return Rented(inst, ep.model_copy(update={"bootstrap_password": None}))
         except (NotReady, ProviderError, TetherError, OSError, paramiko.SSHException) as exc:
             problems.append(getattr(exc, "what", str(exc)))
-            console.print(f"instance {inst.id} did not come up ({problems[-1]}); destroying it")
+            console.print(f"instance {inert(inst.id)} did not come up ({inert(problems[-1])}); destroying it")
             _call(lambda: provider.destroy(inst))
     raise ProvisionError(f"{provider.name}: no host came up ({'; '.join(problems)})",
                          "try again, or relax host.gpu / host.max_price")

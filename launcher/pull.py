@@ -12,10 +12,10 @@ from typing import IO, List
 
 from rich.console import Console
 
-from agent.protocol import sha256_file
+from agent.protocol import BackupInfo, sha256_file
 
 from .agent_client import AgentClient
-from .errors import NotFoundError, RemoteError, UnsafePathError
+from .errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
 from .ui import TransferProgress
 
 PART_SUFFIX = ".tether-part"
@@ -90,7 +90,8 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
     if header.get("path") != want["path"]:
         raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r}")
     if "error" in header:
-        raise RemoteError(f"pull: {want['path']}: {header['error']}")
+        raise RemoteError(f"pull: {want['path']}: {header['error']}",
+                          "it changed or went away on the host while pulling (a pruned backup?): run pull again")
     part: Path = want["part"]
     part.parent.mkdir(parents=True, exist_ok=True)
     mode = "ab" if header["offset"] == want["offset"] and want["offset"] > 0 else "wb"
@@ -117,27 +118,52 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
     os.replace(part, want["target"])
 
 
-def pick_backup(items: List[dict], which: str) -> str:
+def list_backups(client: AgentClient, job_dir: str, check: bool = True) -> List[BackupInfo]:
+    """The host's backups, each name checked to be a backup name before it is used anywhere."""
+    args = [] if check else ["--no-check"]
+    answer = client.call("backups", job_dir, *args, timeout=600 if check else 120)
+    try:
+        return BackupInfo.list_from_json(answer)
+    except ValueError as exc:
+        raise RemoteError(f"the host's backups listing was not understood: {exc}") from None
+
+
+def pick_backup(items: List[BackupInfo], which: str) -> str:
     """'latest' is the newest backup that verifies on the host; else a name."""
     if which == "latest":
-        good = [b for b in items if b.get("verified")]
+        good = [b for b in items if b.verified]
         if not good:
-            raise NotFoundError("the job has no verified backup", "see `tether backups JOB`")
-        return good[-1]["name"]
+            raise NoBackupError("the job has no verified backup", "see `tether backups JOB`")
+        return good[-1].name
     for b in items:
-        if b["name"] == which:
-            if not b.get("verified"):
-                raise RemoteError(f"backup {which} does not verify on the host: {b.get('problem')}",
-                                  "pick another from `tether backups JOB`")
+        if b.name == which:
+            if not b.verified:
+                raise NoBackupError(f"backup {which} does not verify on the host: {b.problem}",
+                                    "pick another from `tether backups JOB`")
             return which
     raise NotFoundError(f"no backup named {which!r}", "see `tether backups JOB`")
 
 
 def verify_pulled_backup(folder: Path) -> None:
-    """The pulled copy against its MANIFEST.json, file by file."""
-    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    """The pulled copy against its MANIFEST.json, file by file. The manifest came from the
+    host: it must name this folder, and every path in it must stay inside it."""
+    def bad(why: str) -> RemoteError:
+        return RemoteError(f"pulled backup {folder.name}: {why}", "pull it again, or pick another backup")
+
+    try:
+        manifest = json.loads((folder / "MANIFEST.json").read_text())
+    except (OSError, ValueError):
+        raise bad("its MANIFEST.json is missing or not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("name") != folder.name \
+            or not isinstance(manifest.get("files"), list):
+        raise bad("its MANIFEST.json does not describe this backup")
     for f in manifest["files"]:
-        p = folder / "data" / f["path"]
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
+                and isinstance(f.get("sha256"), str)):
+            raise bad("its MANIFEST.json has a malformed entry")
+        try:
+            p = safe_destination(folder / "data", f["path"])
+        except UnsafePathError:
+            raise bad(f"its MANIFEST.json names a path outside it: {f['path'][:80]!r}") from None
         if not p.is_file() or p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
-            raise RemoteError(f"pulled backup {folder.name}: {f['path']} does not match its manifest",
-                              "pull it again")
+            raise bad(f"{f['path']} does not match its manifest")

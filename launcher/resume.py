@@ -18,23 +18,29 @@ from .errors import RemoteError, SpecError, UsageError
 from .jobs import JobRecord, Registry
 from .launch import Launched
 from .settings import Places
+from .text import inert
 
 
 def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], registry: Registry) -> str:
-    spec = client.call("spec", rec.job_dir) or {}
+    """The secrets named by the spec this laptop recorded at launch (never by what the host
+    says its spec is: a host must not choose which of your variables it receives)."""
+    from .spec import JobSpec
+
+    if not rec.spec:
+        raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
+                         "launch it again")
+    spec = JobSpec.model_validate(rec.spec)
     secrets = {}
-    for name in spec.get("secrets") or []:
+    for name in spec.secrets:
         if name not in environ:
             raise SpecError(f"secret {name} of job {rec.id} is not set in the environment",
                             f"export {name} before resuming")
         secrets[name] = environ[name]
-    from .spec import BackupSpec
-
-    hub = hub_mirror.for_job(BackupSpec.model_validate(spec.get("backup") or {}).hub_repo, environ)
+    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
     if hub is not None:  # the agent pushes backups to the Hub again
         secrets.update(hub.secrets)
-    prepared = client.call("prepare-resume", rec.job_dir, input=json.dumps(secrets).encode())
-    started = client.call("start", rec.job_dir, timeout=60)
+    prepared = client.call("prepare-resume", rec.job_dir)
+    started = client.call("start", rec.job_dir, input=json.dumps(secrets).encode(), timeout=60)
     if not started.get("started"):
         raise RemoteError(f"the agent did not start again: {(started.get('log_tail') or '').strip()[-300:]}")
     registry.set_state(rec.id, "RUNNING")
@@ -106,7 +112,7 @@ def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, env
 
     def send(client: AgentClient, job_dir: str, folder: Path) -> None:
         got = send_backup(client, job_dir, folder)
-        console.print(f"brought backup {got['backup']} (step {got['step']}) to the new host")
+        console.print(f"brought backup {inert(got.get('backup'))} (step {inert(got.get('step'))}) to the new host")
 
     hub = hub_mirror.for_job(hub_repo, environ)
     if hub is None:
@@ -117,7 +123,7 @@ def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, env
     def from_hub(client: AgentClient, job_dir: str) -> None:
         got = hub_mirror.fetch(client, job_dir, hub, console)
         if got is not None:
-            console.print(f"the new host fetched backup {got['name']} (step {got['step']}) from hf://{hub.repo}")
+            console.print(f"the new host fetched backup {inert(got.get('name'))} (step {inert(got.get('step'))}) from hf://{hub.repo}")
             return
         console.print("the new host has no huggingface_hub yet: the backup comes through this laptop")
         send(client, job_dir, hub_mirror.fetch_to_laptop(hub, mirror_dir(places, rec) / "hub", console))
@@ -137,7 +143,7 @@ def _let_go_of_old_instance(rec: JobRecord, places: Places, registry: Registry, 
     inst = rec.instance or {}
     try:
         destroy_instance(rec, places, registry, environ)
-        console.print(f"destroyed the old {inst.get('provider')} instance {inst.get('id')}")
+        console.print(f"destroyed the old {inert(inst.get('provider'))} instance {inert(inst.get('id'))}")
     except TetherError as exc:
-        console.print(f"[yellow]warning:[/] could not destroy the old {inst.get('provider')} instance "
-                      f"{inst.get('id')} ({exc.line()}): check it in the provider's console")
+        console.print(f"[yellow]warning:[/] could not destroy the old {inert(inst.get('provider'))} instance "
+                      f"{inert(inst.get('id'))} ({inert(exc.line())}): check it in the provider's console")

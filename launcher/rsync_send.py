@@ -14,28 +14,35 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 
 from .remote import Host, SshHost
+
+if TYPE_CHECKING:
+    from .sync import LocalFile
 
 DISABLE_ENV = "TETHER_NO_RSYNC"  # set to 1 to always use the tar stream
 
 
-def usable(host: Host, environ: Dict[str, str]) -> bool:
+def usable(host: Host, environ: Mapping[str, str]) -> bool:
     return (isinstance(host, SshHost) and not environ.get(DISABLE_ENV)
             and shutil.which("rsync") is not None and shutil.which("ssh") is not None)
 
 
-def send(host: SshHost, workdir: Path, code_dir: str, rels: List[str],
-         on_bytes: Callable[[int], None], sizes: Dict[str, int], timeout_s: float = 24 * 3600) -> Optional[str]:
-    """Sends `rels` (paths under workdir) into code_dir on the host. None when done, else
-    why rsync could not (the caller then sends them its own way)."""
+def send(host: SshHost, workdir: Path, code_dir: str, temp_dir: str, files: Sequence["LocalFile"],
+         on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600) -> Optional[str]:
+    """Sends files (under workdir) into code_dir on the host. None when done, else
+    why rsync could not (the caller then sends them its own way). The manifests already
+    found these files changed: --ignore-times, so rsync's own size+mtime check never skips
+    one whose content changed with both kept. Its temp files go to temp_dir (outside the
+    synced folder), which the next launch clears if this one is killed."""
     remote_shell = shlex.join(host.openssh_argv() + ["-o", "BatchMode=yes",
                                                       "-o", f"ConnectTimeout={int(host.connect_timeout_s)}"])
     dest_host = host.destination
     if ":" in host.endpoint.host:  # an IPv6 address
         dest_host = dest_host.replace(host.endpoint.host, f"[{host.endpoint.host}]")
-    argv = ["rsync", "--times", "--perms", "--from0", "--files-from=-", "--protect-args",
+    argv = ["rsync", "--times", "--perms", "--ignore-times", f"--temp-dir={temp_dir}", "--from0",
+            "--files-from=-", "--protect-args",
             "--out-format=%n", "--timeout=300", "-e", remote_shell, f"{workdir}/", f"{dest_host}:{code_dir}/"]
     with tempfile.TemporaryFile() as errors:
         try:
@@ -44,9 +51,10 @@ def send(host: SshHost, workdir: Path, code_dir: str, rels: List[str],
         except OSError as exc:
             return f"rsync did not start ({exc})"
         assert proc.stdin is not None and proc.stdout is not None
-        threading.Thread(target=_feed, args=(proc.stdin, rels), daemon=True).start()
+        threading.Thread(target=_feed, args=(proc.stdin, [f.rel for f in files]), daemon=True).start()
+        sizes = {f.rel: f.size for f in files}
         for line in proc.stdout:  # one name per file sent: the progress bar moves by its size
-            on_bytes(sizes.get(line.decode(errors="replace").rstrip("\n"), 0))
+            on_bytes(sizes.pop(line.decode(errors="replace").rstrip("\n"), 0))
         try:
             rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

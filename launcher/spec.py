@@ -17,9 +17,12 @@ from agent.protocol import FailureClass
 
 from .errors import SpecError
 
+# Whole-string patterns. NAME_PATTERN is pydantic's (Rust regex: `$` is the end of the text);
+# the compiled ones are used with fullmatch (Python's `$` would let a trailing newline through).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A Hub repo id as the Hub accepts it: namespace/name, no "--" or "..", at most 96 characters a part.
-HUB_REPO = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+HUB_REPO = re.compile(r"(?!.*(?:--|\.\.))[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Provider = Literal["local", "ssh", "vast", "novita", "kaggle", "colab"]
 
 
@@ -86,7 +89,7 @@ class BackupSpec(_Strict):
             return v
         if not v.startswith("hf://"):
             raise ValueError(f"{v!r}: use 'laptop' or 'hf://user/repo' (a private Hub repo for the backups)")
-        if not HUB_REPO.match(v[len("hf://"):]):
+        if not HUB_REPO.fullmatch(v[len("hf://"):]):
             raise ValueError(f"{v!r}: not a Hub repo name; use hf://user/name with letters, digits, "
                              "'-', '_' or '.'")
         return v
@@ -125,9 +128,16 @@ class PublishSpec(_Strict):
     @field_validator("repo")
     @classmethod
     def _repo_name(cls, v: str) -> str:
-        if not HUB_REPO.match(v):
+        if not HUB_REPO.fullmatch(v):
             raise ValueError(f"{v!r}: not a Hub repo name; use user/name with letters, digits, '-', '_' or '.'")
         return v
+
+
+class AutodownSpec(_Strict):
+    """`autodown: true` or `autodown: {wait_min: 30}`: the rented host goes once the job ended
+    and its results are safe, and never waits for that longer than wait_min."""
+
+    wait_min: float = Field(60.0, gt=0)
 
 
 class StageSpec(_Strict):
@@ -205,7 +215,7 @@ class JobSpec(_Strict):
     stop: StopSpec = StopSpec()
     limits: LimitsSpec = LimitsSpec()
     watch: WatchSpec = WatchSpec()
-    autodown: Optional[bool] = None
+    autodown: Optional[Union[bool, AutodownSpec]] = None
     artifacts: List[str] = ["outputs/"]
     publish: Optional[PublishSpec] = None
 
@@ -217,11 +227,20 @@ class JobSpec(_Strict):
                     for k, x in v.items()}
         return v
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: Dict[str, str]) -> Dict[str, str]:
+        for name in v:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name (letters, digits, '_', "
+                                 "not starting with a digit)")
+        return v
+
     @field_validator("secrets")
     @classmethod
     def _secret_names(cls, v: List[str]) -> List[str]:
         for name in v:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
             if name.startswith("TETHER_"):
                 raise ValueError(f"{name!r}: names starting with TETHER_ are tether's own; rename it")
@@ -238,6 +257,15 @@ class JobSpec(_Strict):
             if dupes:
                 raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
         return v
+
+    def autodown_enabled(self, rented: bool) -> bool:
+        """Default: on for rented hosts."""
+        return rented if self.autodown is None else self.autodown is not False
+
+    @property
+    def autodown_wait_s(self) -> float:
+        conf = self.autodown if isinstance(self.autodown, AutodownSpec) else AutodownSpec()
+        return conf.wait_min * 60.0
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> "JobSpec":

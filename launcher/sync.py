@@ -12,14 +12,17 @@ import io
 import json
 import os
 import tarfile
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pathspec
 
 from agent.paths import Root
-from agent.protocol import sha256_file
+from agent.protocol import code_digest, sha256_file
 
 from .agent_client import AgentClient
 from .errors import RemoteError
@@ -45,6 +48,11 @@ class LocalTree:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
+
+    @property
+    def digest(self) -> str:
+        """What the job's snapshot on the host must hash to (agent.protocol.code_digest)."""
+        return code_digest({rel: {"mode": f.mode, "sha256": f.sha256} for rel, f in self.files.items()})
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,30 @@ def _ignore_spec(folder: Path, names: Tuple[str, ...]) -> Optional[pathspec.Path
     return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
 
 
+RACY_S = 2.0  # a file changed this close to when its hash was cached is hashed again
+
+
+def _cached_digest(p: Path, st: os.stat_result, hit: object, now: float) -> Tuple[list, str]:
+    """The file's sha256, from the cache when nothing about it changed. The key holds ctime,
+    which tools that keep mtimes (cp -p, rsync -t, touch -d) cannot set back, and the inode;
+    an entry cached within RACY_S of the file's last change is not trusted (as git does)."""
+    key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    changed_at = max(st.st_mtime, st.st_ctime)
+    if isinstance(hit, list) and len(hit) == 6 and hit[:4] == key and hit[5] - changed_at > RACY_S:
+        return hit, hit[4]
+    digest = sha256_file(p)
+    return key + [digest, now], digest
+
+
 def scan(workdir: Path, hash_cache: Path) -> LocalTree:
-    """Every file that would be synced, with sha256 cached by (size, mtime_ns)."""
+    """Every file that would be synced, with its sha256 (cached, see _cached_digest)."""
     try:
         cache = json.loads(hash_cache.read_text())
     except (FileNotFoundError, ValueError):
         cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    now = time.time()
     files: Dict[str, LocalFile] = {}
     links: List[str] = []
     new_cache: Dict[str, list] = {}
@@ -125,9 +151,7 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
             if _is_env_file(name) or name.endswith(".pyc") or ignored(rel, False):
                 continue
             st = p.stat()
-            hit = cache.get(rel)
-            digest = hit[2] if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns else sha256_file(p)
-            new_cache[rel] = [st.st_size, st.st_mtime_ns, digest]
+            new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
             files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
     hash_cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
@@ -166,22 +190,45 @@ class _Counting(io.RawIOBase):
 
 
 def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workdir: Path,
-         on_bytes: Callable[[int], None] = lambda n: None) -> dict:
+         environ: Mapping[str, str], on_bytes: Callable[[int], None] = lambda n: None) -> dict:
     """The changed files through rsync where both ends have it, else (or if it fails) as one
-    tar into `agent receive` on the host, which also deletes what is gone.
+    tar into `agent receive` on the host, which also deletes what is gone. Call it holding
+    the project's lock (project_lock).
     Returns {"via": "rsync" | "tar", "rsync_problem": why rsync was not used, or None}."""
     from . import rsync_send
 
     to_tar, via, problem = the_plan.send, "tar", None
-    if the_plan.send and rsync_send.usable(client.host, os.environ):
-        code_dir = str(Root(Path(root)).code(project))
-        problem = rsync_send.send(client.host, workdir, code_dir, [f.rel for f in the_plan.send], on_bytes,
-                                  {f.rel: f.size for f in the_plan.send})
+    if the_plan.send and rsync_send.usable(client.host, environ):
+        places = Root(Path(root))
+        problem = rsync_send.send(client.host, workdir, str(places.code(project)),
+                                  str(places.code_rsync_temp(project)), the_plan.send, on_bytes)
         if problem is None:
             to_tar, via = [], "rsync"
     if to_tar or the_plan.delete:
         _push_tar(client, root, project, to_tar, the_plan.delete, on_bytes)
     return {"via": via, "rsync_problem": problem}
+
+
+@contextmanager
+def project_lock(client: AgentClient, root: str, project: str, on_wait: Callable[[], None]) -> Iterator[None]:
+    """The host's launch lock of the project, held from its manifest to the job's snapshot, so
+    launches at once never mix their files. on_wait is called if another launch holds it."""
+    stream = client.stream("lock", root, project)
+    waiter = threading.Timer(1.0, on_wait)
+    waiter.start()
+    try:
+        line = stream.stdout.readline()
+        waiter.cancel()
+        if line.strip() != b"locked":
+            stream.close_stdin()
+            stream.wait()
+            raise RemoteError(f"could not take the project's launch lock on the host: "
+                              f"{stream.stderr_text().strip()[-300:] or 'no answer'}")
+        yield
+    finally:
+        waiter.cancel()
+        stream.close_stdin()
+        stream.wait()
 
 
 def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile], delete: List[str],

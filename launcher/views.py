@@ -1,17 +1,19 @@
-"""Rich tables and panels for people; the same data goes out as JSON for scripts."""
+"""Rich tables and panels for people; the same data goes out as JSON for scripts. Every
+string that came from a host passes through text.inert before Rich renders it."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from agent.protocol import JobState
+from agent.protocol import BackupInfo, BackupSummary, JobState, MirrorSummary, Resources
 
 from .observe import JobView, host_label
 from .sync import human_bytes
+from .text import inert
 
 _COLOURS = {
     JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.LOST: "red",
@@ -36,9 +38,11 @@ def ago(seconds: Optional[float]) -> str:
 
 
 def metrics_text(metrics: Dict[str, Any], limit: int = 4) -> str:
+    """key=value pairs, inert (a workload names and fills its metrics)."""
     parts = []
     for k, v in list(metrics.items())[:limit]:
-        parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+        value = f"{v:.4g}" if isinstance(v, float) else str(v)
+        parts.append(f"{inert(k, 64)}={inert(value, 200)}")
     return " ".join(parts)
 
 
@@ -49,46 +53,43 @@ def jobs_table(views: List[JobView]) -> Table:
     now = time.time()
     for v in views:
         r = v.record
-        t.add_row(r.id, r.name, host_label(r), state_text(v.state),
+        t.add_row(r.id, r.name, inert(host_label(r)), state_text(v.state),
                   "-" if v.step is None else str(v.step), ago(v.heartbeat_age_s), ago(now - r.created))
     return t
 
 
 def print_status(console: Console, v: JobView) -> None:
-    r = v.record
+    r, a = v.record, v.answer
     rows = [
         ("job", f"{r.id}  ({r.name})"),
-        ("host", f"{host_label(r)}  {r.job_dir}"),
-        ("state", state_text(v.state) + (f"  {v.reason}" if v.reason else "")),
+        ("host", f"{inert(host_label(r))}  {inert(r.job_dir)}"),
+        ("state", state_text(v.state) + (f"  {inert(v.reason)}" if v.reason else "")),
     ]
-    if v.failure:
-        rows.append(("failure", f"{v.failure}" + (f" (exit code {v.exit_code})" if v.exit_code is not None else "")))
-    if v.attempt or (v.stage and v.stage != "main"):
-        rows.append(("attempt", f"{v.attempt}" + (f"  stage {v.stage}" if v.stage and v.stage != "main" else "")))
-    rows.append(("heartbeat", ago(v.heartbeat_age_s)))
-    if v.step is not None:
-        rows.append(("step", f"{v.step}  {metrics_text(v.metrics, 8)}"))
-    if v.resources:
-        rows.append(("resources", resources_text(v.resources)))
-    b = v.backup
-    if b.get("last") or b.get("error") or b.get("in_progress"):
-        text = f"{b['last']} (step {b.get('last_step')})" if b.get("last") else "none yet"
-        if b.get("in_progress"):
-            text += "  [one in progress]"
-        if b.get("error"):
-            text += f"  [red]last attempt failed: {b['error']}[/]"
-        rows.append(("backup", text))
-    if v.mirror:
-        rows.append(("mirror", mirror_text(v.mirror)))
+    if a.failure:
+        rows.append(("failure", f"{a.failure.value}" + (f" (exit code {a.exit_code})" if a.exit_code is not None else "")))
+    if a.attempt or (a.stage and a.stage != "main"):
+        rows.append(("attempt", f"{a.attempt}" + (f"  stage {inert(a.stage)}" if a.stage and a.stage != "main" else "")))
+    rows.append(("heartbeat", ago(a.heartbeat_age_s)))
+    if a.step is not None:
+        rows.append(("step", f"{a.step}  {metrics_text(a.metrics, 8)}"))
+    if a.resources != Resources():
+        rows.append(("resources", resources_text(a.resources)))
+    if a.backup.last or a.backup.error or a.backup.in_progress:
+        rows.append(("backup", backup_text(a.backup)))
+    if a.mirror is not None:
+        rows.append(("mirror", mirror_text(a.mirror)))
+    if a.resumed_unverified:
+        rows.append(("resumed", "[yellow]from the live checkpoints/ folder: no backup verified[/]"))
     if r.instance:
         inst = r.instance
         gone = " (destroyed)" if inst.get("destroyed_at") else ""
         cost = f"  spent ${v.spend_usd:.2f}" if v.spend_usd is not None else ""
-        rows.append(("instance", f"{inst['provider']} {inst['id']}  ${r.price_per_hour or 0:.3f}/h{cost}{gone}"))
-    if v.deadline_at and not v.state.is_terminal:
-        rows.append(("deadline", f"in {max(0.0, v.deadline_at - time.time()) / 60:.0f} min"))
-    for w in v.warnings:
-        rows.append(("warning", f"[yellow]{w}[/]"))
+        rows.append(("instance", f"{inert(inst['provider'])} {inert(inst['id'])}  ${r.price_per_hour or 0:.3f}/h"
+                                 f"{cost}{gone}"))
+    if a.deadline_at and not v.state.is_terminal:
+        rows.append(("deadline", f"in {max(0.0, a.deadline_at - time.time()) / 60:.0f} min"))
+    for w in a.warnings:
+        rows.append(("warning", f"[yellow]{inert(w)}[/]"))
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -97,42 +98,52 @@ def print_status(console: Console, v: JobView) -> None:
     console.print(t)
 
 
-def mirror_text(m: Dict[str, Any]) -> str:
-    """The hf:// mirror's line: what the Hub holds, what is on its way, and a failing push
-    with its next try (never hidden)."""
-    text = f"hf://{m.get('repo')}  "
-    if m.get("last"):
-        text += f"{m['last']} (step {m.get('last_step')}) pushed {ago(m.get('pushed_age_s'))}"
-    else:
-        text += "nothing pushed yet"
-    if m.get("pushing"):
-        text += f"  [pushing {m['pushing']}]"
-    elif m.get("pending") and not m.get("error"):
-        text += f"  [{m['pending']} waiting]"
-    if m.get("error"):
-        retry = f"; retrying in {m['retry_in_s']:.0f}s" if m.get("retry_in_s") is not None else ""
-        text += f"  [red]push failed ({m.get('failures')}x): {m['error']}{retry}[/]"
+def backup_text(b: BackupSummary) -> str:
+    text = f"{inert(b.last)} (step {b.last_step})" if b.last else "none yet"
+    if b.in_progress:
+        text += "  \\[one in progress]"
+    if b.error:
+        text += f"  [red]last attempt failed: {inert(b.error)}[/]"
     return text
 
 
-def backups_table(items: List[Dict[str, Any]]) -> Table:
+def mirror_text(m: MirrorSummary) -> str:
+    """The hf:// mirror's line: what the Hub holds, what is on its way, and a failing push
+    with its next try (never hidden)."""
+    text = f"hf://{inert(m.repo)}  "
+    if m.last:
+        text += f"{inert(m.last)} (step {m.last_step}) pushed {ago(m.pushed_age_s)}"
+    else:
+        text += "nothing pushed yet"
+    if m.pushing:
+        text += f"  \\[pushing {inert(m.pushing)}]"
+    elif m.pending and not m.error:
+        text += f"  \\[{inert(m.pending)} waiting]"
+    if m.error:
+        retry = f"; retrying in {m.retry_in_s:.0f}s" if m.retry_in_s is not None else ""
+        text += f"  [red]push failed ({m.failures}x): {inert(m.error)}{retry}[/]"
+    return text
+
+
+def backups_table(items: Sequence[BackupInfo]) -> Table:
     t = Table(box=None, header_style="bold")
     for col in ("NAME", "STEP", "CREATED", "SIZE", "FILES", "VERIFIED"):
         t.add_column(col, no_wrap=True)
     now = time.time()
     for b in items:
-        ok = "[green]yes[/]" if b.get("verified") else f"[red]no: {b.get('problem')}[/]"
-        t.add_row(b["name"], "-" if b.get("step") is None else str(b["step"]), ago(now - b["created"]),
-                  human_bytes(b["size"]), str(b["files"]), ok)
+        ok = "[green]yes[/]" if b.verified else f"[red]no: {inert(b.problem)}[/]"
+        t.add_row(inert(b.name), "-" if b.step is None else str(b.step),
+                  ago(now - b.created) if b.created is not None else "-",
+                  human_bytes(b.size), str(b.files), ok)
     return t
 
 
-def resources_text(res: Dict[str, Any]) -> str:
+def resources_text(res: Resources) -> str:
     parts = []
-    if "ram_used_gb" in res:
-        parts.append(f"RAM {res['ram_used_gb']}/{res.get('ram_total_gb', '?')} GB")
-    if "disk_free_gb" in res:
-        parts.append(f"disk free {res['disk_free_gb']} GB")
-    for g in res.get("gpus") or []:
-        parts.append(f"GPU{g['index']} {g.get('util_percent')}% {g.get('mem_used_mb')}/{g.get('mem_total_mb')} MB")
+    if res.ram_used_gb is not None:
+        parts.append(f"RAM {res.ram_used_gb}/{res.ram_total_gb if res.ram_total_gb is not None else '?'} GB")
+    if res.disk_free_gb is not None:
+        parts.append(f"disk free {res.disk_free_gb} GB")
+    for g in res.gpus:
+        parts.append(f"GPU{g.index} {g.util_percent}% {g.mem_used_mb}/{g.mem_total_mb} MB")
     return " · ".join(parts)

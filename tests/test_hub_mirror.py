@@ -184,8 +184,10 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     on_hub = hub.backups(repo)
     assert sorted(on_hub) == sorted(names[1:])           # keep: 2, the oldest deleted in the same commit
     assert hub.repos[repo].files["README.md"] == b"mine"  # not a backup: left alone
-    assert push(job, "no-such-backup", request) == {"ok": False, "gone": True,
-                                                    "error": "backup no-such-backup is not on the host (pruned)"}
+    assert push(job, "20990101T000000-step9", request) == {
+        "ok": False, "gone": True, "error": "backup 20990101T000000-step9 is not on the host (pruned)"}
+    assert push(job, "../../outside", request) == {"ok": False,
+                                                   "error": "'../../outside' is not a backup name: not pushed"}
 
     # The newest on the Hub lost a byte: resume takes the one before it, and says so.
     hub.repos[repo].files[f"{names[2]}/data/step-30/state.json"] = b'{"step": 3}'

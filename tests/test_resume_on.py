@@ -11,6 +11,7 @@ from fake_hub import FakeHub
 from scripts import RESUMABLE
 
 from agent.paths import backup_order
+from launcher.errors import ExitCode
 
 
 def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, tmp_path, monkeypatch):
@@ -68,7 +69,7 @@ def test_resume_on_without_a_mirror_says_what_to_do(tether, project, host_root):
     job = launched_id(tether("launch", spec))
     wait_state(tether, job, "SUCCEEDED")
     r = tether("resume", job, "--on", "testhost")
-    assert r.exit_code == 5
+    assert r.exit_code == ExitCode.NO_BACKUP
     assert "no backup mirrored to this laptop" in r.stderr and "backup.mirror: laptop" in r.stderr
 
 
