@@ -51,13 +51,13 @@ def build(case: Case):
     """The model as the workload trains it: in the compute dtype, LoRA applied, checkpointing on."""
     from transformers import AutoModelForCausalLM
 
-    from workloads.causal_lm.loading import with_lora
+    from workloads.causal_lm.loading import enable_checkpointing, with_lora
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(case.hf_config())
     model.config.use_cache = False
     if case.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     if case.lora_r:
         model = with_lora(model, case.lora())
     model.train()

@@ -116,11 +116,16 @@ def _model_states(s: Setup, m: ModelShape) -> List[Term]:
 
 
 def _step(s: Setup, m: ModelShape) -> int:
-    """torch's foreach AdamW keeps one fp32 temporary the size of what it steps."""
+    """What the optimizer step adds: torch's foreach AdamW keeps one fp32 temporary the size of
+    what it steps, and ZeRO flattens the 16-bit gradients into a copy before casting to fp32
+    (ZeRO-3 one sub-group at a time)."""
     if s.offload_optimizer:
         return 0
     t = m.trainable if s.stage == 0 else m.trainable // s.gpus
-    return 4 * (min(t, SUB_GROUP) if s.stage == 3 else t)
+    if s.stage == 3:
+        t = min(t, SUB_GROUP)
+    flat = s.p * t if s.stage >= 1 and s.p == 2 else 0
+    return 4 * t + flat
 
 
 def _fixed(s: Setup, m: ModelShape) -> List[Term]:
