@@ -391,3 +391,20 @@ def test_zero3_builds_the_model_partitioned_and_checkpointing_is_switched_on(tmp
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"partitioned": stage == 3, "checkpointing": True}
+
+
+def test_zero2_flattens_on_the_cpu_when_the_gpu_has_no_room():
+    from workloads.causal_lm.memory import estimate_for
+
+    shape, setup = shape_of(N, L), est.Setup(2, "bf16", 8, 1, 512, offload_optimizer=True, checkpointing=True)
+    roomy = estimate_for(setup, shape, 80 * GIB)
+    tight = estimate_for(setup, shape, 24 * GIB)
+    assert roomy.startup == 4 * N and tight.startup == 2 * N          # weights (+ their flat copy)
+    assert tight.host_startup - roomy.host_startup == 8 * 2 * N       # each rank: weights and copy in RAM
+
+
+def test_the_table_in_the_docs_is_the_plan_commands_output():
+    from workloads.causal_lm.plan import table
+
+    doc = (REPO / "docs" / "causal-lm.md").read_text()
+    assert "\n".join(table()) in doc, "regenerate it: python -m workloads.causal_lm.plan"

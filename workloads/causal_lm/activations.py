@@ -95,10 +95,15 @@ def peak(shape: ModelShape, p: int, micro_batch: int, seq: int, checkpointing: b
     # The loss upcasts logits to fp32: log_softmax's output, the nll gradient and the
     # log_softmax gradient are alive together (the loop drops the logits before backward).
     logits = 12 * shape.vocab
-    at_loss = norm_bytes(shape, p, trainable=not shape.lora_modules) + logits
-    if checkpointing:   # each block keeps only its input; one block is recomputed at a time
-        base, in_block = shape.layers * p * shape.hidden, block + backward_inner(shape, p, seq)
+    at_loss = (norm_bytes(shape, p, trainable=not shape.lora_modules) + logits) * tokens
+    # Inside a block, a weight's gradient exists whole before it is accumulated or bucketed.
+    weight_grad = 0 if shape.lora_modules else p * shape.hidden * shape.intermediate
+    if checkpointing:   # each block keeps only its inputs; one block is recomputed at a time
+        mask = p * seq if shape.attn == "eager" else 0   # eager's s x s mask is one of the inputs
+        base = (shape.layers * p * shape.hidden + mask) * tokens
+        in_block = (block + backward_inner(shape, p, seq)) * tokens + weight_grad
     else:
-        base, in_block = shape.layers * block, backward_inner(shape, p, seq)
-    total = (base + max(at_loss, in_block)) * tokens
+        base = shape.layers * block * tokens
+        in_block = backward_inner(shape, p, seq) * tokens + weight_grad
+    total = base + max(at_loss, in_block)
     return ActivationPeak(activations=int(total - logits * tokens), logits=int(logits * tokens))

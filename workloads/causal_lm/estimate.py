@@ -44,6 +44,7 @@ class Setup:
     offload_param: bool = False
     checkpointing: bool = False
     on_gpu: bool = True
+    flatten_on_gpu: bool = True     # ZeRO-1/2 flatten on the GPU when it has room, else on the CPU
 
     @property
     def p(self) -> int:
@@ -117,15 +118,14 @@ def _model_states(s: Setup, m: ModelShape) -> List[Term]:
 
 def _step(s: Setup, m: ModelShape) -> int:
     """What the optimizer step adds: torch's foreach AdamW keeps one fp32 temporary the size of
-    what it steps, and ZeRO flattens the 16-bit gradients into a copy before casting to fp32
-    (ZeRO-3 one sub-group at a time)."""
+    what it steps (ZeRO-3 steps one sub-group at a time)."""
     if s.offload_optimizer:
         return 0
     t = m.trainable if s.stage == 0 else m.trainable // s.gpus
     if s.stage == 3:
         t = min(t, SUB_GROUP)
-    flat = s.p * t if s.stage >= 1 and s.p == 2 else 0
-    return 4 * t + flat
+    # (the flat 16-bit copy is gone by the time the foreach temporary exists)
+    return 4 * t
 
 
 def _fixed(s: Setup, m: ModelShape) -> List[Term]:
@@ -152,12 +152,17 @@ def _activations(s: Setup, m: ModelShape, kernels: act.Kernels) -> List[Term]:
     return [Term("activations", "activations", peak.activations), Term("logits", "logits", peak.logits)]
 
 
+def _flattens_on_gpu(s: Setup) -> bool:
+    return s.on_gpu and s.flatten_on_gpu and s.stage in (1, 2)
+
+
 def _startup(s: Setup, m: ModelShape) -> int:
     """Per GPU before training: ZeRO-3 builds the model partitioned (zero.Init) and gathers one
-    parameter at a time to load it; ZeRO-1/2 flatten the trainable weights into a copy."""
+    parameter at a time to load it; ZeRO-1/2 flatten the trainable weights into a copy, on the
+    GPU if it has room for it."""
     if s.stage == 3:
         return (0 if s.offload_param else s.p * m.params // s.gpus) + s.p * m.largest
-    return s.p * m.params + (s.p * m.trainable if s.stage in (1, 2) else 0)
+    return s.p * m.params + (s.p * m.trainable if _flattens_on_gpu(s) else 0)
 
 
 def _host(s: Setup, m: ModelShape, per_process: int) -> Tuple[List[Term], int]:
@@ -173,6 +178,8 @@ def _host(s: Setup, m: ModelShape, per_process: int) -> Tuple[List[Term], int]:
     if not s.on_gpu:   # every "GPU" term lives in this process's RAM
         terms.append(Term("params", "training state (all processes)", per_process * w))
     load = s.p * (m.largest if s.stage == 3 else m.params)
+    if s.on_gpu and s.stage in (1, 2) and not s.flatten_on_gpu:   # the weights and their flat copy
+        load = max(load, 2 * s.p * m.trainable)
     return terms, runtime + load * w
 
 

@@ -51,6 +51,15 @@ def _host_available() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
+def estimate_for(setup: est.Setup, shape: ModelShape, dev_free: Optional[int]) -> est.Estimate:
+    """The estimate for what DeepSpeed will do on this GPU: ZeRO-1/2 flatten the weights on
+    the CPU instead when the GPU has no room for the copy (more host RAM, less GPU)."""
+    need = est.estimate(setup, shape)
+    if dev_free is not None and need.startup * HEADROOM > dev_free and setup.stage in (1, 2):
+        return est.estimate(replace(setup, flatten_on_gpu=False), shape)
+    return need
+
+
 def fits(need: est.Estimate, dev_free: Optional[int], host_free: int) -> bool:
     ok_host = need.host_bytes <= host_free
     ok_dev = dev_free is None or not need.on_gpu or need.device_bytes * HEADROOM <= dev_free
@@ -63,13 +72,13 @@ def check_fits(cfg: CausalLMConfig, hf_config, procs: int, on_gpu: bool,
     """The estimate, if it fits; else ConfigError naming settings that would fit."""
     shape = shape or model_shape(hf_config, cfg.lora)
     dev_free, host_free = override or available(on_gpu)
-    need = est.estimate(setup_for(cfg, procs, on_gpu, prec), shape)
+    need = estimate_for(setup_for(cfg, procs, on_gpu, prec), shape, dev_free)
     if fits(need, dev_free, host_free):
         return need
     options: List[str] = []
     for tries in (alternatives, combined):
         for name, alt in tries(cfg):
-            if fits(est.estimate(setup_for(alt, procs, on_gpu, prec), shape), dev_free, host_free):
+            if fits(estimate_for(setup_for(alt, procs, on_gpu, prec), shape, dev_free), dev_free, host_free):
                 options.append(name)
         if options:
             break
