@@ -408,3 +408,11 @@ def test_the_table_in_the_docs_is_the_plan_commands_output():
 
     doc = (REPO / "docs" / "causal-lm.md").read_text()
     assert "\n".join(table()) in doc, "regenerate it: python -m workloads.causal_lm.plan"
+
+
+def test_a_model_that_is_not_llama_like_is_estimated_and_says_so():
+    from transformers import GPT2Config
+
+    shape = model_shape(GPT2Config(n_embd=768, n_layer=12, n_head=12))
+    assert shape.params == 124_439_808 and not shape.gated_mlp and shape.intermediate == 4 * 768
+    assert "approximate: gpt2 is not Llama-like" in est.breakdown(est.estimate(est.Setup(2, "bf16", 1, 1, 512), shape))

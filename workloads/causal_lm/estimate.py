@@ -66,6 +66,7 @@ class Estimate:
     host_terms: Tuple[Term, ...]  # host RAM, all processes together
     host_startup: int
     on_gpu: bool = True
+    approximate: str = ""        # why the activation terms are approximate, if they are
 
     def group(self, name: str) -> int:
         return sum(t.bytes for t in self.terms if t.group == name)
@@ -187,7 +188,8 @@ def estimate(s: Setup, m: ModelShape, kernels: act.Kernels = act.CUDA) -> Estima
     terms = _model_states(s, m) + _activations(s, m, kernels) + _fixed(s, m)
     est = Estimate(tuple(terms), _step(s, m), _startup(s, m), (), 0, s.on_gpu)
     host, host_startup = _host(s, m, max(est.steady, est.startup))
-    return Estimate(est.terms, est.step, est.startup, tuple(host), host_startup, s.on_gpu)
+    why = "" if m.llama_like else f"{m.model_type or 'this model'} is not Llama-like"
+    return Estimate(est.terms, est.step, est.startup, tuple(host), host_startup, s.on_gpu, why)
 
 
 def _gib(n: int) -> str:
@@ -202,6 +204,8 @@ def breakdown(e: Estimate) -> str:
         if g == "fixed":
             continue
         parts[g] = f"{g} {_gib(e.group(g))}"
+    if e.approximate:
+        parts["activations"] += f" (approximate: {e.approximate})"
     if e.step > e.group("activations") + e.group("logits"):
         parts["optimizer"] += f" (+{_gib(e.step)} at the step)"
     text = ", ".join(parts.values()) + f", start-up peak {_gib(e.startup)}"
