@@ -89,7 +89,8 @@ def summary(need: est.Estimate) -> str:
     """'X GiB per GPU (breakdown), Y GiB of host RAM' for the log."""
     if not need.on_gpu:
         return f"{need.host_bytes / GB:.1f} GiB of host RAM in all (per process: {est.breakdown(need)})"
-    return f"{need.device_bytes / GB:.1f} GiB per GPU ({est.breakdown(need)}), {need.host_bytes / GB:.1f} GiB of host RAM"
+    return (f"{need.device_bytes / GB:.1f} GiB per GPU ({est.breakdown(need)}), "
+            f"{need.host_bytes / GB:.1f} GiB of host RAM")
 
 
 def refusal(cfg: CausalLMConfig, shape: ModelShape, need: est.Estimate, dev_free: Optional[int],
