@@ -6,6 +6,7 @@
    configured stall_after_s + heartbeat.every_s.
 3. The causal-lm workload against a minimal DeepSpeed loop (lm_bench.py).
 4. Code sync: the rsync path, the tar stream and a bare rsync (sync_bench.py).
+5. The causal-lm memory estimate against measured CPU peaks (memory_bench.py).
 Results go to bench/RESULTS.md.
 """
 
@@ -180,6 +181,9 @@ def main() -> None:
     if os.environ.get("BENCH_SKIP_SYNC") != "1":
         import sync_bench
         lines += sync_bench.main()
+    if os.environ.get("BENCH_SKIP_MEMORY") != "1":
+        import memory_bench
+        lines += memory_bench.main()
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -168,6 +168,7 @@ class TrainSpec(_Strict):
     save_every: int = Field(0, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     seq_len: int = Field(1024, ge=1)
+    gradient_checkpointing: bool = False
 
 
 class LoraSpec(_Strict):

@@ -63,9 +63,9 @@ def main(argv=None) -> int:
 def run(cfg: CausalLMConfig) -> int:
     warnings.filterwarnings("ignore", message=".*Failed to initialize NumPy.*")
     import torch
-    from transformers import AutoModelForCausalLM
 
     from . import data, export, loading, memory
+    from .shape import model_shape
     from .trainer import Trainer, dirs_from_env, ds_config, init_distributed, lr_lambda, precision, seed_everything
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("WORLD_SIZE", "1")))))
@@ -78,18 +78,20 @@ def run(cfg: CausalLMConfig) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = cfg.train.micro_batch * cfg.train.grad_accum * world
     total_steps = cfg.train.max_steps or max(1, math.ceil(cfg.train.epochs * len(packed.train) / per_step))
-    memory.check_fits(cfg, hf_config, world, torch.cuda.is_available(), loading.memory_override())
+    on_gpu = torch.cuda.is_available()
+    shape = model_shape(hf_config, cfg.lora)
+    need = memory.check_fits(cfg, hf_config, world, on_gpu, loading.memory_override(), prec, shape)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"memory: about {memory.summary(need)}", flush=True)
     dirs = dirs_from_env()  # creates the folders: only once the inputs are known to be good
 
     init_distributed()
     import deepspeed
 
     seed_everything(cfg.train.seed)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, config=hf_config, dtype=torch.float32)
-    if cfg.lora is not None:
-        model = loading.with_lora(model, cfg.lora)
-    n_params = sum(p.numel() for p in model.parameters())
     conf = ds_config(cfg, prec)
+    model = loading.model(cfg, hf_config, conf, prec)
+    n_params = sum(p.numel() for p in model.parameters())
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
     if "optimizer" not in conf:
@@ -98,6 +100,7 @@ def run(cfg: CausalLMConfig) -> int:
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, optimizer=optimizer,
                                            lr_scheduler=scheduler, config=conf)
     trainer = Trainer(cfg, dirs, engine, tokenizer, packed, total_steps, prec, n_params)
+    trainer.memory_estimate = need.allocated_bytes
     if dirs.resume_from:
         trainer.resume(dirs.resume_from)
     status = trainer.train()

@@ -41,6 +41,7 @@ class TrainOptions:
     save_every: int = 0
     keep_checkpoints: int = 2
     seq_len: int = 1024
+    gradient_checkpointing: bool = False   # recompute each block in backward: less memory, ~1/3 more compute
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def check(cfg: CausalLMConfig) -> None:
         raise ConfigError("workload.train.max_steps: must be at least 1")
     if tr.epochs is not None and tr.epochs <= 0:
         raise ConfigError("workload.train.epochs: must be positive")
+    if not isinstance(tr.gradient_checkpointing, bool):
+        raise ConfigError(f"workload.train.gradient_checkpointing: {tr.gradient_checkpointing!r}; use true or false")
     if tr.schedule not in ("cosine", "linear", "constant"):
         raise ConfigError(f"workload.train.schedule: {tr.schedule!r}; use cosine, linear or constant")
     if tr.lr <= 0:

@@ -49,6 +49,42 @@ def with_lora(model, opts: LoraOptions):
     return get_peft_model(model, conf)
 
 
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def model(cfg: CausalLMConfig, hf_config, ds_conf: dict, prec: str):
+    """The model as it trains. Loaded in the training dtype (half the host RAM of fp32 per
+    rank; DeepSpeed would cast it anyway). ZeRO-3 builds it partitioned (zero.Init, through
+    HfDeepSpeedConfig) instead of whole in every rank."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    # transformers reads this object (through a weak reference) while it loads.
+    zero3 = HfDeepSpeedConfig(ds_conf) if cfg.deepspeed.zero_stage == 3 else None
+    loaded = AutoModelForCausalLM.from_pretrained(cfg.model, config=hf_config, dtype=getattr(torch, DTYPES[prec]))
+    del zero3   # loaded: later from_pretrained calls (a user's, the export's) are plain again
+    if cfg.train.gradient_checkpointing:
+        enable_checkpointing(loaded)
+    if cfg.lora is not None:
+        loaded = with_lora(loaded, cfg.lora)
+    return loaded
+
+
+def enable_checkpointing(model) -> None:
+    """Recompute each block in backward. Non-reentrant: works with frozen inputs (LoRA) and
+    ZeRO-3. transformers 5 renamed it activation checkpointing."""
+    kwargs = {"use_reentrant": False}
+    try:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    except ValueError:
+        raise ConfigError(f"workload.train.gradient_checkpointing: {type(model).__name__} does not support it; "
+                          "set it to false") from None
+
+
 def memory_override() -> Optional[Tuple[Optional[int], int]]:
     """TETHER_MEMORY_GB=host[,gpu]: pretend the host has this much (tests, dry planning)."""
     raw = os.environ.get("TETHER_MEMORY_GB")

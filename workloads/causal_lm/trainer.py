@@ -159,6 +159,7 @@ class Trainer:
         self.started = time.time()
         self.step_times: list = []
         self.checkpoint_times: list = []
+        self.memory_estimate: Optional[int] = None   # bytes torch's allocator should peak at
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -220,11 +221,14 @@ class Trainer:
             for _ in range(tr.grad_accum):
                 batch = data_mod.micro_batch(self.packed, self.order, self.state.micro_step, self.rank, self.world,
                                              tr.micro_batch).to(self.device)
-                out = self.engine(input_ids=batch, labels=batch)
-                self.engine.backward(out.loss)
+                # No KV cache in training, and the logits go before backward: kept alive they
+                # would also sit through the next forward.
+                loss = self.engine(input_ids=batch, labels=batch, use_cache=False).loss
+                self.engine.backward(loss)
                 self.engine.step()
                 self.state.micro_step += 1
-                total += float(out.loss.detach().float().item())
+                total += float(loss.detach().float().item())
+                del loss
             loss = self._mean(total / tr.grad_accum)
             self.state.step += 1
             self.state.tokens_seen += tokens_per_step
@@ -259,12 +263,24 @@ class Trainer:
         }
         if torch.cuda.is_available():
             m["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+            m.update(self._calibration(torch.cuda.max_memory_allocated()))
             peak = peak_tflops()
             if peak:
                 m["mfu"] = round(6 * self.n_params * tokens / dt / (peak * 1e12 * self.world), 4)
         else:
             m["peak_mem_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
         return m
+
+    def _calibration(self, peak: int) -> Dict[str, Any]:
+        """The estimate beside what the allocator measured, so the first GPU run checks the
+        memory model; said once in the log after the third step, when the peak has settled."""
+        if not self.memory_estimate:
+            return {}
+        ratio = round(peak / self.memory_estimate, 3)
+        if self.rank == 0 and self.state.step == min(3, self.total_steps):
+            print(f"memory check: estimated {self.memory_estimate / 2**30:.2f} GiB allocated at the peak, "
+                  f"torch.cuda.max_memory_allocated {peak / 2**30:.2f} GiB (ratio {ratio})", flush=True)
+        return {"mem_estimate_gb": round(self.memory_estimate / 1e9, 2), "mem_peak_over_estimate": ratio}
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -273,7 +289,7 @@ class Trainer:
         losses = []
         for i in range(n):
             batch = self.packed.eval[i:i + 1].to(self.device)
-            losses.append(float(self.engine(input_ids=batch, labels=batch).loss.float().item()))
+            losses.append(float(self.engine(input_ids=batch, labels=batch, use_cache=False).loss.float().item()))
         self.engine.train()
         return round(self._mean(sum(losses) / max(1, len(losses))), 6)
 
