@@ -50,7 +50,7 @@ def offers(
             notes.append(f"{name}: {getattr(exc, 'what', exc)}")
     from .kaggle_job import quota_line
     line = quota_line(os.environ)
-    notes.append(line or "kaggle: no credentials (KAGGLE_USERNAME/KAGGLE_KEY)")
+    notes.append(line or "kaggle: no GPU quota figures from Kaggle")
     notes.append("colab: free sessions of up to 12 h: tether colab-cell")
     rows.sort(key=lambda r: r["price_per_hour"])
     if as_json:
