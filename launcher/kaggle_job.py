@@ -183,7 +183,7 @@ def launch_kernel(loaded: LoadedSpec, tree: sync.LocalTree, command: str, regist
     if shared:
         console.print(f"kaggle: backups stay in the session unless kernel {kernels.user}/{slug} has the secret "
                       f"HF_TOKEN attached (once: {KAGGLE_CODE}/{kernels.user}/{slug}/edit, Add-ons > Secrets; "
-                      "later launches push new versions of it, which keep it)", markup=False)
+                      "later launches push new versions of it, which keep it)", markup=False, soft_wrap=True)
     record = JobRecord(
         id=job_id, name=spec.name, project=spec.name, spec_hash=loaded.spec_hash, provider="kaggle",
         endpoint={"kind": "kaggle", "user": kernels.user, "slug": slug, "shared": shared,
