@@ -51,7 +51,7 @@ def offers(
             notes.append(f"{name}: {getattr(exc, 'what', exc)}")
     from .kaggle_job import quota_line
     line = quota_line(os.environ)
-    notes.append(line or "kaggle: no credentials (KAGGLE_USERNAME/KAGGLE_KEY)")
+    notes.append(line or "kaggle: no GPU quota figures from Kaggle")
     notes.append("colab: free sessions of up to 12 h: tether colab-cell")
     rows.sort(key=lambda r: r["price_per_hour"])
     if as_json:
@@ -110,7 +110,7 @@ def login(provider: str = typer.Argument(..., help="vast or novita")) -> None:
 @command
 def colab_cell(tunnel: str = typer.Option("cloudflared", "--tunnel", help="cloudflared or ngrok")) -> None:
     """Print the notebook cell that makes a Colab (or Kaggle) runtime an SSH host for `attach`."""
-    from provisioning.colab import bootstrap_cell
+    from provisioning.colab import bootstrap_cell, require_cloudflared
 
     from .credentials import ssh_keypair
 
@@ -119,6 +119,11 @@ def colab_cell(tunnel: str = typer.Option("cloudflared", "--tunnel", help="cloud
         typer.echo(bootstrap_cell(public_key, tunnel))
     except ProviderError as exc:
         raise UsageError(exc.what, exc.todo) from None
+    if tunnel == "cloudflared":
+        try:
+            require_cloudflared()
+        except ProviderError as exc:  # the cell is still good; attaching will need it
+            typer.echo(f"note: {exc.what} — {exc.todo}", err=True)
 
 
 @app.command()

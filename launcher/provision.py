@@ -27,10 +27,15 @@ class ProvisionError(TetherError):
 
 
 def provider_for(name: str, places: Places, environ: Mapping[str, str]) -> Provider:
-    """TETHER_PROVIDER_POLL_S sets how often a starting instance is polled (default 5 s)."""
+    """TETHER_PROVIDER_POLL_S sets how often a starting instance is polled (default 5 s);
+    TETHER_PROVIDER_PACE scales the providers' rate-limit gaps and backoffs (default 1: their
+    own figures; tests shrink it); TETHER_VAST_CREATE_TIMEOUT_S bounds a rent's answer (120)."""
     poll_s = float(environ.get("TETHER_PROVIDER_POLL_S", "5"))
+    pace = float(environ.get("TETHER_PROVIDER_PACE", "1"))
+    create_timeout = float(environ.get("TETHER_VAST_CREATE_TIMEOUT_S", "0")) or None
     try:
-        return rented_provider(name, api_key(name, places, environ), poll_s=poll_s)
+        return rented_provider(name, api_key(name, places, environ), poll_s=poll_s, pace_scale=pace,
+                               create_timeout_s=create_timeout)
     except ProviderError as exc:
         raise ProvisionError(exc.what, exc.todo) from None
 

@@ -46,11 +46,19 @@ class SshEndpoint(BaseModel):
 
 
 class ProviderError(Exception):
-    """A provider refused or failed; one line for the user, and what to do."""
+    """A provider refused or failed; one line for the user, and what to do. `status` is the
+    HTTP status and `code` the provider's own error code, where the answer had them: callers
+    decide "not found" from these, never from the message text."""
 
-    def __init__(self, what: str, todo: str = "") -> None:
+    def __init__(self, what: str, todo: str = "", *, status: Optional[int] = None,
+                 code: Optional[str] = None) -> None:
         super().__init__(what)
         self.what, self.todo = what, todo
+        self.status, self.code = status, code
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
 
 
 class AuthFailed(ProviderError):
@@ -63,6 +71,15 @@ class OfferGone(ProviderError):
 
 class NotReady(ProviderError):
     """An instance did not come up (dead, or past its deadline): destroy it, try another."""
+
+
+class RateLimited(ProviderError):
+    """The provider kept answering 429 for longer than we back off: try again later."""
+
+
+class AnswerLost(ProviderError):
+    """A request that must not be repeated (renting) was sent, but its answer never came:
+    it may or may not have taken effect."""
 
 
 class Resources(BaseModel):

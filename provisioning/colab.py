@@ -6,9 +6,13 @@ on managed runtimes, so tether never does this by itself."""
 from __future__ import annotations
 
 import re
+import shutil
+from typing import Callable, Optional
 
 from .base import ProviderError, SshEndpoint
 
+CLOUDFLARED_DOWNLOAD = ("https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/"
+                        "downloads/")
 SESSION_HOURS = 12.0  # Colab's documented maximum; sessions end sooner when idle
 
 _CELL = '''# tether bootstrap: makes this runtime an SSH host for `tether attach`. Check your
@@ -42,10 +46,33 @@ for _ in range(90):
 print("on your laptop:  tether attach JOB.yaml", found.group(1) if found else "<no tunnel yet: see /tmp/cloudflared.log>")
 '''
 
-_NGROK = '''# ngrok needs your authtoken: set NGROK_AUTHTOKEN in the notebook's secrets first.
+# The authtoken is a notebook secret: Colab's Secrets panel read through google.colab.userdata
+# (googlecolab/colabtools google/colab/userdata.py `get`), Kaggle's through kaggle_secrets
+# (Kaggle/docker-python patches/kaggle_secrets.py), else the environment.
+NGROK_TOKEN_CODE = '''def ngrok_token():
+    for read in (lambda: __import__("google.colab.userdata", fromlist=["get"]).get("NGROK_AUTHTOKEN"),
+                 lambda: __import__("kaggle_secrets").UserSecretsClient().get_secret("NGROK_AUTHTOKEN"),
+                 lambda: os.environ["NGROK_AUTHTOKEN"]):
+        try:
+            value = read()
+        except Exception:
+            continue
+        if value:
+            return value
+    return None
+'''
+
+# ngrok TCP endpoints need an account with a card on file, even on the free plan
+# (ngrok.com/docs/errors/err_ngrok_8013; "TCP endpoints are only available on a free plan after
+# adding a valid payment method").
+_NGROK = NGROK_TOKEN_CODE + '''token = ngrok_token()
+if not token:
+    raise SystemExit("tether: add your ngrok authtoken as the secret NGROK_AUTHTOKEN (Colab: the key icon, "
+                     "Secrets, and grant this notebook access; Kaggle: Add-ons > Secrets), then run this cell again")
+print("tether: ngrok TCP tunnels need an ngrok account with a verified card (ERR_NGROK_8013 otherwise)")
 subprocess.run(["pip", "-q", "install", "pyngrok"], check=True)
 from pyngrok import ngrok
-ngrok.set_auth_token(os.environ["NGROK_AUTHTOKEN"])
+ngrok.set_auth_token(token)
 address = ngrok.connect(22, "tcp").public_url.replace("tcp://", "")
 print("on your laptop:  tether attach JOB.yaml", address)
 '''
@@ -62,11 +89,21 @@ _CLOUDFLARE_HOST = re.compile(r"^(?:https://)?([a-z0-9-]+\.trycloudflare\.com)/?
 _HOST_PORT = re.compile(r"^(?:tcp://)?([A-Za-z0-9.-]+):(\d+)$")
 
 
-def endpoint_for(address: str, identity_file: str) -> SshEndpoint:
+def require_cloudflared(which: Callable[[str], Optional[str]] = shutil.which) -> None:
+    """A trycloudflare tunnel is reached through `cloudflared access ssh` on this laptop."""
+    if which("cloudflared") is None:
+        raise ProviderError("cloudflared is not installed on this laptop: a cloudflared tunnel is reached "
+                            "through `cloudflared access ssh`", f"install it ({CLOUDFLARED_DOWNLOAD}) and run "
+                            "this again, or use the ngrok cell (tether colab-cell --tunnel ngrok)")
+
+
+def endpoint_for(address: str, identity_file: str,
+                 which: Callable[[str], Optional[str]] = shutil.which) -> SshEndpoint:
     """What the cell printed -> how to reach it: a trycloudflare name (through
-    `cloudflared access ssh`) or host:port (an ngrok TCP address)."""
+    `cloudflared access ssh`, which must be installed here) or host:port (an ngrok TCP address)."""
     m = _CLOUDFLARE_HOST.match(address.strip())
     if m:
+        require_cloudflared(which)
         name = m.group(1)
         return SshEndpoint(host=name, port=22, user="root", identity_file=identity_file,
                            proxy_command=f"cloudflared access ssh --hostname {name}",

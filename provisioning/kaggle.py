@@ -1,8 +1,14 @@
 """Kaggle batch kernels through kagglesdk, the official `kaggle` package's client (imported
-lazily: some versions authenticate at import time). KAGGLE_API_ENVIRONMENT=TEST points it at
-http://localhost:7777, where the tests' fake listens.
+lazily, and only on Python >= 3.11, which it needs). KAGGLE_API_ENVIRONMENT=TEST points it at
+http://localhost:7777, where the tests' fake listens. Credentials: kaggle_auth.py.
 
-Credentials: KAGGLE_USERNAME + KAGGLE_KEY, or ~/.kaggle/kaggle.json, or KAGGLE_API_TOKEN."""
+What Kaggle's own sources say, and this module follows:
+- the session's maximum run time: 12 h for CPU and GPU sessions, 9 h for TPU (kaggle.com/docs/
+  notebooks, "Technical specifications"); a longer sessionTimeoutSeconds is not asked for.
+- CancelKernelSession takes one field, kernelSessionId (kagglesdk 0.1.37 kernels_api_service
+  ApiCancelKernelSessionRequest); no public call returns that id for a pushed kernel.
+- the session log (ListKernelSessionOutput.log) is a JSON array of {stream_name, time, data}
+  (Kaggle/kaggle-cli kaggle_api_extended.py `_iter_blob_lines`, v2.2.3)."""
 
 from __future__ import annotations
 
@@ -10,60 +16,108 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from .base import AuthFailed, ProviderError
+from .kaggle_auth import KaggleAuth, require_sdk, resolve
 
 TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+GPU_SESSION_MAX_S = 12 * 3600
+TPU_SESSION_MAX_S = 9 * 3600
+
+
+def session_max_s(accelerator: Optional[str]) -> int:
+    return TPU_SESSION_MAX_S if (accelerator or "").lower().startswith("tpu") else GPU_SESSION_MAX_S
 
 
 @dataclass(frozen=True)
 class KernelOutput:
     files: List[Tuple[str, str]]   # (file name as Kaggle gives it: untrusted, url)
-    log: str
+    log: str                       # the session's log as text
 
 
-def credentials(environ: Mapping[str, str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-    """(username, key, api_token) from the environment or ~/.kaggle/kaggle.json."""
-    user, key, token = environ.get("KAGGLE_USERNAME"), environ.get("KAGGLE_KEY"), environ.get("KAGGLE_API_TOKEN")
-    path = Path(environ.get("KAGGLE_CONFIG_DIR", "~/.kaggle")).expanduser() / "kaggle.json"
-    if not (user and (key or token)) and path.is_file():
-        data = json.loads(path.read_text())
-        user, key = user or data.get("username"), key or data.get("key")
-    return user, key, token
+@dataclass(frozen=True)
+class Pushed:
+    ref: str
+    version: Optional[int]
+
+
+def log_text(raw: Optional[str]) -> str:
+    """The session log as text: the `data` of each {stream_name, time, data} entry, in order.
+    Anything else (an older or unknown shape) is shown as it came."""
+    if not raw:
+        return ""
+    try:
+        entries = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(entries, list):
+        return raw
+    parts = []
+    for e in entries:
+        data = e.get("data") if isinstance(e, dict) else None
+        if isinstance(data, str):
+            parts.append(data if data.endswith("\n") else data + "\n")
+    return "".join(parts)
 
 
 class KaggleKernels:
     name = "kaggle"
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self.user, self.key, self.token = credentials(environ)
-        if not self.user or not (self.key or self.token):
-            raise ProviderError("no Kaggle credentials",
-                                "export KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in ~/.kaggle")
+        require_sdk()
+        self.auth: KaggleAuth = resolve(environ, self._introspect)
+        self.user = self.auth.username
 
-    def _call(self, method: str, request):
+    def _client(self, token: Optional[str] = None):
+        from kagglesdk import KaggleClient
+        from kagglesdk.kaggle_env import get_env
+
+        if token:
+            return KaggleClient(env=get_env(), api_token=token)
+        return KaggleClient(env=get_env(), username=self.auth.username, password=self.auth.key,
+                            api_token=self.auth.token)
+
+    def _introspect(self, token: str) -> Optional[str]:
+        from kagglesdk.security.types.oauth_service import IntrospectTokenRequest
+
+        req = IntrospectTokenRequest()
+        req.token = token
         try:
-            from kagglesdk import KaggleClient
-            from kagglesdk.kaggle_env import get_env
-        except ImportError:
-            raise ProviderError("the Kaggle client is not installed", "pip install 'tether[kaggle]'") from None
+            resp = self._send(lambda k: k.security.oauth_client.introspect_token(req), "IntrospectToken",
+                              self._client(token))
+        except ProviderError as exc:
+            if exc.status in (400, 401, 403, 404):  # the CLI reads these as "token invalid"
+                return None
+            raise
+        return resp.username if resp.active and resp.username else None
+
+    def _call(self, method: str, request) -> Any:
+        return self._send(lambda k: getattr(k.kernels.kernels_api_client, method)(request), method, self._client())
+
+    @staticmethod
+    def _send(fn, what: str, client) -> Any:
         import requests
 
         try:
-            with KaggleClient(env=get_env(), username=self.user, password=self.key, api_token=self.token) as k:
-                return getattr(k.kernels.kernels_api_client, method)(request)
+            with client as k:
+                return fn(k)
         except requests.HTTPError as exc:
             code = exc.response.status_code if exc.response is not None else None
             if code in (401, 403):
-                raise AuthFailed(f"kaggle: credentials refused ({code})", "check KAGGLE_USERNAME/KAGGLE_KEY") from None
-            raise ProviderError(f"kaggle: {method} failed ({code}: {exc})") from None
+                raise AuthFailed(f"kaggle: credentials refused ({code})",
+                                 "check KAGGLE_API_TOKEN (or KAGGLE_USERNAME/KAGGLE_KEY)", status=code) from None
+            raise ProviderError(f"kaggle: {what} failed ({code}: {exc})", status=code) from None
         except requests.RequestException as exc:
-            raise ProviderError(f"kaggle: cannot reach the API ({exc})") from None
+            raise ProviderError(f"kaggle: cannot reach the API ({exc})", "check the network") from None
 
-    def push(self, slug: str, title: str, script: str, accelerator: Optional[str], timeout_s: int) -> str:
+    def push(self, slug: str, title: str, script: str, accelerator: Optional[str], timeout_s: int) -> Pushed:
         from kagglesdk.kernels.types.kernels_api_service import ApiSaveKernelRequest
 
+        if timeout_s > session_max_s(accelerator):
+            raise ProviderError(f"kaggle: a session of {timeout_s / 3600:g} h is over Kaggle's "
+                                f"{session_max_s(accelerator) // 3600} h maximum",
+                                "set host.session_hours to that or less")
         r = ApiSaveKernelRequest()
         r.slug = f"{self.user}/{slug}"
         r.new_title = title
@@ -79,13 +133,14 @@ class KaggleKernels:
         resp = self._call("save_kernel", r)
         if resp.error:
             raise ProviderError(f"kaggle: push refused: {resp.error}")
-        return resp.ref or r.slug
+        return Pushed(resp.ref or r.slug, resp.version_number)
 
     def _ref(self, request, slug: str):
         request.user_name, request.kernel_slug = self.user, slug
         return request
 
     def status(self, slug: str) -> Tuple[str, str]:
+        """(status name, failure message); a kernel Kaggle does not know raises with status 404."""
         from kagglesdk.kernels.types.kernels_api_service import ApiGetKernelSessionStatusRequest
 
         resp = self._call("get_kernel_session_status", self._ref(ApiGetKernelSessionStatusRequest(), slug))
@@ -104,12 +159,17 @@ class KaggleKernels:
             log = log or (resp.log or "")
             token = resp.next_page_token
             if not token:
-                return KernelOutput(files, log)
+                return KernelOutput(files, log_text(log))
 
-    def cancel(self, slug: str) -> None:
+    def cancel(self, session_id: int) -> None:
+        """Cancel one session by its id, the request's only field."""
         from kagglesdk.kernels.types.kernels_api_service import ApiCancelKernelSessionRequest
 
-        self._call("cancel_kernel_session", self._ref(ApiCancelKernelSessionRequest(), slug))
+        req = ApiCancelKernelSessionRequest()
+        req.kernel_session_id = int(session_id)
+        resp = self._call("cancel_kernel_session", req)
+        if resp.error_message:
+            raise ProviderError(f"kaggle: cancelling session {session_id} refused: {resp.error_message}")
 
     def gpu_quota_hours(self) -> Optional[Tuple[float, float]]:
         from kagglesdk.kernels.types.kernels_api_service import ApiGetAcceleratorQuotaStatisticsRequest

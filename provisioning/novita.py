@@ -1,5 +1,10 @@
 """Novita AI GPU instances (REST, https://api.novita.ai/gpu-instance/openapi/v1).
 
+Follows novita.ai/docs/api-reference/gpu-instance-* (Get Instance, List Instances, Create,
+Delete; checked 2026-08): every call marks `Content-Type: application/json` and `Authorization`
+as required headers, GET ones included; `statusError` is an object {state, message} that is
+present on healthy instances too.
+
 Prices: `price` is an integer that third-party code reads as 1e-5 USD per GPU-hour; the docs do
 not say. We read it that way and say so in the README."""
 
@@ -10,9 +15,9 @@ import re
 import time
 from typing import List, Optional
 
-from .base import (port_open, CreateRequest, Instance, InstanceState, NotReady, Offer, ProviderError, Resources,
-                   SshEndpoint, Teardown)
-from .http import RestClient
+from .base import (port_open, CreateRequest, Instance, InstanceState, NotReady, Offer, ProviderError, RateLimited,
+                   Resources, SshEndpoint, Teardown)
+from .http import Pace, RestClient
 
 DEFAULT_URL = "https://api.novita.ai/gpu-instance/openapi/v1"
 PRICE_UNIT = 1e-5  # USD per GPU-hour per unit of `price` (uncertain; see module doc)
@@ -39,13 +44,30 @@ def parse_ssh_command(command: str) -> tuple:
     return who.group(1), who.group(2), int(port.group(1)) if port else 22
 
 
+def status_error(data: dict) -> Optional[str]:
+    """The instance's real error, or None. `statusError` is {state, message}, present on
+    healthy instances too; a plain string is read as the message."""
+    err = data.get("statusError")
+    if isinstance(err, dict):
+        # A failure comes with its message; a bare state is not evidence of one (a starting
+        # instance that never gets there is still caught by the ready deadline).
+        state, message = str(err.get("state") or "").strip(), str(err.get("message") or "").strip()
+        if not message:
+            return None
+        return f"{state}: {message}" if state else message
+    return (str(err).strip() or None) if err else None
+
+
 class NovitaProvider:
     name = "novita"
     rented = True
 
-    def __init__(self, api_key: str, base_url: Optional[str] = None, poll_s: float = 5.0) -> None:
+    def __init__(self, api_key: str, base_url: Optional[str] = None, poll_s: float = 5.0,
+                 pace_scale: float = 1.0) -> None:
         self.base_url = base_url or os.environ.get("TETHER_NOVITA_URL") or DEFAULT_URL
-        self.api = RestClient("novita", self.base_url, api_key)
+        # Novita publishes no rate figures: no spacing, 429s backed off from 1 s.
+        self.api = RestClient("novita", self.base_url, api_key, pace=Pace(scale=pace_scale),
+                              headers={"Content-Type": "application/json"})
         self.poll_s = poll_s
 
     def offers(self, want: Resources) -> List[Offer]:
@@ -69,7 +91,7 @@ class NovitaProvider:
         body = {"name": req.label, "productId": offer.id, "gpuNum": offer.num_gpus,
                 "rootfsSize": int(req.disk_gb), "imageUrl": req.image, "kind": "gpu",
                 "ports": "22/tcp", "envs": [], "billingMode": "onDemand"}
-        resp = self.api.request("POST", "/gpu/instance/create", json=body)
+        resp = self.api.request("POST", "/gpu/instance/create", json=body, repeatable=False)
         if not resp.get("id"):
             raise ProviderError(f"novita: create answered without an id: {resp}")
         return Instance(provider=self.name, id=str(resp["id"]), label=req.label,
@@ -79,7 +101,7 @@ class NovitaProvider:
         try:
             body = self.api.request("GET", "/gpu/instance", params={"instanceId": inst.id})
         except ProviderError as exc:
-            if "404" in exc.what:
+            if exc.not_found:
                 return None
             raise
         return body or None
@@ -89,18 +111,22 @@ class NovitaProvider:
         if data is None:
             return InstanceState.GONE
         state = _STATES.get(data.get("status"), InstanceState.PROVISIONING)
-        if state == InstanceState.PROVISIONING and data.get("statusError"):
+        if state == InstanceState.PROVISIONING and status_error(data):
             return InstanceState.DEAD
         return state
 
     def wait_ready(self, inst: Instance, deadline: float) -> SshEndpoint:
         while True:
-            data = self._get(inst)
+            try:
+                data = self._get(inst)
+            except RateLimited:
+                data = {"status": "toCreate"}  # no news: a 429 never condemns an instance
             if data is None:
                 raise NotReady(f"novita: instance {inst.id} disappeared while starting")
             state = _STATES.get(data.get("status"), InstanceState.PROVISIONING)
-            if data.get("statusError") and state != InstanceState.READY:
-                raise NotReady(f"novita: instance {inst.id}: {data['statusError']}")
+            error = status_error(data)
+            if error and state != InstanceState.READY:
+                raise NotReady(f"novita: instance {inst.id} failed: {error}")
             if state == InstanceState.GONE:
                 raise NotReady(f"novita: instance {inst.id} is {data.get('status')}")
             ssh = data.get("connectComponentSSH") or {}
@@ -117,7 +143,7 @@ class NovitaProvider:
         try:
             self.api.request("POST", "/gpu/instance/delete", json={"instanceId": inst.id})
         except ProviderError as exc:
-            if "404" not in exc.what:
+            if not exc.not_found:  # 404: already gone
                 raise
 
     def teardown(self, inst: Instance) -> Optional[Teardown]:

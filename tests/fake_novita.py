@@ -1,6 +1,12 @@
-"""A local stand-in for Novita's GPU-instance API (shared/providers.md): products, create,
-get (flat object, status progression, connectComponentSSH with a password), delete with an
-empty 200 body, 401 for a bad key. Its SSH endpoint is a test sshd that takes a password."""
+"""A local stand-in for Novita's GPU-instance API, following novita.ai/docs/api-reference
+gpu-instance-get-instance, -list-instances, -create-instance, -delete-instance (checked
+2026-08): products, create, get (flat object, status progression, connectComponentSSH with a
+password), delete with an empty 200 body, 401 for a bad key. As the docs give them:
+`statusError` is an object {state, message}, present on every instance (empty while healthy,
+carrying the failure when there is one); `Content-Type: application/json` is a required header
+on every call, GET included (refused here with 400 without it: the docs do not say how the
+server answers its absence); a missing instance is 404 with reason INSTANCE_NOT_FOUND.
+Its SSH endpoint is a test sshd that takes a password."""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ class FakeNovita:
         self.instances: Dict[str, dict] = {}
         self.deleted: List[str] = []
         self.creates: List[dict] = []
+        self.failing: Dict[str, dict] = {}    # product id -> the statusError its instances get
+        self.delete_fails: set = set()        # instance ids whose delete answers 500
         self._n = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -37,9 +45,11 @@ class FakeNovita:
                               "price": price, "spotPrice": price // 2, "billingMethods": ["onDemand"],
                               "inventoryState": "normal"})
 
-    def handle(self, method: str, url: str, auth: str, body):
+    def handle(self, method: str, url: str, auth: str, body, content_type: str = ""):
         if auth != f"Bearer {self.key}":
             return 401, {"code": 401, "reason": "INVALID_API_KEY", "message": "invalid api key"}
+        if content_type.split(";")[0].strip() != "application/json":
+            return 400, {"code": 400, "reason": "INVALID_HEADER", "message": "Content-Type must be application/json"}
         parsed = urlparse(url)
         path, query = parsed.path[len(PREFIX):], parse_qs(parsed.query)
         if method == "GET" and path == "/products":
@@ -49,7 +59,8 @@ class FakeNovita:
             self.creates.append(body)
             self._n += 1
             iid = f"inst-{self._n}"
-            self.instances[iid] = {"id": iid, "name": body["name"], "status": "toCreate", "statusError": "",
+            self.instances[iid] = {"id": iid, "name": body["name"], "status": "toCreate",
+                                   "statusError": {"state": "", "message": ""}, "productId": body["productId"],
                                    "cpuNum": "8", "memory": "64", "gpuNum": str(body["gpuNum"]),
                                    "portMappings": [], "billingMode": "onDemand", "endTime": "-1",
                                    "connectComponentSSH": {"sshCommand": "", "password": "", "isRunning": False},
@@ -60,7 +71,9 @@ class FakeNovita:
             if inst is None or inst["status"] == "removed":
                 return 404, {"code": 404, "reason": "INSTANCE_NOT_FOUND", "message": "instance not found"}
             inst["_polls"] += 1
-            if inst["_polls"] == 2:
+            if inst["productId"] in self.failing and inst["_polls"] >= 2:
+                inst["status"], inst["statusError"] = "pulling", dict(self.failing[inst["productId"]])
+            elif inst["_polls"] == 2:
                 inst["status"] = "pulling"
             elif inst["_polls"] >= 3:
                 inst["status"] = "running"
@@ -70,6 +83,8 @@ class FakeNovita:
             return 200, {k: v for k, v in inst.items() if not k.startswith("_")}
         if method == "POST" and path == "/gpu/instance/delete":
             inst = self.instances.get(body.get("instanceId"))
+            if body.get("instanceId") in self.delete_fails:
+                return 500, {"code": 500, "reason": "INTERNAL", "message": "internal error"}
             if inst is None:
                 return 404, {"code": 404, "reason": "INSTANCE_NOT_FOUND", "message": "instance not found"}
             inst["status"] = "removed"
@@ -85,7 +100,7 @@ class FakeNovita:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, out = fake.handle(self.command, self.path, self.headers.get("Authorization", ""),
-                                          json.loads(raw) if raw else None)
+                                          json.loads(raw) if raw else None, self.headers.get("Content-Type", ""))
                 data = out.encode() if isinstance(out, str) else json.dumps(out).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

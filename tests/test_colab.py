@@ -161,3 +161,44 @@ def test_a_notebook_job_mirrors_to_the_hub_and_goes_on_elsewhere(tether, project
     assert final["step"] == 79 and final["provider"] == "ssh"
     log = (tmp_path / "moved" / "jobs" / job / "logs" / "workload.log").read_text()
     assert log.startswith(f"resumed at {newest['step'] + 1}")
+
+
+# -- Colab as it really behaves (issue 12) ----------------------------------------------------
+
+
+def test_attach_through_cloudflare_needs_cloudflared_here_and_says_so(tether, project, monkeypatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no cloudflared on this laptop
+    spec = project("""
+        name: oncolab
+        host: {provider: colab}
+        run: echo hi
+    """)
+    r = tether("attach", spec, "quiet-lake-1234.trycloudflare.com")
+    assert r.exit_code == ExitCode.BAD_SPEC, r
+    assert r.stderr.startswith("error: cloudflared is not installed on this laptop")
+    assert "developers.cloudflare.com" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    cell = tether("colab-cell")
+    assert cell.exit_code == 0 and "note: cloudflared is not installed on this laptop" in cell.stderr
+
+
+def test_the_ngrok_cell_reads_its_token_from_colab_secrets(tether, tmp_path):
+    cell = tether("colab-cell", "--tunnel", "ngrok").stdout
+    compile(cell, "cell", "exec")
+    assert "verified card" in cell and "ERR_NGROK_8013" in cell
+    assert 'os.environ["NGROK_AUTHTOKEN"])' not in cell.split("def ngrok_token")[0]
+    reader = cell[cell.index("def ngrok_token"):cell.index("token = ngrok_token()")]
+    secrets_file = tmp_path / "colab-secrets.json"
+    secrets_file.write_text(json.dumps({"NGROK_AUTHTOKEN": "2abc-from-secrets"}))
+    env = {k: v for k, v in os.environ.items() if k != "NGROK_AUTHTOKEN"}
+    run = subprocess.run([sys.executable, "-c", "import os\n" + reader + "print(ngrok_token())"],
+                         capture_output=True, text=True, timeout=30,
+                         env={**env, "FAKE_COLAB_SECRETS": str(secrets_file),
+                              "PYTHONPATH": str(Path(__file__).parent / "colab_notebook")})
+    assert run.stdout.strip() == "2abc-from-secrets", run.stderr
+    secrets_file.write_text(json.dumps({}))  # no such secret: the cell says what to do, no traceback
+    missing = subprocess.run([sys.executable, "-c", "import os\n" + reader + "print(ngrok_token())"],
+                             capture_output=True, text=True, timeout=30,
+                             env={**env, "FAKE_COLAB_SECRETS": str(secrets_file),
+                                  "PYTHONPATH": str(Path(__file__).parent / "colab_notebook")})
+    assert missing.stdout.strip() == "None"
+    assert "add your ngrok authtoken as the secret NGROK_AUTHTOKEN" in cell

@@ -226,11 +226,11 @@ def test_a_kaggle_session_ends_and_the_job_goes_on_elsewhere(tether, project, tm
         bare = tmp_path / "bare" / "bin" / "python"  # no huggingface_hub in it
         spec = project(f"""
             name: onkaggle
-            host: {{provider: kaggle, gpu: NvidiaTeslaT4, session_hours: 0.006, root: {tmp_path / "moved"},
+            host: {{provider: kaggle, gpu: NvidiaTeslaT4, session_hours: 0.008, root: {tmp_path / "moved"},
                     python: {bare}}}
             run: python3 train.py 400 0.1 25
             heartbeat: {{every_s: 0.5}}
-            limits: {{margin_s: 1}}
+            limits: {{margin_s: 8}}  # the final push must fit before the session ends
             backup: {{every_min: 10, keep: 2, mirror: "hf://{repo}"}}
         """, {"train.py": RESUMABLE})
         job = launched_id(tether("launch", spec))

@@ -79,3 +79,37 @@ def test_price_filter(tether, novita):
     r = tether("offers", "--gpu", "RTX_4090", "--max-price", "1.0", "--json")
     out = json.loads(r.stdout)
     assert [o["id"] for o in out["offers"] if o["provider"] == "novita"] == ["p-4090"]
+
+
+def test_a_real_status_error_condemns_an_instance_and_the_next_offer_is_tried(tether, project, novita):
+    """statusError is an object on every instance: only one carrying a failure means broken."""
+    novita.add_product("p-bad", "RTX 4090 24GB", 30000)
+    novita.add_product("p-good", "RTX 4090 24GB (EU)", 40000)
+    novita.failing["p-bad"] = {"state": "pullImageFailed", "message": "image not found"}
+    r = tether("launch", project(spec()))
+    assert r.exit_code == 0, r
+    assert "instance inst-1 did not come up (novita: instance inst-1 failed: pullImageFailed: image not found)" \
+        in r.stdout
+    assert "rented novita instance inst-2" in r.stdout
+    assert novita.deleted[0] == "inst-1"
+
+
+def test_not_found_is_decided_by_status_not_by_the_message(novita):
+    from provisioning.base import Instance, ProviderError
+    from provisioning.novita import NovitaProvider
+
+    p = NovitaProvider(novita.key, base_url=novita.url)
+    p.destroy(Instance(provider="novita", id="gone-for-good"))  # 404 INSTANCE_NOT_FOUND: already gone
+    novita.delete_fails.add("inst-404")
+    with pytest.raises(ProviderError) as err:
+        p.destroy(Instance(provider="novita", id="inst-404"))
+    assert err.value.status == 500
+
+
+def test_status_error_reading():
+    from provisioning.novita import status_error
+
+    assert status_error({"statusError": {"state": "", "message": ""}}) is None
+    assert status_error({"statusError": {"state": "running", "message": ""}}) is None
+    assert status_error({"statusError": {"state": "failed", "message": "no GPU"}}) == "failed: no GPU"
+    assert status_error({"statusError": "boom"}) == "boom" and status_error({}) is None

@@ -12,12 +12,16 @@ from scripts import COUNTER, RESUMABLE
 from launcher.errors import ExitCode
 
 
+PACE = 0.05  # Vast's rate-limit intervals, 20 times shorter: both the fake and tether use it
+
+
 @pytest.fixture
 def vast(own_sshd, monkeypatch, tmp_path):
-    fake = FakeVast(own_sshd).start()
+    fake = FakeVast(own_sshd, scale=PACE).start()
     monkeypatch.setenv("TETHER_VAST_URL", fake.url)
     monkeypatch.setenv("VAST_API_KEY", fake.key)
     monkeypatch.setenv("TETHER_PROVIDER_POLL_S", "0.1")
+    monkeypatch.setenv("TETHER_PROVIDER_PACE", str(PACE))
     yield fake
     fake.stop()
 
@@ -54,7 +58,7 @@ def test_launch_run_autodown(tether, project, vast, tmp_path):
     assert json.loads(results.read_text()) == {"steps": 5}
     assert st["price_per_hour"] == 0.3 and st["spend_usd"] is not None
     body = vast.instances[1000]["_body"]
-    assert body["runtype"] == "ssh_direct" and body["label"] == "tether-onvast"
+    assert body["runtype"] == "ssh_direct" and body["label"].startswith("tether-onvast-")
     bundles = [r for r in vast.requests if r[1] == "/api/v0/bundles/"]
     assert bundles
 
@@ -189,3 +193,125 @@ def test_resume_on_a_freshly_rented_host_when_the_old_one_vanished(tether, proje
     st = status_json(tether, job)
     assert st["instance"]["id"] == "1001" and st["step"] == 59
     assert 1000 in [d[0] for d in vast.deletes]  # the old contract was let go of, too
+
+
+# -- Vast as the real service behaves (issue 12) ----------------------------------------------
+
+
+def provider(fake, pace=PACE):
+    from provisioning.vast import VastProvider
+
+    return VastProvider(fake.key, base_url=fake.url, poll_s=0.1, pace_scale=pace)
+
+
+def test_a_gpu_family_finds_its_variants_and_offers_show_real_names(tether, vast):
+    for oid, name, price in [(1, "H100 SXM", 2.5), (2, "H100 PCIE", 2.0), (3, "H100 NVL", 2.2), (4, "GH200 SXM", 1.5),
+                             (5, "H200", 1.9), (6, "RTX 4090", 0.3)]:
+        vast.add_offer(oid, gpu=name, price=price)
+    r = tether("offers", "--gpu", "H100", "--json")  # our docs' own example
+    assert r.exit_code == 0, r
+    vast_offers = [o for o in json.loads(r.stdout)["offers"] if o["provider"] == "vast"]
+    assert [(o["id"], o["gpu"]) for o in vast_offers] == [("2", "H100 PCIE"), ("3", "H100 NVL"), ("1", "H100 SXM")]
+    table = tether("offers", "--gpu", "H100_SXM")
+    assert "H100 SXM" in table.stdout and "H100 PCIE" not in table.stdout
+
+
+def test_a_tesla_name_and_its_short_form(vast):
+    from provisioning.base import Resources
+
+    vast.add_offer(1, gpu="Tesla T4", price=0.1)
+    vast.add_offer(2, gpu="Tesla V100", price=0.2)
+    assert [o.gpu for o in provider(vast).offers(Resources(gpu="T4"))] == ["Tesla T4"]
+
+
+def test_offers_whose_driver_is_too_old_for_the_image_are_left_out(vast):
+    from provisioning.base import Resources
+
+    vast.add_offer(1, price=0.2, cuda=11.8)
+    vast.add_offer(2, price=0.3, cuda=12.4)
+    vast.add_offer(3, price=0.4, cuda=12.8)
+    want = Resources(gpu="RTX_4090", image="pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime")
+    assert [o.id for o in provider(vast).offers(want)] == ["2", "3"]
+    assert [o.id for o in provider(vast).offers(Resources(gpu="RTX_4090"))] == ["1", "2", "3"]  # no CUDA named
+
+
+def test_a_failed_destroy_is_not_mistaken_for_gone_whatever_the_id(vast):
+    from provisioning.base import Instance, ProviderError
+
+    p = provider(vast)
+    vast.destroy_fails.add(1404)  # an id with "404" in it: the old check read the message text
+    with pytest.raises(ProviderError) as err:
+        p.destroy(Instance(provider="vast", id="1404"))
+    assert err.value.status == 500
+    p.destroy(Instance(provider="vast", id="77"))  # a real 404 (no such instance) is "already gone"
+
+
+def test_rate_limits_are_waited_out_and_never_destroy_a_starting_instance(tether, project, vast, tmp_path,
+                                                                          monkeypatch):
+    vast.scale = 0.1  # Vast's own intervals, 10x shorter; tether paces itself by the same figures
+    monkeypatch.setenv("TETHER_PROVIDER_PACE", "0.1")
+    vast.add_offer(1, price=0.3)
+    vast.rate_limit_show = 4  # a burst of 429s (plain gaps, no Retry-After) while it starts
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == 0, r
+    assert "rented vast instance 1000" in r.stdout and "did not come up" not in r.stdout
+    assert vast.deletes == [] and vast.alive() == [1000]
+    assert vast.refused.count("show") >= 4
+    assert [e for e in vast.refused if e != "show"] == []  # create, offers: spaced, never refused
+
+
+def test_spacing_follows_each_endpoints_interval():
+    from provisioning.http import Pace
+
+    now = [100.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(round(s, 3))
+        now[0] += s
+
+    pace = Pace({"create": 4.5, "show": 2.0}, {"create": 12.0}, clock=lambda: now[0], sleep=sleep)
+    pace.wait_turn("create")
+    pace.wait_turn("show")
+    pace.wait_turn("create")
+    assert slept == [round(4.5 * 1.05, 3)]  # show has its own clock; create waits out its 4.5 s
+    assert pace.backoff("create", 0) == 16.5 and pace.backoff("create", 1) == 33.0  # threshold + penalty
+    assert pace.backoff("show", 5) == 60.0  # doubling, capped
+
+
+@pytest.mark.parametrize("answer,delay", [("drop", 0.0), ("ok", 2.0)])
+def test_a_rent_whose_answer_is_lost_is_never_sent_twice(tether, project, vast, tmp_path, monkeypatch, answer, delay):
+    monkeypatch.setenv("TETHER_VAST_CREATE_TIMEOUT_S", "0.5")
+    vast.add_offer(1, price=0.3)
+    vast.create_answer, vast.create_delay_s = answer, delay
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == 0, r
+    assert len([q for q in vast.requests if q[1].startswith("/api/v0/asks/")]) == 1
+    assert list(vast.instances) == [1000]  # found by its label, not rented again
+    assert any(q[1] == "/api/v1/instances/" for q in vast.requests)
+    assert "rented vast instance 1000" in r.stdout
+
+
+def test_offers_gone_404_or_410_move_on_to_the_next(tether, project, vast, tmp_path):
+    vast.add_offer(1, price=0.1)
+    vast.add_offer(2, price=0.2)
+    vast.add_offer(3, price=0.3)
+    vast.vanished.add(1)     # 404 no_such_ask: taken
+    vast.unavailable.add(2)  # 410 no_such_ask: cannot start now
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == 0, r
+    assert "rented vast instance 1000 (RTX 4090 x1, $0.300/h)" in r.stdout
+
+
+def test_a_stopped_instance_fails_fast_naming_its_state(tether, project, vast, tmp_path):
+    import time
+
+    vast.add_offer(1, price=0.1)
+    vast.add_offer(2, price=0.2)
+    vast.stops.add(1)
+    started = time.monotonic()
+    r = tether("launch", project(vast_spec(tmp_path / "root", run="echo ok")))
+    assert r.exit_code == 0, r
+    assert "instance 1000 did not come up (vast: instance 1000 is stopped: Machine GPUs are in use" in r.stdout
+    assert time.monotonic() - started < 10  # not after the whole 12 s ready deadline
+    assert [d[0] for d in vast.deletes] == [1000] and vast.alive() == [1001]
