@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("job_id")
     p = sub.add_parser("start", help="secrets (a JSON object) on stdin")
     p.add_argument("job_dir")
+    p = sub.add_parser("inventory", help="what the job folder holds worth pulling")
+    p.add_argument("job_dir")
     p = sub.add_parser("discard-job", help="remove a job folder no agent has run (a failed launch)")
     p.add_argument("job_dir")
     p = sub.add_parser("lock", help="hold the project's launch lock until stdin ends")
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     try:
         return _dispatch(args)
     except (ValueError, OSError, KeyError) as exc:
-        print(f"agent {args.verb}: {exc}", file=sys.stderr)
+        print(str(exc), file=sys.stderr)  # the launcher says what was being done
         return 2
     except BrokenPipeError:  # the reader went away (Ctrl-C on `tether logs -f`)
         return 0
@@ -125,6 +127,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "create-job":
         payload = json.loads(stdin.read())
         _emit(hostops.create_job(Root(args.root), args.project, args.job_id, payload))
+    elif verb == "inventory":
+        _emit(hostops.inventory(JobDir(args.job_dir)))
     elif verb == "discard-job":
         _emit(hostops.discard_job(JobDir(args.job_dir)))
     elif verb == "lock":

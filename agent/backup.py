@@ -318,14 +318,20 @@ def restore(job: JobDir, backup: Backup) -> Path:
     return dest / backup.source if backup.source else dest
 
 
+def live_checkpoint(job: JobDir, source: Optional[str]) -> Optional[Path]:
+    """checkpoints/<source> if it is there and holds a file (an announced name is untrusted)."""
+    if not source or _unsafe(source):
+        return None
+    path = job.checkpoints / safe_relpath(source)
+    if path.is_symlink() or not path.exists() or next(_files_under(path), None) is None:
+        return None
+    return path
+
+
 def restore_live(job: JobDir, source: Optional[str]) -> Optional[Path]:
-    """No backup verifies: a private copy of what checkpoints/ holds now (the announced
-    checkpoint when it is still there, else the whole folder), or None when it is empty."""
-    src = job.checkpoints
-    if source and not _unsafe(source):
-        candidate = job.checkpoints / safe_relpath(source)
-        if candidate.exists() and not candidate.is_symlink():
-            src = candidate
+    """A private copy of a live checkpoint: checkpoints/<source> when it is still there, else
+    the whole folder; None when there is nothing."""
+    src = live_checkpoint(job, source) or job.checkpoints
     if not src.exists() or next(_files_under(src), None) is None:
         return None
     dest = _fresh_restore_dir(job, "live-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime()))

@@ -4,11 +4,10 @@ loop: it never blocks the loop and never changes the job's state itself."""
 from __future__ import annotations
 
 import json
-import os
+import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Collection, Dict, List, Optional, Tuple
@@ -18,9 +17,11 @@ from .book import StatusBook
 from .paths import JobDir
 from .plan import RunPlan
 from .progress_reader import ProgressReader
+from .protocol import self_argv
 from .signals import listeners, send
 
 QUIET_S = 3.0  # a folder nobody announces is backed up once unchanged this long
+BUSY_S = 10.0  # ... or, changing longer than this, its newest subfolder that is unchanged
 
 
 def _fingerprint(folder: Path) -> Tuple[frozenset, float]:
@@ -51,6 +52,9 @@ class BackupKeeper:
         self.last_error: Optional[str] = None
         self.known_good: set = set()           # taken (hence verified) by this agent
         self.broken: Dict[str, str] = {}       # backups that stopped verifying, and why
+        self.keep_steps_above: Optional[int] = None  # a run that restarted from scratch: keep these
+        self.settling_since: Optional[float] = None  # monotonic: the folder has been changing since
+        self.backed_sub: Optional[Tuple[str, frozenset]] = None
 
     # -- the periodic duty ----------------------------------------------------------------
 
@@ -66,6 +70,8 @@ class BackupKeeper:
                 self._start_announced()
             elif now - self.asked_at > self.plan.backup_wait_s:
                 self.book.event("checkpoint-not-announced", waited_s=self.plan.backup_wait_s)
+                self.asked_at = None
+            elif self._start_quiet_folder() == "started":  # it saved without announcing: fine too
                 self.asked_at = None
             return
         if now < self.next_due or pgid is None:
@@ -83,31 +89,66 @@ class BackupKeeper:
             self.next_due = now + QUIET_S  # files still changing: look again soon
 
     def _start_announced(self) -> None:
-        self._start(self.progress.last_checkpoint or "", self.progress.checkpoint_step,
-                    self.progress.checkpoint_seq, frozenset())
+        """The newest announced checkpoint that is still there (a Trainer deletes old ones, maybe
+        before its copy began); if none is, the folder as it is."""
+        for source, step in reversed(self.progress.announced):
+            if backup.live_checkpoint(self.job, source) is not None:
+                if source != self.progress.last_checkpoint:
+                    self.book.event("checkpoint-gone", name=self.progress.last_checkpoint, instead=source)
+                self._start(source, step, self.progress.checkpoint_seq, frozenset())
+                return
+        self.book.event("checkpoint-gone", name=self.progress.last_checkpoint, instead="checkpoints/")
+        self.backed_seq = self.progress.checkpoint_seq
+        fp, _ = _fingerprint(self.job.checkpoints)
+        if fp and fp != self.backed_print:
+            self._start("", self.progress.step, self.backed_seq, fp)
 
     def _start_quiet_folder(self, settle: bool = True) -> str:
-        """A workload that announces nothing: the whole folder, once it is quiet.
+        """A workload that announces nothing: the whole folder, once it is quiet; a folder that
+        never stays quiet (a Trainer saving every second): its newest subfolder that is.
         Returns started, unchanged or settling."""
         if self.progress.checkpoint_seq:
             return "unchanged"
         fp, newest = _fingerprint(self.job.checkpoints)
         if not fp or fp == self.backed_print:
+            self.settling_since = None
             return "unchanged"
         if settle and time.time() - newest < QUIET_S:
+            self.settling_since = self.settling_since or time.monotonic()
+            if time.monotonic() - self.settling_since > BUSY_S and self._start_quiet_subfolder():
+                return "started"
             return "settling"
+        self.settling_since = None
         self._start("", self.progress.step, self.backed_seq, fp)
         return "started"
 
+    def _start_quiet_subfolder(self) -> bool:
+        """The newest subfolder of checkpoints/ with nothing written for QUIET_S (a finished
+        checkpoint-N), unless it was the last one backed up."""
+        quiet = []
+        for sub in self.job.checkpoints.iterdir():
+            if sub.is_dir() and not sub.is_symlink():
+                fp, newest = _fingerprint(sub)
+                if fp and time.time() - newest >= QUIET_S:
+                    quiet.append((newest, sub.name, fp))
+        if not quiet:
+            return False
+        _, name, fp = max(quiet)
+        if (name, fp) == self.backed_sub:
+            return False
+        digits = re.findall(r"\d+", name)
+        self.backed_sub = (name, fp)
+        self._start(name, int(digits[-1]) if digits else self.progress.step, self.backed_seq, frozenset())
+        return True
+
     def _start(self, source: str, step: Optional[int], seq: int, fp: frozenset) -> None:
-        argv = [sys.executable, "-m", "agent", "backup", str(self.job.path), source,
-                "-" if step is None else str(step), "link" if self.plan.backup_link else "copy"]
+        argv = self_argv("backup", str(self.job.path), source, "-" if step is None else str(step),
+                         "link" if self.plan.backup_link else "copy")
         ionice = shutil.which("ionice")
         if ionice:  # idle IO class: the training loop's reads and writes go first
             argv = [ionice, "-c", "3"] + argv
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         self.copier = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=env)
+                                       stdin=subprocess.DEVNULL)
         self.copier_seq, self.copier_print = seq, fp
         self.book.event("backup-started", source=source or "checkpoints/", step=step)
 
@@ -146,7 +187,10 @@ class BackupKeeper:
                 self.book.event("backups-pruned", names=gone)
 
     def _prune(self) -> List[str]:
-        spare = self.in_use()
+        spare = list(self.in_use())
+        if self.keep_steps_above is not None:
+            spare += [b.name for b in backup.list_backups(self.job)
+                      if b.step is not None and b.step >= self.keep_steps_above]
         gone = backup.prune(self.job, self.plan.backup_keep, spare=spare, known_good=self.known_good)
         self.known_good.difference_update(gone)
         self.spared = bool(spare) and len(backup.list_backups(self.job)) > self.plan.backup_keep

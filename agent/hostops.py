@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import IO, Optional
@@ -17,7 +16,7 @@ from .book import AgentLock, StatusBook, agent_alive
 from .codetree import is_inside, manifest, snapshot
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .paths import JobDir, Root, is_backup_name, remove_inside
-from .protocol import PROTOCOL, JobState, code_digest
+from .protocol import PROTOCOL, JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
@@ -36,8 +35,8 @@ def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
         if want:
             have = code_digest(manifest(job.code, root.code_manifest_cache(project)))
             if have != want:
-                raise ValueError("the job's code snapshot differs from what this launch sent "
-                                 "(another launch changed the project's files meanwhile); launch again")
+                raise ValueError("the job's code on the host is not what this launch sent (did a file change "
+                                 "while it was sent?); launch again")
         if payload.get("secrets"):
             write_bytes_atomic(job.secrets, json.dumps(payload["secrets"]).encode(), mode=0o600)
         if payload.get("teardown"):
@@ -51,15 +50,20 @@ def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
     return {"job_dir": str(job.path), "files": files, "setup_done": setup_done}
 
 
+SSH_SESSION_VARS = {"SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH2_CLIENT", "SSH_AUTH_SOCK", "SSH_ORIGINAL_COMMAND"}
+
+
 def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 15.0) -> dict:
     """Starts the agent detached (new session: it outlives this SSH command and the laptop).
     secrets go to it through a pipe, never a file."""
-    runtime = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=str(runtime))
     job.logs.mkdir(parents=True, exist_ok=True)
+    # Not the SSH session's: it ends when the laptop goes, and with SSH_CLIENT set, Debian's
+    # bash reads ~/.bashrc for every `bash -c` (a pyenv or conda init there would put another
+    # python ahead of host.python's on the workload's PATH).
+    env = {k: v for k, v in os.environ.items() if k not in SSH_SESSION_VARS}
     with open(job.agent_log, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", str(job.path), "--secrets-on-stdin"],
+            self_argv("run", str(job.path), "--secrets-on-stdin"),
             cwd=str(job.path), env=env, stdin=subprocess.PIPE, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )
@@ -141,14 +145,29 @@ def status(job: JobDir) -> dict:
         "last_progress_age_s": _age(hb.get("last_progress_at"), now),
         "step": hb.get("step"),
         "metrics": hb.get("metrics") or {},
+        "total_steps": hb.get("total_steps"),
+        "steps_per_s": hb.get("steps_per_s") if alive else None,
+        "eta_s": hb.get("eta_s") if alive else None,
         "resources": hb.get("resources") or {},
         "warnings": ([w] if (w := disk_warning(job.path)) else []) + list(hb.get("warnings") or []),
         "backup": hb.get("backup") or {},
         "mirror": _with_age(hb.get("mirror"), "pushed_at", now) if hb.get("mirror") else None,
         "resumed_unverified": bool(st.get("resumed_unverified")),
+        "log_tail": _failure_log_tail(job, state, reason),
         "deadline_at": hb.get("deadline_at"),
         "spend_usd": hb.get("spend_usd"),
     }
+
+
+FAILURE_TAIL_LINES = 15
+
+
+def _failure_log_tail(job: JobDir, state: str, reason: object) -> list:
+    """A failed job's last log lines (the error), so status shows it without a second command."""
+    if state != JobState.FAILED.value:
+        return []
+    path = job.setup_log if isinstance(reason, str) and "setup.log" in reason else job.workload_log
+    return _tail_bytes(path, FAILURE_TAIL_LINES).decode(errors="replace").splitlines()
 
 
 def _age(at: object, now: float) -> Optional[float]:
@@ -226,6 +245,28 @@ def discard_job(job: JobDir) -> dict:
     return {"discarded": gone}
 
 
+def inventory(job: JobDir, limit: int = 20) -> dict:
+    """What a job's folder holds worth pulling, when a pull found nothing: its result folders
+    with file counts and sizes, and files the script wrote into its working directory."""
+    folders = {}
+    for name, path in (("outputs/", job.outputs), ("checkpoints/", job.checkpoints), ("backups/", job.backups)):
+        sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()] \
+            if path.is_dir() else []
+        folders[name] = {"files": len(sizes), "bytes": sum(sizes)}
+    made = []
+    started = job.spec.stat().st_mtime if job.spec.exists() else 0
+    for p in job.code.rglob("*") if job.code.is_dir() else []:
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        # Written by the script: newer than the job, and not one of the snapshot's hard links.
+        if p.is_file() and not p.is_symlink() and st.st_nlink == 1 and st.st_mtime > started:
+            made.append({"path": "code/" + p.relative_to(job.code).as_posix(), "bytes": st.st_size})
+    made.sort(key=lambda f: -f["bytes"])
+    return {"folders": folders, "written_in_code": made[:limit], "more_in_code": max(0, len(made) - limit)}
+
+
 def mark_results_safe(job: JobDir, how: str) -> dict:
     job.control.mkdir(parents=True, exist_ok=True)
     write_json_atomic(job.results_safe, {"how": how, "time": time.time()})
@@ -261,7 +302,7 @@ def request_stop(job: JobDir, reason: str) -> dict:
             "state": JobState.STOPPED.value}
 
 
-LOG_FILES = {"workload": "workload_log", "setup": "setup_log", "agent": "agent_log"}
+LOG_FILES = {"workload": "workload_log", "setup": "setup_log", "agent": "agent_log", "stacks": ""}
 
 
 def _tail_bytes(path: Path, lines: int) -> bytes:
@@ -284,7 +325,7 @@ def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], poll_
 
     Survives rotation: a new inode or a shrunk file is read again from its start.
     """
-    path: Path = getattr(job, LOG_FILES[which])
+    path: Path = job.newest_stacks() if which == "stacks" else getattr(job, LOG_FILES[which])
     out.write(_tail_bytes(path, tail))
     out.flush()
     if not follow:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 
 class RotatingLog:
@@ -58,8 +58,9 @@ class LogPump:
     The pipe is always drained, so the workload never blocks on its stdout; what the log
     cannot take (a full disk) is counted in dropped_bytes."""
 
-    def __init__(self, pipe: IO[bytes], log: RotatingLog) -> None:
-        self.pipe, self.log = pipe, log
+    def __init__(self, pipe: IO[bytes], log: RotatingLog,
+                 on_output: Optional[Callable[[bytes], None]] = None) -> None:
+        self.pipe, self.log, self.on_output = pipe, log, on_output
         self.last_output_at: Optional[float] = None
         self.dropped_bytes = 0
         self.drop_reason: Optional[str] = None
@@ -81,6 +82,8 @@ class LogPump:
             except OSError as exc:
                 self.dropped_bytes += len(chunk)
                 self.drop_reason = exc.strerror or str(exc)
+            if self.on_output is not None:
+                self.on_output(chunk)
 
     def join(self, timeout: float = 5.0) -> None:
         self._thread.join(timeout)

@@ -11,12 +11,9 @@ event, never dropped silently.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Callable, List, Optional
 
 from . import backup
@@ -24,6 +21,7 @@ from .book import StatusBook
 from .files import read_json, write_json_atomic
 from .paths import JobDir
 from .plan import RunPlan
+from .protocol import self_argv
 
 RETRY_S = (10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -88,14 +86,13 @@ class MirrorKeeper:
 
     def _spawn(self, what: str) -> subprocess.Popen:
         """`agent hub-mirror JOB WHAT` at low priority, the request (with the token) on stdin."""
-        argv = [sys.executable, "-m", "agent", "hub-mirror", str(self.job.path), what]
+        argv = self_argv("hub-mirror", str(self.job.path), what)
         ionice = shutil.which("ionice")
         if ionice:
             argv = [ionice, "-c", "3"] + argv
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
         self.job.logs.mkdir(parents=True, exist_ok=True)
         with open(self.job.hub_mirror_log, "ab") as log:  # the library's own words, if any
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
                    "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet}
         try:

@@ -164,6 +164,15 @@ class JobDir:
     def setup_log(self) -> Path:
         return self.logs / "setup.log"
 
+    def stacks(self, attempt: int) -> Path:
+        """The Python stacks taken when an attempt hung (`tether logs JOB --file stacks`)."""
+        return self.logs / f"stacks-attempt{attempt}.txt"
+
+    def newest_stacks(self) -> Path:
+        found = [(int(m.group(1)), p) for p in self.logs.glob("stacks-attempt*.txt")
+                 if (m := re.fullmatch(r"stacks-attempt(\d+)\.txt", p.name))]
+        return max(found)[1] if found else self.stacks(0)
+
     @property
     def hub_mirror_log(self) -> Path:
         """What huggingface_hub says while pushing backups (backup.mirror: hf://)."""
@@ -197,6 +206,11 @@ class JobDir:
     @property
     def stop_request(self) -> Path:
         return self.control / "stop"
+
+    @property
+    def python_shims(self) -> Path:
+        """python, python3, pip, pip3: host.python's, first on the workload's PATH."""
+        return self.path / "bin"
 
     @property
     def results_safe(self) -> Path:

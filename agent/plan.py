@@ -53,6 +53,9 @@ class RunPlan:
     autodown_wait_s: float = 3600.0        # the longest a rented host waits for its results to be pulled
     resume_first: bool = False         # a job moved to a new host: attempt 0 resumes too
     path_prepend: List[str] = field(default_factory=list)  # e.g. the local provider's venv
+    python: Optional[str] = None       # host.python's absolute path: what python/pip in run: mean
+    progress_pattern: Optional[str] = None   # progress.pattern: progress read from printed lines
+    progress_total: Optional[int] = None     # progress.total: the step the run ends at
     log_max_bytes: int = 64 * 1024 * 1024
 
     @classmethod
@@ -117,4 +120,7 @@ class RunPlan:
             autodown_wait_s=float(run.get("autodown_wait_s") or 3600.0),
             resume_first=bool(run.get("resume_first")),
             path_prepend=list(run.get("path_prepend") or []),
+            python=run.get("python_executable"),
+            progress_pattern=(spec.get("progress") or {}).get("pattern"),
+            progress_total=(spec.get("progress") or {}).get("total"),
         )

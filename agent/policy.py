@@ -30,10 +30,12 @@ def judge_exit(returncode: int, what: str = "workload", *, oom_killed: bool = Fa
     if disk_full:
         return Verdict(JobState.FAILED, f"{what} exited with code {returncode}: disk full",
                        FailureClass.INFRA, returncode)
-    if returncode < 0:
-        sig = signal.Signals(-returncode).name
-        hint = " (out of memory?)" if sig == "SIGKILL" else ""
-        return Verdict(JobState.FAILED, f"{what} killed by {sig}{hint}", FailureClass.INFRA, returncode)
+    if returncode < 0:  # "out of memory" is said only on the OOM killer's evidence (above)
+        try:
+            sig = signal.Signals(-returncode).name
+        except ValueError:
+            sig = f"signal {-returncode}"
+        return Verdict(JobState.FAILED, f"{what} killed by {sig}", FailureClass.INFRA, returncode)
     return Verdict(JobState.FAILED, f"{what} exited with code {returncode}", FailureClass.USER, returncode)
 
 

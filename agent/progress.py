@@ -1,18 +1,19 @@
-"""The workload side of the contract, for any Python training loop.
+"""The workload side of the contract, for any Python training loop (import it as
+`from tether import progress`: a project's own agent.py cannot shadow that name).
 
-    from agent import progress
-    start = progress.resume_step()            # or load your checkpoint from resume_path()
-    for step in range(start, total):
+    from tether import progress
+    state = load(progress.resume_path()) if progress.resume_path() else fresh()
+    for step in range(state.step, total):
         loss = train_step()
         progress.report(step, loss=loss)
-        if step % 500 == 0 or progress.checkpoint_requested():
-            save(os.path.join(progress.checkpoint_dir(), f"step-{step}"))
-            progress.report(step, checkpoint=f"step-{step}")
-        if progress.stop_requested():
-            break
+        if progress.checkpoint_requested() or progress.stop_requested():
+            save(state, os.path.join(progress.checkpoint_dir(), f"step-{step}"))
+            progress.report(step, checkpoint=f"step-{step}")   # the agent backs this one up
+            if progress.stop_requested():
+                break
 
 Everything here is a no-op outside tether (no TETHER_* variables), so the same script runs
-by hand.
+by hand. This file has no imports of its own package: tether.progress loads it by its path.
 """
 
 from __future__ import annotations

@@ -28,6 +28,26 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# `python -c BOOT RUNTIME verb args...`: runs the agent from RUNTIME with nothing ahead of it on
+# sys.path. `python -m agent` would put the working directory first, where a project's own
+# agent.py (or a workload's, in its job folder) would be run instead. `sys` is built in, so
+# nothing can shadow it before the path is fixed.
+_BOOT = ("import sys; sys.path[0] = sys.argv.pop(1); import runpy; "
+         "runpy.run_module('agent', run_name='__main__', alter_sys=True)")
+
+
+def agent_argv(python: str, runtime_dir: str, *args: str) -> List[str]:
+    """The command line that runs `agent <args>` from the runtime folder with that Python."""
+    return [python, "-c", _BOOT, runtime_dir, *args]
+
+
+def self_argv(*args: str) -> List[str]:
+    """agent_argv for this agent's own Python and runtime (the agent starting a helper)."""
+    import sys
+
+    return agent_argv(sys.executable, str(Path(__file__).resolve().parent.parent), *args)
+
+
 def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
     """One digest of a code manifest ({path: {mode, sha256}}): both ends compute it, so a job's
     snapshot is checked to hold exactly what its launch sent."""
@@ -211,11 +231,15 @@ class StatusAnswer:
     last_progress_age_s: Optional[float] = None
     step: Optional[int] = None
     metrics: Dict[str, Any] = field(default_factory=dict)
+    total_steps: Optional[int] = None        # progress.total, or the workload's own "total"
+    steps_per_s: Optional[float] = None
+    eta_s: Optional[float] = None
     resources: Resources = Resources()
     warnings: Tuple[str, ...] = ()
     backup: BackupSummary = BackupSummary()
     mirror: Optional[MirrorSummary] = None
     resumed_unverified: bool = False
+    log_tail: Tuple[str, ...] = ()            # a FAILED job's last log lines
     deadline_at: Optional[float] = None
     spend_usd: Optional[float] = None
 

@@ -79,16 +79,43 @@ def group_pids(pgid: int) -> List[int]:
     return sorted(out)
 
 
+_STATES = {"R": "running", "S": "sleeping", "D": "in uninterruptible sleep (waiting on a disk, a network "
+           "file system or a driver)", "T": "stopped (by SIGSTOP or a debugger)", "t": "stopped by a debugger",
+           "Z": "a zombie (it has exited)", "I": "idle"}
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of pid (/proc/<pid>/stat), or "?"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
 def dump_stacks(job: JobDir, pgid: int, dest: Path, wait_s: float = 2.0) -> str:
     """Python stacks of a hung workload into dest: py-spy when installed, else the
-    faulthandler hook agent.progress registered (SIGUSR2). Returns how they were taken."""
+    faulthandler hook agent.progress registered (SIGUSR2). Each process's state heads its
+    part; one that cannot run (stopped, in D state) is said to be so rather than waited for.
+    Returns how they were taken."""
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     pids = listeners(job, pgid, "SIGUSR2") or group_pids(pgid)
+    states = {pid: process_state(pid) for pid in pids}
+    blocked = {pid for pid, s in states.items() if s in ("T", "t", "D")}
+    if pids and blocked == set(pids):
+        with open(dest, "w") as out:
+            for pid in pids:
+                out.write(f"== pid {pid}: {_STATES.get(states[pid], states[pid])}\n"
+                          f"   its Python stacks cannot be taken while it does not run"
+                          + (f" (kill -CONT {pid} lets it run again)\n" if states[pid] in "Tt" else "\n"))
+        return "state-only"
     if spy:
         with open(dest, "w") as out:
             for pid in pids:
-                out.write(f"== pid {pid} (py-spy dump)\n")
+                out.write(f"== pid {pid} (py-spy dump; {_STATES.get(states[pid], states[pid])})\n")
                 out.flush()
+                if pid in blocked:
+                    out.write("   skipped: it does not run\n")
+                    continue
                 subprocess.run([spy, "dump", "--pid", str(pid)], stdout=out, stderr=subprocess.STDOUT,
                                timeout=30)
         return "py-spy"

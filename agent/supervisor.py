@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from . import backup, teardown
+from . import backup, resume_point, teardown
 from .backup_keeper import BackupKeeper
 from .book import StatusBook
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
@@ -28,6 +29,7 @@ from .mirror_keeper import MirrorKeeper
 from .paths import JobDir
 from .plan import RunPlan, Stage
 from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_restart
+from .progress_log import LogProgress
 from .progress_reader import ProgressReader
 from .protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from .resources import host_sample, process_tree_rss_mb
@@ -71,7 +73,7 @@ class Supervisor:
     def __init__(self, job: JobDir, plan: RunPlan, runtime_dir: Path) -> None:
         self.job, self.plan, self.runtime_dir = job, plan, runtime_dir
         self.book = StatusBook(job)
-        self.progress = ProgressReader(job.progress)
+        self.progress = ProgressReader(job.progress, plan.progress_total)
         self.progress.poll()  # a resumed job: start from what earlier attempts reported
         self.started = time.time()
         self.stop: Optional[Stopped] = None
@@ -79,6 +81,9 @@ class Supervisor:
         self.pump: Optional[LogPump] = None
         self.attempt_started = time.time()
         self.attempt = 0
+        self.attempt_cause = ""                   # why this attempt began, for the log's marker line
+        self.resumed_step: Optional[int] = None   # the step the attempt was given to resume from
+        self.regressed: Optional[str] = None      # it reported a step below that: the warning
         self.sigterm_at: Optional[float] = None   # monotonic
         self.ended_at: Optional[float] = None     # monotonic: the workload's last attempt is over
         self.mirror = MirrorKeeper(job, plan, self.book)
@@ -86,7 +91,7 @@ class Supervisor:
                                    in_use=self.mirror.in_use)
         self.watch = ResourceWatch(plan, self.book)
         self.duties = [
-            Duty("progress", TICK_S, self.progress.poll),
+            Duty("progress", TICK_S, self._poll_progress),
             Duty("control", TICK_S, self._check_control),
             Duty("deadline", 1.0, self._check_deadline),
             Duty("budget", 1.0, self._check_budget),
@@ -183,6 +188,8 @@ class Supervisor:
 
     def _begin(self) -> None:
         """A fresh job starts at attempt 0; a resumed one (state.json exists) continues."""
+        if self.plan.python:
+            write_python_shims(self.job.python_shims, self.plan.python)
         previous = self.book.doc.get("state")
         backup.clean_partials(self.job)
         if previous is None:
@@ -196,6 +203,7 @@ class Supervisor:
         except FileNotFoundError:
             pass
         self.book.event("resumed", previous_state=previous, attempt=self.attempt)
+        self.attempt_cause = f"resumed (was {previous})"
 
     def _setup(self, secrets: Dict[str, str]) -> Optional[Verdict]:
         """Runs the spec's setup once per (text, inputs); a Verdict only if the job must end."""
@@ -260,6 +268,9 @@ class Supervisor:
                 verdict = judge_exit(
                     outcome, oom_killed=oom_before is not None and oom_after is not None and oom_after > oom_before,
                     disk_full=outcome != 0 and looks_disk_full(self.job.path, self._log_tail()))
+            if verdict.state == JobState.SUCCEEDED:  # the newest backup is the end state
+                self.book.set(JobState.BACKING_UP, "final backup of what the workload left")
+                self._guarded("final-backup", self.keeper.finish)
             if not wants_restart(verdict, self.plan.restart_on, self.plan.restart_max, restarts):
                 if verdict.state == JobState.FAILED and restarts:
                     verdict = Verdict(verdict.state, f"{verdict.reason} (gave up after {restarts} restart(s))",
@@ -267,34 +278,28 @@ class Supervisor:
                 return verdict
             restarts += 1
             self.attempt += 1
+            self.attempt_cause = verdict.reason
             self.book.set(JobState.RESTARTING, f"{verdict.reason}; restart {restarts} of {self.plan.restart_max} "
                           f"in {self.plan.restart_backoff_s:g}s", verdict.failure, exit_code=verdict.exit_code)
             self._idle(self.plan.restart_backoff_s)
 
     def _resume_point(self) -> str:
-        def skipped(b: backup.Backup, problem: str) -> None:
-            self.book.event("backup-skipped", name=b.name, problem=problem)
-
-        newest = backup.newest_verified(self.job, skipped)
-        if newest is None:
-            live = backup.restore_live(self.job, self.progress.last_checkpoint)
-            if live is not None:  # better than from scratch, but nothing vouches for it
-                self.book.event("resume", backup=None, unverified=True, path=str(live),
-                                reason="no backup verifies: resuming from the live checkpoints/ folder")
-                self.book.doc["resumed_unverified"] = True
-                return str(live)
-            self.book.event("resume", backup=None, reason="no verified backup: starting from scratch")
-            return ""
-        path = backup.restore(self.job, newest)
-        self.book.doc["resumed_unverified"] = False
-        self.book.event("resume", backup=newest.name, step=newest.step, path=str(path))
-        return str(path)
+        point = resume_point.choose(self.job, self.progress.announced, self.book)
+        self.book.doc["resumed_unverified"] = not point.verified
+        self.book.doc["resumed_step"] = point.step
+        self.resumed_step = point.step
+        return point.path
 
     def _run_child(self, argv: List[str], log_path: Path, secrets: Dict[str, str], resume: str,
                    watch: bool = True):
         """Runs argv in its own process group: its exit code, Stopped or Stalled."""
         log = RotatingLog(log_path, self.plan.log_max_bytes)
+        if watch and self.attempt > 0:  # where one attempt's output ends and the next begins
+            self._guarded("log-marker", lambda: log.write(
+                f"--- attempt {self.attempt}, after {self.attempt_cause or 'a restart'} ---\n".encode()))
         clear_listeners(self.job)
+        if watch:
+            self.progress.mark()
         self.attempt_started = time.time()
         self.child = subprocess.Popen(
             argv, cwd=str(self.job.code), env=self._child_env(secrets, resume),
@@ -303,7 +308,9 @@ class Supervisor:
         )
         self.book.doc["workload_pgid"] = self.child.pid
         self.book.event("child-started", pid=self.child.pid, log=log_path.name, attempt=self.attempt)
-        self.pump = LogPump(self.child.stdout, log)
+        from_log = LogProgress(self.plan.progress_pattern, self.job.progress) \
+            if watch and self.plan.progress_pattern else None
+        self.pump = LogPump(self.child.stdout, log, from_log.feed if from_log else None)
         try:
             while True:
                 self._run_duties()
@@ -337,7 +344,7 @@ class Supervisor:
 
     def _stalled(self, quiet: float) -> Stalled:
         assert self.child is not None
-        dest = self.job.logs / f"stacks-attempt{self.attempt}.txt"
+        dest = self.job.stacks(self.attempt)
         how = self._guarded("stacks", lambda: dump_stacks(self.job, self.child.pid, dest), "none")
         self.book.event("stalled", quiet_s=round(quiet, 1), stacks=dest.name, how=how)
         self._kill_group(self.child.pid, signal.SIGKILL)
@@ -389,6 +396,21 @@ class Supervisor:
 
     # -- duties ---------------------------------------------------------------------------
 
+    def _poll_progress(self) -> None:
+        """New progress lines; and a resumed attempt that reports a step below the one it was
+        given has not resumed (a script ignoring TETHER_RESUME_FROM): said at once, and the
+        backups newer than its progress are kept until it passes that step again."""
+        self.progress.poll()
+        first, given = self.progress.first_step_since_mark, self.resumed_step
+        if self.regressed is None and first is not None and given is not None and first < given:
+            self.regressed = (f"attempt {self.attempt} started at step {first}, below step {given} of the checkpoint "
+                              "it was given: does the script read TETHER_RESUME_FROM? Newer backups are kept "
+                              f"until it passes step {given}")
+            self.book.event("resumed-below-checkpoint", attempt=self.attempt, first_step=first, given_step=given)
+            self.keeper.keep_steps_above = given
+        if self.regressed is not None and (self.progress.step or 0) >= (given or 0):
+            self.regressed, self.keeper.keep_steps_above = None, None
+
     def _ask_stop(self, reason: str, failure: Optional[FailureClass] = None) -> None:
         if not self.stop:
             self.stop = Stopped(reason, failure)
@@ -424,7 +446,7 @@ class Supervisor:
     def _write_heartbeat(self) -> None:
         child, pump = self.child, self.pump
         resources = host_sample(self.job.path)
-        warnings = self.watch.check(resources) + self.keeper.check_kept()
+        warnings = self.watch.check(resources) + self.keeper.check_kept() + ([self.regressed] if self.regressed else [])
         if pump and pump.dropped_bytes:
             warnings.append(f"{pump.dropped_bytes} bytes of the workload's output were dropped: "
                             f"the log could not be written ({pump.drop_reason})")
@@ -438,6 +460,9 @@ class Supervisor:
             "agent_cpu_s": round(time.process_time(), 3),  # what supervising has cost so far
             "step": self.progress.step,
             "metrics": self.progress.metrics,
+            "total_steps": self.progress.total,
+            "steps_per_s": self.progress.steps_per_s,
+            "eta_s": self.progress.eta_s,
             "last_progress_at": self.progress.last_at,
             "last_output_at": pump.last_output_at if pump else None,
             "workload_rss_mb": process_tree_rss_mb(child.pid if child else None),
@@ -486,9 +511,19 @@ class Supervisor:
         )
         # The shipped runtime on the path, so `from agent import progress` just works.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.runtime_dir), env.get("PYTHONPATH")) if p)
-        if self.plan.path_prepend:
-            env["PATH"] = os.pathsep.join(self.plan.path_prepend + [env.get("PATH", "")])
+        front = ([str(self.job.python_shims)] if self.plan.python else []) + self.plan.path_prepend
+        if front:
+            env["PATH"] = os.pathsep.join(front + [env.get("PATH", "")])
         return env
+
+
+def write_python_shims(folder: Path, python: str) -> None:
+    """`python`, `python3`, `pip` and `pip3` that run host.python, as a venv's activation would:
+    a bare `python` in run: or setup: must not find another interpreter (one without torch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    quoted = shlex.quote(python)
+    for name, tail in (("python", ""), ("python3", ""), ("pip", " -m pip"), ("pip3", " -m pip")):
+        write_bytes_atomic(folder / name, f'#!/bin/sh\nexec {quoted}{tail} "$@"\n'.encode(), mode=0o755)
 
 
 def runtime_dir() -> Path:

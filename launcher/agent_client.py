@@ -10,10 +10,24 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence
 
-from agent.protocol import JobState, StatusAnswer
+from agent.protocol import JobState, StatusAnswer, agent_argv
 
 from .errors import RemoteError
 from .remote import Host, Stream
+
+
+# What each verb does, in words, for messages (a user never needs the verb's own name).
+VERB_WORDS = {
+    "manifest": "reading the host's copy of the code", "receive": "receiving the code",
+    "create-job": "creating the job", "start": "starting the agent", "spec": "reading the job's spec",
+    "prepare-resume": "preparing the job to resume", "status": "reading the job's status",
+    "stop": "asking the job to stop", "mark-safe": "marking the results safe", "logs": "reading the log",
+    "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
+    "receive-backup": "receiving the backup", "hub-fetch": "fetching the backup from the Hub",
+    "hub-upload": "uploading to the Hub", "lock": "taking the project's launch lock",
+    "discard-job": "removing the unfinished job", "serve": "opening the status channel",
+    "inventory": "listing the job's folder",
+}
 
 
 @dataclass
@@ -23,15 +37,17 @@ class AgentClient:
     runtime_dir: str
 
     def argv(self, verb: str, *args: str) -> List[str]:
-        return ["env", f"PYTHONPATH={self.runtime_dir}", self.python, "-m", "agent", verb, *args]
+        return agent_argv(self.python, self.runtime_dir, verb, *args)
 
     def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120) -> Any:
+        what = VERB_WORDS.get(verb, verb)
         done = self.host.run(self.argv(verb, *args), input=input, timeout=timeout)
-        done.check(f"agent {verb}")
+        done.check(what)
         try:
             return done.json()
         except ValueError:
-            raise RemoteError(f"agent {verb} answered something that is not JSON: {done.stdout[:200]!r}") from None
+            raise RemoteError(f"{what}: the host answered something that is not JSON: {done.stdout[:200]!r}",
+                              "is host.python the Python you meant? (tether launch --dry-run shows it)") from None
 
     def stream(self, verb: str, *args: str) -> Stream:
         return self.host.stream(self.argv(verb, *args))
@@ -54,10 +70,11 @@ class AgentChannel:
         self._s.stdin.flush()
         line = self._s.stdout.readline()
         if not line:
-            raise RemoteError(f"agent channel closed: {self._s.stderr_text().strip()[-200:]}")
+            raise RemoteError(f"the status channel to the host closed: {self._s.stderr_text().strip()[-200:]}",
+                              "check the connection and run the command again")
         answer = json.loads(line)
         if not answer.get("ok"):
-            raise RemoteError(f"agent {op}: {answer.get('error')}")
+            raise RemoteError(f"the host could not answer {op}: {str(answer.get('error'))[:300]}")
         return answer["result"]
 
     def status(self, job_id: str) -> StatusAnswer:

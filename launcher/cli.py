@@ -20,7 +20,7 @@ from rich.console import Console
 from agent.protocol import JobState
 
 from . import __version__
-from .errors import ExitCode, TetherError, UsageError
+from .errors import ExitCode, TetherError, UnreachableError, UsageError
 from .hosts import agent_for
 from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
@@ -66,8 +66,16 @@ def session() -> Session:
     return _session
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors")) -> None:
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for errors"),
+          version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print tether's version and exit")) -> None:
     global _session
     _session = Session(places=places(), console=_console(), debug=debug)
 
@@ -184,11 +192,11 @@ def logs(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
     tail: int = typer.Option(100, "--tail", "-n", help="lines of history to print first"),
-    which: str = typer.Option("workload", "--file", help="workload, setup or agent"),
+    which: str = typer.Option("workload", "--file", help="workload, setup, agent, or stacks (of the last hang)"),
 ) -> None:
     """The workload's output (stdout and stderr), from the host."""
-    if which not in ("workload", "setup", "agent"):
-        raise UsageError(f"--file {which!r} is not a log", "use workload, setup or agent")
+    if which not in ("workload", "setup", "agent", "stacks"):
+        raise UsageError(f"--file {which!r} is not a log", "use workload, setup, agent or stacks")
     rec = session().registry.resolve(job)
     if rec.in_kernel:
         from .kaggle_job import kernel_log
@@ -199,6 +207,7 @@ def logs(
 
 
 def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
+    """The host's log, each chunk written (and flushed) the moment it arrives, piped or not."""
     args = [rec.job_dir, "--tail", str(tail), "--file", which] + (["--follow"] if follow else [])
     with session().agent(rec) as client:
         stream = client.stream("logs", *args)
@@ -206,7 +215,7 @@ def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
         out = sys.stdout.buffer
         try:
             while True:
-                chunk = stream.stdout.read1(65536) if hasattr(stream.stdout, "read1") else stream.stdout.read(4096)
+                chunk = stream.read_some()
                 if not chunk:
                     break
                 out.write(chunk)
@@ -214,8 +223,12 @@ def _stream_logs(rec: JobRecord, tail: int, follow: bool, which: str) -> None:
         except BaseException:
             stream.kill()  # Ctrl-C: end the remote follower too
             raise
-        finally:
-            stream.wait()
+        rc = stream.wait()
+    if rc != 0:  # the host did not finish the stream: never taken for the job's end
+        detail = stream.stderr_text().strip().splitlines()
+        raise UnreachableError(f"the log stream from {host_label(rec)} ended early"
+                               + (f" ({detail[-1][:200]})" if detail else " (the connection dropped)"),
+                               f"the job is not affected: tether logs {rec.id}" + (" -f" if follow else ""))
 
 
 @app.command()
@@ -224,6 +237,8 @@ def pull(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     to: Optional[Path] = typer.Option(None, "--to", help="destination folder (default ./<name>-<id>)"),
     backup: Optional[str] = typer.Option(None, "--backup", help="a backup instead: 'latest' or its name"),
+    path: Optional[List[str]] = typer.Option(None, "--path", help="a file or folder of the job folder to bring "
+                                             "instead of the spec's artifacts (repeatable), e.g. code/model.pt"),
 ) -> None:
     """Bring the job's outputs and listed artifacts (or one backup) here, verified by sha256."""
     s = session()
@@ -239,18 +254,49 @@ def pull(
             s.console.print(f"  {path}", markup=False)
         return
     with s.agent(rec) as client:
-        paths = rec.artifacts or ["outputs/"]
+        paths = list(path or rec.artifacts or ["outputs/"])
         if backup is not None:
             paths = [f"backups/{pick_backup(list_backups(client, rec.job_dir), backup)}/"]
         result = do_pull(client, rec.job_dir, paths, dest, s.console)
         if backup is not None:
             verify_pulled_backup(dest / paths[0])
+        if not result.pulled and not result.unchanged and not result.refused:
+            _say_what_is_there(s.console, rec, paths, client.call("inventory", rec.job_dir))
+            return
     s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
                     + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
     for path in result.pulled:
         s.console.print(f"  {path}", markup=False)
     for item in result.refused:
         s.console.print(f"  not pulled: {item}", markup=False)
+
+
+def _say_what_is_there(console: Console, rec: JobRecord, asked: List[str], held: object) -> None:
+    """A pull that found nothing: what the job folder does hold, and how to bring it."""
+    from .sync import human_bytes
+
+    console.print(f"pulled 0 files: nothing in {', '.join(asked)} on the host", markup=False)
+    if not isinstance(held, dict):
+        return
+    found = []
+    for name, info in (held.get("folders") or {}).items():
+        if isinstance(info, dict) and isinstance(info.get("files"), int) and info["files"] > 0:
+            found.append((name, f"{info['files']} file(s), {human_bytes(info.get('bytes') or 0)}"))
+    for f in held.get("written_in_code") or []:
+        if isinstance(f, dict) and isinstance(f.get("path"), str):
+            found.append((f["path"], f"{human_bytes(f.get('bytes') or 0)}, written by the script in its folder"))
+    if not found:
+        console.print("the job folder holds no outputs, checkpoints or files the script wrote", markup=False)
+        return
+    console.print("the job folder holds:", markup=False)
+    for name, what in found:
+        console.print(f"  {plain(name, 300)}  ({what})", markup=False)
+    wanted = [plain(n, 300) for n, _ in found if not n.startswith("backups/")]
+    if wanted:
+        console.print(f"to bring them: tether pull {rec.id} " + " ".join(f"--path {n}" for n in wanted), markup=False)
+        console.print(f"and for next time, in the spec: artifacts: [{', '.join(wanted)}]", markup=False)
+    if any(n == "backups/" for n, _ in found):
+        console.print(f"or the newest backup: tether pull {rec.id} --backup latest", markup=False)
 
 
 @app.command()

@@ -33,13 +33,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     spend REAL,
     autodown INTEGER NOT NULL DEFAULT 0,
     spec TEXT,                     -- JSON: the resolved spec (never secrets), to resume elsewhere
-    workdir TEXT                   -- the laptop folder that was synced
+    workdir TEXT,                  -- the laptop folder that was synced
+    last_step INTEGER              -- the step last seen (shown while the host does not answer)
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
 """
 
 # Columns added after the first release: (name, SQL type) added to older registries.
-_ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"))
+_ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"), ("last_step", "INTEGER"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class JobRecord:
     autodown: bool = False
     spec: Optional[Dict[str, Any]] = None
     workdir: Optional[str] = None
+    last_step: Optional[int] = None
 
     @property
     def in_kernel(self) -> bool:
@@ -113,8 +115,13 @@ class Registry:
         """A launch undone before its job existed anywhere."""
         self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
-    def set_state(self, job_id: str, state: str) -> None:
-        self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
+    def set_state(self, job_id: str, state: str, step: Optional[int] = None) -> None:
+        """What the host last said: kept to show while it does not answer."""
+        if step is None:
+            self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
+        else:
+            self.db.execute("UPDATE jobs SET last_state=?, last_seen=?, last_step=? WHERE id=?",
+                            (state, time.time(), step, job_id))
 
     def rehome(self, job_id: str, **fields: Any) -> None:
         """The job moved to another host (resume --on): where to reach it from now on."""

@@ -23,6 +23,7 @@ from .agent_client import AgentClient
 from .errors import RemoteError, UsageError
 from .hosts import Target, target_for_rented, target_for_spec
 from .provision import acquire, destroy, provider_for
+from .remote import SshHost
 from .jobs import JobRecord, Registry
 from .runtime import prepare_host
 from .settings import Places
@@ -111,6 +112,7 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
+        _show_retries(target, console)
         try:
             return _launch_on(target, loaded, tree, registry, console, hub=hub, moving=moving)
         finally:
@@ -118,6 +120,7 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     provider = provider_for(hs.provider, places, environ)
     rented = acquire(provider, hs, f"tether-{loaded.spec.name}", places, console)
     target = target_for_rented(rented.endpoint, hs, places)
+    _show_retries(target, console)
     try:
         return _launch_on(target, loaded, tree, registry, console, rented.instance,
                           provider.teardown(rented.instance), hub=hub, moving=moving)
@@ -127,6 +130,12 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
         raise
     finally:
         target.host.close()
+
+
+def _show_retries(target: Target, console: Console) -> None:
+    """While a launch waits for a host that does not answer, each retry is a line."""
+    if isinstance(target.host, SshHost):
+        target.host.on_retry = lambda line: console.print(f"  {line}", markup=False, highlight=False)
 
 
 def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: Registry,
@@ -157,7 +166,8 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
         console.print(f"shipped the agent runtime to {target.host.name}")
     client = AgentClient(target.host, info.python, info.runtime_dir)
     job_id = moving.job_id if moving else pysecrets.token_hex(4)
-    payload = _payload(job_id, loaded, tree, target, info.python, instance, teardown, deadline_at, hub, moving)
+    payload = _payload(job_id, loaded, tree, target, info.python, info.executable, instance, teardown,
+                       deadline_at, hub, moving)
     record = _record(job_id, loaded, target, info, instance, payload)
     if moving is None:
         registry.add(record)  # first: nothing of a job is ever on a host the registry does not know
@@ -224,7 +234,7 @@ def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTr
     return the_plan
 
 
-def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str,
+def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,
              instance: Optional[Instance], teardown: Optional[Teardown], deadline_at: Optional[float],
              hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> dict:
     """What create-job gets: the spec and the job's facts. No secrets: they go to `start`."""
@@ -234,7 +244,7 @@ def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Targ
         "spec": spec.model_dump(mode="json"),
         "job": {"id": job_id, "project": spec.name, "command": workload_command(spec, python),
                 "setup_key": setup_key(spec, tree), "code_digest": tree.digest,
-                "path_prepend": target.path_prepend, "created": time.time(),
+                "path_prepend": target.path_prepend, "python_executable": executable, "created": time.time(),
                 "price_per_hour": instance.price_per_hour if instance else None,
                 "instance_created": instance.created if instance else None,
                 "autodown": spec.autodown_enabled(rented), "autodown_wait_s": spec.autodown_wait_s,
@@ -267,15 +277,31 @@ def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: 
     if not info.shipped:
         client = AgentClient(target.host, info.python, info.runtime_dir)
         remote = client.call("manifest", info.root, loaded.spec.name)
-    _print_plan(sync.plan(tree, remote), tree, loaded, console)
+    python = f"{info.executable} (Python {'.'.join(map(str, info.version))})"
+    _print_plan(sync.plan(tree, remote), tree, loaded, console, python)
 
 
-def _print_plan(the_plan: sync.SyncPlan, tree: sync.LocalTree, loaded: LoadedSpec, console: Console) -> None:
-    console.print(f"dry run: would send {len(the_plan.send)} file(s), "
-                  f"{sync.human_bytes(the_plan.send_bytes)}; delete {len(the_plan.delete)}; "
-                  f"{the_plan.unchanged} unchanged (of {len(tree.files)} in {loaded.workdir})",
-                  markup=False, highlight=False)
+MAX_LISTED = 50
+
+
+def _print_plan(the_plan: sync.SyncPlan, tree: sync.LocalTree, loaded: LoadedSpec, console: Console,
+                python: Optional[str] = None) -> None:
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False)
+
+    say(f"dry run: would send {len(the_plan.send)} file(s), {sync.human_bytes(the_plan.send_bytes)}; "
+        f"delete {len(the_plan.delete)}; {the_plan.unchanged} unchanged (of {len(tree.files)} in {loaded.workdir})")
+    say(f"  python: {python or loaded.spec.host.python or 'python3'} runs `python`, `python3` and `pip` in "
+        "run: and setup:" + ("" if python else " (found on the host at launch)"))
     for line in sync.iter_lines(the_plan):
-        console.print(line, markup=False, highlight=False)
+        say(line)
     for rel in tree.skipped_links:
-        console.print(f"  not sent (symlink): {rel}", markup=False, highlight=False)
+        say(f"  not sent (symlink): {rel}")
+    for rel, rule in tree.left_out[:MAX_LISTED]:
+        say(f"  not sent: {rel}  ({rule})")
+    if len(tree.left_out) > MAX_LISTED:
+        say(f"  ... and {len(tree.left_out) - MAX_LISTED} more left out")
+    negatable = [rel for rel, rule in tree.left_out if rule.source != "built-in"]
+    if negatable:
+        say(f"  to send one anyway, add a `!` line to .tetherignore, e.g. `!{negatable[0]}`"
+            " (a folder left out must be sent itself before a file in it can be)")

@@ -4,8 +4,9 @@ UNREACHABLE when it does not answer, and refresh the registry's cache."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from agent.protocol import JobState, StatusAnswer
 
@@ -30,6 +31,7 @@ class JobView:
     answer: StatusAnswer = field(default_factory=StatusAnswer)
     error: Optional[TetherError] = None
     spend_usd: Optional[float] = None
+    last_known: Optional[str] = None   # what the host said last time, while it does not answer
 
     # The answer's fields most views read, by name.
     step = property(lambda self: self.answer.step)
@@ -44,7 +46,8 @@ class JobView:
         a.update(state=self.state.value, reason=self.reason, spend_usd=self.spend_usd,
                  failure=self.answer.failure.value if self.answer.failure else None)
         return {"id": r.id, "name": r.name, "provider": r.provider, "host": host_label(r), "job_dir": r.job_dir,
-                "created": r.created, **a, "instance": r.instance, "price_per_hour": r.price_per_hour}
+                "created": r.created, **a, "instance": r.instance, "price_per_hour": r.price_per_hour,
+                "last_known": self.last_known}
 
 
 def host_label(r: JobRecord) -> str:
@@ -85,7 +88,9 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
             host.close()
     for v in views.values():
         if v.state != JobState.UNREACHABLE:
-            registry.set_state(v.record.id, v.state.value)
+            registry.set_state(v.record.id, v.state.value, v.answer.step)
+        else:
+            v.last_known = _last_known(v.record)
     return [views[r.id] for r in records]
 
 
@@ -138,6 +143,15 @@ def _view(r: JobRecord, a: object) -> JobView:
                            f"host: launch again (tether forget {r.id} drops this record)", answer=answer)
         return JobView(r, JobState.LOST, reason=f"job folder {r.job_dir} is gone from the host", answer=answer)
     return JobView(r, answer.state, reason=answer.reason, answer=answer, spend_usd=answer.spend_usd or _spend(r))
+
+
+def _last_known(r: JobRecord) -> Optional[str]:
+    if not r.last_seen or r.last_state in ("LAUNCHING", "UNREACHABLE"):
+        return None
+    age = time.time() - r.last_seen
+    when = f"{age:.0f}s" if age < 90 else f"{age / 60:.0f}m" if age < 5400 else f"{age / 3600:.1f}h"
+    step = f" at step {r.last_step}" if r.last_step is not None else ""
+    return f"{r.last_state}{step}, {when} ago"
 
 
 def _spend(r: JobRecord) -> Optional[float]:

@@ -16,6 +16,7 @@ from agent.protocol import BackupInfo, sha256_file
 
 from .agent_client import AgentClient
 from .errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
+from .ignore import PULLED_MARKER
 from .ui import TransferProgress
 
 PART_SUFFIX = ".tether-part"
@@ -48,6 +49,8 @@ def safe_destination(dest: Path, rel: str) -> Path:
 
 def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, console: Console) -> PullResult:
     dest.mkdir(parents=True, exist_ok=True)
+    # Marks the folder as pulled results: a later launch from here does not send them back up.
+    (dest / PULLED_MARKER).touch()
     listing = client.call("list-files", job_dir, *paths, timeout=600)
     result = PullResult(dest=dest)
     for item in listing["refused"]:

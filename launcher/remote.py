@@ -4,7 +4,9 @@ LocalHost. Every command is an argv list, quoted once here (shlex.join), never b
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -12,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, List, Optional, Protocol, Sequence
+from typing import IO, Any, Callable, List, Optional, Protocol, Sequence
 
 import paramiko
 
@@ -47,6 +49,7 @@ class Stream(Protocol):
     stdout: IO[bytes]
 
     def close_stdin(self) -> None: ...
+    def read_some(self) -> bytes: ...   # what stdout has now (at least a byte), b"" at its end
     def wait(self) -> int: ...
     def stderr_text(self) -> str: ...
     def kill(self) -> None: ...
@@ -75,6 +78,9 @@ class _LocalStream:
 
     def _drain(self) -> None:
         self._err = self.proc.stderr.read()
+
+    def read_some(self) -> bytes:
+        return os.read(self.proc.stdout.fileno(), 65536)
 
     def close_stdin(self) -> None:
         try:
@@ -112,8 +118,7 @@ class LocalHost:
         return _LocalStream(argv)
 
     def shell_argv(self, remote_argv: Optional[Sequence[str]], cwd: str) -> List[str]:
-        inner = shlex.join(remote_argv) if remote_argv else 'exec "${SHELL:-/bin/sh}" -l'
-        return ["sh", "-c", f"cd {shlex.quote(cwd)} && {inner}"]
+        return ["sh", "-c", f"cd {shlex.quote(cwd)} && {user_command(remote_argv)}"]
 
     def close(self) -> None:
         pass
@@ -134,6 +139,11 @@ class _SshStream:
     def _drain(self) -> None:
         f = self.chan.makefile_stderr("rb")
         self._err = f.read()
+
+    def read_some(self) -> bytes:
+        """Straight from the channel: a line printed on the host is here as soon as it arrives
+        (the file object's read would wait for a whole block)."""
+        return self.chan.recv(65536)
 
     def close_stdin(self) -> None:
         self.stdin.flush()
@@ -163,6 +173,7 @@ class SshHost:
         self.known_hosts = known_hosts
         self.connect_timeout_s, self.retry_s = connect_timeout_s, retry_s
         self._client: Optional[paramiko.SSHClient] = None
+        self.on_retry: Optional[Callable[[str], None]] = None  # told of each retry (launch shows them)
 
     def _connected(self) -> paramiko.Transport:
         if self._client is not None:
@@ -187,14 +198,17 @@ class SshHost:
                                 "check host.identity_file, your ssh-agent, or ~/.ssh/config") from None
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 self.close()
+                cause = connect_failure(exc, self.connect_timeout_s)
+                where = f"{self.endpoint.host} port {self.endpoint.port}"
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise UnreachableError(
-                        f"cannot reach {self.name}: {exc or type(exc).__name__}",
-                        "check the address and that sshd runs there; tether retried for "
-                        f"{self.retry_s:.0f}s",
-                    ) from None
-                time.sleep(min(delay, left))
+                    tried = f"; tether retried for {self.retry_s:.0f}s" if self.retry_s else ""
+                    raise UnreachableError(f"cannot reach {where}: {cause}",
+                                           f"check the address and that sshd runs there{tried}") from None
+                wait = min(delay, left)
+                if self.on_retry is not None:
+                    self.on_retry(f"{where}: {cause}; retrying in {wait:.0f}s ({left:.0f}s left)")
+                time.sleep(wait)
                 delay = min(delay * 2, 10.0)
 
     def _connect_once(self) -> paramiko.SSHClient:
@@ -295,15 +309,40 @@ class SshHost:
     def shell_argv(self, remote_argv: Optional[Sequence[str]], cwd: str) -> List[str]:
         """An OpenSSH command line that checks the key against tether's known_hosts."""
         argv = self.openssh_argv()
-        inner = shlex.join(remote_argv) if remote_argv else 'exec "${SHELL:-/bin/sh}" -l'
         if not remote_argv:
             argv.append("-t")
-        return argv + [self.destination, f"cd {shlex.quote(cwd)} && {inner}"]
+        return argv + [self.destination, f"cd {shlex.quote(cwd)} && {user_command(remote_argv)}"]
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def user_command(remote_argv: Optional[Sequence[str]]) -> str:
+    """`tether ssh JOB -- ARGS`: the user's own shell command line, joined with spaces as
+    OpenSSH does (`-- 'make && ./run'` runs both); no ARGS: a login shell."""
+    return " ".join(remote_argv) if remote_argv else 'exec "${SHELL:-/bin/sh}" -l'
+
+
+def connect_failure(exc: BaseException, timeout_s: float) -> str:
+    """Why a connection failed, in words ("connection refused"), never "[Errno None] ..."."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError) and exc.errors:
+        return connect_failure(next(iter(exc.errors.values())), timeout_s)
+    if isinstance(exc, socket.gaierror):
+        return "the name does not resolve (check the address)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout_s:.0f}s"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "no route to the host"
+    if isinstance(exc, ConnectionResetError):
+        return "the connection was reset"
+    if isinstance(exc, EOFError) or "Error reading SSH protocol banner" in str(exc):
+        return "the connection closed before SSH started (is it an SSH server?)"
+    text = str(exc).strip()
+    return text if text and "Errno None" not in text else type(exc).__name__
 
 
 def command_label(argv: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import agent
+import tether
 import workloads
 
 from . import __version__
@@ -19,9 +20,12 @@ from .remote import Host
 
 MIN_PYTHON = (3, 9)
 
-# Prints the Python version, the absolute root and the runtime versions already there.
+# Prints the Python version, the absolute root and the runtime versions already there. Both
+# scripts drop the working directory from sys.path first (`sys` is built in): a file there
+# named like a module they import must not run.
 _PROBE = r"""
-import json, os, sys
+import sys; sys.path.pop(0)
+import json, os
 root = os.path.abspath(os.path.expanduser(sys.argv[1]))
 rt = os.path.join(root, "runtime")
 have = sorted(d for d in os.listdir(rt) if not d.startswith(".")) if os.path.isdir(rt) else []
@@ -31,7 +35,8 @@ print(json.dumps({"python": list(sys.version_info[:3]), "root": root, "runtimes"
 
 # Unpacks a tar on stdin into runtime/<version>, atomically (temp folder, then rename).
 _INSTALL = r"""
-import os, sys, tarfile, tempfile, shutil
+import sys; sys.path.pop(0)
+import os, tarfile, tempfile, shutil
 dest = sys.argv[1]
 parent = os.path.dirname(dest)
 os.makedirs(parent, exist_ok=True)
@@ -53,6 +58,7 @@ except OSError:
 @dataclass(frozen=True)
 class HostInfo:
     python: str            # the command that runs it
+    executable: str        # its absolute path on the host (what `python` in run: becomes)
     version: tuple
     root: str              # absolute tether root
     runtime_dir: str
@@ -60,7 +66,7 @@ class HostInfo:
 
 
 def _package_files():
-    for pkg in (agent, workloads):
+    for pkg in (agent, workloads, tether):
         top = Path(pkg.__file__).parent
         for p in sorted(top.rglob("*.py")):
             yield p, f"{top.name}/{p.relative_to(top).as_posix()}"
@@ -110,5 +116,6 @@ def prepare_host(host: Host, python: str, root: str, ship: bool = True) -> HostI
     if missing and ship:
         host.run([python, "-c", _INSTALL, runtime_dir], input=runtime_tarball(), timeout=300).check(
             "installing the agent runtime")
-    return HostInfo(python=python, version=version, root=info["root"], runtime_dir=runtime_dir,
+    return HostInfo(python=python, executable=str(info.get("executable") or python), version=version,
+                    root=info["root"], runtime_dir=runtime_dir,
                     shipped=missing)

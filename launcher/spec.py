@@ -133,6 +133,30 @@ class PublishSpec(_Strict):
         return v
 
 
+class ProgressSpec(_Strict):
+    """Progress read from the script's own printed lines (`iter 100: loss 2.31`): named groups
+    become metrics, `step` the step, `total` (or `total:` here) the step it ends at."""
+
+    pattern: Optional[str] = None
+    total: Optional[int] = Field(None, ge=1)
+
+    @field_validator("pattern")
+    @classmethod
+    def _a_useful_regex(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        try:
+            groups = re.compile(v).groupindex
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        if not groups:
+            raise ValueError("name what it captures: (?P<step>\\d+) for the step, (?P<loss>[\\d.]+) for a metric")
+        reserved = sorted(set(groups) & {"time", "checkpoint"})
+        if reserved:
+            raise ValueError(f"group name {reserved[0]!r} is tether's own; choose another")
+        return v
+
+
 class AutodownSpec(_Strict):
     """`autodown: true` or `autodown: {wait_min: 30}`: the rented host goes once the job ended
     and its results are safe, and never waits for that longer than wait_min."""
@@ -216,6 +240,7 @@ class JobSpec(_Strict):
     stop: StopSpec = StopSpec()
     limits: LimitsSpec = LimitsSpec()
     watch: WatchSpec = WatchSpec()
+    progress: ProgressSpec = ProgressSpec()
     autodown: Optional[Union[bool, AutodownSpec]] = None
     artifacts: List[str] = ["outputs/"]
     publish: Optional[PublishSpec] = None

@@ -1,8 +1,9 @@
 """Laptop -> host code sync: manifests on both ends, only changed files travel, as one tar.
 
-What is never sent: .git/ (and other VCS folders), .env files, __pycache__, virtualenvs;
-then whatever .gitignore files (at any depth) and a top-level .tetherignore exclude.
-Symlinks are not followed and not sent (named in --dry-run output).
+What is never sent: .git/ (and other VCS folders), .env files, __pycache__, virtualenvs,
+folders `tether pull` filled; then whatever .gitignore files (at any depth) and a top-level
+.tetherignore exclude (launcher/ignore.py). Symlinks are not followed and not sent. --dry-run
+names everything left out, with its rule.
 """
 
 from __future__ import annotations
@@ -17,19 +18,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
-
-import pathspec
+from typing import Callable, Dict, Iterator, List, Mapping, Tuple
 
 from agent.paths import Root
 from agent.protocol import code_digest, sha256_file
 
 from .agent_client import AgentClient
 from .errors import RemoteError
-
-ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".mypy_cache",
-                       ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", ".tether"}
-
+from .ignore import Ignores, Rule
 
 @dataclass(frozen=True)
 class LocalFile:
@@ -44,6 +40,7 @@ class LocalFile:
 class LocalTree:
     files: Dict[str, LocalFile]
     skipped_links: List[str] = field(default_factory=list)
+    left_out: List[Tuple[str, Rule]] = field(default_factory=list)   # (path, the rule), topmost only
 
     @property
     def total_bytes(self) -> int:
@@ -66,23 +63,6 @@ class SyncPlan:
         return sum(f.size for f in self.send)
 
 
-def _is_env_file(name: str) -> bool:
-    return name == ".env" or name.startswith(".env.")
-
-
-def _is_virtualenv(path: Path) -> bool:
-    return (path / "pyvenv.cfg").is_file() or (path / "conda-meta").is_dir()
-
-
-def _ignore_spec(folder: Path, names: Tuple[str, ...]) -> Optional[pathspec.PathSpec]:
-    lines: List[str] = []
-    for name in names:
-        f = folder / name
-        if f.is_file():
-            lines += f.read_text(errors="replace").splitlines()
-    return pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-
-
 RACY_S = 2.0  # a file changed this close to when its hash was cached is hashed again
 
 
@@ -99,7 +79,8 @@ def _cached_digest(p: Path, st: os.stat_result, hit: object, now: float) -> Tupl
 
 
 def scan(workdir: Path, hash_cache: Path) -> LocalTree:
-    """Every file that would be synced, with its sha256 (cached, see _cached_digest)."""
+    """Every file that would be synced, with its sha256 (cached, see _cached_digest), and what
+    is left out with the rule that leaves it out."""
     try:
         cache = json.loads(hash_cache.read_text())
     except (FileNotFoundError, ValueError):
@@ -107,57 +88,43 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     if not isinstance(cache, dict):
         cache = {}
     now = time.time()
-    files: Dict[str, LocalFile] = {}
-    links: List[str] = []
+    tree = LocalTree({})
     new_cache: Dict[str, list] = {}
-    # (folder relative to workdir, its ignore spec): .gitignore rules apply below their folder.
-    rules: List[Tuple[str, pathspec.PathSpec]] = []
-    top_spec = _ignore_spec(workdir, (".gitignore", ".tetherignore"))
-    if top_spec:
-        rules.append(("", top_spec))
-
-    def ignored(rel: str, is_dir: bool) -> bool:
-        for base, spec in rules:
-            if base and not rel.startswith(base + "/"):
-                continue
-            sub = rel[len(base) + 1:] if base else rel
-            if spec.match_file(sub + ("/" if is_dir else "")):
-                return True
-        return False
-
+    ignores = Ignores(workdir)
     for dirpath, dirnames, filenames in os.walk(workdir):
         here = Path(dirpath)
         rel_here = here.relative_to(workdir).as_posix()
         rel_here = "" if rel_here == "." else rel_here
-        if rel_here:
-            spec = _ignore_spec(here, (".gitignore",))
-            if spec:
-                rules.append((rel_here, spec))
+        ignores.enter(rel_here)
         keep = []
         for d in sorted(dirnames):
             rel = f"{rel_here}/{d}" if rel_here else d
-            p = here / d
-            if p.is_symlink():
-                links.append(rel)
-            elif not (d in ALWAYS_SKIPPED_DIRS or _is_virtualenv(p) or ignored(rel, True)):
+            rule = None if (here / d).is_symlink() else ignores.why(rel, True)
+            if (here / d).is_symlink():
+                tree.skipped_links.append(rel)
+            elif rule is not None:
+                tree.left_out.append((rel + "/", rule))
+            else:
                 keep.append(d)
         dirnames[:] = keep
         for name in sorted(filenames):
             rel = f"{rel_here}/{name}" if rel_here else name
             p = here / name
             if p.is_symlink():
-                links.append(rel)
+                tree.skipped_links.append(rel)
                 continue
-            if _is_env_file(name) or name.endswith(".pyc") or ignored(rel, False):
+            rule = ignores.why(rel, False)
+            if rule is not None:
+                tree.left_out.append((rel, rule))
                 continue
             st = p.stat()
             new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
-            files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+            tree.files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
     hash_cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(new_cache))
     os.replace(tmp, hash_cache)
-    return LocalTree(files, links)
+    return tree
 
 
 def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from agent.protocol import BackupInfo, BackupSummary, JobState, MirrorSummary, Resources
 
+from .diagnose import unsent_files
 from .observe import JobView, host_label
 from .sync import human_bytes
 from .text import inert
@@ -70,8 +71,10 @@ def print_status(console: Console, v: JobView) -> None:
     if a.attempt or (a.stage and a.stage != "main"):
         rows.append(("attempt", f"{a.attempt}" + (f"  stage {inert(a.stage)}" if a.stage and a.stage != "main" else "")))
     rows.append(("heartbeat", ago(a.heartbeat_age_s)))
+    if not v.state.is_terminal and v.state not in (JobState.LOST, JobState.UNREACHABLE):
+        rows.append(("output", f"last output {ago(a.last_output_age_s)}, last progress {ago(a.last_progress_age_s)}"))
     if a.step is not None:
-        rows.append(("step", f"{a.step}  {metrics_text(a.metrics, 8)}"))
+        rows.append(("step", f"{a.step}{progress_text(a)}  {metrics_text(a.metrics, 8)}"))
     if a.resources != Resources():
         rows.append(("resources", resources_text(a.resources)))
     if a.backup.last or a.backup.error or a.backup.in_progress:
@@ -90,12 +93,38 @@ def print_status(console: Console, v: JobView) -> None:
         rows.append(("deadline", f"in {max(0.0, a.deadline_at - time.time()) / 60:.0f} min"))
     for w in a.warnings:
         rows.append(("warning", f"[yellow]{inert(w)}[/]"))
+    for line in unsent_files(a.log_tail, r.workdir, r.job_dir):
+        rows.append(("missing", f"[red]{inert(line)}[/]"))
+    if a.log_tail:
+        rows.append(("log", "\n".join(inert(line, 300) for line in a.log_tail)))
+    if v.last_known:
+        rows.append(("last seen", inert(v.last_known)))
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
     for k, val in rows:
         t.add_row(k, val)
     console.print(t)
+
+
+def progress_text(a) -> str:
+    """`/5000, 3.1 it/s, ETA 21m` when the total and a rate are known."""
+    parts = []
+    if a.total_steps:
+        parts.append(f"/{a.total_steps}")
+    if a.steps_per_s:
+        parts.append(f", {a.steps_per_s:.3g} it/s")
+    if a.eta_s is not None:
+        parts.append(f", ETA {duration(a.eta_s)}")
+    return "".join(parts)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def backup_text(b: BackupSummary) -> str:

@@ -27,6 +27,7 @@ def sshd_server(tmp_path_factory) -> Sshd:
     server = Sshd(tmp_path_factory.mktemp("sshd")).setup().start()
     yield server
     server.stop()
+    server.kill_sessions()
 
 
 @pytest.fixture

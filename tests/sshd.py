@@ -19,6 +19,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _sshd_descendants(pid: int) -> list:
+    """The sshd processes below pid (one or two per open connection)."""
+    children: dict = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes().startswith(b"sshd"):
+                    found.append(child)
+                    todo.append(child)
+            except OSError:
+                continue
+    return found
+
+
 def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
@@ -39,6 +61,7 @@ class Sshd:
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen] = None
     password_user: Optional[str] = None   # also accept passwords, and keys from ~/.ssh
+    sessions: set = field(default_factory=set)  # per-connection sshd processes seen
 
     @property
     def client_key(self) -> Path:
@@ -95,20 +118,26 @@ MaxStartups 50
         raise RuntimeError("sshd did not start listening within 10s")
 
     def stop(self) -> None:
-        """Stops the listener. Sessions already open live on in their own sshd processes."""
+        """Stops the listener. Sessions already open live on in their own sshd processes (which
+        kill_sessions can still find)."""
         if self.proc and self.proc.poll() is None:
+            self.sessions |= set(_sshd_descendants(self.proc.pid))
             self.proc.terminate()
             self.proc.wait(10)
         self.proc = None
 
     def kill_sessions(self) -> None:
-        """Drops every open connection to this server: its per-session sshd children too."""
-        out = subprocess.run(["pgrep", "-f", f"sshd.*{self.dir}"], capture_output=True, text=True).stdout
-        for pid in out.split():
+        """Drops every open connection to this server (its per-connection sshd processes, the
+        listener's children); the listener, if it runs, goes on accepting new ones."""
+        if self.proc and self.proc.poll() is None:
+            self.sessions |= set(_sshd_descendants(self.proc.pid))
+        for pid in self.sessions:
             try:
-                os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sshd"):  # not a reused pid
+                    os.kill(pid, 9)
+            except (OSError, ProcessLookupError):
+                continue
+        self.sessions = set()
 
     def restart(self, new_host_key: bool = False) -> "Sshd":
         self.stop()

@@ -28,8 +28,9 @@ def test_judge_exit_classes():
     assert judge_exit(0).state == JobState.SUCCEEDED
     v = judge_exit(3)
     assert (v.state, v.failure, v.exit_code) == (JobState.FAILED, FailureClass.USER, 3)
-    v = judge_exit(-9)
-    assert v.failure == FailureClass.INFRA and "SIGKILL" in v.reason and "out of memory" in v.reason
+    v = judge_exit(-9)  # a SIGKILL alone is no evidence of the OOM killer
+    assert v.failure == FailureClass.INFRA and "SIGKILL" in v.reason and "memory" not in v.reason
+    assert "out-of-memory killer" in judge_exit(-9, oom_killed=True).reason
     assert "SIGSEGV" in judge_exit(-11).reason
 
 

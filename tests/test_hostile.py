@@ -284,7 +284,7 @@ def test_restart_resumes_from_live_checkpoints_when_no_backup_verifies(tether, p
     assert done["attempt"] == 1 and done["resumed_unverified"] is True
     assert "resumed at 11" in (host_root / "jobs" / job / "logs" / "workload.log").read_text()
     resumed = events(host_root, job, "resume")[-1]
-    assert resumed["unverified"] is True and "live checkpoints" in resumed["reason"]
+    assert resumed["unverified"] is True and resumed["live"] == "s" and resumed["step"] == 10
     assert "no backup verified" in tether("status", job).stdout
 
 

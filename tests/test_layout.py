@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = {"agent", "launcher", "provisioning", "workloads"}
+OURS = {"agent", "launcher", "provisioning", "workloads", "tether"}
 # Optional on the host: imported only inside a function or a try block, never at module level.
 AGENT_OPTIONAL = {"psutil", "huggingface_hub"}
 
@@ -43,7 +43,8 @@ def test_agent_imports_only_itself_and_the_standard_library():
 def test_launcher_reads_only_the_agents_names():
     # runtime.py imports the agent and workloads packages only to find the files it ships.
     allowed = {"agent.paths", "agent.protocol"}
-    shipping = {("launcher/runtime.py", "agent"), ("launcher/runtime.py", "workloads")}
+    shipping = {("launcher/runtime.py", "agent"), ("launcher/runtime.py", "workloads"),
+                ("launcher/runtime.py", "tether")}
     bad = [(f, m) for f, m, _ in imports("launcher") if root(m) in {"agent", "workloads"}
            and not any(m.startswith(a + ".") for a in allowed) and (str(f), m) not in shipping]
     assert not bad, bad
@@ -52,5 +53,12 @@ def test_launcher_reads_only_the_agents_names():
 def test_provisioning_and_workloads_stay_in_their_lanes():
     assert not [(f, m) for f, m, _ in imports("provisioning") if root(m) in OURS - {"provisioning"}]
     bad = [(f, m) for f, m, _ in imports("workloads")
-           if root(m) in OURS - {"workloads"} and m != "agent.progress"]
+           if root(m) in OURS - {"workloads"} and root(m) != "tether"]
     assert not bad, bad
+
+
+def test_scripts_reach_the_agent_only_by_a_name_no_project_shadows():
+    """`tether` is a workload's import name: it loads agent/progress.py from its file, never
+    by the name `agent`, which a project's own agent.py would take."""
+    assert not [(f, m) for f, m, _ in imports("tether") if root(m) in OURS - {"tether"}]
+    assert not [(f, m) for f, m, _ in imports("workloads") if root(m) == "agent"]

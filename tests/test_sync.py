@@ -68,6 +68,7 @@ def test_dry_run_prints_files_and_sizes_and_changes_nothing(tether, project, tmp
     assert r.exit_code == 0, r
     assert "dry run: would send 3 file(s), 2.1 KB; delete 0; 0 unchanged" in r.stdout
     assert "send   a.py  (2.0 KB)" in r.stdout and "sub dir/b.txt" in r.stdout
-    assert ".env" not in r.stdout
+    assert "send   .env" not in r.stdout and "SECRET" not in r.stdout
+    assert "not sent: .env  (built-in: .env files are never sent (secrets))" in r.stdout
     assert not (root / "runtime").exists() and not (root / "code").exists()
     assert "no jobs" in tether("jobs").stdout

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from agent import progress
+from tether import progress
 
 from . import data as data_mod
 from .config import CausalLMConfig, ConfigError
