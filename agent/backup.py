@@ -318,12 +318,15 @@ def restore(job: JobDir, backup: Backup) -> Path:
     return dest / backup.source if backup.source else dest
 
 
-def live_checkpoint(job: JobDir, source: Optional[str]) -> Optional[Path]:
-    """checkpoints/<source> if it is there and holds a file (an announced name is untrusted)."""
+def live_checkpoint(job: JobDir, source: Optional[str], with_files: bool = True) -> Optional[Path]:
+    """checkpoints/<source> if it is there (and, with_files, holds a file). The name came from
+    the workload: checked, never followed out of checkpoints/."""
     if not source or _unsafe(source):
         return None
     path = job.checkpoints / safe_relpath(source)
-    if path.is_symlink() or not path.exists() or next(_files_under(path), None) is None:
+    if path.is_symlink() or not path.exists():
+        return None
+    if with_files and next(_files_under(path), None) is None:
         return None
     return path
 

@@ -92,7 +92,7 @@ class BackupKeeper:
         """The newest announced checkpoint that is still there (a Trainer deletes old ones, maybe
         before its copy began); if none is, the folder as it is."""
         for source, step in reversed(self.progress.announced):
-            if backup.live_checkpoint(self.job, source) is not None:
+            if backup.live_checkpoint(self.job, source, with_files=False) is not None:
                 if source != self.progress.last_checkpoint:
                     self.book.event("checkpoint-gone", name=self.progress.last_checkpoint, instead=source)
                 self._start(source, step, self.progress.checkpoint_seq, frozenset())

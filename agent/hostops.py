@@ -53,10 +53,11 @@ def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
 SSH_SESSION_VARS = {"SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH2_CLIENT", "SSH_AUTH_SOCK", "SSH_ORIGINAL_COMMAND"}
 
 
-def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 15.0) -> dict:
+def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 60.0) -> dict:
     """Starts the agent detached (new session: it outlives this SSH command and the laptop).
     secrets go to it through a pipe, never a file."""
     job.logs.mkdir(parents=True, exist_ok=True)
+    before = _mtime(job.state)
     # Not the SSH session's: it ends when the laptop goes, and with SSH_CLIENT set, Debian's
     # bash reads ~/.bashrc for every `bash -c` (a pyenv or conda init there would put another
     # python ahead of host.python's on the workload's PATH).
@@ -75,13 +76,21 @@ def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 15.0) -> 
         pass  # it died at once: its log says why
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        if job.state.exists() and agent_alive(job):
+        # state.json is (re)written once the agent holds the job's lock; it may be done already
+        if _mtime(job.state) != before or agent_alive(job):
             return {"pid": proc.pid, "started": True}
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     tail = job.agent_log.read_bytes()[-2000:].decode(errors="replace") if job.agent_log.exists() else ""
     return {"pid": proc.pid, "started": False, "exit_code": proc.poll(), "log_tail": tail}
+
+
+def _mtime(path: Path) -> Optional[int]:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _with_age(doc: Optional[dict], key: str, now: float) -> dict:

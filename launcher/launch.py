@@ -189,16 +189,32 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                             autodown=record.autodown)
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
         # On the agent's stdin, through `start`: never argv, never a file.
-        started = client.call("start", job_dir, input=json.dumps(secrets).encode(), timeout=60)
+        started = start_agent(client, job_dir, secrets)
     except BaseException:
         _undo(client, registry, job_id, job_dir, forget=moving is None)
         raise
     if not started.get("started"):
         registry.set_state(job_id, "FAILED")
-        raise RemoteError(f"the agent did not start on {target.host.name}: "
-                          f"{(started.get('log_tail') or '').strip()[-300:]}")
+        raise RemoteError(f"the agent did not start on {target.host.name}: {started.get('why')}",
+                          f"its log: tether logs {job_id} --file agent")
     registry.set_state(job_id, "RUNNING")
     return Launched(record, the_plan, bool(created["setup_done"]))
+
+
+def start_agent(client: AgentClient, job_dir: str, secrets: Mapping[str, str]) -> dict:
+    """`agent start` with the secrets on its stdin; {"started": bool, "why": the agent log's
+    last line when it did not}."""
+    done = client.host.run(client.argv("start", job_dir), input=json.dumps(dict(secrets)).encode(), timeout=120)
+    try:
+        answer = done.json()
+    except ValueError:
+        answer = {}
+    if not isinstance(answer, dict) or done.returncode not in (0, 1):
+        done.check("starting the agent")
+    if answer.get("started"):
+        return {"started": True}
+    tail = str(answer.get("log_tail") or done.stderr.decode(errors="replace")).strip().splitlines()
+    return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
 
 
 def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:

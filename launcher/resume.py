@@ -3,7 +3,6 @@ continues from the newest verified backup and skips finished stages."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -16,7 +15,7 @@ from . import hub_mirror
 from .agent_client import AgentClient
 from .errors import RemoteError, SpecError, UsageError
 from .jobs import JobRecord, Registry
-from .launch import Launched
+from .launch import Launched, start_agent
 from .settings import Places
 from .text import inert
 
@@ -40,9 +39,10 @@ def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], regi
     if hub is not None:  # the agent pushes backups to the Hub again
         secrets.update(hub.secrets)
     prepared = client.call("prepare-resume", rec.job_dir)
-    started = client.call("start", rec.job_dir, input=json.dumps(secrets).encode(), timeout=60)
-    if not started.get("started"):
-        raise RemoteError(f"the agent did not start again: {(started.get('log_tail') or '').strip()[-300:]}")
+    started = start_agent(client, rec.job_dir, secrets)
+    if not started["started"]:
+        raise RemoteError(f"the agent did not start again: {started['why']}",
+                          f"its log: tether logs {rec.id} --file agent")
     registry.set_state(rec.id, "RUNNING")
     return prepared.get("previous_state") or "unknown"
 

@@ -354,3 +354,53 @@ def test_a_project_with_its_own_agent_py_works(tether, project, host_root):
     done = wait_state(tether, job, "SUCCEEDED")
     assert done["step"] == 9
     assert tether("status", job).exit_code == 0
+
+
+TRAINER = """
+import os, sys
+from tether import progress
+from tether.hf import TetherCallback, resume_checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from datasets import Dataset
+
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+ds = Dataset.from_dict(tok(["the quick brown fox jumps over the lazy dog"] * 64)).map(
+    lambda b: {"labels": b["input_ids"]}, batched=True)
+
+class CrashOnce(TrainerCallback):                # the host's OOM killer, once
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == 10 and progress.attempt() == 0:
+            os.kill(os.getpid(), 9)
+
+args = TrainingArguments(output_dir=os.environ["TETHER_CHECKPOINT_DIR"], per_device_train_batch_size=4,
+                         max_steps=16, logging_steps=1, save_steps=4, report_to=[], use_cpu=True)
+print("resuming from", resume_checkpoint(), flush=True)
+trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[TetherCallback(), CrashOnce()])
+trainer.train(resume_from_checkpoint=resume_checkpoint())
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny_lm import make_model
+
+    return make_model(tmp_path_factory.mktemp("lm") / "model")
+
+
+def test_a_trainer_script_resumes_exactly_from_its_newest_checkpoint(tether, project, host_root, tiny_model):
+    body = spec(host_root, f"python train.py {tiny_model}").replace(
+        f"root: {host_root}}}", f"root: {host_root}, python: {sys.executable}}}").replace(
+        "every_min: 0.02, keep: 3", "every_min: 600, keep: 3")
+    job = launched_id(tether("launch", project(body, {"train.py": TRAINER})))
+    done = wait_state(tether, job, "SUCCEEDED", timeout=240)
+    assert done["attempt"] == 1 and done["step"] == 16 and done["total_steps"] == 16
+    log = (host_root / "jobs" / job / "logs" / "workload.log").read_text()
+    assert "resuming from None" in log  # the first attempt
+    resumed_from = [line for line in log.splitlines() if line.startswith("resuming from /")]
+    assert resumed_from and resumed_from[0].endswith("/checkpoint-8")  # the newest, live: not redone from 4
+    steps = [json.loads(x) for x in (host_root / "jobs" / job / "progress.jsonl").read_text().splitlines()]
+    resume = events(host_root, job, "resume")[-1]
+    after = [r["step"] for r in steps if "loss" in r and r["time"] > resume["time"]]
+    assert after and after[0] == 9, after  # exactly where checkpoint-8 left off
+    assert not events(host_root, job, "resumed-below-checkpoint")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -126,6 +127,7 @@ def test_corrupted_newest_backup_is_skipped_on_resume(tether, project, host_root
     weights = host_root / "jobs" / job / "backups" / newest["name"] / "data" / f"step-{newest['step']}" / "state.json"
     with open(weights, "r+") as f:
         f.truncate(3)  # truncated after its manifest was written
+    shutil.rmtree(host_root / "jobs" / job / "checkpoints")  # and no live checkpoint to fall back on
     table = tether("backups", job)
     assert "no:" in table.stdout and "has 3 bytes" in table.stdout
 
