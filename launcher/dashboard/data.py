@@ -116,7 +116,8 @@ class Monitor:
         with self.pool.client(group[0]) as client:
             refresh(client, items, ("progress",), SPARK_ROWS)
         for r, hist in items:
-            if views[r.id].state.is_terminal and not hist.behind:
+            v = views[r.id]  # a record whose folder is not there yet reads as FAILED: not final
+            if v.state.is_terminal and v.answer.exists and hist.exists and not hist.behind:
                 self._spark_done.add(r.id)
 
     # -- what the pages ask ------------------------------------------------------------------
