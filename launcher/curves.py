@@ -35,12 +35,12 @@ def by_time(rows: List[Row], name: str) -> Pair:
 
 
 def names(rows: List[Row]) -> List[str]:
-    """Metric names in the order they first appear (the loss is usually first)."""
+    """Metric names in the order they first appear, the losses first."""
     out: Dict[str, None] = {}
     for r in rows:
         for k in r["m"]:
             out.setdefault(k, None)
-    return list(out)
+    return sorted(out, key=lambda k: "loss" not in k.lower())  # stable: first-seen order otherwise
 
 
 def curves(rows: List[Row], with_steps: bool = True) -> Dict[str, Dict[str, Pair]]:
