@@ -182,10 +182,13 @@ class HistoryKeeper:
             append_sample(self.job.heartbeats, heartbeat_sample(resources, step, rss_mb))
         except OSError:
             pass  # a full disk: the plot has a gap, the heartbeat itself says why
-        chunk = read_lines(self.job.progress, self.summary.cursor)
-        if chunk.lines or chunk.reset:
-            self.summary.feed(chunk)
-            self.dirty = True
+        while True:  # READ_BYTES a tick while the job runs; at its end, all that is left
+            chunk = read_lines(self.job.progress, self.summary.cursor)
+            if chunk.lines or chunk.reset:
+                self.summary.feed(chunk)
+                self.dirty = True
+            if not (final and chunk.more):
+                break
         due = final or time.monotonic() - self.saved_at >= SUMMARY_EVERY_S or len(self.summary.rows) < 500
         if self.dirty and due:
             try:

@@ -387,11 +387,12 @@ def ssh(
 def demo(
     to: Path = typer.Option(Path("demo-result"), "--to", help="where the result is pulled"),
     root: Optional[str] = typer.Option(None, "--root", help="tether root on this machine (default ~/.tether)"),
+    ui: bool = typer.Option(False, "--ui", help="a longer run, watched live in the dashboard (tether ui)"),
 ) -> None:
     """A real job end to end on this machine: launch, watch, pull."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(session(), to, root))
+    raise typer.Exit(run_demo(session(), to, root, ui))
 
 
 @app.command()

@@ -24,13 +24,15 @@ const charts = (() => {
     }]}};
   }
 
-  function make(box, name, data, axis, markers) {
+  // A log scale only for curves that are all above zero.
+  const loggable = data => data[1].every(v => v == null || v > 0);
+
+  function make(box, name, data, axis, markers, log) {
     const state = {axis, markers};
     const opts = {
-      width: Math.max(280, box.clientWidth - 8), height: 200, title: name,
-      scales: {x: {time: axis === "time"}},
-      series: [{label: axis}, {label: name, stroke: "#2563eb", width: 1.5, spanGaps: true,
-                points: {show: data[0].length < 60}}],
+      width: Math.max(280, box.clientWidth - 8), height: 220, title: name,
+      scales: {x: {time: axis === "time"}, y: {distr: log ? 3 : 1}},
+      series: [{label: axis}, {label: name, stroke: "#2563eb", width: 1.5, spanGaps: true}],
       axes: [{}, {size: 60}],
       legend: {live: true},
       plugins: [markerPlugin(state)],
@@ -38,8 +40,8 @@ const charts = (() => {
     return {plot: new uPlot(opts, data, box), axis, state};
   }
 
-  // groups: {name: {step: [xs, ys], time: [xs, ys]}}
-  function draw(container, group, curves, axis, markers) {
+  // curves: {name: {step: [xs, ys], time: [xs, ys]}}; log: y on a log scale where it can be
+  function draw(container, group, curves, axis, markers, log) {
     const seen = new Set();
     for (const [name, byAxis] of Object.entries(curves)) {
       const ax = byAxis[axis] ? axis : "time";
@@ -47,13 +49,15 @@ const charts = (() => {
       if (!data || data[0].length === 0) continue;
       const key = `${group}/${name}`;
       seen.add(key);
+      const lg = !!log && loggable(data);
       let c = live[key];
-      if (c && c.axis !== ax) { c.plot.destroy(); c.box.remove(); c = null; }
+      if (c && (c.axis !== ax || c.log !== lg)) { c.plot.destroy(); c.box.remove(); c = null; }
       if (!c) {
         const box = tether.el("div", {cls: "chart", "data-metric": name});
         container.append(box);
-        c = make(box, name, data, ax, markers);
+        c = make(box, name, data, ax, markers, lg);
         c.box = box;
+        c.log = lg;
         live[key] = c;
       } else {
         c.state.markers = markers;

@@ -4,7 +4,7 @@
   const {api, post, el, stateBadge, ago, dur, num, money, problem, stamp} = tether;
   const job = decodeURIComponent(location.pathname.split("/").pop());
   const $ = id => document.getElementById(id);
-  let axis = "step", detail = null, ended = false;
+  let axis = "step", log = false, detail = null, ended = false;
 
   function facts(j) {
     const parts = [`host ${j.host}`, `step ${j.step == null ? "-" : j.step}` + (j.max_steps ? ` of ${j.max_steps}` : "")];
@@ -39,7 +39,7 @@
 
   function drawAll() {
     if (!detail) return;
-    const n = charts.draw($("charts"), "metrics", detail.curves, axis, detail.markers);
+    const n = charts.draw($("charts"), "metrics", detail.curves, axis, detail.markers, log);
     $("nocharts").hidden = n > 0;
     charts.legend($("legend"), detail.markers);
     const r = charts.draw($("resources"), "host", detail.resources, "time", []);
@@ -111,6 +111,7 @@
   };
   $("verify").onclick = () => act("verify", null);
   $("logfile").onchange = () => { $("log").textContent = ""; };
+  $("log-y").onchange = () => { log = $("log-y").checked; drawAll(); };
   for (const radio of document.querySelectorAll('input[name="x"]')) {
     radio.onchange = () => { axis = radio.value; drawAll(); };
   }
