@@ -42,6 +42,18 @@ def spec_for(host_root, run, grace_s=5):
     """
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    """After each test: no browser or driver of ours, and no dashboard web server thread."""
+    import psutil
+
+    yield
+    left = [p.name() for p in psutil.Process().children(recursive=True)
+            if any(n in p.name() for n in ("chrom", "node", "playwright"))]
+    assert not left, left
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("tether-ui-http")]
+
+
 @pytest.fixture
 def dashboard(tether_env):
     from launcher.dashboard import start
@@ -49,6 +61,7 @@ def dashboard(tether_env):
     running = start(places(), 0, every_s=1.0)
     yield running
     running.stop()
+    assert not running.thread.is_alive()
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ class TetherCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and state.is_world_process_zero:
             metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            if state.max_steps:  # tether status and the dashboard show the ETA to it
+                metrics["max_steps"] = state.max_steps
             progress.report(state.global_step, **metrics)
 
     def on_step_end(self, args, state, control, **kwargs):

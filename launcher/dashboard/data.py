@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
@@ -35,7 +34,6 @@ class Monitor:
     def __init__(self, places: Places, every_s: float = 2.0, answer_within_s: float = 3.0) -> None:
         self.places, self.every_s, self.answer_within_s = places, every_s, answer_within_s
         self.pool = HostPool(places)
-        self._pool = ThreadPoolExecutor(16, thread_name_prefix="tether-ui-poll")
         self._lock = threading.Lock()
         self._records: List[JobRecord] = []
         self._views: Dict[str, JobView] = {}
@@ -51,9 +49,10 @@ class Monitor:
         return self
 
     def close(self) -> None:
+        """Stops polling; a poll still waiting on a silent host is a daemon thread and is left
+        to its connect timeout (it never holds up Ctrl-C)."""
         self._stop.set()
         self._thread.join(10)
-        self._pool.shutdown(wait=True, cancel_futures=True)
         self.pool.close()
 
     def _registry(self) -> Registry:
@@ -77,8 +76,9 @@ class Monitor:
             self._records = records
             for key, group in groups.items():
                 if key not in self._asking and not self._stop.is_set():
-                    self._asking[key] = time.monotonic()
-                    self._pool.submit(self._poll_group, key, group)
+                    self._asking[key] = time.monotonic()  # one poll per host at a time
+                    threading.Thread(target=self._poll_group, args=(key, group), daemon=True,
+                                     name=f"tether-ui-poll-{len(self._asking)}").start()
 
     def _poll_group(self, key: str, group: List[JobRecord]) -> None:
         try:

@@ -26,9 +26,12 @@ class HostPool:
         self.places = places
         self._hosts: Dict[str, Tuple[Host, threading.Lock]] = {}
         self._guard = threading.Lock()
+        self._closed = False
 
     def _entry(self, rec: JobRecord) -> Tuple[Host, threading.Lock]:
         with self._guard:
+            if self._closed:  # a poll that outlived the dashboard opens nothing new
+                raise UsageError("the dashboard has stopped", "start tether ui again")
             key = host_key(rec)
             if key not in self._hosts:
                 self._hosts[key] = (host_for_record(rec, self.places, max_retry_s=STATUS_RETRY_S),
@@ -54,6 +57,7 @@ class HostPool:
 
     def close(self) -> None:
         with self._guard:
+            self._closed = True
             for host, _ in self._hosts.values():
                 host.close()
             self._hosts.clear()
