@@ -66,7 +66,7 @@ def copy_jobs(ids: List[str], per_host: int) -> int:
         for job in ids:
             rec = registry.resolve(job)
             for k in range(1, per_host):
-                new_id = f"{rec.id[:6]}{k:02d}"
+                new_id = f"{rec.id}-{k:02d}"
                 folder = Path(rec.job_dir).parent / new_id
                 shutil.copytree(rec.job_dir, folder, ignore=shutil.ignore_patterns("code", "agent.lock"))
                 registry.add(dataclasses.replace(rec, id=new_id, job_dir=str(folder), created=rec.created - k))
