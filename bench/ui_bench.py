@@ -23,7 +23,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,7 +39,7 @@ import json, math, os, time
 n = int(os.environ["BENCH_LINES"])
 with open(os.environ["TETHER_PROGRESS_FILE"], "a") as f:
     for i in range(n):
-        loss = 3.0 / (1 + i / 5000) + 0.05 * math.sin(i / 7) + (9.0 if i == n // 3 else 0.0)
+        loss = 3.0 / (1 + i / 5000) + 0.05 * math.sin(i / 7) + (20.0 if i == n // 3 else 0.0)
         f.write(json.dumps({"step": i, "time": 1.7e9 + i * 0.01, "loss": round(loss, 5),
                             "lr": 2e-5, "tokens_per_s": 5000 + i % 300}) + "\\n")
 print("wrote", n, "lines", flush=True)
@@ -55,22 +55,33 @@ def _cli() -> Callable[..., object]:
     return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def _timed_page(url: str, ready_js: str) -> float:
+def _cold_and_warm(path: str, ready_js: str) -> Tuple[float, float]:
+    """The browser is up first; then the dashboard starts, and the clock runs from navigation
+    until ready_js holds (cold: its first poll of every host is inside), then once more on a
+    reload (warm)."""
     from browser import chromium
 
+    from launcher.dashboard import start
+    from launcher.settings import places
+
     with chromium() as page:
-        page.goto(url.split("?")[0].rsplit("/", 1)[0] + "/?token=" + url.split("token=")[1])  # the cookie
-        began = time.monotonic()
-        page.goto(url.split("?")[0])
-        page.wait_for_function(ready_js, timeout=60000)
-        return time.monotonic() - began
+        running = start(places())
+        try:
+            base = f"http://127.0.0.1:{running.port}"
+            page.context.add_cookies([{"name": "tether_token", "value": running.token, "url": base}])
+            times = []
+            for _ in range(2):
+                began = time.monotonic()
+                page.goto(base + path)
+                page.wait_for_function(ready_js, timeout=60000)
+                times.append(time.monotonic() - began)
+        finally:
+            running.stop()
+    return times[0], times[1]
 
 
 def fleet(tmp: Path) -> List[str]:
     from fleet import make_fleet
-
-    from launcher.dashboard import start
-    from launcher.settings import places
 
     config = tmp / "ssh_config"
     os.environ["TETHER_SSH_CONFIG"] = str(config)
@@ -79,23 +90,35 @@ def fleet(tmp: Path) -> List[str]:
     cold, warm = [], []
     try:
         for _ in range(ROUNDS):
-            running = start(places())
-            try:
-                cold.append(_timed_page(running.url, ready))
-                warm.append(_timed_page(running.url, ready))
-            finally:
-                running.stop()
+            c, w = _cold_and_warm("/", ready)
+            cold.append(c)
+            warm.append(w)
     finally:
         for h in hosts:
             h.stop()
             h.kill_sessions()
-    return [f"| jobs page, {total} jobs over 5 sshd hosts, dashboard just started | "
+    return [f"| jobs page, {total} finished jobs over 5 sshd hosts, dashboard just started | "
             f"{statistics.median(cold):.2f} s | {max(cold):.2f} s |",
             f"| the same page, reloaded | {statistics.median(warm):.2f} s | {max(warm):.2f} s |"]
 
 
+def _wait_summarised(job, timeout: float = 900) -> None:
+    """Until the job ended and its agent's summary covers all of progress.jsonl (what the
+    agent does at the end of every job)."""
+    from agent.history import Summary
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = job.state.exists() and '"SUCCEEDED"' in job.state.read_text()
+        if ended and job.progress.exists() and \
+                Summary.load(job.progress_summary).cursor.offset == job.progress.stat().st_size:
+            return
+        assert time.monotonic() < deadline, "the million-line job was not summarised in time"
+        time.sleep(1)
+
+
 def million(tmp: Path) -> List[str]:
-    from launcher.dashboard import start
+    from agent.paths import JobDir
     from launcher.history import fetch
     from launcher.hosts import agent_for
     from launcher.jobs import Registry
@@ -117,26 +140,17 @@ def million(tmp: Path) -> List[str]:
     registry = Registry(places().registry)
     rec = registry.resolve(job)
     registry.close()
-    deadline = time.monotonic() + 900
-    while '"SUCCEEDED"' not in ((Path(rec.job_dir) / "state.json").read_text()
-                                if (Path(rec.job_dir) / "state.json").exists() else ""):
-        assert time.monotonic() < deadline, "the million-line job did not finish"
-        time.sleep(1)
+    _wait_summarised(JobDir(rec.job_dir))
     verb, pages = [], []
     for _ in range(ROUNDS):
         with agent_for(rec, places()) as client:
             began = time.monotonic()
             hist = fetch(client, rec, ("progress",))
             verb.append(time.monotonic() - began)
-        assert max(r["m"]["loss"] for r in hist.progress.rows) > 9  # the one spike survived thinning
-        running = start(places())
-        try:
-            pages.append(_timed_page(running.url.replace("/?", f"/job/{job}?"),
-                                     "() => window.tetherCharts && window.tetherCharts['metrics/loss'] && "
-                                     "window.tetherCharts['metrics/loss'].plot.data[0].length > 1000"))
-        finally:
-            running.stop()
-    return [f"| job page of a job with {LINES:,} progress lines, dashboard just started | "
+        assert max(r["m"]["loss"] for r in hist.progress.rows) > 19  # the one spike survived thinning
+        pages += _cold_and_warm(f"/job/{job}", "() => window.tetherCharts && window.tetherCharts['metrics/loss']"
+                                " && window.tetherCharts['metrics/loss'].plot.data[0].length > 1000")
+    return [f"| job page of a job with {LINES:,} progress lines (dashboard just started, and reloaded) | "
             f"{statistics.median(pages):.2f} s | {max(pages):.2f} s |",
             f"| `agent history` for that job, from the laptop (local host) | "
             f"{statistics.median(verb):.2f} s | {max(verb):.2f} s |"]
@@ -146,12 +160,16 @@ def main() -> List[str]:
     tmp = Path(tempfile.mkdtemp(prefix="ui-bench-"))
     os.environ["TETHER_HOME"] = str(tmp / "home")
     try:
-        rows = fleet(tmp) + million(tmp)
+        rows = fleet(tmp)
+        print("\n".join(rows), flush=True)
+        rows += million(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return [TITLE, "",
-            "Headless Chromium (Debian's) against real jobs; time from navigation until every row (or the",
-            f"loss chart) is drawn; median and worst of {ROUNDS} rounds. The target is under 2 s.", "",
+            "Headless Chromium (Debian's) against real jobs. The browser is up first, then the dashboard",
+            "starts, and the clock runs from navigation until every row (or the loss chart) is drawn: the",
+            "dashboard's first poll of every host is inside that time; then a reload. Median and worst of",
+            f"{ROUNDS} rounds on this 2-core machine (other work running beside it). The target is under 2 s.", "",
             "| what | median | worst |", "|---|---|---|", *rows, ""]
 
 

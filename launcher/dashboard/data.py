@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from agent.protocol import JobState
 
@@ -113,8 +113,15 @@ class Monitor:
         if not todo:
             return
         items = [(r, self._sparks.setdefault(r.id, JobHistory(max_rows=SPARK_ROWS))) for r in todo]
-        with self.pool.client(group[0]) as client:
-            refresh(client, items, ("progress",), SPARK_ROWS)
+        by_runtime: Dict[tuple, List[Tuple[JobRecord, JobHistory]]] = {}
+        for r, hist in items:  # jobs launched by another tether version run another agent
+            by_runtime.setdefault((r.python, r.runtime_dir), []).append((r, hist))
+        for same in by_runtime.values():
+            try:
+                with self.pool.client(same[0][0]) as client:
+                    refresh(client, same, ("progress",), SPARK_ROWS)
+            except TetherError:
+                continue  # no sparkline (an agent older than `history`); the state still shows
         for r, hist in items:
             v = views[r.id]  # a record whose folder is not there yet reads as FAILED: not final
             if v.state.is_terminal and v.answer.exists and hist.exists and not hist.behind:
@@ -123,11 +130,14 @@ class Monitor:
     # -- what the pages ask ------------------------------------------------------------------
 
     def wait_first_round(self, timeout: float) -> None:
-        """Until every host answered once, or timeout (a page's first load)."""
+        """Until every host answered once or has been silent for answer_within_s (a page's
+        first load), or timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            now = time.monotonic()
             with self._lock:
-                if self._records and all(r.id in self._views for r in self._records):
+                if self._records and all(r.id in self._views or now - self._asking.get(host_key(r), now)
+                                         > self.answer_within_s for r in self._records):
                     return
             time.sleep(0.05)
 
