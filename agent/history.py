@@ -25,6 +25,7 @@ READ_BYTES = 8 * 1024 * 1024      # one answer or one tick reads at most this mu
 LINE_BYTES = 64 * 1024            # a longer line is not a metric line
 HEARTBEATS_CAP = 4 * 1024 * 1024  # heartbeats.jsonl is halved (every other line) past this
 SUMMARY_EVERY_S = 10.0
+SUMMARY_BYTES = 16 * 1024 * 1024  # a bigger progress-summary.json was not written by the agent
 EVENT_ROWS = 500                  # events: the newest this many
 EVENT_FIELDS = ("event", "state", "reason", "failure", "step", "name", "attempt", "error", "quiet_s")
 
@@ -129,6 +130,8 @@ class Summary:
     def load(cls, path: Path) -> "Summary":
         """The saved summary; a missing or damaged one (a workload can write there) is empty."""
         try:
+            if path.stat().st_size > SUMMARY_BYTES:  # not ours: the agent writes a few hundred KB
+                return cls()
             doc = json.loads(path.read_bytes())
             rows = [r for r in doc["rows"] if isinstance(r, dict) and isinstance(r.get("m"), dict)
                     and isinstance(r.get("n"), int)]
@@ -162,8 +165,10 @@ def append_sample(path: Path, sample: Dict[str, Any], cap: int = HEARTBEATS_CAP)
     with open(path, "ab") as f:
         f.write(json.dumps(sample, separators=(",", ":")).encode() + b"\n")
         size = f.tell()
-    if size > cap:
-        lines = path.read_bytes().split(b"\n")[:-1]
+    if size > cap:  # the newest 2 x cap bytes at most: a workload may have grown the file
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 2 * cap))
+            lines = f.read().split(b"\n")[1 if size > 2 * cap else 0:-1]
         write_bytes_atomic(path, b"".join(line + b"\n" for line in lines[::2]))
 
 
@@ -261,6 +266,8 @@ def main_history(request: Any) -> List[Dict[str, Any]]:
         raise ValueError("history wants {'max_rows': N, 'jobs': [...]} on stdin")
     answers = []
     for item in request["jobs"]:
+        if not isinstance(item, dict) or not isinstance(item.get("job_dir"), str):
+            raise ValueError("each job is {'job_dir': ..., <file>: cursor}")
         want = {k: str(v) for k, v in item.items() if k in ("progress", "heartbeats", "events") and v is not None}
         answers.append(history(JobDir(str(item["job_dir"])), want, request.get("max_rows") or KEEP_ROWS))
     return answers

@@ -86,7 +86,7 @@ def fleet(tmp: Path) -> List[str]:
     config = tmp / "ssh_config"
     os.environ["TETHER_SSH_CONFIG"] = str(config)
     hosts, total = make_fleet(tmp / "fleet", config, _cli(), n_hosts=5, per_host=40)
-    ready = f"() => document.querySelectorAll('#jobs tbody tr .s-SUCCEEDED').length === {total}"
+    ready = f"() => document.querySelectorAll('#jobs tbody tr:not(.asking) .s-SUCCEEDED').length === {total}"
     cold, warm = [], []
     try:
         for _ in range(ROUNDS):
@@ -141,17 +141,20 @@ def million(tmp: Path) -> List[str]:
     rec = registry.resolve(job)
     registry.close()
     _wait_summarised(JobDir(rec.job_dir))
-    verb, pages = [], []
+    verb, cold, warm = [], [], []
     for _ in range(ROUNDS):
         with agent_for(rec, places()) as client:
             began = time.monotonic()
             hist = fetch(client, rec, ("progress",))
             verb.append(time.monotonic() - began)
         assert max(r["m"]["loss"] for r in hist.progress.rows) > 19  # the one spike survived thinning
-        pages += _cold_and_warm(f"/job/{job}", "() => window.tetherCharts && window.tetherCharts['metrics/loss']"
-                                " && window.tetherCharts['metrics/loss'].plot.data[0].length > 1000")
-    return [f"| job page of a job with {LINES:,} progress lines (dashboard just started, and reloaded) | "
-            f"{statistics.median(pages):.2f} s | {max(pages):.2f} s |",
+        c, w = _cold_and_warm(f"/job/{job}", "() => window.tetherCharts && window.tetherCharts['metrics/loss']"
+                              " && window.tetherCharts['metrics/loss'].plot.data[0].length > 1000")
+        cold.append(c)
+        warm.append(w)
+    return [f"| job page of a job with {LINES:,} progress lines, dashboard just started | "
+            f"{statistics.median(cold):.2f} s | {max(cold):.2f} s |",
+            f"| the same page, reloaded | {statistics.median(warm):.2f} s | {max(warm):.2f} s |",
             f"| `agent history` for that job, from the laptop (local host) | "
             f"{statistics.median(verb):.2f} s | {max(verb):.2f} s |"]
 
@@ -169,7 +172,10 @@ def main() -> List[str]:
             "Headless Chromium (Debian's) against real jobs. The browser is up first, then the dashboard",
             "starts, and the clock runs from navigation until every row (or the loss chart) is drawn: the",
             "dashboard's first poll of every host is inside that time; then a reload. Median and worst of",
-            f"{ROUNDS} rounds on this 2-core machine (other work running beside it). The target is under 2 s.", "",
+            f"{ROUNDS} rounds on this 2-core machine (other work running beside it). The target is under 2 s.",
+            "A cold jobs page holds 5 SSH connections (under 0.1 s each) and 5 `python -m agent status`",
+            "runs (about 0.3 s of CPU each, started at once): about 1 s of it on 2 cores; the rest is the",
+            "browser's own work, which a reload shows alone.", "",
             "| what | median | worst |", "|---|---|---|", *rows, ""]
 
 

@@ -60,7 +60,7 @@ class Stream:
     def apply(self, part: Any, max_rows: int, events: bool = False) -> None:
         if not isinstance(part, dict):
             raise RemoteError("the host's history answer was not understood")
-        rows = checked_events(part.get("rows")) if events else checked_rows(part.get("rows"), 2 * max_rows)
+        rows = checked_events(part.get("rows")) if events else checked_rows(part.get("rows"), 2 * MAX_ROWS)
         self.rows = rows if part.get("reset") is True else self.rows + rows
         if events:
             self.rows = self.rows[-EVENT_ROWS:]

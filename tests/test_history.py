@@ -106,6 +106,9 @@ def test_heartbeat_samples_stay_under_their_cap_and_keep_the_whole_run(tmp_path)
     assert path.stat().st_size <= 4000
     times = [json.loads(line)["time"] for line in path.read_text().splitlines()]
     assert times[0] == 0.0 and times[-1] >= 390 and times == sorted(times)
+    path.write_bytes(b"y" * 1_000_000 + b"\n")  # grown by a workload (same user)
+    append_sample(path, {"time": 500.0}, cap=4000)
+    assert path.read_text() == '{"time":500.0}\n'  # only the newest bytes are read and kept
 
 
 def test_the_verb_answers_several_jobs_in_one_call(tmp_path):
@@ -123,3 +126,35 @@ def test_the_verb_answers_several_jobs_in_one_call(tmp_path):
     assert here["events"]["rows"][0]["event"] == "backup-done"
     assert gone == {"job_dir": str(tmp_path / "jobs" / "gone"), "exists": False}
     assert main_history({"jobs": []}) == []
+
+
+def test_the_laptop_takes_a_host_answer_as_data():
+    from launcher.history import JobHistory
+
+    hist = JobHistory(max_rows=16)
+    hist.apply({"exists": True, "progress": {"reset": True, "cursor": "1:2:3" * 50, "more": "yes", "rows": [
+        {"n": 0, "step": 0, "time": 1.0, "m": {"loss": 1.0, "x" * 500: 2, "bad": "1", "nan": float("nan")}},
+        {"n": "1", "m": {"loss": 1}}, {"n": 2, "step": True, "time": "now", "m": {"loss": 0.5}}, "junk", None]},
+        "events": {"reset": True, "rows": [{"time": 3.0, "event": "stalled", "quiet_s": 9.5, "x": {"nested": 1}},
+                                            {"event": "no time"}]}})
+    rows = hist.progress.rows
+    assert [(r["n"], r["step"], r["time"]) for r in rows] == [(0, 0, 1.0), (2, None, None)]
+    assert rows[0]["m"] == {"loss": 1.0, "x" * 64: 2}
+    assert len(hist.progress.cursor) == 64 and hist.progress.more is False
+    assert hist.events.rows == [{"time": 3.0, "event": "stalled", "quiet_s": 9.5}]
+    hist.apply({"progress": {"reset": False, "rows": [{"n": i, "step": i, "m": {"loss": i}} for i in range(3, 100)]}})
+    assert len(hist.progress.rows) <= 16 and hist.progress.rows[-1]["n"] == 99  # thinned as it grows
+
+
+def test_sparkline_and_eta():
+    from launcher.curves import markers
+    from launcher.trend import eta_s, sparkline
+
+    assert sparkline([3, 2, 1, 0]) == "█▆▄▁"[0] + sparkline([3, 2, 1, 0])[1:] and len(sparkline(list(range(100)), 10)) == 10
+    rows = [{"n": i, "step": i, "time": 100.0 + i / 2, "m": {"loss": 1.0}} for i in range(100)]  # 2 steps/s
+    assert eta_s(rows, 99, 199) == 50.0
+    assert eta_s(rows, 99, None) is None and eta_s(rows, 99, True) is None and eta_s(rows, 99, 50) is None
+    events = [{"time": 120.2, "event": "child-started", "attempt": 1}, {"time": 130.0, "event": "backup-done",
+                                                                        "step": 7, "name": "20240101T000000-step7"}]
+    got = [(m.kind, m.step) for m in markers(events, rows)]
+    assert got == [("restart", 40), ("backup", 7)]  # a restart at the step its time had reached

@@ -37,7 +37,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._records: List[JobRecord] = []
         self._views: Dict[str, JobView] = {}
-        self._asking: Dict[str, float] = {}          # host key -> when its poll began (monotonic)
+        self._asking: Dict[str, float] = {}          # host key -> when its status poll began (monotonic)
+        self._busy: set = set()                       # host keys with a poll (states or sparklines) running
         self._sparks: Dict[str, JobHistory] = {}
         self._spark_done: set = set()                 # ended jobs whose curve is complete
         self._details: Dict[str, JobHistory] = {}
@@ -75,22 +76,26 @@ class Monitor:
         with self._lock:
             self._records = records
             for key, group in groups.items():
-                if key not in self._asking and not self._stop.is_set():
-                    self._asking[key] = time.monotonic()  # one poll per host at a time
+                if key not in self._busy and not self._stop.is_set():
+                    self._busy.add(key)                     # one poll per host at a time
+                    self._asking[key] = time.monotonic()
                     threading.Thread(target=self._poll_group, args=(key, group), daemon=True,
                                      name=f"tether-ui-poll-{len(self._asking)}").start()
 
     def _poll_group(self, key: str, group: List[JobRecord]) -> None:
+        """States first (the table shows them at once), then the sparklines' new lines."""
         try:
             views = self._ask_states(group)
-            self._ask_sparks(group, views)
         except Exception as exc:  # a poll that fails shows why, and the next one tries again
             views = {r.id: JobView(r, JobState.UNREACHABLE, reason=f"dashboard: {exc!r}"[:300]) for r in group}
-        finally:
-            with self._lock:
-                self._asking.pop(key, None)
         with self._lock:
             self._views.update(views)
+            self._asking.pop(key, None)
+        try:
+            self._ask_sparks(group, views)
+        finally:
+            with self._lock:
+                self._busy.discard(key)
 
     def _ask_states(self, group: List[JobRecord]) -> Dict[str, JobView]:
         registry = self._registry()
@@ -120,8 +125,8 @@ class Monitor:
             try:
                 with self.pool.client(same[0][0]) as client:
                     refresh(client, same, ("progress",), SPARK_ROWS)
-            except TetherError:
-                continue  # no sparkline (an agent older than `history`); the state still shows
+            except Exception:  # an agent older than `history`, or a host gone since: no sparkline
+                continue
         for r, hist in items:
             v = views[r.id]  # a record whose folder is not there yet reads as FAILED: not final
             if v.state.is_terminal and v.answer.exists and hist.exists and not hist.behind:

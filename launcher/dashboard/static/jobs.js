@@ -13,13 +13,13 @@
                                   el("span", {text: ` ${num(j.loss)}`})) : "-";
     const eta = j.eta_s != null ? dur(j.eta_s) + (j.max_steps ? ` to ${j.max_steps}` : "") : "-";
     const tr = el("tr", {"data-job": j.id},
-      el("td", {}, link), el("td", {text: j.name}), el("td", {text: j.host}), state,
+      el("td", {}, link), el("td", {text: j.name}), el("td", {text: j.host === j.provider ? j.host : `${j.provider} · ${j.host}`}), state,
       el("td", {text: j.step == null ? "-" : j.step}), el("td", {text: eta}),
       el("td", {text: ago(j.heartbeat_age_s)}), el("td", {}, loss),
       el("td", {text: j.backup ? ago(j.backup_age_s) : "none"}),
       el("td", {text: money(j.price_per_hour, 3)}), el("td", {text: money(j.spend_usd, 2)}),
       el("td", {text: ago(now - j.created)}));
-    tr.className = `row-${j.state}`;
+    if (j.asking) tr.className = "asking";  // the registry's last word, until the host answers
     return tr;
   }
 
