@@ -284,3 +284,10 @@ def test_tether_ui_prints_its_address_and_stops_on_ctrl_c(tether_env):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0 and "dashboard stopped" in rest
+
+
+def test_tether_ui_without_its_extra_names_it(tether, monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if `pip install 'tether[ui]'` had not run
+    r = tether("ui", "--no-browser")
+    assert r.exit_code == 2
+    assert r.stderr.strip() == "error: the dashboard needs uvicorn — pip install 'tether[ui]'"
