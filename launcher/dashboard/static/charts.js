@@ -3,6 +3,7 @@
 "use strict";
 const charts = (() => {
   const MARK = {restart: "#d97706", stall: "#dc2626", backup: "#16a34a", deadline: "#7c3aed", end: "#475569"};
+  const STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7];
   const live = {};           // group/name -> {plot, axis}
   window.tetherCharts = live;  // read back by the tests
 
@@ -33,7 +34,7 @@ const charts = (() => {
       width: Math.max(280, box.clientWidth - 8), height: 220, title: name,
       scales: {x: {time: axis === "time"}, y: {distr: log ? 3 : 1}},
       series: [{label: axis}, {label: name, stroke: "#2563eb", width: 1.5, spanGaps: true}],
-      axes: [{}, {size: 60}],
+      axes: [axis === "step" ? {incrs: STEPS} : {}, {size: 60}],
       legend: {live: true},
       plugins: [markerPlugin(state)],
     };

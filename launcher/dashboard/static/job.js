@@ -4,7 +4,7 @@
   const {api, post, el, stateBadge, ago, dur, num, money, problem, stamp} = tether;
   const job = decodeURIComponent(location.pathname.split("/").pop());
   const $ = id => document.getElementById(id);
-  let axis = "step", log = false, detail = null, ended = false;
+  let axis = "step", log = false, detail = null, ended = false, afterEnd = 0;
 
   function facts(j) {
     const parts = [`host ${j.host}`, `step ${j.step == null ? "-" : j.step}` + (j.max_steps ? ` of ${j.max_steps}` : "")];
@@ -72,7 +72,8 @@
     } catch (e) {
       pre.textContent = `(log not available: ${e.message})`;
     }
-    setTimeout(refreshLog, ended ? 10000 : 2000);
+    afterEnd = ended ? afterEnd + 1 : 0;  // the lines a job wrote as it ended, then slower
+    setTimeout(refreshLog, afterEnd > 2 ? 10000 : 2000);
   }
 
   function showBackups(items) {
