@@ -1,4 +1,5 @@
 # make demo  -- set up .venv if needed and run a real job end to end on the local host
+# make ui    -- the same job, longer, with its loss curve live in the browser (tether ui)
 # make test  -- set up .venv if needed and run the test suite
 # make bench -- benchmarks; results in bench/RESULTS.md
 
@@ -7,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo ui test bench clean
 
 venv: $(STAMP)
 
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/tether demo
+
+ui: $(STAMP)
+	$(BIN)/tether demo --ui
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     p.add_argument("job_dir")
     p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
     p.add_argument("job_dir")
+    sub.add_parser("history", help="metric history read incrementally (request on stdin)")
     p = sub.add_parser("serve")
     p.add_argument("root")
     args = ap.parse_args(argv)
@@ -116,6 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if verb == "hub-fetch":
         from .hub_mirror import main_fetch
         return main_fetch(args.job_dir)
+    if verb == "history":
+        from .history import main_history
+        _emit(main_history(json.loads(stdin.read() or b"null")))
+        return 0
     if verb == "receive-backup":
         _emit(hostops.receive_backup(JobDir(args.job_dir), args.name, stdin))
         return 0

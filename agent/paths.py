@@ -149,6 +149,17 @@ class JobDir:
         return self.path / "progress.jsonl"
 
     @property
+    def heartbeats(self) -> Path:
+        """One compact resource sample per heartbeat, appended (size-capped: agent.history)."""
+        return self.path / "heartbeats.jsonl"
+
+    @property
+    def progress_summary(self) -> Path:
+        """progress.jsonl thinned to its shape (min/max kept), with the offset it covers:
+        written by the agent as lines arrive, so a long history is read in milliseconds."""
+        return self.path / "progress-summary.json"
+
+    @property
     def events(self) -> Path:
         return self.path / "events.jsonl"
 

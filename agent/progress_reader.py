@@ -70,7 +70,7 @@ class ProgressReader:
                 at = rec.get("time")
                 self._rate.append((float(at) if isinstance(at, (int, float)) else time.time(), step))
             self.step = step
-        total = rec.get("total")
+        total = rec.get("total", rec.get("max_steps"))  # max_steps: as some loops name it
         if isinstance(total, int) and not isinstance(total, bool) and total > 0:
             self.total = total
         if rec.get("checkpoint"):

@@ -33,6 +33,7 @@ from .progress_log import LogProgress
 from .progress_reader import ProgressReader
 from .protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from .resources import host_sample, process_tree_rss_mb
+from .history import HistoryKeeper
 from .hostops import mark_results_safe as hostops_mark_safe
 from .hub_client import keep_memory_private
 from .signals import clear_listeners, dump_stacks, kill_stale_workload
@@ -90,6 +91,7 @@ class Supervisor:
         self.keeper = BackupKeeper(job, plan, self.book, self.progress, self._backup_disk_full,
                                    in_use=self.mirror.in_use)
         self.watch = ResourceWatch(plan, self.book)
+        self.history = HistoryKeeper(job)
         self.duties = [
             Duty("progress", TICK_S, self._poll_progress),
             Duty("control", TICK_S, self._check_control),
@@ -446,6 +448,7 @@ class Supervisor:
     def _write_heartbeat(self) -> None:
         child, pump = self.child, self.pump
         resources = host_sample(self.job.path)
+        rss_mb = process_tree_rss_mb(child.pid if child else None)
         warnings = self.watch.check(resources) + self.keeper.check_kept() + ([self.regressed] if self.regressed else [])
         if pump and pump.dropped_bytes:
             warnings.append(f"{pump.dropped_bytes} bytes of the workload's output were dropped: "
@@ -465,7 +468,7 @@ class Supervisor:
             "eta_s": self.progress.eta_s,
             "last_progress_at": self.progress.last_at,
             "last_output_at": pump.last_output_at if pump else None,
-            "workload_rss_mb": process_tree_rss_mb(child.pid if child else None),
+            "workload_rss_mb": rss_mb,
             "resources": resources,
             "warnings": warnings,
             "backup": self.keeper.summary(),
@@ -473,6 +476,8 @@ class Supervisor:
             "deadline_at": self.plan.deadline_at,
             "spend_usd": self.spend(),
         })
+        self._guarded("history", lambda: self.history.tick(resources, self.progress.step, rss_mb,
+                                                           final=self.ended_at is not None))
         self.book.save()  # workload_pgid and friends kept current; retries after a full disk
 
     def _log_tail(self) -> bytes:

@@ -7,6 +7,7 @@
 3. The causal-lm workload against a minimal DeepSpeed loop (lm_bench.py).
 4. Code sync: the rsync path, the tar stream and a bare rsync (sync_bench.py).
 5. The causal-lm memory estimate against measured CPU peaks (memory_bench.py).
+6. The dashboard: 200 jobs over 5 hosts, a job of a million progress lines (ui_bench.py).
 Results go to bench/RESULTS.md.
 """
 
@@ -184,6 +185,9 @@ def main() -> None:
     if os.environ.get("BENCH_SKIP_MEMORY") != "1":
         import memory_bench
         lines += memory_bench.main()
+    if os.environ.get("BENCH_SKIP_UI") != "1":
+        import ui_bench
+        lines += ui_bench.main()
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -20,14 +20,14 @@ from rich.console import Console
 from agent.protocol import JobState
 
 from . import __version__
+from .actions import ask_stop, pull_results, resume_here, wait_stopped
 from .errors import ExitCode, TetherError, UnreachableError, UsageError
 from .hosts import agent_for
 from .jobs import JobRecord, Registry
 from .launch import launch as do_launch
 from .lifecycle import settle
 from .observe import JobView, host_label, observe
-from .pull import list_backups, pick_backup, pull as do_pull, verify_pulled_backup
-from .resume import resume as do_resume
+from .pull import list_backups
 from .settings import Places, places
 from .spec import HostSpec, load_spec
 from .text import inert, plain
@@ -179,11 +179,25 @@ def status(
         out = views[0].as_json() if job else [v.as_json() for v in views]
         typer.echo(json.dumps(out, indent=1))
     elif job:
-        print_status(s.console, views[0])
+        print_status(s.console, views[0], _recent_rows(views[0]))
     else:
         s.console.print(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
     if job and views[0].state == JobState.UNREACHABLE:
         raise typer.Exit(int(ExitCode.UNREACHABLE))
+
+
+def _recent_rows(view: JobView) -> list:
+    """The job's progress, thinned, for the sparkline and the ETA; none if it cannot be had."""
+    from .history import fetch
+
+    rec = view.record
+    if view.state in (JobState.UNREACHABLE, JobState.LOST) or rec.in_kernel or rec.in_notebook:
+        return []
+    try:
+        with session().agent(rec) as client:
+            return fetch(client, rec, ("progress",), max_rows=64, rounds=1).progress.rows
+    except TetherError:
+        return []  # an older agent without `history`: the status is still worth printing
 
 
 @app.command()
@@ -244,25 +258,12 @@ def pull(
     s = session()
     rec = s.registry.resolve(job)
     dest = to or Path(f"{rec.name}-{rec.id}")
-    if rec.in_kernel:
-        if backup is not None:
-            raise UsageError("a Kaggle job's backups are in its kernel output", "tether pull JOB brings its artifacts")
-        from .kaggle_job import kernel_pull
-        got = kernel_pull(rec, dest, os.environ)
-        s.console.print(f"pulled {len(got.pulled)} file(s) into {dest}")
-        for path in got.pulled:
-            s.console.print(f"  {path}", markup=False)
+    asked = list(path or rec.artifacts or ["outputs/"])
+    result = pull_results(rec, s.places, dest, s.console, backup, asked)
+    if not result.pulled and not result.unchanged and not result.refused and backup is None and not rec.in_kernel:
+        with s.agent(rec) as client:
+            _say_what_is_there(s.console, rec, asked, client.call("inventory", rec.job_dir))
         return
-    with s.agent(rec) as client:
-        paths = list(path or rec.artifacts or ["outputs/"])
-        if backup is not None:
-            paths = [f"backups/{pick_backup(list_backups(client, rec.job_dir), backup)}/"]
-        result = do_pull(client, rec.job_dir, paths, dest, s.console)
-        if backup is not None:
-            verify_pulled_backup(dest / paths[0])
-        if not result.pulled and not result.unchanged and not result.refused:
-            _say_what_is_there(s.console, rec, paths, client.call("inventory", rec.job_dir))
-            return
     s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
                     + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
     for path in result.pulled:
@@ -309,27 +310,12 @@ def stop(
     """SIGTERM to the workload, stop.grace_s to checkpoint and exit, then SIGKILL."""
     s = session()
     rec = s.registry.resolve(job)
-    if rec.in_kernel:
-        from .kaggle_job import kernel_stop
-        kernel_stop(rec, os.environ)
-        s.console.print(f"asked Kaggle to cancel job {rec.id}'s kernel")
+    asked = ask_stop(rec, s.places)
+    s.console.print(asked.message, markup=False)
+    if not wait or not asked.agent_alive:
         return
-    with s.agent(rec) as client:
-        asked = client.call("stop", rec.job_dir, "--reason", "stopped by tether stop")
-        if isinstance(asked, dict) and asked.get("agent_alive") is False:
-            killed = asked.get("killed_workload")
-            s.console.print(f"job {rec.id}'s agent was not running: "
-                            + (f"killed its orphaned workload (pgid {killed}) and " if killed else "")
-                            + "marked it STOPPED", markup=False)
-        else:
-            s.console.print(f"asked job {rec.id} to stop")
-        if not wait or (isinstance(asked, dict) and asked.get("agent_alive") is False):
-            return
-        channel = client.channel(rec.remote_root)
-        answer = channel.wait_for_end(rec.id, timeout)
-        channel.close()
+    answer = wait_stopped(rec, s.places, s.registry, timeout)
     state = answer.state
-    s.registry.set_state(rec.id, state.value)
     s.console.print(f"job {rec.id}: {state_text(state)}  {inert(answer.reason or '')}")
     if not state.is_terminal:
         raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
@@ -373,8 +359,7 @@ def resume(
         s.console.print(f"resumed job [bold]{rec.id}[/] on {host_label(done.record)} from its mirrored backup")
         s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
         return
-    with s.agent(rec) as client:
-        previous = do_resume(client, rec, os.environ, s.registry)
+    previous = resume_here(rec, s.places, s.registry, os.environ)
     s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
 
@@ -450,11 +435,12 @@ def ssh(
 def demo(
     to: Path = typer.Option(Path("demo-result"), "--to", help="where the result is pulled"),
     root: Optional[str] = typer.Option(None, "--root", help="tether root on this machine (default ~/.tether)"),
+    ui: bool = typer.Option(False, "--ui", help="a longer run, watched live in the dashboard (tether ui)"),
 ) -> None:
     """A real job end to end on this machine: launch, watch, pull."""
     from .demo import run_demo
 
-    raise typer.Exit(run_demo(session(), to, root))
+    raise typer.Exit(run_demo(session(), to, root, ui))
 
 
 @app.command()
@@ -468,6 +454,7 @@ def main() -> None:
 
 
 from . import cli_hosts  # noqa: E402,F401  (registers offers, down, login)
+from . import cli_ui  # noqa: E402,F401  (registers ui, plot)
 
 
 if __name__ == "__main__":

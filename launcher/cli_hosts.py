@@ -165,30 +165,14 @@ def publish(
                                    "(needs huggingface_hub there)"),
 ) -> None:
     """Upload the job's exported model (or its outputs) with a model card to the Hub."""
-    from agent.protocol import JobState as _State
-
-    from .publish import publish as do_publish
+    from .actions import publish_results
 
     s = session()
     rec = s.registry.resolve(job)
-    view = observe([rec], s.places, s.registry)[0]
-    if view.state != _State.SUCCEEDED:
-        raise UsageError(f"job {rec.id} is {view.state.value}, not SUCCEEDED", "publish a job that finished")
-    results = results_dir(s.places, rec)
-    if from_host:
-        from .publish import publish_from_host
-        with s.agent(rec) as client:
-            done = publish_from_host(rec, client, results, repo, private, os.environ, s.console, view.spend_usd)
-        s.console.print(f"published {done.files} file(s) to {done.url} from the host" if done.uploaded
-                        else f"nothing changed: {done.url} already has these {done.files} file(s)")
-        return
-    from .pull import pull as do_pull
-    with s.agent(rec) as client:
-        do_pull(client, rec.job_dir, ["outputs/", "code/MODEL_CARD.md"], results, s.console)
-    done = do_publish(rec, results, repo, private, os.environ, s.console, view.spend_usd,
-                      user_card=results / "code" / "MODEL_CARD.md")
+    done = publish_results(rec, s.places, s.registry, repo, private, from_host, s.console, os.environ)
+    where = " from the host" if from_host else ""
     if done.uploaded:
-        s.console.print(f"published {done.files} file(s) to {done.url}")
+        s.console.print(f"published {done.files} file(s) to {done.url}{where}")
     else:
         s.console.print(f"nothing changed: {done.url} already has these {done.files} file(s)")
 

@@ -14,6 +14,7 @@ from .agent_client import AgentClient
 from .errors import RemoteError, TetherError
 from .hosts import host_for_record
 from .jobs import JobRecord, Registry
+from .remote import Host
 from .settings import Places
 
 
@@ -75,15 +76,7 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
             continue
         host = host_for_record(first, places, max_retry_s=STATUS_RETRY_S)
         try:
-            client = AgentClient(host, first.python, first.runtime_dir)
-            answers = client.status([r.job_dir for r in group])
-            if not isinstance(answers, list) or len(answers) != len(group):
-                raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
-            for r, a in zip(group, answers):
-                views[r.id] = _view(r, a)
-        except TetherError as exc:
-            for r in group:
-                views[r.id] = JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc, spend_usd=_spend(r))
+            views.update(observe_on(host, group))
         finally:
             host.close()
     for v in views.values():
@@ -92,6 +85,20 @@ def observe(records: List[JobRecord], places: Places, registry: Registry) -> Lis
         else:
             v.last_known = _last_known(v.record)
     return [views[r.id] for r in records]
+
+
+def observe_on(host: Host, group: List[JobRecord]) -> Dict[str, JobView]:
+    """One host's jobs from one status command; UNREACHABLE when it does not answer. The
+    host stays open (the dashboard reuses its connection)."""
+    first = group[0]
+    try:
+        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group])
+        if not isinstance(answers, list) or len(answers) != len(group):
+            raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
+        return {r.id: _view(r, a) for r, a in zip(group, answers)}
+    except TetherError as exc:
+        return {r.id: JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc, spend_usd=_spend(r))
+                for r in group}
 
 
 def _kaggle_view(r: JobRecord) -> JobView:

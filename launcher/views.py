@@ -11,10 +11,12 @@ from rich.table import Table
 
 from agent.protocol import BackupInfo, BackupSummary, JobState, MirrorSummary, Resources
 
+from .curves import names
 from .diagnose import unsent_files
 from .observe import JobView, host_label
 from .sync import human_bytes
 from .text import inert
+from .trend import duration, eta_s, loss_name, metric_values, sparkline
 
 _COLOURS = {
     JobState.SUCCEEDED: "green", JobState.FAILED: "red", JobState.LOST: "red",
@@ -59,7 +61,8 @@ def jobs_table(views: List[JobView]) -> Table:
     return t
 
 
-def print_status(console: Console, v: JobView) -> None:
+def print_status(console: Console, v: JobView, history: Sequence[Dict[str, Any]] = ()) -> None:
+    """history: recent progress rows (launcher.history), for the loss sparkline and the ETA."""
     r, a = v.record, v.answer
     rows = [
         ("job", f"{r.id}  ({r.name})"),
@@ -75,6 +78,7 @@ def print_status(console: Console, v: JobView) -> None:
         rows.append(("output", f"last output {ago(a.last_output_age_s)}, last progress {ago(a.last_progress_age_s)}"))
     if a.step is not None:
         rows.append(("step", f"{a.step}{progress_text(a)}  {metrics_text(a.metrics, 8)}"))
+    rows += trend_rows(a.step, a.metrics, list(history), v.state.is_terminal or a.eta_s is not None)
     if a.resources != Resources():
         rows.append(("resources", resources_text(a.resources)))
     if a.backup.last or a.backup.error or a.backup.in_progress:
@@ -117,14 +121,6 @@ def progress_text(a) -> str:
     if a.eta_s is not None:
         parts.append(f", ETA {duration(a.eta_s)}")
     return "".join(parts)
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def backup_text(b: BackupSummary) -> str:
@@ -176,3 +172,19 @@ def resources_text(res: Resources) -> str:
     for g in res.gpus:
         parts.append(f"GPU{g.index} {g.util_percent}% {g.mem_used_mb}/{g.mem_total_mb} MB")
     return " · ".join(parts)
+
+
+def trend_rows(step: Optional[int], metrics: Dict[str, Any], history: List[Dict[str, Any]],
+               ended: bool) -> List[tuple]:
+    """The loss as a sparkline with its last value, and the ETA to max_steps if reported."""
+    out = []
+    name = loss_name(names(history))
+    values = metric_values(history, name) if name else []
+    if len(values) >= 2:
+        out.append((inert(name, 64), f"[cyan]{sparkline(values, 32)}[/]  {values[-1]:.4g}"))
+    # The agent's own ETA (progress.total, a reported total) is on the step line; this one is
+    # for a workload that reports max_steps as a metric, timed from the history.
+    eta = None if ended else eta_s(history, step, metrics.get("max_steps"))
+    if eta is not None:
+        out.append(("eta", f"{duration(eta)} to step {metrics['max_steps']}"))
+    return out

@@ -35,7 +35,7 @@ for step in range(start, args.steps):
     opt.zero_grad()
     loss.backward()
     opt.step()
-    progress.report(step, loss=round(loss.item(), 5))
+    progress.report(step, loss=round(loss.item(), 5), max_steps=args.steps)
     print(f"step {step:3d}  loss {loss.item():.5f}", flush=True)
     if (step + 1) % args.save_every == 0 or progress.checkpoint_requested():
         name = f"step-{step}"

@@ -1,0 +1,82 @@
+"""The dashboard's buttons: each calls what the matching CLI command calls (launcher.actions)
+and answers with the line the command would print."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from rich.console import Console
+
+from .. import actions
+from ..errors import UsageError
+from ..hosts import agent_for
+from ..jobs import Registry
+from ..pull import list_backups
+from .data import Monitor
+
+Answer = Dict[str, Any]
+REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=120)
+
+
+def stop(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
+    asked = actions.ask_stop(m.record(job), m.places)
+    return {"message": asked.message + (": it stops after its grace period" if asked.agent_alive else "")}
+
+
+def resume(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
+    rec = m.record(job)
+    registry = Registry(m.places.registry)
+    try:
+        previous = actions.resume_here(rec, m.places, registry, os.environ)
+    finally:
+        registry.close()
+    m.forget_detail(rec.id)
+    return {"message": f"resumed job {rec.id} (was {previous}); it continues from its newest verified backup"}
+
+
+def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
+    """Into ./<name>-<id> of the folder `tether ui` runs in, as `tether pull JOB` there."""
+    rec = m.record(job)
+    dest = Path(f"{rec.name}-{rec.id}")
+    result = actions.pull_results(rec, m.places, dest, _quiet())
+    return {"message": f"pulled {len(result.pulled)} file(s) into {dest.resolve()}"
+                       + (f", {len(result.unchanged)} already there" if result.unchanged else "")
+                       + (f"; {len(result.refused)} refused" if result.refused else "")}
+
+
+def publish(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
+    repo = body.get("repo")
+    if not isinstance(repo, str) or not REPO.fullmatch(repo):
+        raise UsageError("publish needs a Hub repo as user/name", "type it in the prompt")
+    rec = m.record(job)
+    registry = Registry(m.places.registry)
+    try:
+        done = actions.publish_results(rec, m.places, registry, repo, body.get("private") is not False,
+                                       body.get("from_host") is True, _quiet(), os.environ)
+    finally:
+        registry.close()
+    if done.uploaded:
+        return {"message": f"published {done.files} file(s) to {done.url}"}
+    return {"message": f"nothing changed: {done.url} already has these {done.files} file(s)"}
+
+
+def verify(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
+    """Every backup re-hashed against its manifest (tether backups), on a connection of its own."""
+    rec = m.record(job)
+    with agent_for(rec, m.places) as client:
+        items = list_backups(client, rec.job_dir, check=True)
+    return {"backups": [asdict(b) for b in items],
+            "message": f"{sum(1 for b in items if b.verified)} of {len(items)} backup(s) verify"}
+
+
+ACTIONS: Dict[str, Callable[[Monitor, str, Dict[str, Any]], Answer]] = {
+    "stop": stop, "resume": resume, "pull": pull, "publish": publish, "verify": verify}
