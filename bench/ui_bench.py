@@ -49,7 +49,7 @@ print("wrote", n, "lines", flush=True)
 def _cli() -> Callable[..., object]:
     from typer.testing import CliRunner
 
-    from launcher.cli import app
+    from launcher.cli.app import app
 
     runner = CliRunner()
     return lambda *args: runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -119,9 +119,9 @@ def _wait_summarised(job, timeout: float = 900) -> None:
 
 def million(tmp: Path) -> List[str]:
     from agent.paths import JobDir
-    from launcher.history import fetch
-    from launcher.hosts import agent_for
-    from launcher.jobs import Registry
+    from launcher.jobs.history import fetch
+    from launcher.transport.targets import agent_for
+    from launcher.registry import Registry
     from launcher.settings import places
 
     work = tmp / "million"

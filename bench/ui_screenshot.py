@@ -17,9 +17,9 @@ def shoot(out: Path, at_step: int = 330) -> None:
     from rich.console import Console
 
     from launcher.dashboard import start
-    from launcher.demo import EXAMPLE, UI_STEPS
-    from launcher.jobs import Registry
-    from launcher.launch import launch
+    from launcher.cli.demo import EXAMPLE, UI_STEPS
+    from launcher.registry import Registry
+    from launcher.jobs.launch import launch
     from launcher.settings import places
     from launcher.spec import HostSpec, load_spec
 
@@ -45,7 +45,7 @@ def shoot(out: Path, at_step: int = 330) -> None:
     finally:
         running.stop()
         registry.close()
-        from launcher.actions import ask_stop
+        from launcher.jobs.actions import ask_stop
         ask_stop(rec, places())
         time.sleep(3)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,8 +11,8 @@ from typing import Mapping, Optional, Tuple
 
 from provisioning.registry import API_KEY_ENV
 
-from .errors import UsageError
-from .settings import Places
+from launcher.errors import UsageError
+from launcher.settings import Places
 
 
 def _file(places: Places) -> Path:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.protocol import FailureClass
 
-from .errors import SpecError
+from launcher.errors import SpecError
 
 # Whole-string patterns. NAME_PATTERN is pydantic's (Rust regex: `$` is the end of the text);
 # the compiled ones are used with fullmatch (Python's `$` would let a trailing newline through).

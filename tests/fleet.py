@@ -14,7 +14,7 @@ from typing import Callable, List, Tuple
 from scripts import COUNTER
 from sshd import Sshd
 
-from launcher.jobs import Registry
+from launcher.registry import Registry
 from launcher.settings import places
 
 

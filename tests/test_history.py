@@ -129,7 +129,7 @@ def test_the_verb_answers_several_jobs_in_one_call(tmp_path):
 
 
 def test_the_laptop_takes_a_host_answer_as_data():
-    from launcher.history import JobHistory
+    from launcher.jobs.history import JobHistory
 
     hist = JobHistory(max_rows=16)
     hist.apply({"exists": True, "progress": {"reset": True, "cursor": "1:2:3" * 50, "more": "yes", "rows": [
@@ -147,8 +147,8 @@ def test_the_laptop_takes_a_host_answer_as_data():
 
 
 def test_sparkline_and_eta():
-    from launcher.curves import markers
-    from launcher.trend import eta_s, sparkline
+    from launcher.show.curves import markers
+    from launcher.show.trend import eta_s, sparkline
 
     assert sparkline([3, 2, 1, 0]) == "█▆▄▁"[0] + sparkline([3, 2, 1, 0])[1:] and len(sparkline(list(range(100)), 10)) == 10
     rows = [{"n": i, "step": i, "time": 100.0 + i / 2, "m": {"loss": 1.0}} for i in range(100)]  # 2 steps/s

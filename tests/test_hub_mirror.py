@@ -164,7 +164,7 @@ def test_push_keeps_the_newest_and_resume_skips_a_damaged_one(tmp_path, hub):
     from agent.hub_mirror import push
     from agent.paths import JobDir
     from launcher.errors import RemoteError
-    from launcher.hub_mirror import HubMirror, fetch_to_laptop
+    from launcher.hub.backups import HubMirror, fetch_to_laptop
 
     repo = "tester/ckpt"
     job = JobDir(tmp_path / "job")

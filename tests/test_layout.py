@@ -43,8 +43,8 @@ def test_agent_imports_only_itself_and_the_standard_library():
 def test_launcher_reads_only_the_agents_names():
     # runtime.py imports the agent and workloads packages only to find the files it ships.
     allowed = {"agent.paths", "agent.protocol"}
-    shipping = {("launcher/runtime.py", "agent"), ("launcher/runtime.py", "workloads"),
-                ("launcher/runtime.py", "tether")}
+    shipping = {("launcher/transport/bootstrap.py", "agent"), ("launcher/transport/bootstrap.py", "workloads"),
+                ("launcher/transport/bootstrap.py", "tether")}
     bad = [(f, m) for f, m, _ in imports("launcher") if root(m) in {"agent", "workloads"}
            and not any(m.startswith(a + ".") for a in allowed) and (str(f), m) not in shipping]
     assert not bad, bad

@@ -8,7 +8,7 @@ import pytest
 from conftest import launched_id, wait_state
 
 from launcher.errors import ExitCode, UnsafePathError
-from launcher.pull import PART_SUFFIX, safe_destination
+from launcher.transfer.pull import PART_SUFFIX, safe_destination
 
 WRITE = """
 import os

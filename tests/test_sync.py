@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from launcher.sync import hash_cache_for, plan, scan
+from launcher.transfer.sync import hash_cache_for, plan, scan
 
 
 def make_tree(root):

@@ -25,7 +25,7 @@ from conftest import launched_id, wait_for, wait_state
 from fleet import make_fleet
 from scripts import COUNTER
 
-from launcher.jobs import Registry
+from launcher.registry import Registry
 from launcher.settings import places
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import TetherError, UsageError
-from ..settings import Places
+from launcher.errors import TetherError, UsageError
+from launcher.settings import Places
 
 
 @dataclass
@@ -53,9 +53,9 @@ def start(places: Places, port: int = 0, token: Optional[str] = None, every_s: f
     try:
         import uvicorn
 
-        from .auth import Gate
-        from .data import Monitor
-        from .server import build_app
+        from launcher.dashboard.auth import Gate
+        from launcher.dashboard.data import Monitor
+        from launcher.dashboard.server import build_app
     except ImportError as exc:
         raise UsageError(f"the dashboard needs {exc.name}", "pip install 'tether[ui]'") from None
     sock = _listen(port)

@@ -12,12 +12,12 @@ from typing import Any, Callable, Dict
 
 from rich.console import Console
 
-from .. import actions
-from ..errors import UsageError
-from ..hosts import agent_for
-from ..jobs import Registry
-from ..pull import list_backups
-from .data import Monitor
+from launcher.jobs import actions
+from launcher.errors import UsageError
+from launcher.transport.targets import agent_for
+from launcher.registry import Registry
+from launcher.transfer.pull import list_backups
+from launcher.dashboard.data import Monitor
 
 Answer = Dict[str, Any]
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")

@@ -12,16 +12,16 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from agent.protocol import JobState
 
-from ..curves import curves, markers, names
-from ..errors import TetherError
-from ..history import FILES, JobHistory, refresh
-from ..jobs import JobRecord, Registry
-from ..observe import JobView, observe, observe_on
-from ..pull import list_backups
-from ..settings import Places
-from ..text import plain_lines
-from .hosts import HostPool, host_key
-from .rows import job_row, pending_row
+from launcher.show.curves import curves, markers, names
+from launcher.errors import TetherError
+from launcher.jobs.history import FILES, JobHistory, refresh
+from launcher.registry import JobRecord, Registry
+from launcher.jobs.observe import JobView, observe, observe_on
+from launcher.transfer.pull import list_backups
+from launcher.settings import Places
+from launcher.text import plain_lines
+from launcher.dashboard.hosts import HostPool, host_key
+from launcher.dashboard.rows import job_row, pending_row
 
 SPARK_ROWS = 48
 LOG_BYTES = 256 * 1024

@@ -8,13 +8,13 @@ import threading
 from contextlib import contextmanager
 from typing import Dict, Iterator, Tuple
 
-from ..agent_client import AgentClient
-from ..errors import TetherError, UsageError
-from ..hosts import host_for_record
-from ..jobs import JobRecord
-from ..observe import STATUS_RETRY_S
-from ..remote import Host
-from ..settings import Places
+from launcher.transport.agent_client import AgentClient
+from launcher.errors import TetherError, UsageError
+from launcher.transport.targets import host_for_record
+from launcher.registry import JobRecord
+from launcher.jobs.observe import STATUS_RETRY_S
+from launcher.transport.host import Host
+from launcher.settings import Places
 
 
 def host_key(rec: JobRecord) -> str:

@@ -10,10 +10,10 @@ from typing import Any, Dict, List, Optional
 
 from agent.protocol import BACKUP_NAME_RE
 
-from ..curves import names
-from ..jobs import JobRecord
-from ..observe import JobView, host_label
-from ..trend import eta_s, loss_name, metric_values, sparkline
+from launcher.show.curves import names
+from launcher.registry import JobRecord
+from launcher.jobs.observe import JobView, host_label
+from launcher.show.trend import eta_s, loss_name, metric_values, sparkline
 
 
 def backup_age_s(name: Optional[str]) -> Optional[float]:

@@ -17,10 +17,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import NotFoundError, TetherError, UsageError
-from .actions import ACTIONS
-from .auth import Gate
-from .data import Monitor
+from launcher.errors import NotFoundError, TetherError, UsageError
+from launcher.dashboard.actions import ACTIONS
+from launcher.dashboard.auth import Gate
+from launcher.dashboard.data import Monitor
 
 HERE = Path(__file__).resolve().parent
 LOG_FILES = ("workload", "setup", "agent")

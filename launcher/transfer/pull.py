@@ -1,0 +1,172 @@
+"""Host -> laptop: artifacts listed with sizes and sha256, partial files resumed by offset,
+every file verified and renamed into place, nothing allowed outside the destination."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, List
+
+from rich.console import Console
+
+from agent.protocol import BackupInfo, sha256_file
+
+from launcher.transport.agent_client import AgentClient
+from launcher.errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
+from launcher.transfer.ignore import PULLED_MARKER
+from launcher.transfer.progress_bar import TransferProgress
+
+PART_SUFFIX = ".tether-part"
+
+
+@dataclass
+class PullResult:
+    dest: Path
+    pulled: List[str] = field(default_factory=list)
+    unchanged: List[str] = field(default_factory=list)
+    refused: List[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def safe_destination(dest: Path, rel: str) -> Path:
+    """Where rel lands under dest; UnsafePathError if it would land anywhere else."""
+    p = PurePosixPath(rel)
+    if (not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or "\x00" in rel
+            or rel.startswith("~")):
+        raise UnsafePathError(f"refusing to pull {rel!r}: it would leave {dest}",
+                              "the host listed an unsafe path; nothing was written for it")
+    target = dest.joinpath(*p.parts)
+    real_dest = os.path.realpath(dest)
+    real_parent = os.path.realpath(target.parent)
+    if os.path.commonpath([real_dest, real_parent]) != real_dest or target.is_symlink():
+        raise UnsafePathError(f"refusing to pull {rel!r}: a symlink under {dest} points elsewhere",
+                              "remove the symlink from the destination folder")
+    return target
+
+
+def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, console: Console) -> PullResult:
+    dest.mkdir(parents=True, exist_ok=True)
+    # Marks the folder as pulled results: a later launch from here does not send them back up.
+    (dest / PULLED_MARKER).touch()
+    listing = client.call("list-files", job_dir, *paths, timeout=600)
+    result = PullResult(dest=dest)
+    for item in listing["refused"]:
+        result.refused.append(f"{item['path']} ({item['problem']})")
+    wanted = []
+    for f in listing["files"]:
+        target = safe_destination(dest, f["path"])  # raises: a host listing ../ is not trusted
+        if target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]:
+            result.unchanged.append(f["path"])
+            continue
+        part = target.with_name(target.name + PART_SUFFIX)
+        offset = part.stat().st_size if part.is_file() else 0
+        if offset > f["size"]:
+            part.unlink()
+            offset = 0
+        wanted.append({**f, "offset": offset, "target": target, "part": part})
+    if not wanted:
+        return result
+    total = sum(w["size"] - w["offset"] for w in wanted)
+    progress = TransferProgress(console, "pull", total)
+    stream = client.stream("read-files", job_dir)
+    try:
+        stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"]} for w in wanted]).encode())
+        stream.close_stdin()
+        for w in wanted:
+            _receive_one(stream.stdout, w, progress)
+            result.pulled.append(w["path"])
+            result.bytes += w["size"] - w["offset"]
+    except BaseException:
+        stream.kill()  # unread frames would otherwise keep the host writing
+        raise
+    finally:
+        progress.close()
+        stream.wait()
+    return result
+
+
+def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None:
+    header = json.loads(src.readline() or b"{}")
+    if header.get("path") != want["path"]:
+        raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r}")
+    if "error" in header:
+        raise RemoteError(f"pull: {want['path']}: {header['error']}",
+                          "it changed or went away on the host while pulling (a pruned backup?): run pull again")
+    part: Path = want["part"]
+    part.parent.mkdir(parents=True, exist_ok=True)
+    mode = "ab" if header["offset"] == want["offset"] and want["offset"] > 0 else "wb"
+    left = header["length"]
+    with open(part, mode) as f:
+        while left:
+            block = src.read(min(left, 1 << 20))
+            if not block:
+                raise RemoteError(f"pull: the connection ended inside {want['path']}",
+                                  "run pull again: it resumes where it stopped")
+            f.write(block)
+            left -= len(block)
+            progress(len(block))
+        f.flush()
+        os.fsync(f.fileno())
+    h = hashlib.sha256()
+    with open(part, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != want["sha256"]:
+        part.unlink()
+        raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",
+                          "run pull again")
+    os.replace(part, want["target"])
+
+
+def list_backups(client: AgentClient, job_dir: str, check: bool = True) -> List[BackupInfo]:
+    """The host's backups, each name checked to be a backup name before it is used anywhere."""
+    args = [] if check else ["--no-check"]
+    answer = client.call("backups", job_dir, *args, timeout=600 if check else 120)
+    try:
+        return BackupInfo.list_from_json(answer)
+    except ValueError as exc:
+        raise RemoteError(f"the host's backups listing was not understood: {exc}") from None
+
+
+def pick_backup(items: List[BackupInfo], which: str) -> str:
+    """'latest' is the newest backup that verifies on the host; else a name."""
+    if which == "latest":
+        good = [b for b in items if b.verified]
+        if not good:
+            raise NoBackupError("the job has no verified backup", "see `tether backups JOB`")
+        return good[-1].name
+    for b in items:
+        if b.name == which:
+            if not b.verified:
+                raise NoBackupError(f"backup {which} does not verify on the host: {b.problem}",
+                                    "pick another from `tether backups JOB`")
+            return which
+    raise NotFoundError(f"no backup named {which!r}", "see `tether backups JOB`")
+
+
+def verify_pulled_backup(folder: Path) -> None:
+    """The pulled copy against its MANIFEST.json, file by file. The manifest came from the
+    host: it must name this folder, and every path in it must stay inside it."""
+    def bad(why: str) -> RemoteError:
+        return RemoteError(f"pulled backup {folder.name}: {why}", "pull it again, or pick another backup")
+
+    try:
+        manifest = json.loads((folder / "MANIFEST.json").read_text())
+    except (OSError, ValueError):
+        raise bad("its MANIFEST.json is missing or not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("name") != folder.name \
+            or not isinstance(manifest.get("files"), list):
+        raise bad("its MANIFEST.json does not describe this backup")
+    for f in manifest["files"]:
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
+                and isinstance(f.get("sha256"), str)):
+            raise bad("its MANIFEST.json has a malformed entry")
+        try:
+            p = safe_destination(folder / "data", f["path"])
+        except UnsafePathError:
+            raise bad(f"its MANIFEST.json names a path outside it: {f['path'][:80]!r}") from None
+        if not p.is_file() or p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
+            raise bad(f"{f['path']} does not match its manifest")

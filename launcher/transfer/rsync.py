@@ -1,0 +1,75 @@
+"""The rsync fast path of code sync: where both ends have rsync, the files the manifests
+found changed travel through it, so a big file that changed a little sends only its changed
+blocks. Never a requirement: any failure (no rsync here or there, an old one) leaves the
+tar stream to do the work. rsync writes each file under a temp name and renames it into
+place, as `agent receive` does, so running jobs' hard-linked snapshots keep their bytes.
+Host keys are checked as for `tether ssh`: OpenSSH against tether's known_hosts, strictly."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
+
+from launcher.transport.host import Host, SshHost
+
+if TYPE_CHECKING:
+    from launcher.transfer.sync import LocalFile
+
+DISABLE_ENV = "TETHER_NO_RSYNC"  # set to 1 to always use the tar stream
+
+
+def usable(host: Host, environ: Mapping[str, str]) -> bool:
+    return (isinstance(host, SshHost) and not environ.get(DISABLE_ENV)
+            and shutil.which("rsync") is not None and shutil.which("ssh") is not None)
+
+
+def send(host: SshHost, workdir: Path, code_dir: str, temp_dir: str, files: Sequence["LocalFile"],
+         on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600) -> Optional[str]:
+    """Sends files (under workdir) into code_dir on the host. None when done, else
+    why rsync could not (the caller then sends them its own way). The manifests already
+    found these files changed: --ignore-times, so rsync's own size+mtime check never skips
+    one whose content changed with both kept. Its temp files go to temp_dir (outside the
+    synced folder), which the next launch clears if this one is killed."""
+    remote_shell = shlex.join(host.openssh_argv() + ["-o", "BatchMode=yes",
+                                                      "-o", f"ConnectTimeout={int(host.connect_timeout_s)}"])
+    dest_host = host.destination
+    if ":" in host.endpoint.host:  # an IPv6 address
+        dest_host = dest_host.replace(host.endpoint.host, f"[{host.endpoint.host}]")
+    argv = ["rsync", "--times", "--perms", "--ignore-times", f"--temp-dir={temp_dir}", "--from0",
+            "--files-from=-", "--protect-args",
+            "--out-format=%n", "--timeout=300", "-e", remote_shell, f"{workdir}/", f"{dest_host}:{code_dir}/"]
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                    env=dict(os.environ, LC_ALL="C"))
+        except OSError as exc:
+            return f"rsync did not start ({exc})"
+        assert proc.stdin is not None and proc.stdout is not None
+        threading.Thread(target=_feed, args=(proc.stdin, [f.rel for f in files]), daemon=True).start()
+        sizes = {f.rel: f.size for f in files}
+        for line in proc.stdout:  # one name per file sent: the progress bar moves by its size
+            on_bytes(sizes.pop(line.decode(errors="replace").rstrip("\n"), 0))
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return "rsync timed out"
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip()
+    if rc != 0:
+        return f"rsync exited {rc}: {err.splitlines()[-1] if err else 'no message'}"
+    return None
+
+
+def _feed(stdin, rels: List[str]) -> None:
+    try:
+        stdin.write(b"\0".join(r.encode() for r in rels))
+        stdin.close()
+    except OSError:
+        pass  # rsync exited early: its status says why

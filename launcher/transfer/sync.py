@@ -1,0 +1,236 @@
+"""Laptop -> host code sync: manifests on both ends, only changed files travel, as one tar.
+
+What is never sent: .git/ (and other VCS folders), .env files, __pycache__, virtualenvs,
+folders `tether pull` filled; then whatever .gitignore files (at any depth) and a top-level
+.tetherignore exclude (launcher/ignore.py). Symlinks are not followed and not sent. --dry-run
+names everything left out, with its rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Mapping, Tuple
+
+from agent.paths import Root
+from agent.protocol import code_digest, sha256_file
+
+from launcher.transport.agent_client import AgentClient
+from launcher.errors import RemoteError
+from launcher.transfer.ignore import Ignores, Rule
+
+@dataclass(frozen=True)
+class LocalFile:
+    rel: str
+    path: Path
+    size: int
+    mode: int
+    sha256: str
+
+
+@dataclass
+class LocalTree:
+    files: Dict[str, LocalFile]
+    skipped_links: List[str] = field(default_factory=list)
+    left_out: List[Tuple[str, Rule]] = field(default_factory=list)   # (path, the rule), topmost only
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    @property
+    def digest(self) -> str:
+        """What the job's snapshot on the host must hash to (agent.protocol.code_digest)."""
+        return code_digest({rel: {"mode": f.mode, "sha256": f.sha256} for rel, f in self.files.items()})
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    send: List[LocalFile]
+    delete: List[str]
+    unchanged: int
+
+    @property
+    def send_bytes(self) -> int:
+        return sum(f.size for f in self.send)
+
+
+RACY_S = 2.0  # a file changed this close to when its hash was cached is hashed again
+
+
+def _cached_digest(p: Path, st: os.stat_result, hit: object, now: float) -> Tuple[list, str]:
+    """The file's sha256, from the cache when nothing about it changed. The key holds ctime,
+    which tools that keep mtimes (cp -p, rsync -t, touch -d) cannot set back, and the inode;
+    an entry cached within RACY_S of the file's last change is not trusted (as git does)."""
+    key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    changed_at = max(st.st_mtime, st.st_ctime)
+    if isinstance(hit, list) and len(hit) == 6 and hit[:4] == key and hit[5] - changed_at > RACY_S:
+        return hit, hit[4]
+    digest = sha256_file(p)
+    return key + [digest, now], digest
+
+
+def scan(workdir: Path, hash_cache: Path) -> LocalTree:
+    """Every file that would be synced, with its sha256 (cached, see _cached_digest), and what
+    is left out with the rule that leaves it out."""
+    try:
+        cache = json.loads(hash_cache.read_text())
+    except (FileNotFoundError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    now = time.time()
+    tree = LocalTree({})
+    new_cache: Dict[str, list] = {}
+    ignores = Ignores(workdir)
+    for dirpath, dirnames, filenames in os.walk(workdir):
+        here = Path(dirpath)
+        rel_here = here.relative_to(workdir).as_posix()
+        rel_here = "" if rel_here == "." else rel_here
+        ignores.enter(rel_here)
+        keep = []
+        for d in sorted(dirnames):
+            rel = f"{rel_here}/{d}" if rel_here else d
+            rule = None if (here / d).is_symlink() else ignores.why(rel, True)
+            if (here / d).is_symlink():
+                tree.skipped_links.append(rel)
+            elif rule is not None:
+                tree.left_out.append((rel + "/", rule))
+            else:
+                keep.append(d)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            rel = f"{rel_here}/{name}" if rel_here else name
+            p = here / name
+            if p.is_symlink():
+                tree.skipped_links.append(rel)
+                continue
+            rule = ignores.why(rel, False)
+            if rule is not None:
+                tree.left_out.append((rel, rule))
+                continue
+            st = p.stat()
+            new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
+            tree.files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+    hash_cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(new_cache))
+    os.replace(tmp, hash_cache)
+    return tree
+
+
+def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
+    key = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+    return cache_dir / "hashes" / f"{key}.json"
+
+
+def plan(local: LocalTree, remote: Dict[str, dict]) -> SyncPlan:
+    send = [f for rel, f in sorted(local.files.items())
+            if rel not in remote or remote[rel]["sha256"] != f.sha256 or remote[rel]["mode"] != f.mode]
+    delete = sorted(rel for rel in remote if rel not in local.files)
+    return SyncPlan(send=send, delete=delete, unchanged=len(local.files) - len(send))
+
+
+class _Counting(io.RawIOBase):
+    """Wraps a file so a progress callback sees every byte read."""
+
+    def __init__(self, f, on_bytes: Callable[[int], None]) -> None:
+        self.f, self.on_bytes = f, on_bytes
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.on_bytes(n)
+        return n
+
+
+def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workdir: Path,
+         environ: Mapping[str, str], on_bytes: Callable[[int], None] = lambda n: None) -> dict:
+    """The changed files through rsync where both ends have it, else (or if it fails) as one
+    tar into `agent receive` on the host, which also deletes what is gone. Call it holding
+    the project's lock (project_lock).
+    Returns {"via": "rsync" | "tar", "rsync_problem": why rsync was not used, or None}."""
+    from launcher.transfer import rsync as rsync_send
+
+    to_tar, via, problem = the_plan.send, "tar", None
+    if the_plan.send and rsync_send.usable(client.host, environ):
+        places = Root(Path(root))
+        problem = rsync_send.send(client.host, workdir, str(places.code(project)),
+                                  str(places.code_rsync_temp(project)), the_plan.send, on_bytes)
+        if problem is None:
+            to_tar, via = [], "rsync"
+    if to_tar or the_plan.delete:
+        _push_tar(client, root, project, to_tar, the_plan.delete, on_bytes)
+    return {"via": via, "rsync_problem": problem}
+
+
+@contextmanager
+def project_lock(client: AgentClient, root: str, project: str, on_wait: Callable[[], None]) -> Iterator[None]:
+    """The host's launch lock of the project, held from its manifest to the job's snapshot, so
+    launches at once never mix their files. on_wait is called if another launch holds it."""
+    stream = client.stream("lock", root, project)
+    waiter = threading.Timer(1.0, on_wait)
+    waiter.start()
+    try:
+        line = stream.stdout.readline()
+        waiter.cancel()
+        if line.strip() != b"locked":
+            stream.close_stdin()
+            stream.wait()
+            raise RemoteError(f"could not take the project's launch lock on the host: "
+                              f"{stream.stderr_text().strip()[-300:] or 'no answer'}")
+        yield
+    finally:
+        waiter.cancel()
+        stream.close_stdin()
+        stream.wait()
+
+
+def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile], delete: List[str],
+              on_bytes: Callable[[int], None]) -> dict:
+    """Streams the files as one tar into `agent receive` on the host."""
+    stream = client.stream("receive", root, project)
+    try:
+        stream.stdin.write(json.dumps({"delete": delete}).encode() + b"\n")
+        with tarfile.open(fileobj=stream.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for f in send:
+                info = tarfile.TarInfo(f.rel)
+                info.size, info.mode = f.size, f.mode
+                info.mtime = f.path.stat().st_mtime
+                with open(f.path, "rb") as src:
+                    tar.addfile(info, _Counting(src, on_bytes))
+        stream.close_stdin()
+    except (BrokenPipeError, OSError):
+        pass  # the host stopped reading: its exit status and stderr say why
+    out = stream.stdout.read()
+    rc = stream.wait()
+    if rc != 0:
+        raise RemoteError(f"sync failed on the host: {stream.stderr_text().strip()[-300:]}")
+    return json.loads(out)
+
+
+def iter_lines(the_plan: SyncPlan) -> Iterator[str]:
+    for f in the_plan.send:
+        yield f"  send   {f.rel}  ({human_bytes(f.size)})"
+    for rel in the_plan.delete:
+        yield f"  delete {rel}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

@@ -1,0 +1,103 @@
+"""Calls the shipped agent on a host: `python -m agent <verb>` with the runtime on PYTHONPATH.
+
+One place builds those command lines; everything the launcher asks of a host goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence
+
+from agent.protocol import JobState, StatusAnswer, agent_argv
+
+from launcher.errors import RemoteError
+from launcher.transport.host import Host, Stream
+
+
+# What each verb does, in words, for messages (a user never needs the verb's own name).
+VERB_WORDS = {
+    "manifest": "reading the host's copy of the code", "receive": "receiving the code",
+    "create-job": "creating the job", "start": "starting the agent", "spec": "reading the job's spec",
+    "prepare-resume": "preparing the job to resume", "status": "reading the job's status",
+    "stop": "asking the job to stop", "mark-safe": "marking the results safe", "logs": "reading the log",
+    "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
+    "receive-backup": "receiving the backup", "hub-fetch": "fetching the backup from the Hub",
+    "hub-upload": "uploading to the Hub", "lock": "taking the project's launch lock",
+    "discard-job": "removing the unfinished job", "serve": "opening the status channel",
+    "inventory": "listing the job's folder",
+}
+
+
+@dataclass
+class AgentClient:
+    host: Host
+    python: str
+    runtime_dir: str
+
+    def argv(self, verb: str, *args: str) -> List[str]:
+        return agent_argv(self.python, self.runtime_dir, verb, *args)
+
+    def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120) -> Any:
+        what = VERB_WORDS.get(verb, verb)
+        done = self.host.run(self.argv(verb, *args), input=input, timeout=timeout)
+        done.check(what)
+        try:
+            return done.json()
+        except ValueError:
+            raise RemoteError(f"{what}: the host answered something that is not JSON: {done.stdout[:200]!r}",
+                              "is host.python the Python you meant? (tether launch --dry-run shows it)") from None
+
+    def stream(self, verb: str, *args: str) -> Stream:
+        return self.host.stream(self.argv(verb, *args))
+
+    def status(self, job_dirs: Sequence[str]) -> List[dict]:
+        return self.call("status", *job_dirs, timeout=60)
+
+    def channel(self, root: str) -> "AgentChannel":
+        return AgentChannel(self.stream("serve", root))
+
+
+class AgentChannel:
+    """The agent's JSON-lines server over one SSH channel: a status poll is one message."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._s = stream
+
+    def ask(self, op: str, **args: Any) -> Any:
+        self._s.stdin.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        self._s.stdin.flush()
+        line = self._s.stdout.readline()
+        if not line:
+            raise RemoteError(f"the status channel to the host closed: {self._s.stderr_text().strip()[-200:]}",
+                              "check the connection and run the command again")
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            raise RemoteError(f"the host could not answer {op}: {str(answer.get('error'))[:300]}")
+        return answer["result"]
+
+    def status(self, job_id: str) -> StatusAnswer:
+        answers = self.ask("status", jobs=[job_id])
+        try:
+            return StatusAnswer.from_json(answers[0] if isinstance(answers, list) and answers else None)
+        except ValueError as exc:
+            raise RemoteError(f"the host's status answer was not understood: {exc}") from None
+
+    def wait_for_end(self, job_id: str, timeout: float, every_s: float = 0.5,
+                     on_answer: Optional[Callable[[StatusAnswer], None]] = None) -> StatusAnswer:
+        """Polls the job's status until it is terminal or LOST (or timeout); the last answer."""
+        deadline = time.monotonic() + timeout
+        answer = StatusAnswer()
+        while time.monotonic() < deadline:
+            answer = self.status(job_id)
+            if on_answer is not None:
+                on_answer(answer)
+            if answer.state.is_terminal or answer.state == JobState.LOST:
+                break
+            time.sleep(every_s)
+        return answer
+
+    def close(self) -> None:
+        self._s.close_stdin()
+        self._s.wait()
