@@ -45,8 +45,10 @@ def shoot(out: Path, at_step: int = 330) -> None:
     finally:
         running.stop()
         registry.close()
-        from launcher.jobs.actions import ask_stop
-        ask_stop(rec, places())
+        from launcher.backends import Context, handle_for
+        stopper = Registry(places().registry)
+        handle_for(rec, Context(places(), stopper, os.environ)).stop("the screenshot is taken")
+        stopper.close()
         time.sleep(3)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {out}")

@@ -68,15 +68,9 @@ class JobRecord:
     last_step: Optional[int] = None
 
     @property
-    def in_kernel(self) -> bool:
-        """A Kaggle batch job: no host to reach; it is seen through the kernel calls."""
-        return self.endpoint.get("kind") == "kaggle"
-
-    @property
-    def in_notebook(self) -> bool:
-        """A job from `tether colab-notebook`: it runs wherever the notebook is opened, and
-        nothing connects to it; its hf:// mirror is the only thing tether can see of it."""
-        return self.endpoint.get("kind") == "notebook"
+    def kind(self) -> str:
+        """Which handle serves it (launcher.backends): agent, kaggle or notebook."""
+        return {"kaggle": "kaggle", "notebook": "notebook"}.get(self.endpoint.get("kind"), "agent")
 
     @property
     def mirror(self) -> Optional[str]:

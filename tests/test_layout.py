@@ -62,3 +62,71 @@ def test_scripts_reach_the_agent_only_by_a_name_no_project_shadows():
     by the name `agent`, which a project's own agent.py would take."""
     assert not [(f, m) for f, m, _ in imports("tether") if root(m) in OURS - {"tether"}]
     assert not [(f, m) for f, m, _ in imports("workloads") if root(m) == "agent"]
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _launcher_graph():
+    """module -> the launcher modules it imports (anywhere in it, lazily or not)."""
+    modules = {_module(p) for p in (REPO / "launcher").rglob("*.py")}
+    graph = {}
+    for path in sorted((REPO / "launcher").rglob("*.py")):
+        me = _module(path)
+        graph[me] = set()
+        for _, name, _ in imports_of(path):
+            while name and name not in modules:  # launcher.x.y.Name -> launcher.x.y
+                name = name.rpartition(".")[0]
+            if name and name != me:
+                graph[me].add(name)
+    return graph
+
+
+def imports_of(path: Path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("launcher"):
+            for a in node.names:
+                yield path, f"{node.module}.{a.name}", True
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("launcher"):
+                    yield path, a.name, True
+
+
+def test_launcher_has_no_import_cycles():
+    graph = _launcher_graph()
+    # A package importing its own modules (to re-export them) is its face, not a cycle.
+    for mod in graph:
+        graph[mod] = {m for m in graph[mod] if not mod.startswith(m + ".")}
+    seen, stack, cycles = set(), [], []
+
+    def visit(mod):
+        if mod in stack:
+            cycles.append(stack[stack.index(mod):] + [mod])
+            return
+        if mod in seen:
+            return
+        seen.add(mod)
+        stack.append(mod)
+        for dep in sorted(graph.get(mod, ())):
+            visit(dep)
+        stack.pop()
+
+    for mod in sorted(graph):
+        visit(mod)
+    assert not cycles, cycles
+
+
+def test_kinds_of_job_are_reached_only_through_their_handles():
+    """Outside launcher/backends/, a kind of job is never named: only the package's face
+    (handle_for, observe, ...) is imported; and the CLI never reaches a host itself."""
+    graph = _launcher_graph()
+    bad = [(m, d) for m, deps in graph.items() for d in deps
+           if d.startswith("launcher.backends.") and not m.startswith("launcher.backends")]
+    assert not bad, bad
+    cli = [(m, d) for m, deps in graph.items() for d in deps
+           if m.startswith("launcher.cli") and d.startswith("launcher.transport")]
+    assert not cli, cli

@@ -69,6 +69,6 @@ def test_status_shows_the_loss_as_a_sparkline_and_the_eta(tether, project, host_
     loss = next(line for line in out.splitlines() if line.startswith("loss "))
     assert any(c in loss for c in "▁▂▃▄▅▆▇█"), out
     assert loss.split()[1][0] == "█"  # the loss falls: the first cell is the highest
-    eta = next(line for line in out.splitlines() if line.startswith("eta "))
-    assert "to step 400" in eta, out
+    step = next(line for line in out.splitlines() if line.startswith("step "))
+    assert "/400" in step and "it/s" in step and "ETA" in step, out  # the agent's rate and time left
     tether("stop", job)

@@ -2,6 +2,6 @@
 become a line and an exit code; each other module here registers its commands on it."""
 
 from launcher.cli.app import app, main
-from launcher.cli import hosts, ui  # noqa: F401,E402  (register their commands)
+from launcher.cli import hosts, results, run, ui  # noqa: F401,E402  (register their commands)
 
 __all__ = ["app", "main"]

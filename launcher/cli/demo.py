@@ -12,9 +12,7 @@ from typing import Optional
 from agent.protocol import JobState, StatusAnswer
 
 from launcher.errors import UsageError
-from launcher.transport.targets import agent_for
 from launcher.jobs.launch import launch
-from launcher.transfer.pull import pull
 from launcher.spec import HostSpec, load_spec
 from launcher.show.tables import metrics_text, state_text
 from launcher.text import inert
@@ -49,16 +47,13 @@ def run_demo(s, dest: Path, root: Optional[str] = None, ui: bool = False) -> int
             seen["step"] = answer.step
             console.print(f"   {state_text(answer.state)}  step {seen['step']}  {metrics_text(answer.metrics)}")
 
-    with agent_for(rec, s.places) as client:
-        channel = client.channel(rec.remote_root)
-        answer = channel.wait_for_end(rec.id, timeout=600, on_answer=show)
-        channel.close()
-        state = answer.state
-        s.registry.set_state(rec.id, state.value)
-        console.print(f"   finished: {state_text(state)}  {inert(answer.reason or '')}")
+    handle = s.handle(rec.id)
+    answer = handle.wait_stopped(600, on_answer=show)  # until it ends, showing each new step
+    state = answer.state
+    console.print(f"   finished: {state_text(state)}  {inert(answer.reason or '')}")
 
-        console.print(f"[bold]3. pull[/] outputs into {dest}/")
-        result = pull(client, rec.job_dir, rec.artifacts, dest, console)
+    console.print(f"[bold]3. pull[/] outputs into {dest}/")
+    result = handle.pull(dest, None, console)
     for path in result.pulled + result.unchanged:
         console.print(f"   {dest / path}", markup=False)
     metrics = dest / "outputs" / "metrics.json"

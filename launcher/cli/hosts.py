@@ -20,7 +20,7 @@ from launcher.cli.app import app, command, session
 from launcher.credentials import api_key, store_api_key
 from launcher.errors import TetherError, UsageError
 from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
-from launcher.jobs.observe import observe
+from launcher.backends import observe
 from launcher.jobs.rent import provider_for, resources_of
 from launcher.spec import HostSpec
 from launcher.text import inert
@@ -49,7 +49,7 @@ def offers(
                 rows.append({**o.model_dump(), "job_cost": round(o.price_per_hour * hours, 2) if hours else None})
         except (ProviderError, TetherError) as exc:
             notes.append(f"{name}: {getattr(exc, 'what', exc)}")
-    from launcher.backends.kaggle import quota_line
+    from launcher.backends import quota_line
     line = quota_line(os.environ)
     notes.append(line or "kaggle: no GPU quota figures from Kaggle")
     notes.append("colab: free sessions of up to 12 h: tether colab-cell")
@@ -80,15 +80,15 @@ def down(
     rec = s.registry.resolve(job)
     if not rec.instance_alive:
         raise UsageError(f"job {rec.id} has no live rented instance", "nothing to take down")
-    view = observe([rec], s.places, s.registry)[0]
+    view = observe([rec], s.places, s.registry, os.environ)[0]
     if view.state not in (JobState.UNREACHABLE, JobState.LOST) and not view.state.is_terminal:
-        from launcher.jobs.actions import ask_stop, wait_stopped
-        if ask_stop(rec, s.places).agent_alive:
-            wait_stopped(rec, s.places, s.registry, timeout=900)
-        view = observe([rec], s.places, s.registry)[0]
+        handle = s.handle(rec.id)
+        if handle.stop("stopped by tether down").wait:
+            handle.wait_stopped(900)
+        view = observe([rec], s.places, s.registry, os.environ)[0]
     if pull_results and view.state != JobState.UNREACHABLE:
         dest = results_dir(s.places, rec)
-        n = pull_and_mark_safe(rec, dest, s.places, s.console)
+        n = pull_and_mark_safe(rec, dest, s.ctx, s.console)
         s.console.print(f"pulled {n} file(s) into {dest}")
     destroy_instance(rec, s.places, s.registry, os.environ)
     s.console.print(f"destroyed {inert(rec.instance['provider'])} instance {inert(rec.instance['id'])}")
@@ -166,11 +166,10 @@ def publish(
                                    "(needs huggingface_hub there)"),
 ) -> None:
     """Upload the job's exported model (or its outputs) with a model card to the Hub."""
-    from launcher.jobs.actions import publish_results
+    from launcher.jobs.publishing import publish_results
 
     s = session()
-    rec = s.registry.resolve(job)
-    done = publish_results(rec, s.places, s.registry, repo, private, from_host, s.console, os.environ)
+    done = publish_results(s.registry.resolve(job), s.ctx, repo, private, from_host, s.console)
     where = " from the host" if from_host else ""
     if done.uploaded:
         s.console.print(f"published {done.files} file(s) to {done.url}{where}")
@@ -186,8 +185,8 @@ def colab_notebook(
 ) -> None:
     """Write a notebook that runs the job directly in Colab (no tunnel): open it there and run it."""
     from launcher.transfer import sync
-    from launcher.backends.kaggle import colab_notebook as make
-    from launcher.backends.kaggle import notebook_record
+    from launcher.backends import colab_notebook as make
+    from launcher.backends import notebook_record
     from launcher.jobs.launch import workload_command
     from launcher.spec import load_spec
 

@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from launcher.cli.app import app, command, session
-from launcher.jobs.history import FILES, fetch
+from launcher.jobs.history import FILES
 from launcher.text import plain
 
 
@@ -51,10 +51,10 @@ def plot(
     from launcher.show.plot import plot_png
 
     s = session()
-    rec = s.registry.resolve(job)
+    handle = s.handle(job)
+    rec = handle.record
     dest = out or Path(f"{rec.name}-{rec.id}.png")
-    with s.agent(rec) as client:
-        hist = fetch(client, rec, FILES)
+    hist = handle.history(FILES)
     drawn = plot_png(hist, dest, f"{rec.name} ({rec.id})", metric)
     typer.echo(f"wrote {dest}: {', '.join(plain(n, 64) for n in drawn)} "
                f"({len(hist.progress.rows)} point(s))")

@@ -1,5 +1,5 @@
-"""The dashboard's buttons: each calls what the matching CLI command calls (launcher.actions)
-and answers with the line the command would print."""
+"""The dashboard's buttons: each calls what the matching CLI command calls (the job's handle,
+launcher.backends) and answers with the line the command would print."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from typing import Any, Callable, Dict
 
 from rich.console import Console
 
-from launcher.jobs import actions
-from launcher.errors import UsageError
-from launcher.transport.targets import agent_for
-from launcher.registry import Registry
-from launcher.transfer.pull import list_backups
+from contextlib import contextmanager
+from typing import Iterator
+
+from launcher.backends import Context, JobHandle, handle_for
 from launcher.dashboard.data import Monitor
+from launcher.errors import UsageError
+from launcher.jobs.publishing import publish_results
+from launcher.registry import Registry
 
 Answer = Dict[str, Any]
 REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -27,18 +29,26 @@ def _quiet() -> Console:
     return Console(file=io.StringIO(), width=120)
 
 
+@contextmanager
+def _handle(m: Monitor, job: str) -> Iterator[JobHandle]:
+    """The job's handle, with a registry of this request's own (the server runs in threads)."""
+    registry = Registry(m.places.registry)
+    try:
+        yield handle_for(m.record(job), Context(m.places, registry, os.environ))
+    finally:
+        registry.close()
+
+
 def stop(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
-    asked = actions.ask_stop(m.record(job), m.places)
-    return {"message": asked.message + (": it stops after its grace period" if asked.agent_alive else "")}
+    with _handle(m, job) as h:
+        asked = h.stop("stopped from the dashboard")
+    return {"message": asked.message + (": it stops after its grace period" if asked.wait else "")}
 
 
 def resume(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     rec = m.record(job)
-    registry = Registry(m.places.registry)
-    try:
-        previous = actions.resume_here(rec, m.places, registry, os.environ)
-    finally:
-        registry.close()
+    with _handle(m, job) as h:
+        previous = h.resume()
     m.forget_detail(rec.id)
     return {"message": f"resumed job {rec.id} (was {previous}); it continues from its newest verified backup"}
 
@@ -47,7 +57,8 @@ def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     """Into ./<name>-<id> of the folder `tether ui` runs in, as `tether pull JOB` there."""
     rec = m.record(job)
     dest = Path(f"{rec.name}-{rec.id}")
-    result = actions.pull_results(rec, m.places, dest, _quiet())
+    with _handle(m, job) as h:
+        result = h.pull(dest, None, _quiet())
     return {"message": f"pulled {len(result.pulled)} file(s) into {dest.resolve()}"
                        + (f", {len(result.unchanged)} already there" if result.unchanged else "")
                        + (f"; {len(result.refused)} refused" if result.refused else "")}
@@ -60,8 +71,8 @@ def publish(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     rec = m.record(job)
     registry = Registry(m.places.registry)
     try:
-        done = actions.publish_results(rec, m.places, registry, repo, body.get("private") is not False,
-                                       body.get("from_host") is True, _quiet(), os.environ)
+        done = publish_results(rec, Context(m.places, registry, os.environ), repo, body.get("private") is not False,
+                               body.get("from_host") is True, _quiet())
     finally:
         registry.close()
     if done.uploaded:
@@ -71,9 +82,8 @@ def publish(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
 
 def verify(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     """Every backup re-hashed against its manifest (tether backups), on a connection of its own."""
-    rec = m.record(job)
-    with agent_for(rec, m.places) as client:
-        items = list_backups(client, rec.job_dir, check=True)
+    with _handle(m, job) as h:
+        items = h.backups(check=True)
     return {"backups": [asdict(b) for b in items],
             "message": f"{sum(1 for b in items if b.verified)} of {len(items)} backup(s) verify"}
 

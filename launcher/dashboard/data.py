@@ -5,6 +5,8 @@ Everything here is data for JSON; the pages escape it (textContent only)."""
 
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 from dataclasses import asdict
@@ -16,7 +18,8 @@ from launcher.show.curves import curves, markers, names
 from launcher.errors import TetherError
 from launcher.jobs.history import FILES, JobHistory, refresh
 from launcher.registry import JobRecord, Registry
-from launcher.jobs.observe import JobView, observe, observe_on
+from launcher.backends import label_of, observe, observe_on, reaches_host
+from launcher.jobs.view import JobView
 from launcher.transfer.pull import list_backups
 from launcher.settings import Places
 from launcher.text import plain_lines
@@ -100,10 +103,10 @@ class Monitor:
     def _ask_states(self, group: List[JobRecord]) -> Dict[str, JobView]:
         registry = self._registry()
         try:
-            if group[0].in_kernel or group[0].in_notebook:
-                return {v.record.id: v for v in observe(group, self.places, registry)}
+            if not reaches_host(group[0]):  # no pooled connection: as `tether status` asks them
+                return {v.record.id: v for v in observe(group, self.places, registry, os.environ)}
             with self.pool.host(group[0]) as host:
-                views = observe_on(host, group)
+                views = observe_on(host, group, label_of(group[0]))
             for v in views.values():
                 if v.state != JobState.UNREACHABLE:
                     registry.set_state(v.record.id, v.state.value)
@@ -114,7 +117,7 @@ class Monitor:
     def _ask_sparks(self, group: List[JobRecord], views: Dict[str, JobView]) -> None:
         """The loss curves of the jobs table: new lines only; an ended job's once more, then never."""
         todo = [r for r in group if views[r.id].state not in (JobState.UNREACHABLE, JobState.LOST)
-                and r.id not in self._spark_done and not (r.in_kernel or r.in_notebook)]
+                and r.id not in self._spark_done and reaches_host(r)]
         if not todo:
             return
         items = [(r, self._sparks.setdefault(r.id, JobHistory(max_rows=SPARK_ROWS))) for r in todo]

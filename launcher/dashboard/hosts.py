@@ -8,11 +8,11 @@ import threading
 from contextlib import contextmanager
 from typing import Dict, Iterator, Tuple
 
+from launcher.backends import reaches_host
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import TetherError, UsageError
-from launcher.transport.targets import host_for_record
+from launcher.transport.targets import STATUS_RETRY_S, host_for_record
 from launcher.registry import JobRecord
-from launcher.jobs.observe import STATUS_RETRY_S
 from launcher.transport.host import Host
 from launcher.settings import Places
 
@@ -40,7 +40,7 @@ class HostPool:
 
     @contextmanager
     def host(self, rec: JobRecord) -> Iterator[Host]:
-        if rec.in_kernel or rec.in_notebook:
+        if not reaches_host(rec):  # the pool holds SSH connections to agents' hosts only
             raise UsageError(f"job {rec.id} has no host to reach from here", "see its notebook or kernel")
         host, lock = self._entry(rec)
         with lock:

@@ -12,7 +12,8 @@ from agent.protocol import BACKUP_NAME_RE
 
 from launcher.show.curves import names
 from launcher.registry import JobRecord
-from launcher.jobs.observe import JobView, host_label
+from launcher.backends import label_of
+from launcher.jobs.view import JobView
 from launcher.show.trend import eta_s, loss_name, metric_values, sparkline
 
 
@@ -28,7 +29,7 @@ def backup_age_s(name: Optional[str]) -> Optional[float]:
 
 
 def _base(rec: JobRecord) -> Dict[str, Any]:
-    return {"id": rec.id, "name": rec.name, "host": host_label(rec), "provider": rec.provider,
+    return {"id": rec.id, "name": rec.name, "host": label_of(rec), "provider": rec.provider,
             "created": rec.created, "price_per_hour": rec.price_per_hour}
 
 

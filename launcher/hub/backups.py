@@ -49,6 +49,14 @@ class HubMirror:
         return {"token": self.token, "repo": self.repo, **self.job_fields}
 
 
+def repo_of(spec: Optional[Mapping[str, object]]) -> Optional[str]:
+    """The hf:// repo of a spec as the registry stored it, or None."""
+    from launcher.spec import BackupSpec
+
+    backup = (spec or {}).get("backup") or {}
+    return BackupSpec.model_validate(backup).hub_repo if isinstance(backup, dict) else None
+
+
 def for_job(repo: Optional[str], environ: Mapping[str, str]) -> Optional[HubMirror]:
     if repo is None:
         return None

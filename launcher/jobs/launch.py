@@ -86,7 +86,7 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         if dry_run:
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
             return None
-        from launcher.backends.kaggle import launch_kernel
+        from launcher.backends import launch_kernel
         command = workload_command(spec, "python3")
         record = launch_kernel(loaded, tree, command, registry, console, os.environ if environ is None else environ)
         return Launched(record, sync.plan(tree, {}), False)
@@ -190,7 +190,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                             autodown=record.autodown)
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
         # On the agent's stdin, through `start`: never argv, never a file.
-        started = start_agent(client, job_dir, secrets)
+        started = client.start(job_dir, secrets)
     except BaseException:
         _undo(client, registry, job_id, job_dir, forget=moving is None)
         raise
@@ -200,22 +200,6 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                           f"its log: tether logs {job_id} --file agent")
     registry.set_state(job_id, "RUNNING")
     return Launched(record, the_plan, bool(created["setup_done"]))
-
-
-def start_agent(client: AgentClient, job_dir: str, secrets: Mapping[str, str]) -> dict:
-    """`agent start` with the secrets on its stdin; {"started": bool, "why": the agent log's
-    last line when it did not}."""
-    done = client.host.run(client.argv("start", job_dir), input=json.dumps(dict(secrets)).encode(), timeout=120)
-    try:
-        answer = done.json()
-    except ValueError:
-        answer = {}
-    if not isinstance(answer, dict) or done.returncode not in (0, 1):
-        done.check("starting the agent")
-    if answer.get("started"):
-        return {"started": True}
-    tail = str(answer.get("log_tail") or done.stderr.decode(errors="replace")).strip().splitlines()
-    return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
 
 
 def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:

@@ -1,5 +1,5 @@
-"""`tether resume JOB`: start a stopped, failed or LOST job's agent again on its host; it
-continues from the newest verified backup and skips finished stages."""
+"""`tether resume JOB --on HOST`: a job carried on elsewhere from its newest mirrored backup,
+when its host is gone. (Resuming on its own host is the handle's: backends/agent.py.)"""
 
 from __future__ import annotations
 
@@ -8,43 +8,16 @@ from typing import Callable, Mapping, Optional
 
 from rich.console import Console
 
-from agent.protocol import JobState
 from provisioning.registry import RENTED
 
+from launcher.backends import Context, handle_for
 from launcher.hub import backups as hub_mirror
 from launcher.transport.agent_client import AgentClient
-from launcher.errors import RemoteError, SpecError, UsageError
+from launcher.errors import SpecError, UsageError
 from launcher.registry import JobRecord, Registry
-from launcher.jobs.launch import Launched, start_agent
+from launcher.jobs.launch import Launched
 from launcher.settings import Places
 from launcher.text import inert
-
-
-def resume(client: AgentClient, rec: JobRecord, environ: Mapping[str, str], registry: Registry) -> str:
-    """The secrets named by the spec this laptop recorded at launch (never by what the host
-    says its spec is: a host must not choose which of your variables it receives)."""
-    from launcher.spec import JobSpec
-
-    if not rec.spec:
-        raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
-                         "launch it again")
-    spec = JobSpec.model_validate(rec.spec)
-    secrets = {}
-    for name in spec.secrets:
-        if name not in environ:
-            raise SpecError(f"secret {name} of job {rec.id} is not set in the environment",
-                            f"export {name} before resuming")
-        secrets[name] = environ[name]
-    hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
-    if hub is not None:  # the agent pushes backups to the Hub again
-        secrets.update(hub.secrets)
-    prepared = client.call("prepare-resume", rec.job_dir)
-    started = start_agent(client, rec.job_dir, secrets)
-    if not started["started"]:
-        raise RemoteError(f"the agent did not start again: {started['why']}",
-                          f"its log: tether logs {rec.id} --file agent")
-    registry.set_state(rec.id, "RUNNING")
-    return prepared.get("previous_state") or "unknown"
 
 
 def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, console: Console,
@@ -60,15 +33,8 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     if not rec.spec or not rec.workdir:
         raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
                          "launch it again")
-    if rec.in_kernel:
-        _check_kernel_ended(rec, environ)
+    handle_for(rec, Context(places, registry, environ)).before_move(console)  # e.g. it must have ended
     spec = JobSpec.model_validate(rec.spec)
-    if rec.in_notebook and spec.backup.hub_repo is None:
-        raise UsageError(f"job {rec.id} ran in a Colab notebook without backup.mirror: hf://...: its backups "
-                         "never left the runtime", "launch it again (with a mirror, to carry it on next time)")
-    if rec.in_notebook:  # nothing can ask the notebook; the user knows whether its session ended
-        console.print(f"[yellow]note:[/] tether cannot see whether job {rec.id}'s Colab notebook still runs: "
-                      "if it does, stop it, or two copies will train")
     bring = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
     host = spec.host.model_dump(exclude_unset=False)
     if address in RENTED:
@@ -88,19 +54,6 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     tree = sync.scan(workdir, sync.hash_cache_for(places.cache, workdir))
     _let_go_of_old_instance(rec, places, registry, console, environ)
     return launch_on_spec_host(loaded, tree, places, registry, console, environ, Moving(rec.id, bring))
-
-
-def _check_kernel_ended(rec: JobRecord, environ: Mapping[str, str]) -> None:
-    from provisioning.base import ProviderError
-
-    from launcher.backends.kaggle import kernel_view
-    try:
-        state = JobState(kernel_view(rec, environ)["state"])
-    except ProviderError as exc:
-        raise RemoteError(exc.what, exc.todo) from None
-    if not state.is_terminal:
-        raise UsageError(f"job {rec.id}'s Kaggle kernel is still running: two copies would train",
-                         f"stop it first (tether stop {rec.id}), or wait for its session to end")
 
 
 def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, environ: Mapping[str, str],

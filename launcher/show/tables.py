@@ -13,7 +13,7 @@ from agent.protocol import BackupInfo, BackupSummary, JobState, MirrorSummary, R
 
 from launcher.show.curves import names
 from launcher.show.diagnose import unsent_files
-from launcher.jobs.observe import JobView, host_label
+from launcher.jobs.view import JobView
 from launcher.transfer.sync import human_bytes
 from launcher.text import inert
 from launcher.show.trend import duration, eta_s, loss_name, metric_values, sparkline
@@ -56,7 +56,7 @@ def jobs_table(views: List[JobView]) -> Table:
     now = time.time()
     for v in views:
         r = v.record
-        t.add_row(r.id, r.name, inert(host_label(r)), state_text(v.state),
+        t.add_row(r.id, r.name, inert(v.host), state_text(v.state),
                   "-" if v.step is None else str(v.step), ago(v.heartbeat_age_s), ago(now - r.created))
     return t
 
@@ -66,7 +66,7 @@ def print_status(console: Console, v: JobView, history: Sequence[Dict[str, Any]]
     r, a = v.record, v.answer
     rows = [
         ("job", f"{r.id}  ({r.name})"),
-        ("host", f"{inert(host_label(r))}  {inert(r.job_dir)}"),
+        ("host", f"{inert(v.host)}  {inert(r.job_dir)}"),
         ("state", state_text(v.state) + (f"  {inert(v.reason)}" if v.reason else "")),
     ]
     if a.failure:

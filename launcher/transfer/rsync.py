@@ -14,12 +14,16 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
+from typing import Callable, List, Mapping, Optional, Protocol, Sequence
 
 from launcher.transport.host import Host, SshHost
 
-if TYPE_CHECKING:
-    from launcher.transfer.sync import LocalFile
+
+class SendFile(Protocol):
+    """A file to send (sync.LocalFile is one): its path under the workdir and its size."""
+
+    rel: str
+    size: int
 
 DISABLE_ENV = "TETHER_NO_RSYNC"  # set to 1 to always use the tar stream
 
@@ -29,7 +33,7 @@ def usable(host: Host, environ: Mapping[str, str]) -> bool:
             and shutil.which("rsync") is not None and shutil.which("ssh") is not None)
 
 
-def send(host: SshHost, workdir: Path, code_dir: str, temp_dir: str, files: Sequence["LocalFile"],
+def send(host: SshHost, workdir: Path, code_dir: str, temp_dir: str, files: Sequence[SendFile],
          on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600) -> Optional[str]:
     """Sends files (under workdir) into code_dir on the host. None when done, else
     why rsync could not (the caller then sends them its own way). The manifests already

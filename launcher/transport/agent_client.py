@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence
 
 from agent.protocol import JobState, StatusAnswer, agent_argv
 
@@ -48,6 +48,21 @@ class AgentClient:
         except ValueError:
             raise RemoteError(f"{what}: the host answered something that is not JSON: {done.stdout[:200]!r}",
                               "is host.python the Python you meant? (tether launch --dry-run shows it)") from None
+
+    def start(self, job_dir: str, secrets: Mapping[str, str]) -> dict:
+        """`agent start` with the secrets on its stdin (never argv, never a file); {"started":
+        bool, "why": the agent log's last line when it did not}."""
+        done = self.host.run(self.argv("start", job_dir), input=json.dumps(dict(secrets)).encode(), timeout=120)
+        try:
+            answer = done.json()
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict) or done.returncode not in (0, 1):
+            done.check(VERB_WORDS["start"])
+        if answer.get("started"):
+            return {"started": True}
+        tail = str(answer.get("log_tail") or done.stderr.decode(errors="replace")).strip().splitlines()
+        return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
 
     def stream(self, verb: str, *args: str) -> Stream:
         return self.host.stream(self.argv(verb, *args))

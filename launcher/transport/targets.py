@@ -67,6 +67,9 @@ def target_for_rented(ep: SshEndpoint, hs: HostSpec, places: Places) -> Target:
     return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
 
 
+STATUS_RETRY_S = 5.0  # a status read retries a silent host this long, then says UNREACHABLE
+
+
 def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float] = None) -> Host:
     """max_retry_s caps the connection retries: a status poll should not wait a minute."""
     if rec.endpoint.get("kind") == "local":
@@ -80,13 +83,6 @@ def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float]
 @contextmanager
 def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
     """The agent on a job's host, connected lazily and closed on the way out."""
-    if rec.in_kernel:
-        raise UsageError(f"job {rec.id} runs in a Kaggle batch kernel: there is no host to reach",
-                         "status, logs, pull and stop work through the kernel")
-    if rec.in_notebook:
-        raise UsageError(f"job {rec.id} runs in a Colab notebook: there is no host to reach",
-                         f"see it in Colab (results under /content/tether/jobs/{rec.id}/); once its session "
-                         f"has ended, `tether resume {rec.id} --on HOST` carries it on from its hf:// mirror")
     client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
     try:
         yield client

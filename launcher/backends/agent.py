@@ -1,0 +1,220 @@
+"""A job run by tether's agent on a host reached over SSH (or on this machine): every verb is
+a call to `python -m agent <verb>` there, through one connection."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
+
+from rich.console import Console
+
+from agent.protocol import BackupInfo, JobState, StatusAnswer
+
+from launcher.backends.base import Context, StopAsked
+from launcher.errors import RemoteError, SpecError, TetherError, UnreachableError, UsageError
+from launcher.jobs.view import JobView, last_known, spend_of
+from launcher.registry import JobRecord
+from launcher.transfer.pull import PullResult, list_backups, pick_backup, pull, verify_pulled_backup
+from launcher.transport.agent_client import AgentClient
+from launcher.transport.host import Host
+from launcher.transport.targets import STATUS_RETRY_S, agent_for, host_for_record
+
+
+class AgentJob:
+    reaches_host = True
+
+    def __init__(self, record: JobRecord, ctx: Context) -> None:
+        self.record, self.ctx = record, ctx
+
+    def label(self) -> str:
+        return self.label_of(self.record)
+
+    @staticmethod
+    def label_of(rec: JobRecord) -> str:
+        ep = rec.endpoint
+        if ep.get("kind") == "local":
+            return "local"
+        user = f"{ep['user']}@" if ep.get("user") else ""
+        return f"{user}{ep['host']}:{ep['port']}"
+
+    @contextmanager
+    def client(self) -> Iterator[AgentClient]:
+        with agent_for(self.record, self.ctx.places) as client:
+            yield client
+
+    # -- status ----------------------------------------------------------------------------
+
+    @classmethod
+    def observe_all(cls, handles: List["AgentJob"]) -> Dict[str, JobView]:
+        """One status command per host for all its jobs."""
+        by_host: Dict[str, List[AgentJob]] = {}
+        for h in handles:
+            by_host.setdefault(json.dumps(h.record.endpoint, sort_keys=True), []).append(h)
+        views: Dict[str, JobView] = {}
+        for group in by_host.values():
+            first = group[0]
+            host = host_for_record(first.record, first.ctx.places, max_retry_s=STATUS_RETRY_S)
+            try:
+                views.update(observe_on(host, [h.record for h in group], first.label()))
+            finally:
+                host.close()
+        return views
+
+    # -- logs, files, backups ----------------------------------------------------------------
+
+    def logs(self, tail: int, follow: bool, which: str, out: BinaryIO) -> None:
+        """The host's log, each chunk written (and flushed) the moment it arrives, piped or not.
+        A stream the host did not finish is never taken for the job's end."""
+        rec = self.record
+        args = [rec.job_dir, "--tail", str(tail), "--file", which] + (["--follow"] if follow else [])
+        with self.client() as client:
+            stream = client.stream("logs", *args)
+            stream.close_stdin()
+            try:
+                while True:
+                    chunk = stream.read_some()
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    out.flush()
+            except BaseException:
+                stream.kill()  # Ctrl-C: end the remote follower too
+                raise
+            rc = stream.wait()
+        if rc != 0:
+            detail = stream.stderr_text().strip().splitlines()
+            raise UnreachableError(f"the log stream from {self.label()} ended early"
+                                   + (f" ({detail[-1][:200]})" if detail else " (the connection dropped)"),
+                                   f"the job is not affected: tether logs {rec.id}" + (" -f" if follow else ""))
+
+    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> PullResult:
+        with self.client() as client:
+            return pull(client, self.record.job_dir, list(paths or self.record.artifacts or ["outputs/"]),
+                        dest, console)
+
+    def pull_backup(self, which: str, dest: Path, console: Console) -> PullResult:
+        """One backup (the newest that verifies, or by name), verified again here."""
+        with self.client() as client:
+            path = f"backups/{pick_backup(list_backups(client, self.record.job_dir), which)}/"
+            result = pull(client, self.record.job_dir, [path], dest, console)
+        verify_pulled_backup(dest / path)
+        return result
+
+    def inventory(self) -> dict:
+        with self.client() as client:
+            return client.call("inventory", self.record.job_dir)
+
+    def backups(self, check: bool = True) -> List[BackupInfo]:
+        with self.client() as client:
+            return list_backups(client, self.record.job_dir, check=check)
+
+    def mark_results_safe(self, how: str) -> None:
+        """Tells the host its results are off it: a rented host may then go."""
+        with self.client() as client:
+            client.call("mark-safe", self.record.job_dir, "--how", how)
+
+    # -- stop, resume, shell ---------------------------------------------------------------
+
+    def stop(self, reason: str) -> StopAsked:
+        """SIGTERM, grace, final backup; for a LOST job, the host kills the orphaned workload."""
+        rec = self.record
+        with self.client() as client:
+            asked = client.call("stop", rec.job_dir, "--reason", reason)
+        if isinstance(asked, dict) and asked.get("agent_alive") is False:
+            killed = asked.get("killed_workload")
+            return StopAsked(f"job {rec.id}'s agent was not running: "
+                             + (f"killed its orphaned workload (pgid {killed}) and " if killed else "")
+                             + "marked it STOPPED", wait=False)
+        return StopAsked(f"asked job {rec.id} to stop", wait=True)
+
+    def wait_stopped(self, timeout: float,
+                     on_answer: Optional[Callable[[StatusAnswer], None]] = None) -> StatusAnswer:
+        """Polls over one channel until the job has ended (or timeout): the last answer."""
+        with self.client() as client:
+            channel = client.channel(self.record.remote_root)
+            answer = channel.wait_for_end(self.record.id, timeout, on_answer=on_answer)
+            channel.close()
+        self.ctx.registry.set_state(self.record.id, answer.state.value)
+        return answer
+
+    def resume(self) -> str:
+        """The job's agent started again on its host; the state it was in. The secrets sent are
+        those the spec recorded on this laptop at launch names (never what the host says its
+        spec is: a host must not choose which of your variables it receives)."""
+        from launcher.hub import backups as hub_mirror
+        from launcher.spec import JobSpec
+
+        rec, environ = self.record, self.ctx.environ
+        if not rec.spec:
+            raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
+                             "launch it again")
+        spec = JobSpec.model_validate(rec.spec)
+        missing = [n for n in spec.secrets if n not in environ]
+        if missing:
+            raise SpecError(f"secret {missing[0]} of job {rec.id} is not set in the environment",
+                            f"export {missing[0]} before resuming")
+        secrets = {n: environ[n] for n in spec.secrets}
+        hub = hub_mirror.for_job(spec.backup.hub_repo, environ)
+        if hub is not None:  # the agent pushes backups to the Hub again
+            secrets.update(hub.secrets)
+        with self.client() as client:
+            prepared = client.call("prepare-resume", rec.job_dir)
+            started = client.start(rec.job_dir, secrets)
+        if not started["started"]:
+            raise RemoteError(f"the agent did not start again: {started['why']}",
+                              f"its log: tether logs {rec.id} --file agent")
+        self.ctx.registry.set_state(rec.id, "RUNNING")
+        return prepared.get("previous_state") or "unknown"
+
+    def history(self, files: Sequence[str], max_rows: Optional[int] = None, rounds: int = 8):
+        """Its progress lines, heartbeats and events (launcher.jobs.history), thinned."""
+        from launcher.jobs.history import MAX_ROWS, fetch
+
+        with self.client() as client:
+            return fetch(client, self.record, files, max_rows=max_rows or MAX_ROWS, rounds=rounds)
+
+    def recent_progress(self, max_rows: int) -> list:
+        """The job's progress lines, thinned to max_rows (for a sparkline and an ETA)."""
+        return self.history(("progress",), max_rows, rounds=1).progress.rows
+
+    def before_move(self, console: Console) -> None:
+        """Nothing to check: a job moving off a host it ran on only needs its mirror."""
+
+    def shell_argv(self, cmd: Optional[List[str]]) -> List[str]:
+        with self.client() as client:
+            host = client.host  # only builds an OpenSSH command line; OpenSSH connects
+            return host.shell_argv(cmd or None, self.record.job_dir)
+
+
+def observe_on(host: Host, group: List[JobRecord], label: str) -> Dict[str, JobView]:
+    """One host's jobs from one status command; UNREACHABLE when it does not answer. The
+    host stays open (the dashboard reuses its connection)."""
+    first = group[0]
+    try:
+        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group])
+        if not isinstance(answers, list) or len(answers) != len(group):
+            raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
+        views = {r.id: view_of(r, a) for r, a in zip(group, answers)}
+    except TetherError as exc:
+        views = {r.id: JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc, spend_usd=spend_of(r),
+                               last_known=last_known(r)) for r in group}
+    for v in views.values():
+        v.host = label
+    return views
+
+
+def view_of(r: JobRecord, a: object) -> JobView:
+    """A status answer, checked, as the job's view."""
+    try:
+        answer = StatusAnswer.from_json(a)
+    except ValueError as exc:
+        return JobView(r, JobState.UNREACHABLE, reason=f"the host's answer was not understood: {exc}",
+                       last_known=last_known(r))
+    if not answer.exists:
+        if r.last_state == "LAUNCHING":  # the launch was killed before it created anything there
+            return JobView(r, JobState.FAILED, reason="its launch did not finish, and nothing of it is on the "
+                           f"host: launch again (tether forget {r.id} drops this record)", answer=answer)
+        return JobView(r, JobState.LOST, reason=f"job folder {r.job_dir} is gone from the host", answer=answer)
+    return JobView(r, answer.state, reason=answer.reason, answer=answer, spend_usd=answer.spend_usd or spend_of(r))

@@ -1,0 +1,152 @@
+"""Commands that act on one job: pull, backups, stop, resume, ssh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from launcher.backends import label_of
+from launcher.cli.app import app, command, session
+from launcher.errors import TetherError
+from launcher.registry import JobRecord
+from launcher.show.tables import backups_table, state_text
+from launcher.text import inert, plain
+
+
+@app.command()
+@command
+def pull(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    to: Optional[Path] = typer.Option(None, "--to", help="destination folder (default ./<name>-<id>)"),
+    backup: Optional[str] = typer.Option(None, "--backup", help="a backup instead: 'latest' or its name"),
+    path: Optional[List[str]] = typer.Option(None, "--path", help="a file or folder of the job folder to bring "
+                                             "instead of the spec's artifacts (repeatable), e.g. code/model.pt"),
+) -> None:
+    """Bring the job's outputs and listed artifacts (or one backup) here, verified by sha256."""
+    s = session()
+    handle = s.handle(job)
+    rec = handle.record
+    dest = to or Path(f"{rec.name}-{rec.id}")
+    asked = list(path or rec.artifacts or ["outputs/"])
+    result = handle.pull_backup(backup, dest, s.console) if backup else handle.pull(dest, asked, s.console)
+    if not result.pulled and not result.unchanged and not result.refused and backup is None:
+        _say_what_is_there(s.console, rec, asked, handle.inventory())
+        return
+    s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
+                    + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
+    for path in result.pulled:
+        s.console.print(f"  {path}", markup=False)
+    for item in result.refused:
+        s.console.print(f"  not pulled: {item}", markup=False)
+
+
+def _say_what_is_there(console: Console, rec: JobRecord, asked: List[str], held: object) -> None:
+    """A pull that found nothing: what the job folder does hold, and how to bring it."""
+    from launcher.transfer.sync import human_bytes
+
+    console.print(f"pulled 0 files: nothing in {', '.join(asked)} on the host", markup=False)
+    if not isinstance(held, dict):
+        return
+    found = []
+    for name, info in (held.get("folders") or {}).items():
+        if isinstance(info, dict) and isinstance(info.get("files"), int) and info["files"] > 0:
+            found.append((name, f"{info['files']} file(s), {human_bytes(info.get('bytes') or 0)}"))
+    for f in held.get("written_in_code") or []:
+        if isinstance(f, dict) and isinstance(f.get("path"), str):
+            found.append((f["path"], f"{human_bytes(f.get('bytes') or 0)}, written by the script in its folder"))
+    if not found:
+        console.print("the job folder holds no outputs, checkpoints or files the script wrote", markup=False)
+        return
+    console.print("the job folder holds:", markup=False)
+    for name, what in found:
+        console.print(f"  {plain(name, 300)}  ({what})", markup=False)
+    wanted = [plain(n, 300) for n, _ in found if not n.startswith("backups/")]
+    if wanted:
+        console.print(f"to bring them: tether pull {rec.id} " + " ".join(f"--path {n}" for n in wanted), markup=False)
+        console.print(f"and for next time, in the spec: artifacts: [{', '.join(wanted)}]", markup=False)
+    if any(n == "backups/" for n, _ in found):
+        console.print(f"or the newest backup: tether pull {rec.id} --backup latest", markup=False)
+
+
+@app.command()
+@command
+def stop(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait until the job has stopped"),
+    timeout: float = typer.Option(900, "--timeout", help="seconds to wait"),
+) -> None:
+    """SIGTERM to the workload, stop.grace_s to checkpoint and exit, then SIGKILL."""
+    s = session()
+    handle = s.handle(job)
+    rec = handle.record
+    asked = handle.stop("stopped by tether stop")
+    s.console.print(asked.message, markup=False)
+    if not wait or not asked.wait:
+        return
+    answer = handle.wait_stopped(timeout)
+    state = answer.state
+    s.console.print(f"job {rec.id}: {state_text(state)}  {inert(answer.reason or '')}")
+    if not state.is_terminal:
+        raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
+                          "run tether stop again, or tether status to watch it")
+
+
+@app.command()
+@command
+def backups(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """The job's backups on its host: step, age, size, and whether they verify."""
+    s = session()
+    rec = s.registry.resolve(job)
+    items = s.handle(job).backups()
+    if as_json:
+        typer.echo(json.dumps([asdict(b) for b in items], indent=1))
+    elif not items:
+        s.console.print(f"job {rec.id} has no backups yet")
+    else:
+        s.console.print(backups_table(items))
+
+
+@app.command()
+@command
+def resume(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    on: Optional[str] = typer.Option(None, "--on", help="continue on another host: user@host[:port], an "
+                                     "ssh alias, local, or vast/novita to rent one "
+                                     "(needs backup.mirror: hf://... or laptop)"),
+) -> None:
+    """Start a stopped, failed or LOST job again, from its newest verified backup: on its host,
+    or with --on on a new one when the old host is gone."""
+    s = session()
+    rec = s.registry.resolve(job)
+    if on is not None:
+        from launcher.jobs.resume import resume_on
+        done = resume_on(rec, on, s.places, s.registry, s.console, os.environ)
+        s.console.print(f"resumed job [bold]{rec.id}[/] on {inert(label_of(done.record))} from its mirrored backup")
+        s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
+        return
+    previous = s.handle(job).resume()
+    s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
+    s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+@command
+def ssh(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    cmd: Optional[List[str]] = typer.Argument(None, help="a command to run instead of a shell"),
+) -> None:
+    """A shell (or one command) on the job's host, in its job folder; host key checked."""
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    argv = session().handle(job).shell_argv(cmd or None)  # OpenSSH connects, checking the host key
+    raise typer.Exit(subprocess.call(argv))

@@ -1,0 +1,200 @@
+"""Commands that start jobs and watch them: launch, jobs, status, logs, watch, forget, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from agent.protocol import JobState
+
+from launcher.backends import label_of, observe
+from launcher.cli.app import app, command, session
+from launcher.errors import ExitCode, TetherError, UsageError
+from launcher.jobs.launch import launch as do_launch
+from launcher.jobs.reconcile import reconcile
+from launcher.jobs.view import JobView
+from launcher.show.tables import jobs_table, metrics_text, print_status, state_text
+from launcher.spec import HostSpec, load_spec
+from launcher.text import inert
+
+
+def _host_override(address: Optional[str]) -> Optional[HostSpec]:
+    if address is None:
+        return None
+    if address == "local":
+        return HostSpec(provider="local")
+    return HostSpec(provider="ssh", address=address)
+
+
+@app.command()
+@command
+def launch(
+    spec: Path = typer.Argument(..., help="the job spec (YAML)"),
+    host: Optional[str] = typer.Option(None, "--host", help="user@host[:port], an ~/.ssh/config alias, or 'local'"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream the log until the job ends"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent; change nothing"),
+) -> None:
+    """Sync the workdir to the host and start the job there, detached."""
+    s = session()
+    override = _host_override(host)
+    loaded = load_spec(spec, os.environ, override)
+    if override is not None:  # --host keeps the spec's other host settings (root, python...)
+        merged = {**loaded.spec.host.model_dump(exclude_unset=True), **override.model_dump(exclude_unset=True)}
+        raw_host = HostSpec.model_validate(merged)
+        loaded = load_spec(spec, os.environ, raw_host)
+    done = do_launch(loaded, s.places, s.registry, s.console, dry_run=dry_run)
+    if done is None:
+        return
+    rec = done.record
+    s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {inert(label_of(rec))}")
+    if not follow:
+        s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
+        return
+    s.handle(rec.id).logs(10_000, True, "workload", sys.stdout.buffer)
+    view = _look([rec.id])[0]
+    print_status(s.console, view)
+    raise typer.Exit(_exit_for(view))
+
+
+def _exit_for(view: JobView) -> int:
+    if view.state == JobState.SUCCEEDED:
+        return ExitCode.OK
+    if view.state == JobState.UNREACHABLE:
+        return ExitCode.UNREACHABLE
+    return ExitCode.FAILED
+
+
+@app.command()
+@command
+def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """All jobs this laptop launched, with their state asked from their hosts."""
+    s = session()
+    views = _look(None, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps([v.as_json() for v in views], indent=1))
+    elif not views:
+        s.console.print("no jobs yet: tether launch SPEC")
+    else:
+        s.console.print(jobs_table(views))
+
+
+@app.command()
+@command
+def status(
+    job: Optional[str] = typer.Argument(None, help="id, id prefix or name; all jobs if left out"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """State, heartbeat age, step and latest metrics of a job (read from its host)."""
+    s = session()
+    views = _look([job] if job else None, quiet=as_json)
+    if as_json:
+        out = views[0].as_json() if job else [v.as_json() for v in views]
+        typer.echo(json.dumps(out, indent=1))
+    elif job:
+        print_status(s.console, views[0], _recent_rows(views[0]))
+    else:
+        s.console.print(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
+    if job and views[0].state == JobState.UNREACHABLE:
+        raise typer.Exit(int(ExitCode.UNREACHABLE))
+
+
+def _look(jobs: Optional[list], quiet: bool = False) -> list:
+    """The jobs named (all, without names) as they are now, then the reconcile step (whose
+    actions are printed: to stderr when stdout is JSON)."""
+    s = session()
+    records = [s.registry.resolve(j) for j in jobs] if jobs else s.registry.all()
+    views = observe(records, s.places, s.registry, os.environ)
+    reconcile(views, s.ctx, Console(stderr=True) if quiet else s.console)
+    return views
+
+
+def _recent_rows(view: JobView) -> list:
+    """The job's progress, thinned, for the sparkline and the ETA; none if it cannot be had."""
+    if view.state in (JobState.UNREACHABLE, JobState.LOST):
+        return []
+    try:
+        return session().handle(view.record.id).recent_progress(64)
+    except TetherError:
+        return []  # an older agent without `history`: the status is still worth printing
+
+
+@app.command()
+@command
+def logs(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
+    tail: int = typer.Option(100, "--tail", "-n", help="lines of history to print first"),
+    which: str = typer.Option("workload", "--file", help="workload, setup, agent, or stacks (of the last hang)"),
+) -> None:
+    """The workload's output (stdout and stderr), from the host."""
+    if which not in ("workload", "setup", "agent", "stacks"):
+        raise UsageError(f"--file {which!r} is not a log", "use workload, setup, agent or stacks")
+    session().handle(job).logs(tail, follow, which, sys.stdout.buffer)
+
+
+@app.command()
+@command
+def watch(
+    job: str = typer.Argument(..., help="id, id prefix or name"),
+    every: float = typer.Option(10.0, "--every", help="seconds between looks"),
+) -> None:
+    """Show the job's status and mirror its backups (backup.mirror: laptop) until it ends."""
+    s = session()
+    rec = s.registry.resolve(job)
+    while True:
+        view = _look([rec.id])[0]
+        seen = f"step {view.step}  {metrics_text(view.metrics)}"
+        if view.state in (JobState.UNREACHABLE, JobState.LOST):  # no step to show: say why
+            seen = inert(view.reason or "")
+        s.console.print(f"{time.strftime('%H:%M:%S')}  {state_text(view.state)}  {seen}")
+        if view.state.is_terminal:
+            return
+        time.sleep(every)
+
+
+@app.command()
+@command
+def forget(
+    job: Optional[str] = typer.Argument(None, help="id, id prefix or name"),
+    finished: bool = typer.Option(False, "--finished", help="every job that has ended"),
+) -> None:
+    """Drop ended jobs from this laptop's list (nothing on the host is touched)."""
+    s = session()
+    if (job is None) == (not finished):
+        raise UsageError("give a job or --finished", "tether forget JOB, or tether forget --finished")
+    records = [s.registry.resolve(job)] if job else s.registry.all()
+    views = observe(records, s.places, s.registry, os.environ)
+    gone = []
+    for v in views:
+        ended = v.state.is_terminal or v.state == JobState.LOST
+        if v.record.instance_alive:
+            if job:
+                raise UsageError(f"job {v.record.id}'s rented instance may still run", f"tether down {v.record.id} first")
+            continue
+        if not ended:
+            if job:
+                raise UsageError(f"job {v.record.id} is {v.state.value}", f"tether stop {v.record.id} first")
+            continue
+        s.registry.remove(v.record.id)
+        gone.append(v.record.id)
+    s.console.print(f"forgot {len(gone)} job(s)" + (f": {' '.join(gone)}" if gone else ""))
+
+
+@app.command()
+@command
+def demo(
+    to: Path = typer.Option(Path("demo-result"), "--to", help="where the result is pulled"),
+    root: Optional[str] = typer.Option(None, "--root", help="tether root on this machine (default ~/.tether)"),
+    ui: bool = typer.Option(False, "--ui", help="a longer run, watched live in the dashboard (tether ui)"),
+) -> None:
+    """A real job end to end on this machine: launch, watch, pull."""
+    from launcher.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(session(), to, root, ui))
