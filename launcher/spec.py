@@ -169,58 +169,21 @@ class StageSpec(_Strict):
     run: str
 
 
-class DeepSpeedSpec(_Strict):
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    offload_optimizer: Literal["none", "cpu"] = "none"
-    offload_param: Literal["none", "cpu"] = "none"
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+class WorkloadSpec(BaseModel):
+    """`workload: {kind: causal-lm, ...}`: its options are checked by the workload's own schema
+    (workloads/causal_lm/config.py, standard library only), the one place they are defined."""
 
-
-class TrainSpec(_Strict):
-    max_steps: Optional[int] = Field(None, ge=1)
-    epochs: Optional[float] = Field(None, gt=0)
-    micro_batch: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(2e-5, gt=0)
-    warmup: int = Field(0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
-    seed: int = 42
-    eval_every: int = Field(0, ge=0)
-    eval_batches: int = Field(4, ge=1)
-    save_every: int = Field(0, ge=0)
-    keep_checkpoints: int = Field(2, ge=1)
-    seq_len: int = Field(1024, ge=1)
-    gradient_checkpointing: bool = False
-
-
-class LoraSpec(_Strict):
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Optional[List[str]] = None
-
-
-class WorkloadSpec(_Strict):
-    """The causal-lm workload (workloads/causal_lm): its own config checks the meaning again."""
-
+    model_config = ConfigDict(extra="allow", frozen=True)
     kind: Literal["causal-lm"]
-    model: str                             # hub id or local path (relative to the workdir)
-    tokenizer: Optional[str] = None
-    data: str                              # .jsonl, .txt, or a saved dataset folder
-    text_field: str = "text"
-    procs: Union[Literal["auto"], int] = "auto"
-    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
-    train: TrainSpec = TrainSpec()
-    lora: Optional[LoraSpec] = None
 
     @model_validator(mode="after")
-    def _steps_or_epochs(self) -> "WorkloadSpec":
-        if (self.train.max_steps is None) == (self.train.epochs is None):
-            raise ValueError("workload.train: give exactly one of max_steps or epochs")
-        if self.deepspeed.offload_param == "cpu" and self.deepspeed.zero_stage != 3:
-            raise ValueError("workload.deepspeed.offload_param: cpu needs zero_stage 3")
+    def _the_workloads_own_check(self) -> "WorkloadSpec":
+        from workloads.causal_lm.config import ConfigError, parse
+
+        try:
+            parse(self.model_dump())
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         return self
 
 
@@ -369,7 +332,10 @@ def _describe(label: str, exc: ValidationError) -> str:
         got = first.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
         text = first["msg"].removeprefix("Value error, ")
-        msg = f"{label}: {where + ': ' if where else ''}{text}{shown}"
+        if where and text.startswith(where + "."):  # the message names its own field (the workload's schema)
+            msg = f"{label}: {text}"
+        else:
+            msg = f"{label}: {where + ': ' if where else ''}{text}{shown}"
     more = len(errors) - 1
     return msg + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 

@@ -45,9 +45,21 @@ def test_launcher_reads_only_the_agents_names():
     allowed = {"agent.paths", "agent.protocol"}
     shipping = {("launcher/transport/bootstrap.py", "agent"), ("launcher/transport/bootstrap.py", "workloads"),
                 ("launcher/transport/bootstrap.py", "tether")}
+    # The causal-lm options have one schema, the workload's, standard library only.
+    schema = "workloads.causal_lm.config"
     bad = [(f, m) for f, m, _ in imports("launcher") if root(m) in {"agent", "workloads"}
-           and not any(m.startswith(a + ".") for a in allowed) and (str(f), m) not in shipping]
+           and not any(m.startswith(a + ".") for a in allowed) and (str(f), m) not in shipping
+           and not m.startswith(schema + ".")]
     assert not bad, bad
+
+
+def test_the_workload_schema_the_launcher_reads_is_standard_library_only():
+    path = REPO / "workloads" / "causal_lm" / "config.py"
+    tree = ast.parse(path.read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    modules = [a.name for n in top if isinstance(n, ast.Import) for a in n.names] + \
+        [n.module for n in top if isinstance(n, ast.ImportFrom)]
+    assert all(root(x) in sys.stdlib_module_names | {"__future__"} for x in modules), modules
 
 
 def test_provisioning_and_workloads_stay_in_their_lanes():

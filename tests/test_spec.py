@@ -24,7 +24,7 @@ run: echo hi
     ("name: x\nworkload: {kind: causal-lm, model: m, data: d, train: {max_stepz: 1}}",
      "job.yaml: workload.train.max_stepz: unknown key; did you mean 'max_steps'?"),
     ("name: x\nworkload: {kind: causal-lm, model: m, data: d, deepspeed: {zero_stage: 4}, train: {max_steps: 1}}",
-     "job.yaml: workload.deepspeed.zero_stage: Input should be 0, 1, 2 or 3"),
+     "job.yaml: workload.deepspeed.zero_stage: 4 is not a ZeRO stage; use 0, 1, 2 or 3"),
     ("run: a", "job.yaml: name: required"),
     ("name: x\nrun: a\nsecrets: [NOT_SET_ANYWHERE]", "job.yaml: secrets[0]: NOT_SET_ANYWHERE is not set"),
     ("name: x\nrun: a\nhost: {provider: ssh}", "job.yaml: host: provider ssh needs host.address"),

@@ -68,16 +68,40 @@ class CausalLMConfig:
         return asdict(self)
 
 
+# What a value of each annotation may be (JSON's types; a whole number also passes as a float).
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "List[str]": (list,)}
+
+
+def _check_type(where: str, value: Any, annotation: str) -> None:
+    optional = annotation.startswith("Optional[")
+    inner = annotation[len("Optional["):-1] if optional else annotation
+    if value is None and optional or inner not in _TYPES:
+        return
+    ok = isinstance(value, _TYPES[inner]) and not (isinstance(value, bool) and inner in ("int", "float"))
+    if ok and inner == "List[str]":
+        ok = all(isinstance(x, str) for x in value)
+    if not ok:
+        raise ConfigError(f"{where}: {value!r} is not {'a list of names' if inner == 'List[str]' else 'a ' + inner}")
+
+
 def _build(cls, raw: Any, where: str):
+    """raw, once every key is an option of cls and every value of its type (the one schema of
+    these options: the launcher checks a spec's `workload:` with it too)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
-    for key in raw:
+    for key, value in raw.items():
         if key not in known:
-            guess = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            guess = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
             hint = f"; did you mean '{guess[0]}'?" if guess else f"; known: {', '.join(known)}"
-            raise ConfigError(f"{where}.{key}: unknown option{hint}")
+            raise ConfigError(f"{where}.{key}: unknown key{hint}")
+        if not is_dataclass_type(known[key].type):
+            _check_type(f"{where}.{key}", value, str(known[key].type))
     return raw
+
+
+def is_dataclass_type(annotation: Any) -> bool:
+    return str(annotation).replace("Optional[", "").rstrip("]") in ("DeepSpeedOptions", "TrainOptions", "LoraOptions")
 
 
 def parse(raw: Dict[str, Any]) -> CausalLMConfig:
