@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("job_dir")
     p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
     p.add_argument("job_dir")
+    for verb in ("hub-check", "hub-newest"):
+        sub.add_parser(verb, help="a Hub repo's state (request on stdin)")
     sub.add_parser("history", help="metric history read incrementally (request on stdin)")
     p = sub.add_parser("serve")
     p.add_argument("root")
@@ -164,12 +166,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         _emit(codetree.list_tree(Path(args.job_dir), args.paths))
     elif verb == "read-files":
         codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
-    elif verb == "hub-upload":
-        from .hub_upload import upload
-        _emit(upload(JobDir(args.job_dir), json.loads(stdin.read())))
+    elif verb in ("hub-upload", "hub-check", "hub-newest"):
+        _emit(_hub_verb(verb, args, json.loads(stdin.read())))
     elif verb == "serve":
         hostops.serve(Root(args.root), stdin, stdout)
     return 0
+
+
+def _hub_verb(verb: str, args: argparse.Namespace, req: dict) -> dict:
+    """The Hub verbs the launcher also runs on the laptop (one client, one upload)."""
+    from .hub_client import keep_memory_private
+    from .hub_mirror import newest_on_hub
+    from .hub_upload import check_repo, upload
+
+    keep_memory_private()
+    try:
+        if verb == "hub-upload":
+            return upload(JobDir(args.job_dir), req)
+        return check_repo(req) if verb == "hub-check" else newest_on_hub(req)
+    except ValueError as exc:  # no library, nothing to publish: said as it is
+        return {"ok": False, "kind": "usage", "status": None, "error": str(exc)}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,30 @@ def keep_memory_private() -> None:
         pass
 
 
+def failure(exc: BaseException) -> Dict[str, Any]:
+    """Whatever the library raised, as an answer the launcher maps to its errors in one place:
+    {"ok": False, "kind": auth | invalid | network | http, "status": N or None, "error": line}."""
+    try:
+        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    except ImportError:  # pragma: no cover - no library: api_for said so already
+        return {"ok": False, "kind": "http", "status": None, "error": str(exc)[:300]}
+    if isinstance(exc, HFValidationError):
+        return {"ok": False, "kind": "invalid", "status": None, "error": str(exc).splitlines()[0][:300]}
+    # The library wraps a failed LFS upload in a RuntimeError; the HTTP error is its cause.
+    http = exc if isinstance(exc, HfHubHTTPError) else exc.__cause__
+    response = getattr(http, "response", None)
+    status = getattr(response, "status_code", None) if isinstance(http, HfHubHTTPError) else None
+    if status in (401, 403) and http is exc:  # the Hub itself refused, not its file storage
+        kind = "auth"
+    elif status is None:
+        kind = "network"
+    else:
+        kind = "http"
+    detail = str(http or exc).splitlines()[0] if str(http or exc) else type(exc).__name__
+    return {"ok": False, "kind": kind, "status": status, "error": f"{type(exc).__name__}: {detail}"[:300]
+            if kind == "network" else detail[:300]}
+
+
 def one_line(exc: BaseException) -> str:
     """Whatever the library raised, as `status: first line` (the LFS errors it wraps in a
     RuntimeError carry the HTTP error as their cause)."""

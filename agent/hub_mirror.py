@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import backup
-from .hub_client import api_for, keep_memory_private, one_line
+from .hub_client import api_for, failure, keep_memory_private, one_line
 from .paths import BACKUP_MANIFEST, JobDir, backup_order, is_backup_name, remove_inside
 
 
@@ -156,6 +156,16 @@ def _download(api, repo: str, name: str, tmp: Path) -> Optional[str]:
     return None
 
 
+def newest_on_hub(req: Dict[str, Any]) -> Dict[str, Any]:
+    """The newest backup folder in the repo (`hub-newest`), or None."""
+    api = api_for(req, "the Hub")
+    try:
+        names = remote_backups(api, req["repo"])
+    except Exception as exc:
+        return failure(exc)
+    return {"ok": True, "name": names[-1] if names else None}
+
+
 def main_fetch(job_dir: str) -> int:
     """Prints {"ok": true, name, step, skipped}, or {"ok": false, "no_library": true} when this
     host cannot talk to the Hub yet (the launcher then brings the backup itself)."""
@@ -171,8 +181,9 @@ def main_fetch(job_dir: str) -> int:
     try:
         name = download_newest(api, req["repo"], job.backups,
                                lambda n, why: skipped.append({"name": n, "problem": why}))
-    except Exception as exc:  # the network: one line back to the launcher
-        raise ValueError(f"reading hf://{req['repo']} failed ({one_line(exc)})") from None
+    except Exception as exc:  # the network: an answer, and a retry is what to do
+        print(json.dumps({**failure(exc), "error": f"reading hf://{req['repo']} failed ({one_line(exc)})"}))
+        return 0
     if name is None:
         raise ValueError(f"hf://{req['repo']} holds no verified backup"
                          + (f" ({len(skipped)} damaged)" if skipped else ""))

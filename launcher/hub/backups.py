@@ -14,12 +14,12 @@ from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from agent.paths import backup_order, is_backup_name, remove_inside
+from agent.paths import is_backup_name, remove_inside
 from agent.protocol import HUB_MIRROR_TOKEN
 
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import NoBackupError, RemoteError, UsageError
-from launcher.hub.client import hub_api, hub_errors, hub_token, xet_disabled
+from launcher.hub.client import answered, hub_token, run_here, xet_disabled
 from launcher.transport.host import LocalHost
 from launcher.transport.bootstrap import local_runtime_dir
 from launcher.text import inert
@@ -74,26 +74,24 @@ def checked_for_job(repo: Optional[str], environ: Mapping[str, str]) -> Optional
 def check(mirror: HubMirror, environ: Mapping[str, str]) -> None:
     """The repo exists (created private if not) and the token may write there; a public repo
     is refused, since checkpoints would be readable by anyone."""
-    api = hub_api(environ)
-    with hub_errors(mirror.repo, "checking the backup mirror", "check the network and HF_ENDPOINT, then retry"):
-        api.create_repo(mirror.repo, private=True, exist_ok=True)
-        private = api.repo_info(mirror.repo).private
-    if not private:
+    got = answered(run_here("hub-check", mirror.request, timeout=300), mirror.repo, "checking the backup mirror",
+                   "check the network and HF_ENDPOINT, then retry")
+    if not got.get("private"):
         raise UsageError(f"backup.mirror: hf://{mirror.repo} is a public repo: checkpoints there would be "
                          "readable by anyone", "make it private on the Hub, or name another repo")
 
 
 def newest_name(mirror: HubMirror, environ: Mapping[str, str]) -> str:
     """The newest backup folder in the repo (checked before anything is rented for a move)."""
-    from huggingface_hub import RepoFolder
-
-    with hub_errors(mirror.repo, "reading the backup mirror", AGAIN):
-        names = [e.path for e in hub_api(environ).list_repo_tree(mirror.repo, recursive=False)
-                 if isinstance(e, RepoFolder) and is_backup_name(e.path)]
-    if not names:
+    got = answered(run_here("hub-newest", mirror.request, timeout=300), mirror.repo, "reading the backup mirror",
+                   AGAIN)
+    name = got.get("name")
+    if name is None:
         raise NoBackupError(f"hf://{mirror.repo} holds no backup of this job",
                             "look for mirror-failed in the job's events (tether status)")
-    return max(names, key=backup_order)
+    if not is_backup_name(name):
+        raise RemoteError(f"the Hub listing answered a name that is not a backup's: {str(name)[:60]!r}")
+    return name
 
 
 def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console) -> Optional[dict]:
@@ -101,9 +99,13 @@ def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console
     job_dir/backups/. Its answer ({name, step}), or None when that Python has no
     huggingface_hub. Damaged backups it skipped are said here."""
     got = client.call("hub-fetch", job_dir, input=json.dumps(mirror.request).encode(), timeout=24 * 3600)
+    if not isinstance(got, dict) or got.get("no_library"):
+        return None
     for s in got.get("skipped") or []:
         console.print(f"[yellow]skipping[/] backup {inert(s.get('name'))} on the Hub: {inert(s.get('problem'))}")
-    return got if got.get("ok") else None
+    if not got.get("ok") and got.get("kind") in ("network", "http"):  # its own words name the repo
+        raise RemoteError(str(got.get("error"))[:300], AGAIN)
+    return answered(got, mirror.repo, "reading the backup mirror", AGAIN)
 
 
 def fetch_to_laptop(mirror: HubMirror, dest: Path, console: Console) -> Path:

@@ -1,5 +1,7 @@
-"""The README.md published with a model: YAML metadata the Hub reads, then what a person wants
-to know (base model, data, settings, results, hardware, cost, how to load it)."""
+"""The README.md published with a model, built and checked by huggingface_hub's ModelCard:
+metadata the Hub reads, then what a person wants to know (base model, data, settings,
+results, hardware, cost, how to load it). training.json came from the host: its values are
+made one-line table cells, nothing more."""
 
 from __future__ import annotations
 
@@ -7,9 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import yaml
-
 from launcher import __version__
+from launcher.errors import UsageError
 from launcher.registry import JobRecord
 
 
@@ -18,16 +19,17 @@ def _is_hub_id(name: str) -> bool:
 
 
 def generate(repo: str, rec: JobRecord, training: Optional[Dict[str, Any]], spend: Optional[float]) -> str:
+    try:
+        from huggingface_hub import ModelCard, ModelCardData
+    except ImportError:
+        raise UsageError("publishing needs huggingface_hub", "pip install 'tether[hub]'") from None
     cfg = (training or {}).get("config") or {}
-    meta: Dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-generation",
-                            "tags": ["tether", "causal-lm", "deepspeed"]}
     base = cfg.get("model")
-    if base and _is_hub_id(base):
-        meta["base_model"] = base
-    lines = ["---", yaml.safe_dump(meta, sort_keys=True).strip(), "---", "", f"# {repo.split('/')[-1]}", ""]
-    lines.append(f"Trained with [tether](https://pypi.org/project/tether/) {__version__}, job `{rec.id}` "
-                 f"(`{rec.name}`).")
-    lines.append("")
+    data = ModelCardData(library_name="transformers", pipeline_tag="text-generation",
+                         tags=["tether", "causal-lm", "deepspeed"],
+                         base_model=base if isinstance(base, str) and _is_hub_id(base) else None)
+    lines = [f"# {repo.split('/')[-1]}", "",
+             f"Trained with tether {__version__}, job `{rec.id}` (`{rec.name}`).", ""]
     if training:
         ds, tr = cfg.get("deepspeed") or {}, cfg.get("train") or {}
         rows = [
@@ -45,11 +47,15 @@ def generate(repo: str, rec: JobRecord, training: Optional[Dict[str, Any]], spen
             rows.append(("LoRA", json.dumps(cfg["lora"])))
         if spend is not None:
             rows.append(("cost", f"${spend:.2f}"))
-        lines += ["## Training", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+        lines += ["## Training", "", "| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows] + [""]
     lines += ["## Use it", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               f'model = AutoModelForCausalLM.from_pretrained("{repo}")',
               f'tokenizer = AutoTokenizer.from_pretrained("{repo}")', "```", ""]
-    return "\n".join(lines)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _cell(value: Any) -> str:
+    return " ".join(str(value).split()).replace("|", "\\|")[:200]
 
 
 def _num(v: Any) -> str:

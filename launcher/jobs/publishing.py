@@ -28,5 +28,4 @@ def publish_results(rec: JobRecord, ctx: Context, repo: str, private: bool, from
         with handle.client() as client:  # type: ignore[attr-defined]
             return publish_from_host(rec, client, results, repo, private, ctx.environ, console, view.spend_usd)
     handle.pull(results, ["outputs/", "code/MODEL_CARD.md"], console)
-    return publish(rec, results, repo, private, ctx.environ, console, view.spend_usd,
-                   user_card=results / "code" / "MODEL_CARD.md")
+    return publish(rec, results, repo, private, ctx.environ, console, view.spend_usd)

@@ -59,8 +59,7 @@ def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None
         return
     try:
         handle_for(rec, ctx).pull(dest, ["outputs/", "code/MODEL_CARD.md"], console)
-        done = publish(rec, dest, conf["repo"], bool(conf.get("private", True)), ctx.environ, console, spend,
-                       user_card=dest / "code" / "MODEL_CARD.md")
+        done = publish(rec, dest, conf["repo"], bool(conf.get("private", True)), ctx.environ, console, spend)
         marker.write_text(done.url + "\n")
         console.print(f"job {rec.id} succeeded: published to {done.url} (spec publish:)")
     except TetherError as exc:
