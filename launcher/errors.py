@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import IntEnum
+from typing import Iterator, Type
 
 
 class ExitCode(IntEnum):
@@ -63,3 +65,18 @@ class RemoteError(TetherError):
 
 class UnsafePathError(TetherError):
     """A pulled path would leave its destination folder."""
+
+
+@contextmanager
+def provider_errors(kind: Type[TetherError] = RemoteError) -> Iterator[None]:
+    """The one place a provider's error (provisioning.base.ProviderError: what, todo, its HTTP
+    status) becomes the CLI's: a refused key is AuthError (exit 4), the rest `kind` (a bad
+    setting: UsageError; trouble on the provider's side: RemoteError)."""
+    from provisioning.base import AuthFailed, ProviderError
+
+    try:
+        yield
+    except AuthFailed as exc:
+        raise AuthError(exc.what, exc.todo) from None
+    except ProviderError as exc:
+        raise kind(exc.what, exc.todo) from None

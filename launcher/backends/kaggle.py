@@ -10,11 +10,11 @@ from typing import BinaryIO, Dict, List, Mapping, Optional, Sequence
 from rich.console import Console
 
 from agent.protocol import FailureClass, JobState, StatusAnswer
-from provisioning.base import AuthFailed, ProviderError
+from provisioning.base import ProviderError
 from provisioning.kaggle import TERMINAL, KaggleKernels, download
 
 from launcher.backends.base import CannotReach, Context, StopAsked, Unsupported
-from launcher.errors import AuthError, RemoteError, SpecError, TetherError, UsageError
+from launcher.errors import SpecError, TetherError, UsageError, provider_errors
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord
 from launcher.transfer.pull import PullResult, safe_destination
@@ -23,22 +23,14 @@ KAGGLE_CODE = "https://www.kaggle.com/code"
 
 
 def _kernels(environ: Mapping[str, str]) -> KaggleKernels:
-    try:
+    with provider_errors(SpecError):  # no credentials, no client: a setting to fix
         return KaggleKernels(environ)
-    except AuthFailed as exc:
-        raise AuthError(exc.what, exc.todo) from None
-    except ProviderError as exc:
-        raise SpecError(exc.what, exc.todo) from None
 
 
 def _kaggle(fn):
     """A Kaggle call: its failures as the CLI's one line (a refused key is AUTH)."""
-    try:
+    with provider_errors():
         return fn()
-    except AuthFailed as exc:
-        raise AuthError(exc.what, exc.todo) from None
-    except ProviderError as exc:
-        raise RemoteError(exc.what, exc.todo) from None
 
 
 def kernel_view(rec: JobRecord, environ: Mapping[str, str]) -> dict:
@@ -179,10 +171,8 @@ class KaggleKernelJob(CannotReach):
 
     def before_move(self, console: Console) -> None:
         """Two copies must not train: the kernel must have ended."""
-        try:
+        with provider_errors():
             state = JobState(kernel_view(self.record, self.ctx.environ)["state"])
-        except ProviderError as exc:
-            raise RemoteError(exc.what, exc.todo) from None
         if not state.is_terminal:
             raise UsageError(f"job {self.record.id}'s Kaggle kernel is still running: two copies would train",
                              f"stop it first (tether stop {self.record.id}), or wait for its session to end")

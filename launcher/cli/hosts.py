@@ -18,7 +18,7 @@ from provisioning.registry import RENTED
 
 from launcher.cli.app import app, command, session
 from launcher.credentials import api_key, store_api_key
-from launcher.errors import TetherError, UsageError
+from launcher.errors import TetherError, UsageError, provider_errors
 from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
 from launcher.backends import observe
 from launcher.jobs.rent import provider_for, resources_of
@@ -116,10 +116,8 @@ def colab_cell(tunnel: str = typer.Option("cloudflared", "--tunnel", help="cloud
     from launcher.credentials import ssh_keypair
 
     _, public_key = ssh_keypair(session().places)
-    try:
+    with provider_errors(UsageError):
         typer.echo(bootstrap_cell(public_key, tunnel))
-    except ProviderError as exc:
-        raise UsageError(exc.what, exc.todo) from None
     if tunnel == "cloudflared":
         try:
             require_cloudflared()
@@ -146,10 +144,8 @@ def attach(
         raise UsageError(f"{spec}: host.provider is {loaded.spec.host.provider!r}",
                          "attach is for provider colab; use `tether launch` for the others")
     identity, _ = ssh_keypair(s.places)
-    try:
+    with provider_errors(UsageError):
         endpoint = endpoint_for(address, str(identity))
-    except ProviderError as exc:
-        raise UsageError(exc.what, exc.todo) from None
     done = do_attach(loaded, endpoint, s.places, s.registry, s.console, os.environ)
     rec = done.record
     s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {endpoint} (colab session)")

@@ -10,12 +10,12 @@ from typing import Mapping, Optional
 import paramiko
 from rich.console import Console
 
-from provisioning.base import (AuthFailed, CreateRequest, Instance, NotReady, OfferGone, Provider, ProviderError,
+from provisioning.base import (CreateRequest, Instance, NotReady, OfferGone, Provider, ProviderError,
                                Resources, SshEndpoint)
 from provisioning.registry import rented_provider
 
 from launcher.credentials import api_key, ssh_keypair
-from launcher.errors import AuthError, TetherError
+from launcher.errors import AuthError, TetherError, provider_errors
 from launcher.transport.hostkeys import TrustOnFirstUse
 from launcher.settings import Places
 from launcher.spec import HostSpec
@@ -33,11 +33,9 @@ def provider_for(name: str, places: Places, environ: Mapping[str, str]) -> Provi
     poll_s = float(environ.get("TETHER_PROVIDER_POLL_S", "5"))
     pace = float(environ.get("TETHER_PROVIDER_PACE", "1"))
     create_timeout = float(environ.get("TETHER_VAST_CREATE_TIMEOUT_S", "0")) or None
-    try:
+    with provider_errors(ProvisionError):
         return rented_provider(name, api_key(name, places, environ), poll_s=poll_s, pace_scale=pace,
                                create_timeout_s=create_timeout)
-    except ProviderError as exc:
-        raise ProvisionError(exc.what, exc.todo) from None
 
 
 def resources_of(hs: HostSpec) -> Resources:
@@ -63,11 +61,12 @@ def acquire(provider: Provider, hs: HostSpec, label: str, places: Places, consol
     for offer in offers[: hs.tries]:
         try:
             inst = provider.create(offer, request)
-        except OfferGone as exc:
+        except OfferGone as exc:  # the next offer
             problems.append(exc.what)
             continue
-        except ProviderError as exc:
-            raise _as_tether_error(exc) from None
+        except ProviderError:
+            with provider_errors(ProvisionError):
+                raise
         console.print(f"rented {provider.name} instance {inst.id} ({offer.gpu} x{offer.num_gpus}, "
                       f"${offer.price_per_hour:.3f}/h); waiting for it to come up")
         try:
@@ -108,16 +107,9 @@ def destroy(provider: Provider, instance: Instance) -> None:
     _call(lambda: provider.destroy(instance))
 
 
-def _as_tether_error(exc: ProviderError) -> TetherError:
-    """A provider's error as the CLI's: a refused key is AUTH (exit 4), the rest FAILED."""
-    return AuthError(exc.what, exc.todo) if isinstance(exc, AuthFailed) else ProvisionError(exc.what, exc.todo)
-
-
 def _call(fn):
-    try:
+    with provider_errors(ProvisionError):
         return fn()
-    except ProviderError as exc:
-        raise _as_tether_error(exc) from None
 
 
 def spend(price_per_hour: Optional[float], created: float, ended: Optional[float] = None) -> Optional[float]:
