@@ -88,7 +88,7 @@ print(tok.decode(model.generate(ids, max_new_tokens=7, do_sample=False)[0]))
     ({"deepspeed": {"zero_stage": 2, "offload_param": "cpu"}}, "offload_param: cpu needs zero_stage 3"),
     ({"deepspeed": {"zero_stage": 5}}, "zero_stage: 5 is not a ZeRO stage"),
     ({"train": {"max_steps": 10, "epochs": 1}}, "give exactly one of max_steps or epochs"),
-    ({"train": {"max_stepz": 10}}, "workload.train.max_stepz: unknown option; did you mean 'max_steps'?"),
+    ({"train": {"max_stepz": 10}}, "workload.train.max_stepz: unknown key; did you mean 'max_steps'?"),
     ({"train": {"seq_len": 100000}}, "fewer than train.seq_len=100000"),
 ])
 def test_bad_inputs_fail_before_training(assets, tmp_path, mistake, expected):

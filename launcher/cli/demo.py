@@ -17,7 +17,7 @@ from launcher.spec import HostSpec, load_spec
 from launcher.show.tables import metrics_text, state_text
 from launcher.text import inert
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "demo" / "job.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "demo" / "job.yaml"
 
 
 UI_STEPS = 600  # with the dashboard: long enough (about a minute) to watch the curve grow
