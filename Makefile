@@ -27,8 +27,9 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/tether demo --ui
 
+# Three workers on two cores: most tests wait on real processes and sshd, not the CPU.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 3 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -315,3 +315,33 @@ def test_a_stopped_instance_fails_fast_naming_its_state(tether, project, vast, t
     assert "instance 1000 did not come up (vast: instance 1000 is stopped: Machine GPUs are in use" in r.stdout
     assert time.monotonic() - started < 10  # not after the whole 12 s ready deadline
     assert [d[0] for d in vast.deletes] == [1000] and vast.alive() == [1001]
+
+
+LEAVES_A_SYMLINK = """
+import json, os
+out = os.environ["TETHER_OUTPUT_DIR"]
+json.dump({"steps": 1}, open(os.path.join(out, "result.json"), "w"))
+os.symlink("/etc/passwd", os.path.join(out, "passwd"))   # a pull refuses this one
+"""
+
+
+def test_autodown_never_destroys_an_instance_whose_pull_refused_a_file(tether, project, vast, tmp_path):
+    import os
+    import signal
+
+    vast.add_offer(1)
+    root = tmp_path / "root"
+    body = vast_spec(root, run="python3 leave.py", extra="autodown: {wait_min: 10}")
+    job = launched_id(tether("launch", project(body, {"leave.py": LEAVES_A_SYMLINK})))
+    wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 60, what="SUCCEEDED")
+    r = tether("status", job)
+    assert "autodown of job" in r.stdout and "refused 1 file(s): outputs/passwd" in r.stdout, r
+    assert "the instance is kept" in r.stdout
+    assert vast.alive() == [1000] and not vast.deletes  # nothing destroyed while a file was refused
+    down = tether("down", job, "--no-pull")  # the user looked, and ends it
+    assert down.exit_code == 0, down
+    assert vast.alive() == []
+    agent = json.loads((root / "jobs" / job / "state.json").read_text())["agent_pid"]
+    os.kill(agent, signal.SIGTERM)  # the host is gone: its agent, still waiting, goes at once
+    wait_for(lambda: not os.path.exists(f"/proc/{agent}") or "Z" in open(f"/proc/{agent}/stat").read().split(")")[1][:3],
+             10, what="the agent to exit")
