@@ -30,6 +30,8 @@ class SshEndpoint(BaseModel):
     identity_file: Optional[str] = None
     proxy_command: Optional[str] = None
     host_key_alias: Optional[str] = None
+    proxy_jump: Optional[str] = None       # ~/.ssh/config's ProxyJump (bastion hosts), for OpenSSH
+    config_host: Optional[str] = None      # the name ~/.ssh/config knows it by (an alias), if any
     # A provider that logs in by password first (Novita): used once to install our key, never
     # stored (excluded from every dump).
     bootstrap_password: Optional[str] = Field(None, exclude=True, repr=False)

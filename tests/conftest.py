@@ -63,7 +63,10 @@ def tether_env(tmp_path, monkeypatch, sshd_server):
     conf.write_text(sshd_server.ssh_config("testhost"))
     monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    return home
+    yield home
+    from launcher.transport.openssh import close_shared, control_dir
+
+    close_shared(control_dir(home))  # the shared SSH connections this test's tether opened
 
 
 @pytest.fixture

@@ -287,6 +287,7 @@ def test_an_unreachable_host_shows_what_was_last_known(tether, project, own_sshd
     job = launched_id(tether("launch", project(body, {"train.py": NANO, "data/train.bin": b"x"})))
     wait_for(lambda: (status_json(tether, job)["step"] or 0) >= 5, 60, what="some steps")
     own_sshd.stop()
+    own_sshd.kill_sessions()  # the host is gone, the connection tether shares with it too
     r = tether("status", job)
     assert r.exit_code == ExitCode.UNREACHABLE
     assert "last seen" in r.stdout and "RUNNING at step" in r.stdout and "ago" in r.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from conftest import launched_id, wait_state
@@ -26,6 +27,7 @@ def test_changed_host_key_is_refused(tether, project, tmp_path, own_sshd):
     assert f"[127.0.0.1]:{own_sshd.port} ssh-ed25519" in known
 
     own_sshd.restart(new_host_key=True)
+    own_sshd.kill_sessions()  # a rebuilt host: the connection tether shares dies with the old one
     r = tether("launch", spec)
     assert r.exit_code == ExitCode.AUTH, r
     assert "host key" in r.stderr and "known_hosts" in r.stderr and "ssh-keygen -R" in r.stderr
@@ -91,3 +93,20 @@ def test_several_owned_hosts_the_first_that_answers_is_used(tether, project, tmp
     assert r.exit_code == 0, r
     job = launched_id(r)
     assert wait_state(tether, job, "SUCCEEDED")["host"] == f"root@127.0.0.1:{sshd_server.port}"
+
+
+def test_a_changed_key_is_refused_on_the_shared_connection_path_too(tether, project, tmp_path, own_sshd):
+    """Every command after the first reuses one connection per host; when it has to open a
+    new one, the key is checked exactly as the first time."""
+    spec = project(spec_for(tmp_path / "root", own_sshd.address, f", identity_file: {own_sshd.client_key}")
+                   .replace("run: echo hello", "run: sleep 30"))
+    job = launched_id(tether("launch", spec))
+    assert tether("status", job).exit_code == 0  # over the shared connection
+    own_sshd.restart(new_host_key=True)
+    own_sshd.kill_sessions()
+    r = tether("status", job, "--json")
+    assert r.exit_code == ExitCode.UNREACHABLE, r
+    reason = json.loads(r.stdout)["reason"]
+    assert "host key" in reason and "has changed" in reason and "ssh-keygen -R" in reason
+    r = tether("launch", spec)
+    assert r.exit_code == ExitCode.AUTH and "host key" in r.stderr, r

@@ -158,7 +158,7 @@ def small_disk(tmp_path):
 @pytest.mark.parametrize("on_full, final", [("continue", "SUCCEEDED"), ("stop", "STOPPED")])
 def test_disk_full_while_backing_up_keeps_older_backups(tether, project, small_disk, on_full, final):
     root = small_disk / "root"
-    body = spec(root, "python3 train.py 40 0.1 0 700000").replace(
+    body = spec(root, "python3 train.py 300 0.05 0 700000").replace(
         "backup: {every_min: 0.02, keep: 3}",
         f"backup: {{every_min: 0.02, keep: 10, mode: copy, on_disk_full: {on_full}}}")
     job = launched_id(tether("launch", project(body, {"train.py": RESUMABLE})))
@@ -173,7 +173,7 @@ def test_disk_full_while_backing_up_keeps_older_backups(tether, project, small_d
     if on_full == "stop":
         assert st["failure"] == "infra" and "disk full" in st["reason"]
     else:
-        assert st["step"] == 39
+        assert st["step"] == 299
 
 
 def test_deadline_stops_with_a_final_backup_and_resume_continues(tether, project, host_root):

@@ -24,7 +24,6 @@ from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError, UsageError
 from launcher.transport.targets import Target, target_for_rented, target_for_spec
 from launcher.jobs.rent import acquire, destroy, provider_for
-from launcher.transport.host import SshHost
 from launcher.registry import JobRecord, Registry
 from launcher.transport.bootstrap import prepare_host
 from launcher.settings import Places
@@ -135,7 +134,7 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
 
 def _show_retries(target: Target, console: Console) -> None:
     """While a launch waits for a host that does not answer, each retry is a line."""
-    if isinstance(target.host, SshHost):
+    if hasattr(target.host, "on_retry"):
         target.host.on_retry = lambda line: console.print(f"  {line}", markup=False, highlight=False)
 
 

@@ -14,9 +14,9 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Protocol, Sequence
 
-from launcher.transport.host import Host, SshHost
+from launcher.transport.host import Host
 
 
 class SendFile(Protocol):
@@ -29,11 +29,11 @@ DISABLE_ENV = "TETHER_NO_RSYNC"  # set to 1 to always use the tar stream
 
 
 def usable(host: Host, environ: Mapping[str, str]) -> bool:
-    return (isinstance(host, SshHost) and not environ.get(DISABLE_ENV)
+    return (hasattr(host, "openssh_argv") and not environ.get(DISABLE_ENV)
             and shutil.which("rsync") is not None and shutil.which("ssh") is not None)
 
 
-def send(host: SshHost, workdir: Path, code_dir: str, temp_dir: str, files: Sequence[SendFile],
+def send(host: Any, workdir: Path, code_dir: str, temp_dir: str, files: Sequence[SendFile],
          on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600) -> Optional[str]:
     """Sends files (under workdir) into code_dir on the host. None when done, else
     why rsync could not (the caller then sends them its own way). The manifests already

@@ -1,6 +1,7 @@
 """`user@host[:port]` or a ~/.ssh/config alias -> SshEndpoint. The config is honoured the way
-OpenSSH reads it (HostName, Port, User, IdentityFile, ProxyCommand, HostKeyAlias); what the
-address spells out wins over the config."""
+OpenSSH reads it (HostName, Port, User, IdentityFile, ProxyCommand, ProxyJump, HostKeyAlias;
+OpenSSH itself, given the same config, applies the rest); what the address spells out wins
+over the config."""
 
 from __future__ import annotations
 
@@ -35,4 +36,6 @@ def parse_endpoint(address: str, ssh_config: Path, identity_file: Optional[str] 
         identity_file=identity_file or (identities[0] if identities else None),
         proxy_command=conf.get("proxycommand"),
         host_key_alias=conf.get("hostkeyalias"),
+        proxy_jump=conf.get("proxyjump"),
+        config_host=name,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from launcher.transport.address import parse_endpoint
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import UnreachableError, UsageError
 from launcher.registry import JobRecord
-from launcher.transport.host import Host, LocalHost, SshHost
+from launcher.transport.host import Host, LocalHost
 from launcher.settings import Places
 from launcher.spec import HostSpec
 
@@ -90,8 +92,20 @@ def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
         client.host.close()
 
 
-def _ssh(endpoint: Dict[str, Any], places: Places) -> SshHost:
+def _ssh(endpoint: Dict[str, Any], places: Places) -> Host:
+    """OpenSSH, sharing one connection per host across commands, where the system has `ssh`
+    (TETHER_NO_OPENSSH=1: not); paramiko otherwise."""
     fields = {k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields}
-    return SshHost(SshEndpoint(**fields), places.known_hosts,
-                   connect_timeout_s=float(endpoint.get("connect_timeout_s", 15)),
-                   retry_s=float(endpoint.get("retry_s", 60)))
+    ep = SshEndpoint(**fields)
+    timeout, retry = float(endpoint.get("connect_timeout_s", 15)), float(endpoint.get("retry_s", 60))
+    if shutil.which("ssh") and not os.environ.get("TETHER_NO_OPENSSH"):
+        from launcher.transport.openssh import OpenSshHost, control_dir
+
+        return OpenSshHost(ep, places.known_hosts, ssh_config=places.ssh_config, control=control_dir(places.data),
+                           connect_timeout_s=timeout, retry_s=retry)
+    if ep.proxy_jump:
+        raise UsageError(f"{ep} is reached through ProxyJump {ep.proxy_jump}, which needs OpenSSH's ssh",
+                         "install openssh-client (or give a ProxyCommand)")
+    from launcher.transport.paramiko_host import SshHost
+
+    return SshHost(ep, places.known_hosts, connect_timeout_s=timeout, retry_s=retry)
