@@ -110,3 +110,44 @@ def test_a_changed_key_is_refused_on_the_shared_connection_path_too(tether, proj
     assert "host key" in reason and "has changed" in reason and "ssh-keygen -R" in reason
     r = tether("launch", spec)
     assert r.exit_code == ExitCode.AUTH and "host key" in r.stderr, r
+
+
+def test_status_asks_hosts_at_once_and_a_dead_one_costs_its_timeout_once(tether, project, tmp_path):
+    """Two jobs on hosts that hang (TCP accepted, no SSH ever) beside a live one: every host is
+    asked at once, so the table takes one connect timeout, not one per dead host, and each
+    dead job is a line, not a traceback."""
+    import dataclasses
+    import os
+    import socket
+
+    from conftest import wait_state
+
+    from launcher.registry import Registry
+    from launcher.settings import places
+
+    job = launched_id(tether("launch", project(spec_for(tmp_path / "root").replace("echo hello", "sleep 20"))))
+    wait_state(tether, job, "RUNNING")
+    silent = [socket.socket() for _ in range(2)]
+    registry = Registry(places(os.environ).registry)
+    try:
+        rec = registry.resolve(job)
+        for i, s in enumerate(silent):
+            s.bind(("127.0.0.1", 0))
+            s.listen(8)  # accepts TCP, never says a word of SSH: a frozen host
+            registry.add(dataclasses.replace(rec, id=f"dead{i}", created=rec.created + 1 + i, endpoint={
+                "kind": "ssh", "host": "127.0.0.1", "port": s.getsockname()[1], "user": "root",
+                "connect_timeout_s": 5, "retry_s": 60}))
+        began = time.monotonic()
+        r = tether("jobs", "--json")
+        took = time.monotonic() - began
+    finally:
+        registry.close()
+        for s in silent:
+            s.close()
+    assert r.exit_code == 0, r
+    states = {j["id"]: j for j in json.loads(r.stdout)}
+    assert states[job]["state"] == "RUNNING"
+    for i in range(2):
+        assert states[f"dead{i}"]["state"] == "UNREACHABLE" and "cannot reach 127.0.0.1" in states[f"dead{i}"]["reason"]
+    assert took < 9, took  # one timeout (5 s) for both, not one each (10 s), and no retries
+    tether("stop", job)

@@ -4,6 +4,7 @@ a call to `python -m agent <verb>` there, through one connection."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
@@ -48,18 +49,18 @@ class AgentJob:
 
     @classmethod
     def observe_all(cls, handles: List["AgentJob"]) -> Dict[str, JobView]:
-        """One status command per host for all its jobs."""
+        """One status command per host for all its jobs, every host at once: a dead one costs
+        its connect timeout, once, beside the others."""
         by_host: Dict[str, List[AgentJob]] = {}
         for h in handles:
             by_host.setdefault(json.dumps(h.record.endpoint, sort_keys=True), []).append(h)
+        groups = list(by_host.values())
+        if len(groups) == 1:
+            return _observe_group(groups[0])
         views: Dict[str, JobView] = {}
-        for group in by_host.values():
-            first = group[0]
-            host = host_for_record(first.record, first.ctx.places, max_retry_s=STATUS_RETRY_S)
-            try:
-                views.update(observe_on(host, [h.record for h in group], first.label()))
-            finally:
-                host.close()
+        with ThreadPoolExecutor(max_workers=min(16, len(groups))) as pool:
+            for got in pool.map(_observe_group, groups):
+                views.update(got)
         return views
 
     # -- logs, files, backups ----------------------------------------------------------------
@@ -186,6 +187,15 @@ class AgentJob:
         with self.client() as client:
             host = client.host  # only builds an OpenSSH command line; OpenSSH connects
             return host.shell_argv(cmd or None, self.record.job_dir)
+
+
+def _observe_group(group: List[AgentJob]) -> Dict[str, JobView]:
+    first = group[0]
+    host = host_for_record(first.record, first.ctx.places, max_retry_s=STATUS_RETRY_S)
+    try:
+        return observe_on(host, [h.record for h in group], first.label())
+    finally:
+        host.close()
 
 
 def observe_on(host: Host, group: List[JobRecord], label: str) -> Dict[str, JobView]:
