@@ -120,7 +120,7 @@ def _wait_summarised(job, timeout: float = 900) -> None:
 def million(tmp: Path) -> List[str]:
     from agent.paths import JobDir
     from launcher.jobs.history import fetch
-    from launcher.transport.targets import agent_for
+    from launcher.transport.connect import agent_for
     from launcher.registry import Registry
     from launcher.settings import places
 

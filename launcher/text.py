@@ -34,3 +34,11 @@ def inert(text: object, limit: int = 2000) -> str:
 def plain_lines(text: object, limit: int = 20000) -> str:
     """Like plain, but keeps line breaks (for a log tail)."""
     return "\n".join(_SEQUENCE.sub("", line) for line in str(text)[:limit].splitlines())
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

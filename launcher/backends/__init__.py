@@ -10,30 +10,47 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping
 
-from launcher.backends.agent import AgentJob, observe_on
+import importlib
+from typing import Any
+
 from launcher.backends.base import Context, JobHandle, StopAsked, Unsupported
-from launcher.backends.kaggle import KaggleKernelJob, quota_line
-from launcher.backends.kaggle_kernel import launch_kernel
-from launcher.backends.notebook import NotebookJob, colab_notebook, notebook_record
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
 
-_KINDS = {"agent": AgentJob, "kaggle": KaggleKernelJob, "notebook": NotebookJob}
+# Each kind's module is imported when a job of that kind is met: a status of agent jobs never
+# loads the Kaggle client.
+_KINDS = {"agent": ("launcher.backends.agent", "AgentJob"),
+          "kaggle": ("launcher.backends.kaggle", "KaggleKernelJob"),
+          "notebook": ("launcher.backends.notebook", "NotebookJob")}
+_ELSEWHERE = {"observe_on": "launcher.backends.agent", "quota_line": "launcher.backends.kaggle",
+              "launch_kernel": "launcher.backends.kaggle_kernel", "colab_notebook": "launcher.backends.notebook",
+              "notebook_record": "launcher.backends.notebook"}
+
+
+def _kind(rec: JobRecord) -> Any:
+    module, name = _KINDS[rec.kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def __getattr__(name: str) -> Any:  # the functions re-exported from the kinds' modules, lazily
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(name)
 
 
 def handle_for(rec: JobRecord, ctx: Context) -> JobHandle:
-    return _KINDS[rec.kind](rec, ctx)
+    return _kind(rec)(rec, ctx)
 
 
 def reaches_host(rec: JobRecord) -> bool:
     """Whether an agent on a host tether connects to runs it (the dashboard pools those)."""
-    return _KINDS[rec.kind].reaches_host
+    return _kind(rec).reaches_host
 
 
 def label_of(rec: JobRecord) -> str:
     """Where a job runs, in words: `user@host:port`, `local`, `kaggle:user/slug`, ..."""
-    return _KINDS[rec.kind].label_of(rec)
+    return _kind(rec).label_of(rec)
 
 
 def observe(records: List[JobRecord], places: Places, registry: Registry, environ: Mapping[str, str]) -> List[JobView]:

@@ -7,9 +7,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
 
-from rich.console import Console
 
 from agent.protocol import BackupInfo, JobState, StatusAnswer
 
@@ -17,10 +16,14 @@ from launcher.backends.base import Context, StopAsked
 from launcher.errors import RemoteError, SpecError, TetherError, UnreachableError, UsageError
 from launcher.jobs.view import JobView, last_known, spend_of
 from launcher.registry import JobRecord
-from launcher.transfer.pull import PullResult, list_backups, pick_backup, pull, verify_pulled_backup
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.host import Host
-from launcher.transport.targets import STATUS_RETRY_S, agent_for, host_for_record
+from launcher.transport.connect import STATUS_RETRY_S, agent_for, host_for_record
+
+if TYPE_CHECKING:  # imported where used: a status read needs neither
+    from rich.console import Console
+
+    from launcher.transfer.pull import PullResult
 
 
 class AgentJob:
@@ -90,13 +93,17 @@ class AgentJob:
                                    + (f" ({detail[-1][:200]})" if detail else " (the connection dropped)"),
                                    f"the job is not affected: tether logs {rec.id}" + (" -f" if follow else ""))
 
-    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> PullResult:
+    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> "PullResult":
+        from launcher.transfer.pull import pull
+
         with self.client() as client:
             return pull(client, self.record.job_dir, list(paths or self.record.artifacts or ["outputs/"]),
                         dest, console)
 
-    def pull_backup(self, which: str, dest: Path, console: Console) -> PullResult:
+    def pull_backup(self, which: str, dest: Path, console: Console) -> "PullResult":
         """One backup (the newest that verifies, or by name), verified again here."""
+        from launcher.transfer.pull import list_backups, pick_backup, pull, verify_pulled_backup
+
         with self.client() as client:
             path = f"backups/{pick_backup(list_backups(client, self.record.job_dir), which)}/"
             result = pull(client, self.record.job_dir, [path], dest, console)
@@ -108,6 +115,8 @@ class AgentJob:
             return client.call("inventory", self.record.job_dir)
 
     def backups(self, check: bool = True) -> List[BackupInfo]:
+        from launcher.transfer.pull import list_backups
+
         with self.client() as client:
             return list_backups(client, self.record.job_dir, check=check)
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, List, Mapping, Optional, Protocol, Sequence
 
-from rich.console import Console
 
 from agent.protocol import BackupInfo, StatusAnswer
 
@@ -16,7 +15,11 @@ from launcher.errors import ExitCode, TetherError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
-from launcher.transfer.pull import PullResult
+
+if TYPE_CHECKING:  # imported where used: a status read needs neither
+    from rich.console import Console
+
+    from launcher.transfer.pull import PullResult
 
 
 class Unsupported(TetherError):
@@ -46,8 +49,8 @@ class JobHandle(Protocol):
 
     def label(self) -> str: ...                        # where it runs, in words
     def logs(self, tail: int, follow: bool, which: str, out: BinaryIO) -> None: ...
-    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> PullResult: ...
-    def pull_backup(self, which: str, dest: Path, console: Console) -> PullResult: ...
+    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> "PullResult": ...
+    def pull_backup(self, which: str, dest: Path, console: Console) -> "PullResult": ...
     def inventory(self) -> dict: ...
     def backups(self, check: bool = True) -> List[BackupInfo]: ...
     def stop(self, reason: str) -> StopAsked: ...
@@ -74,10 +77,10 @@ class CannotReach:
     def logs(self, tail: int, follow: bool, which: str, out: BinaryIO) -> None:
         raise self.why()
 
-    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> PullResult:
+    def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> "PullResult":
         raise self.why()
 
-    def pull_backup(self, which: str, dest: Path, console: Console) -> PullResult:
+    def pull_backup(self, which: str, dest: Path, console: Console) -> "PullResult":
         raise self.why()
 
     def inventory(self) -> dict:

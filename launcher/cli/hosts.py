@@ -10,19 +10,12 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
 from agent.protocol import JobState
-from provisioning.base import ProviderError
-from provisioning.registry import RENTED
 
 from launcher.cli.app import app, command, session
-from launcher.credentials import api_key, store_api_key
 from launcher.errors import TetherError, UsageError, provider_errors
-from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
 from launcher.backends import observe
-from launcher.jobs.rent import provider_for, resources_of
-from launcher.spec import HostSpec
 from launcher.text import inert
 
 
@@ -36,6 +29,15 @@ def offers(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Live offers from every provider you have a key for, cheapest first, with the job's cost."""
+    from rich.table import Table
+
+    from provisioning.base import ProviderError
+    from provisioning.registry import RENTED
+
+    from launcher.credentials import api_key
+    from launcher.jobs.rent import provider_for, resources_of
+    from launcher.spec import HostSpec
+
     s = session()
     want = resources_of(HostSpec(provider="vast", gpu=gpu, num_gpus=num_gpus, max_price=max_price))
     rows: List[dict] = []
@@ -76,6 +78,8 @@ def down(
     pull_results: bool = typer.Option(True, "--pull/--no-pull", help="pull outputs before destroying"),
 ) -> None:
     """Stop the job if it runs (final backup), pull its outputs, destroy its rented instance."""
+    from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
+
     s = session()
     rec = s.registry.resolve(job)
     if not rec.instance_alive:
@@ -98,6 +102,10 @@ def down(
 @command
 def login(provider: str = typer.Argument(..., help="vast or novita")) -> None:
     """Store a provider's API key (read from stdin, never from the command line) in a 0600 file."""
+    from provisioning.registry import RENTED
+
+    from launcher.credentials import store_api_key
+
     if provider not in RENTED:
         raise UsageError(f"{provider!r} takes no API key here", f"use one of {', '.join(RENTED)}")
     key = getpass.getpass(f"{provider} API key: ") if sys.stdin.isatty() else sys.stdin.readline()
@@ -111,6 +119,8 @@ def login(provider: str = typer.Argument(..., help="vast or novita")) -> None:
 @command
 def colab_cell(tunnel: str = typer.Option("cloudflared", "--tunnel", help="cloudflared or ngrok")) -> None:
     """Print the notebook cell that makes a Colab (or Kaggle) runtime an SSH host for `attach`."""
+    from provisioning.base import ProviderError
+
     from provisioning.colab import bootstrap_cell, require_cloudflared
 
     from launcher.credentials import ssh_keypair

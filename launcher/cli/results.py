@@ -49,7 +49,7 @@ def pull(
 
 def _say_what_is_there(console: Console, rec: JobRecord, asked: List[str], held: object) -> None:
     """A pull that found nothing: what the job folder does hold, and how to bring it."""
-    from launcher.transfer.sync import human_bytes
+    from launcher.text import human_bytes
 
     console.print(f"pulled 0 files: nothing in {', '.join(asked)} on the host", markup=False)
     if not isinstance(held, dict):

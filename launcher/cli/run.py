@@ -17,15 +17,15 @@ from agent.protocol import JobState
 from launcher.backends import label_of, observe
 from launcher.cli.app import app, command, session
 from launcher.errors import ExitCode, TetherError, UsageError
-from launcher.jobs.launch import launch as do_launch
 from launcher.jobs.reconcile import reconcile
 from launcher.jobs.view import JobView
 from launcher.show.tables import jobs_table, metrics_text, print_status, state_text
-from launcher.spec import HostSpec, load_spec
 from launcher.text import inert
 
 
-def _host_override(address: Optional[str]) -> Optional[HostSpec]:
+def _host_override(address: Optional[str]):
+    from launcher.spec import HostSpec
+
     if address is None:
         return None
     if address == "local":
@@ -42,6 +42,9 @@ def launch(
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent; change nothing"),
 ) -> None:
     """Sync the workdir to the host and start the job there, detached."""
+    from launcher.jobs.launch import launch as do_launch
+    from launcher.spec import HostSpec, load_spec
+
     s = session()
     override = _host_override(host)
     loaded = load_spec(spec, os.environ, override)

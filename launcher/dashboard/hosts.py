@@ -11,7 +11,7 @@ from typing import Dict, Iterator, Tuple
 from launcher.backends import reaches_host
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import TetherError, UsageError
-from launcher.transport.targets import STATUS_RETRY_S, host_for_record
+from launcher.transport.connect import STATUS_RETRY_S, host_for_record
 from launcher.registry import JobRecord
 from launcher.transport.host import Host
 from launcher.settings import Places

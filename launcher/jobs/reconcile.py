@@ -18,7 +18,6 @@ from agent.protocol import JobState
 
 from launcher.backends import Context, handle_for
 from launcher.errors import TetherError
-from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord
 from launcher.text import inert
@@ -51,6 +50,7 @@ def _mirror(rec: JobRecord, ctx: Context, console: Console) -> None:
 def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None:
     """`publish:` in the spec: once, when a tether command first sees the job SUCCEEDED."""
     from launcher.hub.publish import publish
+    from launcher.jobs.lifecycle import results_dir
 
     conf = (rec.spec or {}).get("publish") or {}
     dest = results_dir(ctx.places, rec)
@@ -68,6 +68,8 @@ def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None
 
 
 def _end_instance(v: JobView, ctx: Context, console: Console) -> None:
+    from launcher.jobs.lifecycle import destroy_instance, pull_and_mark_safe, results_dir
+
     rec = v.record
     what = f"{inert(rec.instance['provider'])} instance {inert(rec.instance['id'])}"
     if not rec.autodown:

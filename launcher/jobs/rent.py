@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping
 
-import paramiko
 from rich.console import Console
 
 from provisioning.base import (CreateRequest, Instance, NotReady, OfferGone, Provider, ProviderError,
@@ -16,7 +15,6 @@ from provisioning.registry import rented_provider
 
 from launcher.credentials import api_key, ssh_keypair
 from launcher.errors import AuthError, TetherError, provider_errors
-from launcher.transport.hostkeys import TrustOnFirstUse
 from launcher.settings import Places
 from launcher.spec import HostSpec
 from launcher.text import inert
@@ -76,7 +74,7 @@ def acquire(provider: Provider, hs: HostSpec, label: str, places: Places, consol
             if ep.bootstrap_password:
                 install_key_with_password(ep, public_key, places)
             return Rented(inst, ep.model_copy(update={"bootstrap_password": None}))
-        except (NotReady, ProviderError, TetherError, OSError, paramiko.SSHException) as exc:
+        except (NotReady, ProviderError, TetherError, OSError, _ssh_exception()) as exc:
             problems.append(getattr(exc, "what", str(exc)))
             console.print(f"instance {inert(inst.id)} did not come up ({inert(problems[-1])}); destroying it")
             _call(lambda: provider.destroy(inst))
@@ -84,8 +82,18 @@ def acquire(provider: Provider, hs: HostSpec, label: str, places: Places, consol
                          "try again, or relax host.gpu / host.max_price")
 
 
+def _ssh_exception() -> type:
+    import paramiko
+
+    return paramiko.SSHException
+
+
 def install_key_with_password(ep: SshEndpoint, public_key: str, places: Places) -> None:
     """First login by password (Novita): append our public key, then keys only."""
+    import paramiko
+
+    from launcher.transport.hostkeys import TrustOnFirstUse
+
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(TrustOnFirstUse(places.known_hosts, ep.known_hosts_name))
     try:
@@ -110,9 +118,3 @@ def destroy(provider: Provider, instance: Instance) -> None:
 def _call(fn):
     with provider_errors(ProvisionError):
         return fn()
-
-
-def spend(price_per_hour: Optional[float], created: float, ended: Optional[float] = None) -> Optional[float]:
-    if not price_per_hour:
-        return None
-    return round(price_per_hour * max(0.0, ((ended or time.time()) - created)) / 3600.0, 4)

@@ -52,8 +52,13 @@ def last_known(r: JobRecord) -> Optional[str]:
     return f"{r.last_state}{step}, {when} ago"
 
 
-def spend_of(r: JobRecord) -> Optional[float]:
-    from launcher.jobs.rent import spend
+def spend(price_per_hour: Optional[float], created: float, ended: Optional[float] = None) -> Optional[float]:
+    """$ spent by an instance: its price times how long it has run."""
+    if not price_per_hour:
+        return None
+    return round(price_per_hour * max(0.0, ((ended or time.time()) - created)) / 3600.0, 4)
 
+
+def spend_of(r: JobRecord) -> Optional[float]:
     inst = r.instance or {}
     return spend(r.price_per_hour, inst.get("created") or r.created, inst.get("destroyed_at"))

@@ -14,8 +14,7 @@ from agent.protocol import BackupInfo, BackupSummary, JobState, MirrorSummary, R
 from launcher.show.curves import names
 from launcher.show.diagnose import unsent_files
 from launcher.jobs.view import JobView
-from launcher.transfer.sync import human_bytes
-from launcher.text import inert
+from launcher.text import human_bytes, inert
 from launcher.show.trend import duration, eta_s, loss_name, metric_values, sparkline
 
 _COLOURS = {

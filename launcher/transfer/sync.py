@@ -25,6 +25,7 @@ from agent.protocol import code_digest, sha256_file
 
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError
+from launcher.text import human_bytes
 from launcher.transfer.ignore import Ignores, Rule
 
 @dataclass(frozen=True)
@@ -226,11 +227,3 @@ def iter_lines(the_plan: SyncPlan) -> Iterator[str]:
         yield f"  send   {f.rel}  ({human_bytes(f.size)})"
     for rel in the_plan.delete:
         yield f"  delete {rel}"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"

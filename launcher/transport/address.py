@@ -9,8 +9,6 @@ import re
 from pathlib import Path
 from typing import Optional
 
-import paramiko
-
 from provisioning.base import SshEndpoint
 
 from launcher.errors import UsageError
@@ -26,6 +24,8 @@ def parse_endpoint(address: str, ssh_config: Path, identity_file: Optional[str] 
     name = m.group("v6") or m.group("host")
     conf = {}
     if ssh_config.is_file():
+        import paramiko  # its reader of ssh_config; imported only when an address is parsed
+
         conf = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(name)
     port = m.group("port") or conf.get("port") or 22
     identities = conf.get("identityfile") or []

@@ -1,23 +1,19 @@
-"""From a spec's host block (at launch) or a registry record (afterwards) to a connected Host."""
+"""A spec's host block to a host to launch on (connect.py does a launched job's)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List
 
 from provisioning.base import CreateRequest, NotReady, Resources, SshEndpoint
 from provisioning.fixed import SshProvider
 
 from launcher.transport.address import parse_endpoint
-from launcher.transport.agent_client import AgentClient
 from launcher.errors import UnreachableError, UsageError
-from launcher.registry import JobRecord
+from launcher.transport.connect import ssh_host
 from launcher.transport.host import Host, LocalHost
 from launcher.settings import Places
 from launcher.spec import HostSpec
@@ -42,7 +38,7 @@ def target_for_spec(hs: HostSpec, places: Places) -> Target:
         ep = _first_answering(hs, places)
         endpoint = {"kind": "ssh", **ep.model_dump(),
                     "connect_timeout_s": hs.connect_timeout_s, "retry_s": hs.retry_s}
-        return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
+        return Target(ssh_host(endpoint, places), endpoint, hs.python or "python3", [])
     raise UsageError(f"provider {hs.provider!r} is not available in this version",
                      "use local, ssh, vast or novita")
 
@@ -66,46 +62,4 @@ def _first_answering(hs: HostSpec, places: Places) -> SshEndpoint:
 
 def target_for_rented(ep: SshEndpoint, hs: HostSpec, places: Places) -> Target:
     endpoint = {"kind": "ssh", **ep.model_dump(), "connect_timeout_s": hs.connect_timeout_s, "retry_s": hs.retry_s}
-    return Target(_ssh(endpoint, places), endpoint, hs.python or "python3", [])
-
-
-STATUS_RETRY_S = 0.0  # a status read does not retry: a dead host costs its connect timeout, once
-
-
-def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float] = None) -> Host:
-    """max_retry_s caps the connection retries: a status poll should not wait a minute."""
-    if rec.endpoint.get("kind") == "local":
-        return LocalHost()
-    endpoint = dict(rec.endpoint)
-    if max_retry_s is not None:
-        endpoint["retry_s"] = min(float(endpoint.get("retry_s", 60)), max_retry_s)
-    return _ssh(endpoint, places)
-
-
-@contextmanager
-def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
-    """The agent on a job's host, connected lazily and closed on the way out."""
-    client = AgentClient(host_for_record(rec, places), rec.python, rec.runtime_dir)
-    try:
-        yield client
-    finally:
-        client.host.close()
-
-
-def _ssh(endpoint: Dict[str, Any], places: Places) -> Host:
-    """OpenSSH, sharing one connection per host across commands, where the system has `ssh`
-    (TETHER_NO_OPENSSH=1: not); paramiko otherwise."""
-    fields = {k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields}
-    ep = SshEndpoint(**fields)
-    timeout, retry = float(endpoint.get("connect_timeout_s", 15)), float(endpoint.get("retry_s", 60))
-    if shutil.which("ssh") and not os.environ.get("TETHER_NO_OPENSSH"):
-        from launcher.transport.openssh import OpenSshHost, control_dir
-
-        return OpenSshHost(ep, places.known_hosts, ssh_config=places.ssh_config, control=control_dir(places.data),
-                           connect_timeout_s=timeout, retry_s=retry)
-    if ep.proxy_jump:
-        raise UsageError(f"{ep} is reached through ProxyJump {ep.proxy_jump}, which needs OpenSSH's ssh",
-                         "install openssh-client (or give a ProxyCommand)")
-    from launcher.transport.paramiko_host import SshHost
-
-    return SshHost(ep, places.known_hosts, connect_timeout_s=timeout, retry_s=retry)
+    return Target(ssh_host(endpoint, places), endpoint, hs.python or "python3", [])
