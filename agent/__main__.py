@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--tail", type=int, default=100)
     p.add_argument("--follow", action="store_true")
     p.add_argument("--file", choices=sorted(hostops.LOG_FILES), default="workload")
+    p.add_argument("--framed", action="store_true", help="each chunk behind a header: @inode offset length")
+    p.add_argument("--from", dest="start", help="INODE:OFFSET: continue after what a dropped follower got")
     p = sub.add_parser("list-files")
     p.add_argument("job_dir")
     p.add_argument("paths", nargs="+")
@@ -161,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "mark-safe":
         _emit(hostops.mark_results_safe(JobDir(args.job_dir), args.how))
     elif verb == "logs":
-        hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout)
+        hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout, args.framed, args.start)
     elif verb == "list-files":
         _emit(codetree.list_tree(Path(args.job_dir), args.paths))
     elif verb == "read-files":

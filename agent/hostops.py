@@ -171,12 +171,18 @@ def status(job: JobDir) -> dict:
 FAILURE_TAIL_LINES = 15
 
 
+def _tail(path: Path, lines: int) -> bytes:
+    from .logread import tail_bytes
+
+    return tail_bytes(path, lines)
+
+
 def _failure_log_tail(job: JobDir, state: str, reason: object) -> list:
     """A failed job's last log lines (the error), so status shows it without a second command."""
     if state != JobState.FAILED.value:
         return []
     path = job.setup_log if isinstance(reason, str) and "setup.log" in reason else job.workload_log
-    return _tail_bytes(path, FAILURE_TAIL_LINES).decode(errors="replace").splitlines()
+    return _tail(path, FAILURE_TAIL_LINES).decode(errors="replace").splitlines()
 
 
 def _age(at: object, now: float) -> Optional[float]:
@@ -314,59 +320,27 @@ def request_stop(job: JobDir, reason: str) -> dict:
 LOG_FILES = {"workload": "workload_log", "setup": "setup_log", "agent": "agent_log", "stacks": ""}
 
 
-def _tail_bytes(path: Path, lines: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max(lines, 1) * 400 - 65536))
-            data = f.read()
-    except FileNotFoundError:
-        return b""
-    parts = data.split(b"\n")
-    if data.endswith(b"\n"):
-        parts = parts[:-1]
-    return b"".join(p + b"\n" for p in parts[-lines:]) if lines > 0 else b""
+def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], framed: bool = False,
+         start: Optional[str] = None) -> None:
+    """The last `tail` lines, then (with follow) new output until the job ends (logread.py)."""
+    from . import logread
 
-
-def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], poll_s: float = 0.25) -> None:
-    """The last `tail` lines, then (with follow) new output until the job ends.
-
-    Survives rotation: a new inode or a shrunk file is read again from its start.
-    """
     path: Path = job.newest_stacks() if which == "stacks" else getattr(job, LOG_FILES[which])
-    out.write(_tail_bytes(path, tail))
-    out.flush()
+    position = logread.parse_position(start)
+    if position is None:
+        past = logread.tail_bytes(path, tail)
+        if framed and past:  # inode 0: not a place to come back to
+            out.write(f"@0 0 {len(past)}\n".encode())
+        out.write(past)
+        out.flush()
     if not follow:
         return
-    try:
-        f: Optional[IO[bytes]] = open(path, "rb")
-        f.seek(0, os.SEEK_END)
-    except FileNotFoundError:
-        f = None
-    idle_after_end = 0
-    while True:
-        chunk = f.read(65536) if f else b""
-        if chunk:
-            out.write(chunk)
-            out.flush()
-            continue
-        try:
-            st = os.stat(path)
-            if f is None or st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell():
-                if f:
-                    f.close()
-                f = open(path, "rb")
-                continue
-        except FileNotFoundError:
-            pass
+
+    def ended() -> bool:
         state = _state_value(read_json_object(job.state)[0] or {})
-        ended = state in TERMINAL_VALUES or not agent_alive(job)
-        if ended:
-            idle_after_end += 1
-            if idle_after_end > 2:  # a last read after the end, for lines written just before
-                return
-        time.sleep(poll_s)
+        return state in TERMINAL_VALUES or not agent_alive(job)
+
+    logread.follow(path, out, ended, framed, position)
 
 
 def serve(root: Root, inp: IO[bytes], out: IO[bytes]) -> None:

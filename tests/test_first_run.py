@@ -232,20 +232,45 @@ def test_logs_follow_is_live_line_by_line_when_piped(tether, project, host_root)
     assert sorted(late)[len(late) // 2] < 1.0, late  # each line while the job runs, not in a 4 KB block
 
 
-def test_a_dropped_connection_is_not_the_end_of_the_job(tether, project, own_sshd, tmp_path, monkeypatch):
+COUNTS = """
+import time
+for i in range(40):
+    print("line %d" % i, flush=True)
+    time.sleep(0.25)
+"""
+
+
+def _own_host(own_sshd, tmp_path, monkeypatch, retry_s=60):
     conf = tmp_path / "own_config"
     conf.write_text(own_sshd.ssh_config("ownhost"))
     monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
-    root = tmp_path / "own-root"
-    body = spec(root, "python3 ticks.py").replace("address: testhost", "address: ownhost")
-    job = launched_id(tether("launch", project(body, {"ticks.py": TICKS})))
+    return spec(tmp_path / "own-root", "python3 counts.py").replace(
+        "address: testhost", f"address: ownhost, retry_s: {retry_s}")
+
+
+def test_logs_follow_survives_a_killed_connection_without_losing_or_repeating_a_line(
+        tether, project, own_sshd, tmp_path, monkeypatch):
+    job = launched_id(tether("launch", project(_own_host(own_sshd, tmp_path, monkeypatch), {"counts.py": COUNTS})))
     follower = _logs_follow(job, dict(os.environ))
-    assert follower.stdout.readline().startswith(b"tick")
+    got = [follower.stdout.readline() for _ in range(5)]
+    own_sshd.kill_sessions()  # every connection to the host drops; the host itself stays
+    out, err = follower.communicate(timeout=90)
+    lines = [x.decode().strip() for x in got + out.splitlines(keepends=True) if x.startswith(b"line")]
+    assert follower.returncode == 0, err
+    assert lines == [f"line {i}" for i in range(40)], lines  # each once, in order
+    assert b"reconnecting" in err
+
+
+def test_a_host_gone_for_good_ends_logs_follow_with_one_line(tether, project, own_sshd, tmp_path, monkeypatch):
+    body = _own_host(own_sshd, tmp_path, monkeypatch, retry_s=3)
+    job = launched_id(tether("launch", project(body, {"counts.py": COUNTS})))
+    follower = _logs_follow(job, dict(os.environ))
+    assert follower.stdout.readline().startswith(b"line")
+    own_sshd.stop()
     own_sshd.kill_sessions()
-    _, err = follower.communicate(timeout=30)
+    _, err = follower.communicate(timeout=60)
     assert follower.returncode == ExitCode.UNREACHABLE, err
     assert b"ended early" in err and b"the job is not affected" in err
-    wait_state(tether, job, "SUCCEEDED", timeout=30)
 
 
 STOPS_ITSELF = """

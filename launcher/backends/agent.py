@@ -4,6 +4,8 @@ a call to `python -m agent <verb>` there, through one connection."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,9 +72,35 @@ class AgentJob:
 
     def logs(self, tail: int, follow: bool, which: str, out: BinaryIO) -> None:
         """The host's log, each chunk written (and flushed) the moment it arrives, piped or not.
-        A stream the host did not finish is never taken for the job's end."""
+        Following, a dropped connection is reconnected with backoff and the log resumed right
+        after the last chunk received (framed: logread.py), never taken for the job's end."""
         rec = self.record
-        args = [rec.job_dir, "--tail", str(tail), "--file", which] + (["--follow"] if follow else [])
+        args = [rec.job_dir, "--tail", str(tail), "--file", which]
+        if not follow:
+            self._stream_once(args, out.write, out.flush)
+            return
+        reader = FrameReader(out)
+        deadline, delay = None, 1.0
+        while True:
+            start = ["--from", f"{reader.position[0]}:{reader.position[1]}"] if reader.position else []
+            try:
+                done = self._stream_once(args + ["--follow", "--framed"] + start, reader.feed, out.flush, quiet=True)
+            except UnreachableError:
+                done = False
+            if done:
+                return
+            deadline = deadline or time.monotonic() + float(rec.endpoint.get("retry_s", 60))
+            if time.monotonic() >= deadline:
+                raise UnreachableError(f"the log stream from {self.label()} ended early (the connection dropped)",
+                                       f"the job is not affected: tether logs {rec.id} -f")
+            sys.stderr.write(f"tether: the connection to {self.label()} dropped; reconnecting in {delay:.0f}s\n")
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def _stream_once(self, args: List[str], write: Callable[[bytes], object], flush: Callable[[], object],
+                     quiet: bool = False) -> bool:
+        """One `agent logs` stream to its end: True when the host finished it, False (quiet) or
+        UnreachableError when the connection dropped."""
         with self.client() as client:
             stream = client.stream("logs", *args)
             stream.close_stdin()
@@ -81,17 +109,20 @@ class AgentJob:
                     chunk = stream.read_some()
                     if not chunk:
                         break
-                    out.write(chunk)
-                    out.flush()
+                    write(chunk)
+                    flush()
             except BaseException:
                 stream.kill()  # Ctrl-C: end the remote follower too
                 raise
             rc = stream.wait()
-        if rc != 0:
-            detail = stream.stderr_text().strip().splitlines()
-            raise UnreachableError(f"the log stream from {self.label()} ended early"
-                                   + (f" ({detail[-1][:200]})" if detail else " (the connection dropped)"),
-                                   f"the job is not affected: tether logs {rec.id}" + (" -f" if follow else ""))
+        if rc == 0:
+            return True
+        detail = stream.stderr_text().strip().splitlines()
+        if quiet and rc in (255, -1):  # the connection, not the host's answer
+            return False
+        raise UnreachableError(f"the log stream from {self.label()} ended early"
+                               + (f" ({detail[-1][:200]})" if detail else " (the connection dropped)"),
+                               f"the job is not affected: tether logs {self.record.id}")
 
     def pull(self, dest: Path, paths: Optional[Sequence[str]], console: Console) -> "PullResult":
         from launcher.transfer.pull import pull
@@ -196,6 +227,33 @@ class AgentJob:
         with self.client() as client:
             host = client.host  # only builds an OpenSSH command line; OpenSSH connects
             return host.shell_argv(cmd or None, self.record.job_dir)
+
+
+class FrameReader:
+    """Unframes `agent logs --framed` (`@<inode> <offset> <length>` then the bytes), writing
+    only whole chunks, and remembers where the last one ended: the place to resume from."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.buffer = b""
+        self.position: Optional[tuple] = None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head, sep, rest = self.buffer.partition(b"\n")
+            if not sep:
+                return
+            try:
+                inode, offset, length = (int(x) for x in head.lstrip(b"@").split())
+            except ValueError:
+                raise RemoteError("the host's log stream was not understood") from None
+            if len(rest) < length:
+                return  # the rest of this chunk is still on its way
+            self.out.write(rest[:length])
+            if inode:
+                self.position = (inode, offset + length)
+            self.buffer = rest[length:]
 
 
 def _observe_group(group: List[AgentJob]) -> Dict[str, JobView]:
