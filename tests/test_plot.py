@@ -72,3 +72,14 @@ def test_status_shows_the_loss_as_a_sparkline_and_the_eta(tether, project, host_
     step = next(line for line in out.splitlines() if line.startswith("step "))
     assert "/400" in step and "it/s" in step and "ETA" in step, out  # the agent's rate and time left
     tether("stop", job)
+
+
+def test_status_watch_redraws_until_the_job_ends(tether, project, host_root):
+    """`status --watch` keeps reading the host and redraws the status; it returns by itself,
+    with exit 0, once the job it watches has ended (on the shared connection each round)."""
+    job = launched_id(tether("launch", project(_spec(host_root, "python3 train.py 60"), {"train.py": PACED})))
+    r = tether("status", job, "--watch", "--every", "0.3")
+    assert r.exit_code == 0, r
+    assert "SUCCEEDED" in r.stdout
+    steps = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("step ")]
+    assert len(steps) >= 3 and len(set(steps)) >= 2, r.stdout  # redrawn, and it moved between draws

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from launcher.cli.app import app, command, session
 from launcher.errors import ExitCode, TetherError, UsageError
 from launcher.jobs.reconcile import reconcile
 from launcher.jobs.view import JobView
-from launcher.show.tables import jobs_table, metrics_text, print_status, state_text
+from launcher.show.tables import jobs_table, metrics_text, print_status, state_text, status_grid
 from launcher.text import inert
 
 
@@ -93,9 +94,14 @@ def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable ou
 def status(
     job: Optional[str] = typer.Argument(None, help="id, id prefix or name; all jobs if left out"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    live: bool = typer.Option(False, "--watch", "-w", help="redraw it every --every seconds until Ctrl-C"),
+    every: float = typer.Option(1.5, "--every", help="seconds between redraws (--watch)"),
 ) -> None:
     """State, heartbeat age, step and latest metrics of a job (read from its host)."""
     s = session()
+    if live:
+        _watch_live([job] if job else None, every)
+        return
     views = _look([job] if job else None, quiet=as_json)
     if as_json:
         out = views[0].as_json() if job else [v.as_json() for v in views]
@@ -106,6 +112,38 @@ def status(
         s.console.print(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
     if job and views[0].state == JobState.UNREACHABLE:
         raise typer.Exit(int(ExitCode.UNREACHABLE))
+
+
+def _watch_live(jobs: Optional[list], every: float) -> None:
+    """The status (or the table) redrawn in place on a terminal, each frame appended when the
+    output is a file or a pipe. Each round is one status command per host over its shared
+    connection. Ends with Ctrl-C, or when the one job watched has ended."""
+    from rich.live import Live
+
+    console = session().console
+    screen = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    show = (lambda frame: screen.update(frame, refresh=True)) if screen else console.print
+    with screen or contextlib.nullcontext(), _until_ctrl_c():
+        while True:
+            views = _look(jobs)
+            if jobs:
+                show(status_grid(views[0], _recent_rows(views[0])))
+                if views[0].state.is_terminal:
+                    return
+            else:
+                show(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
+            if not screen:
+                console.print()
+            time.sleep(every)
+
+
+@contextlib.contextmanager
+def _until_ctrl_c():
+    """Ctrl-C ends a watch as its normal way out: no traceback, exit 0."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        pass
 
 
 def _look(jobs: Optional[list], quiet: bool = False) -> list:

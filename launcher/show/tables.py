@@ -62,6 +62,11 @@ def jobs_table(views: List[JobView]) -> Table:
 
 def print_status(console: Console, v: JobView, history: Sequence[Dict[str, Any]] = ()) -> None:
     """history: recent progress rows (launcher.history), for the loss sparkline and the ETA."""
+    console.print(status_grid(v, history))
+
+
+def status_grid(v: JobView, history: Sequence[Dict[str, Any]] = ()) -> Table:
+    """One job in detail, as a two-column grid (printed, or redrawn live by status --watch)."""
     r, a = v.record, v.answer
     rows = [
         ("job", f"{r.id}  ({r.name})"),
@@ -107,7 +112,7 @@ def print_status(console: Console, v: JobView, history: Sequence[Dict[str, Any]]
     t.add_column()
     for k, val in rows:
         t.add_row(k, val)
-    console.print(t)
+    return t
 
 
 def progress_text(a) -> str:
