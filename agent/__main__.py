@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -157,7 +158,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "prepare-resume":
         _emit(hostops.prepare_resume(JobDir(args.job_dir)))
     elif verb == "status":
-        _emit([hostops.status(JobDir(p)) for p in args.job_dir])
+        # In the environment, not a flag: an older agent (a job launched by an older tether)
+        # ignores it and answers without the rows, where a flag would fail the status.
+        recent = os.environ.get(hostops.STATUS_RECENT_ENV, "")
+        rows = min(int(recent), 512) if recent.isdigit() else 0
+        _emit([hostops.status(JobDir(p), rows) for p in args.job_dir])
     elif verb == "stop":
         _emit(hostops.request_stop(JobDir(args.job_dir), args.reason))
     elif verb == "mark-safe":

@@ -259,6 +259,11 @@ def history(job: JobDir, want: Dict[str, Any], max_rows: int) -> Dict[str, Any]:
     return out
 
 
+def recent_progress(job: JobDir, max_rows: int) -> List[Dict[str, Any]]:
+    """The whole progress thinned to max_rows, as `tether status` draws it."""
+    return _progress(job, None, max_rows)["rows"]
+
+
 def main_history(request: Any) -> List[Dict[str, Any]]:
     """`python -m agent history`: request on stdin, {"max_rows": N, "jobs": [{"job_dir": ...,
     "progress": cursor, "heartbeats": cursor, "events": cursor}]}; one answer per job."""

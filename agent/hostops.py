@@ -123,8 +123,19 @@ def disk_warning(path: Path) -> Optional[str]:
     return None
 
 
-def status(job: JobDir) -> dict:
-    """The job's state as the host sees it, with LOST inferred from the agent's lock."""
+def status(job: JobDir, recent: int = 0) -> dict:
+    """The job's state as the host sees it, with LOST inferred from the agent's lock; with
+    recent > 0 also its progress thinned to that many rows (`tether status` draws them), so a
+    status is one call."""
+    answer = _status(job)
+    if recent > 0 and answer["exists"]:
+        from .history import recent_progress
+
+        answer["recent"] = recent_progress(job, recent)
+    return answer
+
+
+def _status(job: JobDir) -> dict:
     now = time.time()
     if not job.path.is_dir():
         return {"job_dir": str(job.path), "exists": False, "now": now}
@@ -169,6 +180,7 @@ def status(job: JobDir) -> dict:
 
 
 FAILURE_TAIL_LINES = 15
+STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"
 
 
 def _tail(path: Path, lines: int) -> bytes:

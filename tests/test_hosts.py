@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
-from conftest import launched_id, wait_state
+from conftest import launched_id, status_json, wait_for, wait_state
 
 from launcher.errors import ExitCode
 
@@ -151,3 +153,37 @@ def test_status_asks_hosts_at_once_and_a_dead_one_costs_its_timeout_once(tether,
         assert states[f"dead{i}"]["state"] == "UNREACHABLE" and "cannot reach 127.0.0.1" in states[f"dead{i}"]["reason"]
     assert took < 9, took  # one timeout (5 s) for both, not one each (10 s), and no retries
     tether("stop", job)
+
+
+def test_a_host_behind_a_bastion_is_reached_through_proxyjump(tether, project, tmp_path, own_sshd, sshd_server):
+    """~/.ssh/config says the host is reached through a jump host: launch, status and pull go
+    through it (OpenSSH -J from the config), and with the bastion down the host is unreachable,
+    in one line. The bastion's own key is the user's config's business, as with OpenSSH."""
+    from launcher.transport.openssh import close_shared, control_dir
+    from scripts import COUNTER
+
+    bastion = own_sshd
+    conf = Path(os.environ["TETHER_SSH_CONFIG"])
+    conf.write_text(conf.read_text()
+                    + bastion.ssh_config("bastion")
+                    + f"  UserKnownHostsFile {tmp_path / 'bastion_known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+                    + sshd_server.ssh_config("inside").replace("Host inside\n", "Host inside\n  ProxyJump bastion\n"))
+    spec = project(f"""
+        name: jumped
+        host: {{provider: ssh, address: inside, root: {tmp_path / "root"}}}
+        run: python3 train.py 5 0.01
+        heartbeat: {{every_s: 0.5}}
+    """, {"train.py": COUNTER})
+    job = launched_id(tether("launch", spec))
+    assert status_json(tether, job)["state"] in ("RUNNING", "SUCCEEDED")
+    wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 60, what="SUCCEEDED")
+    assert tether("pull", job, "--to", tmp_path / "out").exit_code == 0
+    assert (tmp_path / "bastion_known_hosts").read_text().strip()  # the bastion was on the way
+
+    bastion.stop()
+    bastion.kill_sessions()
+    close_shared(control_dir(Path(os.environ["TETHER_HOME"])))
+    r = tether("status", job, "--json")
+    assert r.exit_code == int(ExitCode.UNREACHABLE), r
+    assert json.loads(r.stdout)["state"] == "UNREACHABLE"
+    assert "Traceback" not in r.stdout + r.stderr

@@ -53,9 +53,10 @@ def label_of(rec: JobRecord) -> str:
     return _kind(rec).label_of(rec)
 
 
-def observe(records: List[JobRecord], places: Places, registry: Registry, environ: Mapping[str, str]) -> List[JobView]:
+def observe(records: List[JobRecord], places: Places, registry: Registry, environ: Mapping[str, str],
+            recent: int = 0) -> List[JobView]:
     """Every job as it is now: each kind asks in its own way (the agent's, one command per
-    host); the registry remembers what was seen."""
+    host); the registry remembers what was seen. recent: progress rows too, where a kind can."""
     ctx = Context(places, registry, environ)
     by_kind: Dict[type, list] = {}
     for r in records:
@@ -63,7 +64,7 @@ def observe(records: List[JobRecord], places: Places, registry: Registry, enviro
         by_kind.setdefault(type(h), []).append(h)
     views: Dict[str, JobView] = {}
     for kind, handles in by_kind.items():
-        views.update(kind.observe_all(handles))
+        views.update(kind.observe_all(handles, recent))
     for v in views.values():
         if v.state.value != "UNREACHABLE":
             registry.set_state(v.record.id, v.state.value, v.answer.step)

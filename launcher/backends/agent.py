@@ -53,18 +53,19 @@ class AgentJob:
     # -- status ----------------------------------------------------------------------------
 
     @classmethod
-    def observe_all(cls, handles: List["AgentJob"]) -> Dict[str, JobView]:
+    def observe_all(cls, handles: List["AgentJob"], recent: int = 0) -> Dict[str, JobView]:
         """One status command per host for all its jobs, every host at once: a dead one costs
-        its connect timeout, once, beside the others."""
+        its connect timeout, once, beside the others. recent: each job's progress too, thinned
+        to that many rows, in the same command."""
         by_host: Dict[str, List[AgentJob]] = {}
         for h in handles:
             by_host.setdefault(json.dumps(h.record.endpoint, sort_keys=True), []).append(h)
         groups = list(by_host.values())
         if len(groups) == 1:
-            return _observe_group(groups[0])
+            return _observe_group(groups[0], recent)
         views: Dict[str, JobView] = {}
         with ThreadPoolExecutor(max_workers=min(16, len(groups))) as pool:
-            for got in pool.map(_observe_group, groups):
+            for got in pool.map(lambda g: _observe_group(g, recent), groups):
                 views.update(got)
         return views
 
@@ -256,24 +257,29 @@ class FrameReader:
             self.buffer = rest[length:]
 
 
-def _observe_group(group: List[AgentJob]) -> Dict[str, JobView]:
+def _observe_group(group: List[AgentJob], recent: int = 0) -> Dict[str, JobView]:
     first = group[0]
     host = host_for_record(first.record, first.ctx.places, max_retry_s=STATUS_RETRY_S)
     try:
-        return observe_on(host, [h.record for h in group], first.label())
+        return observe_on(host, [h.record for h in group], first.label(), recent)
     finally:
         host.close()
 
 
-def observe_on(host: Host, group: List[JobRecord], label: str) -> Dict[str, JobView]:
+def observe_on(host: Host, group: List[JobRecord], label: str, recent: int = 0) -> Dict[str, JobView]:
     """One host's jobs from one status command; UNREACHABLE when it does not answer. The
     host stays open (the dashboard reuses its connection)."""
+    from launcher.jobs.history import checked_rows
+
     first = group[0]
     try:
-        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group])
+        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group], recent)
         if not isinstance(answers, list) or len(answers) != len(group):
             raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
         views = {r.id: view_of(r, a) for r, a in zip(group, answers)}
+        for r, a in zip(group, answers):
+            if recent and isinstance(a, dict) and "recent" in a:  # else an older agent: asked apart
+                views[r.id].recent = checked_rows(a["recent"], 2 * recent)
     except TetherError as exc:
         views = {r.id: JobView(r, JobState.UNREACHABLE, reason=exc.line(), error=exc, spend_usd=spend_of(r),
                                last_known=last_known(r)) for r in group}

@@ -134,7 +134,7 @@ class KaggleKernelJob(CannotReach):
                            "status, logs, pull and stop work through the kernel")
 
     @classmethod
-    def observe_all(cls, handles: List["KaggleKernelJob"]) -> Dict[str, JobView]:
+    def observe_all(cls, handles: List["KaggleKernelJob"], recent: int = 0) -> Dict[str, JobView]:
         return {h.record.id: h.observe() for h in handles}
 
     def observe(self) -> JobView:

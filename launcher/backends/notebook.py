@@ -79,7 +79,7 @@ class NotebookJob(CannotReach):
                            f"has ended, `tether resume {rec.id} --on HOST` carries it on from its hf:// mirror")
 
     @classmethod
-    def observe_all(cls, handles: List["NotebookJob"]) -> Dict[str, JobView]:
+    def observe_all(cls, handles: List["NotebookJob"], recent: int = 0) -> Dict[str, JobView]:
         return {h.record.id: h.observe() for h in handles}
 
     def observe(self) -> JobView:

@@ -102,7 +102,7 @@ def status(
     if live:
         _watch_live([job] if job else None, every)
         return
-    views = _look([job] if job else None, quiet=as_json)
+    views = _look([job] if job else None, quiet=as_json, recent=0 if as_json or not job else SPARK_ROWS)
     if as_json:
         out = views[0].as_json() if job else [v.as_json() for v in views]
         typer.echo(json.dumps(out, indent=1))
@@ -125,7 +125,7 @@ def _watch_live(jobs: Optional[list], every: float) -> None:
     show = (lambda frame: screen.update(frame, refresh=True)) if screen else console.print
     with screen or contextlib.nullcontext(), _until_ctrl_c():
         while True:
-            views = _look(jobs)
+            views = _look(jobs, recent=SPARK_ROWS if jobs else 0)
             if jobs:
                 show(status_grid(views[0], _recent_rows(views[0])))
                 if views[0].state.is_terminal:
@@ -137,6 +137,9 @@ def _watch_live(jobs: Optional[list], every: float) -> None:
             time.sleep(every)
 
 
+SPARK_ROWS = 64   # progress rows a status draws (its loss sparkline, its rate)
+
+
 @contextlib.contextmanager
 def _until_ctrl_c():
     """Ctrl-C ends a watch as its normal way out: no traceback, exit 0."""
@@ -146,12 +149,12 @@ def _until_ctrl_c():
         pass
 
 
-def _look(jobs: Optional[list], quiet: bool = False) -> list:
+def _look(jobs: Optional[list], quiet: bool = False, recent: int = 0) -> list:
     """The jobs named (all, without names) as they are now, then the reconcile step (whose
-    actions are printed: to stderr when stdout is JSON)."""
+    actions are printed: to stderr when stdout is JSON). recent: their progress rows too."""
     s = session()
     records = [s.registry.resolve(j) for j in jobs] if jobs else s.registry.all()
-    views = observe(records, s.places, s.registry, os.environ)
+    views = observe(records, s.places, s.registry, os.environ, recent)
     reconcile(views, s.ctx, Console(stderr=True) if quiet else s.console)
     return views
 
@@ -160,8 +163,10 @@ def _recent_rows(view: JobView) -> list:
     """The job's progress, thinned, for the sparkline and the ETA; none if it cannot be had."""
     if view.state in (JobState.UNREACHABLE, JobState.LOST):
         return []
+    if view.recent is not None:  # came with the status
+        return view.recent
     try:
-        return session().handle(view.record.id).recent_progress(64)
+        return session().handle(view.record.id).recent_progress(SPARK_ROWS)
     except TetherError:
         return []  # an older agent without `history`: the status is still worth printing
 

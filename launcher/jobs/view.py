@@ -24,6 +24,7 @@ class JobView:
     spend_usd: Optional[float] = None
     last_known: Optional[str] = None   # what the host said last time, while it does not answer
     host: str = ""                     # where it runs, in words (its handle's label)
+    recent: Optional[list] = None      # progress rows, thinned, when the status was asked for them
 
     # The answer's fields most views read, by name.
     step = property(lambda self: self.answer.step)

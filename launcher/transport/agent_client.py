@@ -39,9 +39,14 @@ class AgentClient:
     def argv(self, verb: str, *args: str) -> List[str]:
         return agent_argv(self.python, self.runtime_dir, verb, *args)
 
-    def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120) -> Any:
+    def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120,
+             env: Optional[Mapping[str, str]] = None) -> Any:
+        """env: settings for the agent, set by `env` before it (never secrets: those go on stdin)."""
         what = VERB_WORDS.get(verb, verb)
-        done = self.host.run(self.argv(verb, *args), input=input, timeout=timeout)
+        argv = self.argv(verb, *args)
+        if env:
+            argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
+        done = self.host.run(argv, input=input, timeout=timeout)
         done.check(what)
         try:
             return done.json()
@@ -67,8 +72,9 @@ class AgentClient:
     def stream(self, verb: str, *args: str) -> Stream:
         return self.host.stream(self.argv(verb, *args))
 
-    def status(self, job_dirs: Sequence[str]) -> List[dict]:
-        return self.call("status", *job_dirs, timeout=60)
+    def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
+        """recent: also each job's progress thinned to that many rows (agents that know how)."""
+        return self.call("status", *job_dirs, timeout=60, env={"TETHER_STATUS_RECENT": str(recent)} if recent else None)
 
     def channel(self, root: str) -> "AgentChannel":
         return AgentChannel(self.stream("serve", root))

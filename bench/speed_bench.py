@@ -1,0 +1,409 @@
+"""Where users wait: `tether status`, `jobs`, `launch`, `pull` and `logs -f`, each side by side
+with the raw tool doing the same over the same OpenSSH, in one run, to a real sshd on
+127.0.0.1 (and through a 50 ms-latency proxy for pull). Each pair runs A B A B ...; a ratio
+is taken pair by pair and the median quoted, with min and max, so drift of a shared machine
+falls on both sides.
+
+`python bench/speed_bench.py` runs this section alone and splices it into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(HERE))
+
+from delay_proxy import DelayProxy  # noqa: E402
+
+TITLE = "## Where users wait: tether against OpenSSH and rsync"
+ROUNDS = int(os.environ.get("BENCH_SPEED_ROUNDS", "5"))
+TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "10000"))
+BIG_MB = int(os.environ.get("BENCH_PULL_MB", "512"))
+
+
+@dataclass
+class Row:
+    what: str
+    ours: List[float]
+    peer: List[float]
+    peer_label: str
+    goal: float                  # ours/peer at most this (or, for throughput, time ratio at most 1/goal)
+    goal_text: str
+    note: str = ""
+    ratios: List[float] = field(default_factory=list)
+
+    def line(self) -> str:
+        r = statistics.median(self.ratios)
+        met = "met" if r <= self.goal else "not met"
+        return (f"| {self.what} | {_spread(self.ours)} | {self.peer_label}: {_spread(self.peer)} | "
+                f"{r:.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}) | {self.goal_text} | {met} |")
+
+
+def _spread(xs: List[float]) -> str:
+    return f"{statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def _run(argv: List[str], env: Dict[str, str], cwd: Optional[Path] = None) -> float:
+    began = time.monotonic()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
+    took = time.monotonic() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[:5]} failed ({done.returncode}): {done.stdout[-400:]} {done.stderr[-400:]}")
+    return took
+
+
+def paired(what: str, ours: Callable[[], float], peer: Callable[[], float], peer_label: str, goal: float,
+           goal_text: str, rounds: int = ROUNDS, before: Optional[Callable[[], None]] = None) -> Row:
+    """A B A B ...: one warm-up pair, then rounds counted."""
+    row = Row(what, [], [], peer_label, goal, goal_text)
+    for i in range(rounds + 1):
+        if before:
+            before()
+        a = ours()
+        if before:
+            before()
+        b = peer()
+        if i:
+            row.ours.append(a)
+            row.peer.append(b)
+            row.ratios.append(a / b)
+    print(f"  {what}: {_spread(row.ours)} vs {_spread(row.peer)}", flush=True)
+    return row
+
+
+class Bench:
+    def __init__(self, tmp: Path) -> None:
+        from sshd import Sshd
+
+        self.tmp = tmp
+        self.server = Sshd(tmp / "sshd").setup().start()
+        self.proxy = DelayProxy(self.server.port, delay_s=0.025)   # 50 ms round trip
+        self.conf = tmp / "ssh_config"
+        self.conf.write_text(self.server.ssh_config("benchhost") + self.server.ssh_config("farhost").replace(
+            f"Port {self.server.port}", f"Port {self.proxy.port}"))
+        self.home = tmp / "home"
+        self.env = dict(os.environ, TETHER_HOME=str(self.home), TETHER_SSH_CONFIG=str(self.conf),
+                        PYTHONPATH=str(REPO), COLUMNS="120")
+        self.root = tmp / "root"
+        self.control = tmp / "peer-ctl"
+        self.ssh = ["ssh", "-F", str(self.conf), "-o", f"UserKnownHostsFile={tmp / 'peer_known_hosts'}",
+                    "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
+        self.helpers: List[subprocess.Popen] = []
+
+    def tether(self, *args: str, env: Optional[Dict[str, str]] = None) -> List[str]:
+        return [sys.executable, "-m", "launcher", *args]
+
+    def run_tether(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.tether(*args), env={**self.env, **extra}, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"tether {args} failed: {done.stdout[-600:]} {done.stderr[-600:]}")
+        return done
+
+    def launch(self, workdir: Path, host: str = "benchhost", root: Optional[Path] = None) -> str:
+        out = self.run_tether("launch", str(workdir / "job.yaml")).stdout
+        return next(line.split()[2] for line in out.splitlines() if line.startswith("launched job "))
+
+    def project(self, workdir: Path, run: str, host: str = "benchhost", root: Optional[Path] = None,
+                name: str = "bench", extra: str = "") -> Path:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "job.yaml").write_text(
+            f"name: {name}\nhost: {{provider: ssh, address: {host}, root: {root or self.root}}}\n"
+            f"run: {run}\n{extra}")
+        return workdir
+
+    def wait_state(self, job: str, states=("SUCCEEDED", "FAILED", "STOPPED"), timeout: float = 300) -> None:
+        import json
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = json.loads(self.run_tether("status", job, "--json").stdout)
+            if doc.get("state") in states:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"job {job} did not reach {states}")
+
+    def close(self) -> None:
+        from launcher.transport.openssh import close_shared, control_dir
+        for p in self.helpers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run(self.ssh + ["-o", f"ControlPath={self.control}", "-O", "exit", "benchhost"],
+                       capture_output=True)
+        close_shared(control_dir(self.home))
+        self.proxy.close()
+        self.server.stop()
+        self.server.kill_sessions()
+
+
+def status_rows(b: Bench) -> List[Row]:
+    work = b.project(b.tmp / "status-work", "python3 -c 'import time; time.sleep(3600)'", name="sleeper",
+                     extra="heartbeat: {every_s: 1}\n")
+    job = b.launch(work)
+    time.sleep(2)
+    heartbeat = str(b.root / "jobs" / job / "heartbeat.json")
+    fresh_env = {**b.env, "TETHER_SSH_PERSIST_S": "0"}   # no shared connection: a handshake each time
+    cold = paired("status of one running job, no connection open",
+                  lambda: _run(b.tether("status", job), fresh_env),
+                  lambda: _run(b.ssh + ["-o", "ControlPath=none", "benchhost", "cat", heartbeat], b.env),
+                  "`ssh host cat heartbeat.json`", 1.0, "<= 1.0x")
+    subprocess.run(b.ssh + ["-o", "ControlMaster=yes", "-o", f"ControlPath={b.control}", "-o", "ControlPersist=600",
+                            "-N", "-f", "benchhost"], check=True)
+    warm = paired("status of one running job, connection open",
+                  lambda: _run(b.tether("status", job), b.env),
+                  lambda: _run(b.ssh + ["-o", f"ControlPath={b.control}", "benchhost", "cat", heartbeat], b.env),
+                  "the same `ssh` over a ControlMaster", 1.5, "<= 1.5x")
+    b.run_tether("stop", job)
+    return [cold, warm]
+
+
+def jobs_rows(b: Bench) -> List[Row]:
+    """20 jobs on 5 hosts (4 sshd servers and one that accepts TCP but never speaks: frozen)."""
+    from sshd import Sshd
+
+    servers = [b.server] + [Sshd(b.tmp / f"sshd-{i}").setup().start() for i in range(1, 4)]
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(64)
+    try:
+        conf = b.conf.read_text()
+        for i, s in enumerate(servers[1:], 1):
+            conf += s.ssh_config(f"host{i}")
+        conf += b.server.ssh_config("deadhost")   # alive while its jobs are launched
+        b.conf.write_text(conf)
+        timeout = "connect_timeout_s: 3"
+        hosts = ["benchhost", "host1", "host2", "host3", "deadhost"]
+        for h in hosts:
+            for j in range(4):
+                work = b.project(b.tmp / f"jobs-{h}-{j}", "true", host=h, root=b.tmp / f"root-{h}", name=f"j{h}{j}")
+                (work / "job.yaml").write_text((work / "job.yaml").read_text().replace("root:", f"{timeout}, root:"))
+                last = b.launch(work)
+        b.wait_state(last)
+        b.conf.write_text(conf.replace(f"Host deadhost\n  HostName 127.0.0.1\n  Port {b.server.port}",
+                                       f"Host deadhost\n  HostName 127.0.0.1\n  Port {frozen.getsockname()[1]}"))
+        from launcher.transport.openssh import close_shared, control_dir
+        close_shared(control_dir(b.home))   # the dead host's shared connection goes with it
+        row = paired("`tether jobs`, 20 jobs on 5 hosts, one frozen (connect timeout 3 s)",
+                     lambda: _run(b.tether("jobs"), b.env),
+                     lambda: _run(b.tether("status", last), b.env),
+                     "the slowest host's `tether status` (the frozen one)", 1.3, "<= 1.3x", rounds=3)
+        return [row]
+    finally:
+        frozen.close()
+        for s in servers[1:]:
+            s.stop()
+            s.kill_sessions()
+
+
+def make_tree(work: Path, files: int) -> None:
+    for i in range(files):
+        d = work / "src" / f"pkg{i // 100:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"mod{i % 100:03d}.py").write_text(f"# module {i}\n" + "x = 1\n" * (20 + i % 200))
+
+
+def launch_rows(b: Bench) -> List[Row]:
+    work = b.project(b.tmp / "tree", "true", name="tree")
+    make_tree(work, TREE_FILES)
+    peer_dest = b.tmp / "rsync-dest"
+    rsync = ["rsync", "-az", "-e", " ".join(b.ssh), f"{work}/", f"benchhost:{peer_dest}/"]
+    roots = iter(range(10 ** 6))
+
+    def first_ours() -> float:
+        root = b.tmp / f"tree-root-{next(roots)}"
+        (work / "job.yaml").write_text(re.sub(r"root: [^}]*}", f"root: {root}}}", (work / "job.yaml").read_text()))
+        return _run(b.tether("launch", str(work / "job.yaml")), b.env)
+
+    def first_peer() -> float:
+        shutil.rmtree(peer_dest, ignore_errors=True)
+        return _run(rsync, b.env)
+
+    rows = [paired(f"first launch of a {TREE_FILES:,}-file workdir", first_ours, first_peer, "`rsync -az`",
+                   1.3, "<= 1.3x", rounds=3)]
+    launch = lambda: _run(b.tether("launch", str(work / "job.yaml")), b.env)  # noqa: E731
+    rows.append(paired("launch, nothing changed", launch, lambda: _run(rsync, b.env), "`rsync -az` no-op",
+                       1.5, "<= 1.5x"))
+    edits = iter(range(10 ** 6))
+
+    def edit() -> None:
+        with open(work / "src" / "pkg050" / "mod050.py", "a") as f:
+            f.write(f"y = {next(edits)}\n")
+
+    rows.append(paired("launch after a one-file edit", launch, lambda: _run(rsync, b.env), "`rsync -az`",
+                       1.5, "<= 1.5x", before=edit))
+    rows[-1].note = _bytes_after_edit(b, work, edit)
+    return rows
+
+
+def _bytes_after_edit(b: Bench, work: Path, edit: Callable[[], None]) -> str:
+    """Bytes on the wire (both ways, SSH's included) for one edit, through the counting proxy."""
+    yaml = (work / "job.yaml").read_text()
+    (work / "job.yaml").write_text(yaml.replace("address: benchhost", "address: farhost"))
+    dest = b.tmp / "rsync-far"
+    rsync = ["rsync", "-az", "-e", " ".join(b.ssh), f"{work}/", f"farhost:{dest}/"]
+    try:
+        b.proxy.delay_s = 0.0
+        _run(b.tether("launch", str(work / "job.yaml")), b.env)
+        _run(rsync, b.env)
+        edit()
+        b.proxy.reset_counts()
+        _run(b.tether("launch", str(work / "job.yaml")), {**b.env, "TETHER_SSH_PERSIST_S": "0"})
+        ours = b.proxy.sent_up + b.proxy.sent_down
+        b.proxy.reset_counts()
+        _run(rsync, b.env)
+        peer = b.proxy.sent_up + b.proxy.sent_down
+    finally:
+        (work / "job.yaml").write_text(yaml)
+        b.proxy.delay_s = 0.025
+    return (f"bytes on the wire for the one-file edit, handshake included: tether {ours:,}, rsync {peer:,} "
+            f"({ours / peer:.2f}x; goal <= 1.1x: {'met' if ours <= 1.1 * peer else 'not met'})")
+
+
+def pull_rows(b: Bench) -> List[Row]:
+    big = BIG_MB
+    script = ("import os\nfrom agent import progress\nout = progress.output_dir()\n"
+              f"with open(os.path.join(out, 'model.bin'), 'wb') as f:\n"
+              f"    for _ in range({big}): f.write(os.urandom(1 << 20))\n"
+              "os.makedirs(os.path.join(out, 'ckpt'), exist_ok=True)\n"
+              "for i in range(50):\n"
+              "    with open(os.path.join(out, 'ckpt', 'shard-%02d.bin' % i), 'wb') as f: f.write(os.urandom(4 << 20))\n")
+    rows = []
+    for host, label in (("benchhost", ""), ("farhost", ", 50 ms round trip")):
+        work = b.project(b.tmp / f"pull-work-{host}", "python3 make.py", host=host, name=f"pull{host}")
+        (work / "make.py").write_text(script)
+        job = b.launch(work)
+        b.wait_state(job)
+        outputs = b.root / "jobs" / job / "outputs"
+        dests = iter(range(10 ** 6))
+
+        def fresh() -> Path:
+            d = b.tmp / f"pulled-{next(dests)}"
+            return d
+
+        def ours(path: str) -> float:
+            return _run(b.tether("pull", job, "--to", str(fresh()), "--path", path), b.env)
+
+        def peer(path: str) -> float:
+            d = fresh()
+            d.mkdir()
+            return _run(["rsync", "-aW", "-e", " ".join(b.ssh), f"{host}:{outputs / path}", f"{d}/"], b.env)
+
+        def scp(path: str) -> float:
+            d = fresh()
+            d.mkdir()
+            return _run(["scp", "-q", "-F", str(b.conf), "-o", f"UserKnownHostsFile={b.tmp / 'peer_known_hosts'}",
+                         "-o", "StrictHostKeyChecking=accept-new", "-r", f"{host}:{outputs / path}", f"{d}/"], b.env)
+
+        def clean() -> None:
+            for d in b.tmp.glob("pulled-*"):
+                shutil.rmtree(d, ignore_errors=True)
+
+        rounds = 3
+        rows.append(paired(f"pull of one {big} MiB file{label}", lambda: ours("outputs/model.bin"),
+                           lambda: peer("model.bin"), "`rsync -W`", 1 / 0.95, ">= 0.95x throughput",
+                           rounds=rounds, before=clean))
+        if not label:
+            s = paired(f"pull of one {big} MiB file (against scp)", lambda: ours("outputs/model.bin"),
+                       lambda: scp("model.bin"), "`scp`", 1 / 0.95, ">= 0.95x throughput", rounds=rounds,
+                       before=clean)
+            rows.append(s)
+        rows.append(paired(f"pull of a 50-file checkpoint folder (200 MiB){label}", lambda: ours("outputs/ckpt"),
+                           lambda: peer("ckpt"), "`rsync -W`", 1 / 0.95, ">= 0.95x throughput",
+                           rounds=rounds, before=clean))
+        clean()
+    return rows
+
+
+def log_rows(b: Bench) -> List[Row]:
+    """A print on the host, timed to the moment it is on the laptop: each line carries the
+    host's time.time() (same machine, same clock)."""
+    printer = ("import time\nfor i in range(40):\n    print('t=%.6f' % time.time(), flush=True)\n"
+               "    time.sleep(0.3)\n")
+    work = b.project(b.tmp / "logs-work", "python3 printer.py", name="printer")
+    (work / "printer.py").write_text(printer)
+
+    def latency(argv: List[str]) -> List[float]:
+        proc = subprocess.Popen(argv, env=b.env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        b.helpers.append(proc)
+        seen: List[float] = []
+        threading.Timer(25, lambda: os.killpg(proc.pid, signal.SIGTERM)).start()
+        for line in proc.stdout:
+            m = re.search(r"t=(\d+\.\d+)", line)
+            if m:
+                seen.append(time.time() - float(m.group(1)))
+            if len(seen) >= 30:
+                break
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        return seen[5:]   # the first lines are history, not live
+
+    ours, peer, ratios = [], [], []
+    for _ in range(2):
+        job = b.launch(work)
+        log = b.root / "jobs" / job / "logs" / "workload.log"
+        a = latency(b.tether("logs", job, "-f", "-n", "0"))
+        b.wait_state(job)
+        job = b.launch(work)
+        time.sleep(0.5)
+        p = latency(b.ssh + ["benchhost", "tail", "-n", "0", "-F", str(log)])
+        b.wait_state(job)
+        ours.append(statistics.median(a))
+        peer.append(statistics.median(p))
+        ratios.append(ours[-1] / peer[-1])
+    row = Row("log line latency, `tether logs -f` (median of 25 lines a round)", ours, peer, "`ssh host tail -F`",
+              1.2, "<= 1.2x", ratios=ratios)
+    print(f"  logs: {_spread(ours)} vs {_spread(peer)}", flush=True)
+    return [row]
+
+
+def main() -> list:
+    tmp = Path(tempfile.mkdtemp(prefix="tether-speed-bench-"))
+    b = Bench(tmp)
+    rows: List[Row] = []
+    try:
+        for section in (status_rows, log_rows, launch_rows, pull_rows, jobs_rows):
+            rows += section(b)
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    lines = [TITLE, "",
+             "One run, a real sshd on 127.0.0.1, OpenSSH and rsync as the peers over the same keys; each pair "
+             f"run in turn (A B A B, a warm-up pair first), {ROUNDS} rounds unless the row says fewer; "
+             "times are medians (min-max), the ratio is tether / peer taken pair by pair (median, min-max). "
+             "For throughput, a ratio <= 1.05 is >= 0.95x the peer's.", "",
+             "| wait | tether | raw tool | ratio | goal | |", "|---|---|---|---|---|---|"]
+    lines += [r.line() for r in rows]
+    lines += [""] + [f"- {r.note}" for r in rows if r.note] + [""]
+    return lines
+
+
+def splice(lines: list) -> None:
+    path = HERE / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = "\n".join(lines)
+    pattern = re.compile(rf"{re.escape(TITLE)}\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else \
+        text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    out = main()
+    splice(out)
+    print("\n".join(out))
