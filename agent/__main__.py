@@ -170,7 +170,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "logs":
         hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout, args.framed, args.start)
     elif verb == "list-files":
-        _emit(codetree.list_tree(Path(args.job_dir), args.paths))
+        # sizes only when asked through the environment (an older agent ignores it, and hashes)
+        _emit(codetree.list_tree(Path(args.job_dir), args.paths, hashes=os.environ.get(codetree.SIZES_ONLY_ENV) != "1"))
     elif verb == "read-files":
         codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
     elif verb in ("hub-upload", "hub-check", "hub-newest"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -169,8 +170,13 @@ def snapshot(code_dir: Path, dest: Path) -> int:
     return count
 
 
-def list_tree(top: Path, wanted: List[str]) -> dict:
-    """Files under top named by wanted (files or folders), with sizes and hashes.
+SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"
+
+
+def list_tree(top: Path, wanted: List[str], hashes: bool = True) -> dict:
+    """Files under top named by wanted (files or folders), with sizes and (hashes) sha256.
+    Without hashes a pull asks send_files for each file's sha256 after its bytes instead:
+    one read of the file on the host, not two.
 
     Symlinks are never followed; they are listed as refused so the user hears about them.
     """
@@ -205,12 +211,31 @@ def list_tree(top: Path, wanted: List[str]) -> dict:
             if relp in seen or not is_inside(p, top):
                 continue
             seen.add(relp)
-            files.append({"path": relp, "size": p.stat().st_size, "sha256": sha256_file(p)})
+            item = {"path": relp, "size": p.stat().st_size}
+            if hashes:
+                item["sha256"] = sha256_file(p)
+            files.append(item)
     return {"files": files, "refused": refused}
 
 
+def _hash_prefix(f: IO[bytes], offset: int):
+    """sha256 of the file's first offset bytes (a resumed pull already has them), left at offset."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    left = offset
+    while left:
+        block = f.read(min(left, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
+    f.seek(offset)
+    return digest
+
+
 def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
-    """For each {path, offset}: a JSON header line, then exactly `length` raw bytes."""
+    """For each {path, offset[, sha256: true]}: a JSON header line, then exactly `length` raw
+    bytes; asked for, a line {"sha256": ...} of the whole file (hashed while it was read)."""
     for req in requests:
         try:
             rel = safe_relpath(req["path"])
@@ -223,13 +248,18 @@ def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
                 f.seek(offset)
                 length = size - offset
                 out.write(json.dumps({"path": rel, "offset": offset, "length": length}).encode() + b"\n")
+                digest = _hash_prefix(f, offset) if req.get("sha256") is True else None
                 left = length
                 while left:
                     block = f.read(min(left, 1 << 20))
                     if not block:  # the file shrank under us: pad so the frame stays whole
                         block = b"\0" * left
                     out.write(block)
+                    if digest is not None:
+                        digest.update(block)
                     left -= len(block)
+                if digest is not None:
+                    out.write(json.dumps({"sha256": digest.hexdigest()}).encode() + b"\n")
         except (OSError, ValueError) as exc:
             out.write(json.dumps({"path": req.get("path"), "error": str(exc)}).encode() + b"\n")
     out.flush()

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import re
+import secrets
 import socket
 import threading
 import time
@@ -34,8 +35,10 @@ class Repo:
 
 
 class FakeHub:
-    def __init__(self, token: str = "hf_test_token", user: str = "tester") -> None:
-        self.token, self.user = token, user
+    def __init__(self, token: str = "", user: str = "tester") -> None:
+        # A token of its own: tests look for it in places it must not be (other processes'
+        # environments included), so another test's token must not be mistaken for it.
+        self.token, self.user = token or f"hf_test_{secrets.token_hex(8)}", user
         self.repos: Dict[str, Repo] = {}
         self.lfs_store: Dict[str, bytes] = {}
         self.uploads: List[str] = []            # every LFS object received (oid)

@@ -153,8 +153,8 @@ def test_crafted_status_answers_are_inert_on_the_terminal(tether, project, host_
     wait_state(tether, job, "RUNNING")
     make_hostile(host_root, "hostops.py", """
 _real_status = status
-def status(job):
-    a = _real_status(job)
+def status(job, recent=0):
+    a = _real_status(job, recent)
     a.update(reason="[/]\\x1b]52;c;aGVsbG8=\\x07 [bold red]fake[/]", step="seven",
              metrics={"[/]": "\\x1b[2J[/x]", "loss": float("nan"), "ok": 0.5},
              warnings=["\\x1b]0;owned\\x07title", 7], backup={"last": "[/]", "in_progress": "yes"},
@@ -169,7 +169,7 @@ def status(job):
     js = status_json(tether, job)
     assert js["step"] is None and js["metrics"] == {"[/]": "\x1b[2J[/x]", "ok": 0.5}  # JSON: data as data
     make_hostile(host_root, "hostops.py", """
-def status(job):
+def status(job, recent=0):
     return {"exists": True, "state": "PWNED"}
 """)
     r = tether("status", job)

@@ -187,3 +187,15 @@ def test_a_host_behind_a_bastion_is_reached_through_proxyjump(tether, project, t
     assert r.exit_code == int(ExitCode.UNREACHABLE), r
     assert json.loads(r.stdout)["state"] == "UNREACHABLE"
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_ssh_and_rsync_never_carry_the_laptops_secrets():
+    """The environment ssh, rsync and local agent commands get: a shared connection lives on
+    in its own process, and ~/.ssh/config's SendEnv would pass variables to the host."""
+    from launcher.transport.host import child_environ
+
+    laptop = {"PATH": "/usr/bin", "HOME": "/home/me", "SSH_AUTH_SOCK": "/tmp/agent.sock", "LANG": "C.UTF-8",
+              "HF_TOKEN": "hf_x", "KAGGLE_KEY": "k", "NOVITA_API_KEY": "n", "AWS_SECRET_ACCESS_KEY": "a",
+              "VAST_API_KEY": "v", "WANDB_API_KEY": "w", "GITHUB_TOKEN": "g", "DB_PASSWORD": "p"}
+    assert child_environ(laptop) == {"PATH": "/usr/bin", "HOME": "/home/me", "SSH_AUTH_SOCK": "/tmp/agent.sock",
+                                     "LANG": "C.UTF-8"}

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, List
 
 from rich.console import Console
 
+from agent.codetree import SIZES_ONLY_ENV
 from agent.protocol import BackupInfo, sha256_file
 
 from launcher.transport.agent_client import AgentClient
@@ -20,6 +22,16 @@ from launcher.transfer.ignore import PULLED_MARKER
 from launcher.transfer.progress_bar import TransferProgress
 
 PART_SUFFIX = ".tether-part"
+MAX_LINE = 1 << 16    # a header or trailer line from the host, at most
+
+
+def sha256_of_part(part: Path):
+    """The running sha256 of a partial file a pull resumes (its bytes are not sent again)."""
+    h = hashlib.sha256()
+    with open(part, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
 
 
 @dataclass
@@ -51,14 +63,19 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
     dest.mkdir(parents=True, exist_ok=True)
     # Marks the folder as pulled results: a later launch from here does not send them back up.
     (dest / PULLED_MARKER).touch()
-    listing = client.call("list-files", job_dir, *paths, timeout=600)
     result = PullResult(dest=dest)
-    for item in listing["refused"]:
-        result.refused.append(f"{item['path']} ({item['problem']})")
+    files = _listing(client, job_dir, paths, result)
+    # Only a file the laptop already has at the same size may be unchanged: only those are
+    # hashed on the host beforehand; the others' sha256 comes after their bytes.
+    maybe_same = [f["path"] for f in files if "sha256" not in f and _same_size(dest, f)]
+    if maybe_same:
+        hashed = {f["path"]: f for f in _listing(client, job_dir, maybe_same, PullResult(dest), hashes=True)}
+        files = [hashed.get(f["path"], f) for f in files]
     wanted = []
-    for f in listing["files"]:
+    for f in files:
         target = safe_destination(dest, f["path"])  # raises: a host listing ../ is not trusted
-        if target.is_file() and target.stat().st_size == f["size"] and sha256_file(target) == f["sha256"]:
+        if "sha256" in f and target.is_file() and target.stat().st_size == f["size"] \
+                and sha256_file(target) == f["sha256"]:
             result.unchanged.append(f["path"])
             continue
         part = target.with_name(target.name + PART_SUFFIX)
@@ -73,7 +90,8 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
     progress = TransferProgress(console, "pull", total)
     stream = client.stream("read-files", job_dir)
     try:
-        stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"]} for w in wanted]).encode())
+        stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"], "sha256": "sha256" not in w}
+                                       for w in wanted]).encode())
         stream.close_stdin()
         for w in wanted:
             _receive_one(stream.stdout, w, progress)
@@ -88,8 +106,41 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
     return result
 
 
+def _listing(client: AgentClient, job_dir: str, paths: List[str], result: PullResult,
+             hashes: bool = False) -> List[dict]:
+    """The host's list of files to pull, checked (a path, a size, a sha256 if asked for);
+    what it refused, and what is malformed, goes to result.refused."""
+    listing = client.call("list-files", job_dir, *paths, timeout=600,
+                          env=None if hashes else {SIZES_ONLY_ENV: "1"})
+    if not isinstance(listing, dict):
+        raise RemoteError("the host's list of files to pull is not a JSON object")
+    for item in listing.get("refused") or []:
+        if isinstance(item, dict):
+            result.refused.append(f"{str(item.get('path'))[:300]} ({str(item.get('problem'))[:300]})")
+    files = []
+    for f in listing.get("files") or []:
+        ok = isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int) \
+            and not isinstance(f.get("size"), bool) and f["size"] >= 0
+        if ok and "sha256" in f and not (isinstance(f["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", f["sha256"])):
+            ok = False
+        if not ok:
+            result.refused.append(f"{str(f)[:200]} (not a file entry)")
+            continue
+        if hashes and "sha256" not in f:
+            raise RemoteError(f"the host listed {f['path']!r} without its sha256")
+        files.append({k: f[k] for k in ("path", "size", "sha256") if k in f})
+    return files
+
+
+def _same_size(dest: Path, f: dict) -> bool:
+    target = safe_destination(dest, f["path"])
+    return target.is_file() and target.stat().st_size == f["size"]
+
+
 def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None:
-    header = json.loads(src.readline() or b"{}")
+    """One file's frame into its .tether-part file, hashed as it is written; verified against
+    the listing's sha256, or the one the host sends after the bytes; then renamed into place."""
+    header = json.loads(src.readline(MAX_LINE) or b"{}")
     if header.get("path") != want["path"]:
         raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r}")
     if "error" in header:
@@ -97,24 +148,31 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
                           "it changed or went away on the host while pulling (a pruned backup?): run pull again")
     part: Path = want["part"]
     part.parent.mkdir(parents=True, exist_ok=True)
-    mode = "ab" if header["offset"] == want["offset"] and want["offset"] > 0 else "wb"
-    left = header["length"]
-    with open(part, mode) as f:
+    resumed = header.get("offset") == want["offset"] and want["offset"] > 0
+    length = header.get("length")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 0 \
+            or length + (want["offset"] if resumed else 0) != want["size"]:
+        raise RemoteError(f"pull: the host's frame for {want['path']!r} does not match its listing ({header!r:.200})",
+                          "run pull again")
+    h = sha256_of_part(part) if resumed else hashlib.sha256()
+    left = length
+    with open(part, "ab" if resumed else "wb") as f:
         while left:
             block = src.read(min(left, 1 << 20))
             if not block:
                 raise RemoteError(f"pull: the connection ended inside {want['path']}",
                                   "run pull again: it resumes where it stopped")
             f.write(block)
+            h.update(block)
             left -= len(block)
             progress(len(block))
         f.flush()
-        os.fsync(f.fileno())
-    h = hashlib.sha256()
-    with open(part, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != want["sha256"]:
+        os.fsync(f.fileno())  # a pull may let autodown destroy the host: the copy must be on disk
+    expected = want.get("sha256")
+    if expected is None:  # sent after the bytes
+        trailer = json.loads(src.readline(MAX_LINE) or b"{}")
+        expected = trailer.get("sha256") if isinstance(trailer, dict) else None
+    if h.hexdigest() != expected:
         part.unlink()
         raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",
                           "run pull again")

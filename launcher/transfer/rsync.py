@@ -7,7 +7,6 @@ Host keys are checked as for `tether ssh`: OpenSSH against tether's known_hosts,
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Protocol, Sequence
 
-from launcher.transport.host import Host
+from launcher.transport.host import Host, child_environ
 
 
 class SendFile(Protocol):
@@ -51,7 +50,7 @@ def send(host: Any, workdir: Path, code_dir: str, temp_dir: str, files: Sequence
     with tempfile.TemporaryFile() as errors:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                    env=dict(os.environ, LC_ALL="C"))
+                                    env=dict(child_environ(), LC_ALL="C"))
         except OSError as exc:
             return f"rsync did not start ({exc})"
         assert proc.stdin is not None and proc.stdout is not None

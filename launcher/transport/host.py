@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, List, Optional, Protocol, Sequence
+from typing import IO, Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
 from launcher.errors import RemoteError
 
@@ -59,12 +60,23 @@ class Host(Protocol):
 # -- local --------------------------------------------------------------------------------
 
 
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|_KEY$|^KEY$", re.I)
+
+
+def child_environ(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
+    """The environment for ssh, rsync and local agent commands: the laptop's, less anything
+    named like a secret. ssh would send such a variable to the host wherever ~/.ssh/config
+    says SendEnv, and a shared connection keeps it in a long-lived process; secrets reach a
+    job only as its spec says, on stdin."""
+    return {k: v for k, v in environ.items() if not _SECRET_NAME.search(k)}
+
+
 class ProcessStream:
     """A running local process with pipes: a LocalHost command, or OpenSSH running one there."""
 
     def __init__(self, argv: Sequence[str]) -> None:
         self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, env=child_environ())
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self._err = b""
         self._t = threading.Thread(target=self._drain, daemon=True)
@@ -101,7 +113,7 @@ class LocalHost:
 
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120) -> Completed:
         try:
-            p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
+            p = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, env=child_environ())
         except FileNotFoundError as exc:
             return Completed(argv, 127, b"", str(exc).encode())
         except subprocess.TimeoutExpired:

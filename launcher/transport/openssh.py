@@ -20,7 +20,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 from provisioning.base import SshEndpoint
 
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
-from launcher.transport.host import Completed, ProcessStream, Stream, command_label, user_command
+from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
 
 PERSIST_ENV = "TETHER_SSH_PERSIST_S"
 
@@ -96,7 +96,8 @@ class OpenSshHost:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
         while True:
             try:
-                p = subprocess.run(self._argv(argv), input=input, capture_output=True, timeout=timeout)
+                p = subprocess.run(self._argv(argv), input=input, capture_output=True, timeout=timeout,
+                                   env=child_environ())
             except subprocess.TimeoutExpired:
                 raise RemoteError(f"{command_label(argv)} did not finish within {timeout:.0f}s on {self.name}") from None
             if p.returncode != 255:
