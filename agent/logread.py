@@ -59,8 +59,58 @@ def _open_at(path: Path, start: Optional[Position]):
     return f  # the file it named is gone: from the start of the current one
 
 
+class _Writes:
+    """Wakes as soon as something in the log's folder is written (Linux inotify through libc,
+    as `tail -F` does), or after timeout; where inotify cannot be had, it just sleeps."""
+
+    _MASK = 0x2 | 0x8 | 0x80 | 0x100   # IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+
+    def __init__(self, folder: Path) -> None:
+        self.fd = -1
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(str(folder)), self._MASK) >= 0:
+                self.fd = fd
+            elif fd >= 0:
+                os.close(fd)
+        except (OSError, AttributeError):
+            self.fd = -1
+
+    def wait(self, timeout: float) -> None:
+        if self.fd < 0:
+            time.sleep(timeout)
+            return
+        import select
+
+        if select.select([self.fd], [], [], timeout)[0]:
+            try:
+                os.read(self.fd, 65536)  # the events themselves do not matter: the file is read
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def follow(path: Path, out: IO[bytes], ended: Callable[[], bool], framed: bool,
            start: Optional[Position] = None, poll_s: float = 0.25) -> None:
+    """Until the job has ended: each write sent within milliseconds (woken by inotify), or
+    within poll_s where there is none; ended() is asked every poll_s at most."""
+    writes = _Writes(path.parent)
+    try:
+        _follow(path, out, ended, framed, start, poll_s, writes)
+    finally:
+        writes.close()
+
+
+def _follow(path: Path, out: IO[bytes], ended: Callable[[], bool], framed: bool,
+            start: Optional[Position], poll_s: float, writes: "_Writes") -> None:
     f = _open_at(path, start)
     idle_after_end = 0
     while True:
@@ -76,7 +126,7 @@ def follow(path: Path, out: IO[bytes], ended: Callable[[], bool], framed: bool,
             idle_after_end += 1
             if idle_after_end > 2:  # a last read after the end, for lines written just before
                 return
-        time.sleep(poll_s)
+        writes.wait(poll_s)
 
 
 def _emit_all(f, out: IO[bytes], framed: bool) -> bool:
