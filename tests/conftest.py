@@ -20,21 +20,6 @@ from sshd import SSHD, Sshd  # noqa: E402
 from launcher.cli import app  # noqa: E402
 
 
-# Tests that share something of the machine run in one worker when the suite runs in several
-# (make test: pytest -n 3 --dist loadgroup): the Kaggle fake's fixed port (the official client
-# only knows localhost:7777), and the system user the Novita tests log in as by password.
-SHARED = {"kaggle": lambda item: "kaggle" in item.nodeid.lower(),
-          "system-user": lambda item: "test_novita.py" in item.nodeid}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for group, uses in SHARED.items():
-            if uses(item):
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
-
-
 @pytest.fixture(scope="session")
 def sshd_server(tmp_path_factory) -> Sshd:
     """One real OpenSSH server for the session (tests that restart it get their own)."""

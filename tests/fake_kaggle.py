@@ -37,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, Optional
 
+from machine_lock import machine_lock
+
 PORT = 7777
 STUBS = str(Path(__file__).parent / "kaggle_notebook")
 _sessions = itertools.count(41_000_001)
@@ -88,7 +90,13 @@ class FakeKaggle:
         self.cancels: list = []
         self.introspected: list = []
         self.env = dict(os.environ)
-        self.server = ThreadingHTTPServer(("127.0.0.1", PORT), self._handler())
+        self._port_held = machine_lock("kaggle-port")  # the official client only knows :7777
+        self._port_held.__enter__()
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", PORT), self._handler())
+        except OSError:
+            self._port_held.__exit__(None, None, None)
+            raise
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
@@ -97,6 +105,7 @@ class FakeKaggle:
                 os.killpg(k.proc.pid, 9)
         self.server.shutdown()
         self.server.server_close()
+        self._port_held.__exit__(None, None, None)
 
     def attach_secret(self, slug: str, label: str, value: str) -> None:
         """What a user does once in the kernel's editor: Add-ons > Secrets."""

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 from conftest import launched_id, status_json, wait_for
 from fake_novita import FakeNovita
+from machine_lock import machine_lock
 from sshd import Sshd, ensure_password_user
 
 from launcher.errors import ExitCode
@@ -19,6 +20,11 @@ USER = "tetherpw"
 
 @pytest.fixture
 def novita(tmp_path, monkeypatch):
+    with machine_lock("user-" + USER):  # one system user for every test that logs in by password
+        yield from _novita(tmp_path, monkeypatch)
+
+
+def _novita(tmp_path, monkeypatch):
     password = secrets.token_urlsafe(12)
     home = ensure_password_user(USER, password)
     server = Sshd(tmp_path / "sshd", password_user=USER).setup().start()
