@@ -36,6 +36,9 @@ TITLE = "## Where users wait: tether against OpenSSH and rsync"
 ROUNDS = int(os.environ.get("BENCH_SPEED_ROUNDS", "5"))
 TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "10000"))
 BIG_MB = int(os.environ.get("BENCH_PULL_MB", "512"))
+# The host's Python by its path: on this machine `python3` is a pyenv shim (a shell script
+# costing 0.2-0.3 s a call), which a GPU host's python3 is not.
+HOST_PYTHON = os.environ.get("BENCH_HOST_PYTHON") or shutil.which("python3", path="/usr/bin:/bin") or "python3"
 
 
 @dataclass
@@ -48,16 +51,18 @@ class Row:
     goal_text: str
     note: str = ""
     ratios: List[float] = field(default_factory=list)
+    unit: str = "s"
 
     def line(self) -> str:
         r = statistics.median(self.ratios)
         met = "met" if r <= self.goal else "not met"
-        return (f"| {self.what} | {_spread(self.ours)} | {self.peer_label}: {_spread(self.peer)} | "
+        return (f"| {self.what} | {_spread(self.ours, self.unit)} | {self.peer_label}: {_spread(self.peer, self.unit)} | "
                 f"{r:.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}) | {self.goal_text} | {met} |")
 
 
-def _spread(xs: List[float]) -> str:
-    return f"{statistics.median(xs):.2f} s ({min(xs):.2f}-{max(xs):.2f})"
+def _spread(xs: List[float], unit: str = "s") -> str:
+    k = 1000.0 if unit == "ms" else 1.0
+    return f"{k * statistics.median(xs):.2f} {unit} ({k * min(xs):.2f}-{k * max(xs):.2f})"
 
 
 def _run(argv: List[str], env: Dict[str, str], cwd: Optional[Path] = None) -> float:
@@ -124,7 +129,7 @@ class Bench:
                 name: str = "bench", extra: str = "") -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "job.yaml").write_text(
-            f"name: {name}\nhost: {{provider: ssh, address: {host}, root: {root or self.root}}}\n"
+            f"name: {name}\nhost: {{provider: ssh, address: {host}, root: {root or self.root}, python: {HOST_PYTHON}}}\n"
             f"run: {run}\n{extra}")
         return workdir
 
@@ -191,7 +196,7 @@ def jobs_rows(b: Bench) -> List[Row]:
         hosts = ["benchhost", "host1", "host2", "host3", "deadhost"]
         for h in hosts:
             for j in range(4):
-                work = b.project(b.tmp / f"jobs-{h}-{j}", "true", host=h, root=b.tmp / f"root-{h}", name=f"j{h}{j}")
+                work = b.project(b.tmp / f"jobs-{h}-{j}", "\"true\"", host=h, root=b.tmp / f"root-{h}", name=f"j{h}{j}")
                 (work / "job.yaml").write_text((work / "job.yaml").read_text().replace("root:", f"{timeout}, root:"))
                 last = b.launch(work)
         b.wait_state(last)
@@ -219,7 +224,7 @@ def make_tree(work: Path, files: int) -> None:
 
 
 def launch_rows(b: Bench) -> List[Row]:
-    work = b.project(b.tmp / "tree", "true", name="tree")
+    work = b.project(b.tmp / "tree", "\"true\"", name="tree")
     make_tree(work, TREE_FILES)
     peer_dest = b.tmp / "rsync-dest"
     rsync = ["rsync", "-az", "-e", " ".join(b.ssh), f"{work}/", f"benchhost:{peer_dest}/"]
@@ -342,33 +347,35 @@ def log_rows(b: Bench) -> List[Row]:
         proc = subprocess.Popen(argv, env=b.env, stdout=subprocess.PIPE, text=True, start_new_session=True)
         b.helpers.append(proc)
         seen: List[float] = []
-        threading.Timer(25, lambda: os.killpg(proc.pid, signal.SIGTERM)).start()
+        timer = threading.Timer(25, lambda: proc.poll() is None and os.killpg(proc.pid, signal.SIGTERM))
+        timer.start()
         for line in proc.stdout:
             m = re.search(r"t=(\d+\.\d+)", line)
             if m:
                 seen.append(time.time() - float(m.group(1)))
             if len(seen) >= 30:
                 break
-        os.killpg(proc.pid, signal.SIGTERM)
+        timer.cancel()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
         return seen[5:]   # the first lines are history, not live
 
     ours, peer, ratios = [], [], []
     for _ in range(2):
         job = b.launch(work)
-        log = b.root / "jobs" / job / "logs" / "workload.log"
         a = latency(b.tether("logs", job, "-f", "-n", "0"))
         b.wait_state(job)
         job = b.launch(work)
         time.sleep(0.5)
-        p = latency(b.ssh + ["benchhost", "tail", "-n", "0", "-F", str(log)])
+        p = latency(b.ssh + ["benchhost", "tail", "-n", "0", "-F", str(b.root / "jobs" / job / "logs" / "workload.log")])
         b.wait_state(job)
         ours.append(statistics.median(a))
         peer.append(statistics.median(p))
         ratios.append(ours[-1] / peer[-1])
     row = Row("log line latency, `tether logs -f` (median of 25 lines a round)", ours, peer, "`ssh host tail -F`",
-              1.2, "<= 1.2x", ratios=ratios)
-    print(f"  logs: {_spread(ours)} vs {_spread(peer)}", flush=True)
+              1.2, "<= 1.2x", ratios=ratios, unit="ms")
+    print(f"  logs: {_spread(ours, 'ms')} vs {_spread(peer, 'ms')}", flush=True)
     return [row]
 
 

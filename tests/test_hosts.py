@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -199,3 +200,42 @@ def test_ssh_and_rsync_never_carry_the_laptops_secrets():
               "VAST_API_KEY": "v", "WANDB_API_KEY": "w", "GITHUB_TOKEN": "g", "DB_PASSWORD": "p"}
     assert child_environ(laptop) == {"PATH": "/usr/bin", "HOME": "/home/me", "SSH_AUTH_SOCK": "/tmp/agent.sock",
                                      "LANG": "C.UTF-8"}
+
+
+def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loads(tether, project, tmp_path):
+    """`tether status JOB` and `tether jobs` as the installed command runs them: their SSH
+    command starts before typer and rich load (launcher/early.py) and its answer is the one
+    shown; nothing of it is left running after, also when what was started is not used."""
+    import subprocess
+    import sys
+
+    from scripts import COUNTER
+
+    job = launched_id(tether("launch", project(f"""
+        name: early
+        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
+        run: python3 train.py 3 0.01
+    """, {"train.py": COUNTER})))
+    wait_state(tether, job, "SUCCEEDED")
+
+    def command(*args):
+        return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True,
+                              env=dict(os.environ), timeout=120)
+
+    shown = command("status", job)
+    assert shown.returncode == 0, shown
+    assert "SUCCEEDED" in shown.stdout and re.search(r"^step\s+2\b", shown.stdout, re.M), shown.stdout
+    listed = command("jobs", "--json")
+    assert [j["state"] for j in json.loads(listed.stdout) if j["id"] == job] == ["SUCCEEDED"]
+
+    from launcher import early
+
+    early.start(["status", job])
+    started = list(early._started.values())
+    assert len(started) == 1
+    r = tether("status", job)  # the status path takes the command started for it, exactly
+    assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not early._started and started[0].returncode == 0
+    early.start(["status", job])
+    started = list(early._started.values())
+    early.discard()  # what tether does at exit with a command it did not use
+    assert started[0].poll() is not None and not early._started

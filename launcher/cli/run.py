@@ -19,6 +19,7 @@ from launcher.backends import label_of, observe
 from launcher.cli.app import app, command, session
 from launcher.errors import ExitCode, TetherError, UsageError
 from launcher.jobs.reconcile import reconcile
+from launcher.early import SPARK_ROWS
 from launcher.jobs.view import JobView
 from launcher.show.tables import jobs_table, metrics_text, print_status, state_text, status_grid
 from launcher.text import inert
@@ -135,9 +136,6 @@ def _watch_live(jobs: Optional[list], every: float) -> None:
             if not screen:
                 console.print()
             time.sleep(every)
-
-
-SPARK_ROWS = 64   # progress rows a status draws (its loss sparkline, its rate)
 
 
 @contextlib.contextmanager

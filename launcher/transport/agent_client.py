@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.protocol import JobState, StatusAnswer, agent_argv
 
@@ -39,14 +39,15 @@ class AgentClient:
     def argv(self, verb: str, *args: str) -> List[str]:
         return agent_argv(self.python, self.runtime_dir, verb, *args)
 
+    def argv_with(self, verb: str, args: Sequence[str], env: Optional[Mapping[str, str]] = None) -> List[str]:
+        argv = self.argv(verb, *args)
+        return ["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv
+
     def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120,
              env: Optional[Mapping[str, str]] = None) -> Any:
         """env: settings for the agent, set by `env` before it (never secrets: those go on stdin)."""
         what = VERB_WORDS.get(verb, verb)
-        argv = self.argv(verb, *args)
-        if env:
-            argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
-        done = self.host.run(argv, input=input, timeout=timeout)
+        done = self.host.run(self.argv_with(verb, args, env), input=input, timeout=timeout)
         done.check(what)
         try:
             return done.json()
@@ -74,7 +75,15 @@ class AgentClient:
 
     def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
         """recent: also each job's progress thinned to that many rows (agents that know how)."""
-        return self.call("status", *job_dirs, timeout=60, env={"TETHER_STATUS_RECENT": str(recent)} if recent else None)
+        return self.call("status", *job_dirs, timeout=60, env=self._recent_env(recent))
+
+    def status_argv(self, job_dirs: Sequence[str], recent: int = 0) -> List[str]:
+        """The command line of status() (started early by launcher.early)."""
+        return self.argv_with("status", job_dirs, self._recent_env(recent))
+
+    @staticmethod
+    def _recent_env(recent: int) -> Optional[Dict[str, str]]:
+        return {"TETHER_STATUS_RECENT": str(recent)} if recent else None
 
     def channel(self, root: str) -> "AgentChannel":
         return AgentChannel(self.stream("serve", root))

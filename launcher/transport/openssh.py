@@ -89,15 +89,22 @@ class OpenSshHost:
         return openssh_argv(self.endpoint, self.known_hosts, self.ssh_config, connect_timeout_s=self.connect_timeout_s,
                             persist_s=self.persist_s, control=self.control, trust_new=trust_new)
 
-    def _argv(self, argv: Sequence[str]) -> List[str]:
+    def command_line(self, argv: Sequence[str]) -> List[str]:
+        """The local `ssh` command line that runs argv there."""
         return self.openssh_argv() + ["--", self.destination, shlex.join(argv)]
+
+    _argv = command_line
 
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120) -> Completed:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
+        early = _started_early(self.command_line(argv))  # tether status began it before loading
         while True:
             try:
-                p = subprocess.run(self._argv(argv), input=input, capture_output=True, timeout=timeout,
-                                   env=child_environ())
+                if early is not None:
+                    p, early = _finish(early, input, timeout), None
+                else:
+                    p = subprocess.run(self._argv(argv), input=input, capture_output=True, timeout=timeout,
+                                       env=child_environ())
             except subprocess.TimeoutExpired:
                 raise RemoteError(f"{command_label(argv)} did not finish within {timeout:.0f}s on {self.name}") from None
             if p.returncode != 255:
@@ -144,6 +151,22 @@ class OpenSshHost:
 
     def close(self) -> None:
         """The shared connection stays for the next command (ControlPersist ends it)."""
+
+
+def _started_early(full: List[str]) -> Optional[subprocess.Popen]:
+    from launcher import early
+
+    return early.take(full)
+
+
+def _finish(proc: subprocess.Popen, input: Optional[bytes], timeout: float) -> subprocess.CompletedProcess:
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def close_shared(control: Path) -> None:
