@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
+import shutil
 import subprocess
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from provisioning.endpoint_name import known_hosts_name
 
 SPARK_ROWS = 64   # progress rows `tether status JOB` draws (the CLI's own path asks the same)
 
@@ -47,7 +52,6 @@ def _start(args: List[str]) -> None:
 
     from launcher.registry import Registry
     from launcher.settings import places
-    from launcher.transport.connect import STATUS_RETRY_S, host_for_record
     from launcher.transport.agent_client import AgentClient
 
     where = places()
@@ -62,14 +66,48 @@ def _start(args: List[str]) -> None:
             groups.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
     atexit.register(discard)
     for group in groups.values():
-        host = host_for_record(group[0], where, max_retry_s=STATUS_RETRY_S)
-        argv = getattr(host, "command_line", None)
-        if argv is None:  # paramiko: nothing to start early
+        host = _openssh_host(group[0].endpoint, where)
+        if host is None:  # paramiko: nothing to start early
             return
         client = AgentClient(host, group[0].python, group[0].runtime_dir)
-        full = argv(client.status_argv([r.job_dir for r in group], recent))
+        full = host.command_line(client.status_argv([r.job_dir for r in group], recent))
         _started[tuple(full)] = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                  env=_environ())
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """provisioning.base.SshEndpoint's fields OpenSSH's command line is built from, without
+    pydantic (its import alone costs more than the connection it would delay)."""
+
+    host: str
+    port: int = 22
+    user: Optional[str] = None
+    identity_file: Optional[str] = None
+    proxy_command: Optional[str] = None
+    host_key_alias: Optional[str] = None
+    proxy_jump: Optional[str] = None
+    config_host: Optional[str] = None
+
+    @property
+    def known_hosts_name(self) -> str:
+        return known_hosts_name(self.host, self.port, self.host_key_alias)
+
+    def __str__(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+
+def _openssh_host(endpoint: dict, where):
+    """The host as launcher.transport.connect.ssh_host makes it for a status read (the same
+    command line, or nothing is taken from here), or None where that would not be OpenSSH."""
+    if not shutil.which("ssh") or os.environ.get("TETHER_NO_OPENSSH"):
+        return None
+    from launcher.transport.openssh import OpenSshHost, control_dir
+
+    names = {f.name for f in fields(_Endpoint)}
+    ep = _Endpoint(**{k: v for k, v in endpoint.items() if k in names})
+    return OpenSshHost(ep, where.known_hosts, ssh_config=where.ssh_config, control=control_dir(where.data),  # type: ignore[arg-type]
+                       connect_timeout_s=float(endpoint.get("connect_timeout_s", 15)), retry_s=0.0)
 
 
 def _environ():

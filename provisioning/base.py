@@ -9,6 +9,8 @@ from typing import List, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from provisioning.endpoint_name import known_hosts_name
+
 
 class InstanceState(str, Enum):
     PROVISIONING = "PROVISIONING"
@@ -38,9 +40,7 @@ class SshEndpoint(BaseModel):
 
     @property
     def known_hosts_name(self) -> str:
-        if self.host_key_alias:
-            return self.host_key_alias
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return known_hosts_name(self.host, self.port, self.host_key_alias)
 
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""

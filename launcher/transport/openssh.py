@@ -15,12 +15,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence
-
-from provisioning.base import SshEndpoint
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
 from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
+
+if TYPE_CHECKING:  # not loaded at run time: `tether status` builds this before pydantic loads (early.py)
+    from provisioning.base import SshEndpoint
 
 PERSIST_ENV = "TETHER_SSH_PERSIST_S"
 
