@@ -32,6 +32,9 @@ def main(argv=None) -> int:
         p = sub.add_parser(verb)
         p.add_argument("root")
         p.add_argument("project")
+        if verb == "manifest":
+            p.add_argument("--known", action="append", default=None,
+                           help="a manifest digest the laptop has: then only the digest is sent")
     p = sub.add_parser("create-job")
     p.add_argument("root")
     p.add_argument("project")
@@ -131,7 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if verb == "manifest":
         root = Root(args.root)
-        _emit(codetree.manifest(root.code(args.project), root.code_manifest_cache(args.project)))
+        code, cache = root.code(args.project), root.code_manifest_cache(args.project)
+        _emit(codetree.manifest(code, cache) if args.known is None else codetree.manifest_unless(code, cache, args.known))
     elif verb == "receive":
         _emit(codetree.apply_delta(Root(args.root).code(args.project), stdin))
     elif verb == "create-job":

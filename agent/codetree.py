@@ -11,11 +11,12 @@ import shutil
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Dict, Iterable, List
+from typing import IO, Callable, Dict, Iterable, List, Tuple
 
 from .files import read_json_object, write_json_atomic
+from .hashing import BackgroundHash
 from .paths import remove_inside
-from .protocol import sha256_file
+from .protocol import code_digest, sha256_file
 
 TEMP_SUFFIX = ".tether-tmp"
 
@@ -39,12 +40,25 @@ def is_inside(path: Path, top: Path) -> bool:
 
 def walk_files(top: Path) -> Iterable[Path]:
     """Regular files under top, not following symlinks."""
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if p.is_file() and not p.is_symlink():
-                yield p
+    for rel, _ in scan_files(top):
+        yield top / rel
+
+
+def scan_files(top: Path, under: str = "") -> List[Tuple[str, os.stat_result]]:
+    """(relative path, stat) of every regular file under top, sorted by path, symlinks not
+    followed: one scandir per folder (a 10,000-file tree is read in a few tens of ms)."""
+    out: List[Tuple[str, os.stat_result]] = []
+    try:
+        entries = sorted(os.scandir(os.path.join(top, under) if under else top), key=lambda e: e.name)
+    except OSError:  # gone, or unreadable: skipped, as os.walk does
+        return out
+    for e in entries:
+        rel = f"{under}/{e.name}" if under else e.name
+        if e.is_dir(follow_symlinks=False):
+            out.extend(scan_files(top, rel))
+        elif e.is_file(follow_symlinks=False):
+            out.append((rel, e.stat(follow_symlinks=False)))
+    return out
 
 
 RACY_S = 2.0  # a file written this close to when its hash was cached may have changed unseen
@@ -60,21 +74,27 @@ def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
     now = time.time()
     out: Dict[str, dict] = {}
     new_cache: Dict[str, list] = {}
-    if code_dir.is_dir():
-        for p in walk_files(code_dir):
-            rel = p.relative_to(code_dir).as_posix()
-            st = p.stat()
-            key = [st.st_ino, st.st_size, st.st_mtime_ns]
-            hit = cache.get(rel)
-            if isinstance(hit, list) and len(hit) == 5 and hit[:3] == key and hit[4] - st.st_mtime > RACY_S:
-                digest = hit[3]
-            else:
-                digest = sha256_file(p)
-            new_cache[rel] = key + [digest, now]
-            out[rel] = {"size": st.st_size, "mode": st.st_mode & 0o777, "sha256": digest}
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cache_path, new_cache)
+    for rel, st in scan_files(code_dir):
+        key = [st.st_ino, st.st_size, st.st_mtime_ns]
+        hit = cache.get(rel)
+        if isinstance(hit, list) and len(hit) == 5 and hit[:3] == key and hit[4] - st.st_mtime > RACY_S:
+            new_cache[rel] = hit
+        else:
+            new_cache[rel] = key + [sha256_file(code_dir / rel), now]
+        out[rel] = {"size": st.st_size, "mode": st.st_mode & 0o777, "sha256": new_cache[rel][3]}
+    if new_cache != cache:  # rewritten only when something changed (1 MB for 10,000 files)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache_path, new_cache)
     return out
+
+
+def manifest_unless(code_dir: Path, cache_path: Path, known: List[str]) -> dict:
+    """{"digest": d, "files": manifest} — without "files" when d is one of the digests the
+    laptop says it already knows the manifest of (its own tree, the host's last manifest):
+    an unchanged launch then moves a line, not a megabyte."""
+    files = manifest(code_dir, cache_path)
+    digest = code_digest(files)
+    return {"digest": digest} if digest in known else {"digest": digest, "files": files}
 
 
 def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
@@ -156,16 +176,16 @@ def snapshot(code_dir: Path, dest: Path) -> int:
     """dest mirrors code_dir with hard links (copies where links are not possible)."""
     count = 0
     dest.mkdir(parents=True, exist_ok=True)
-    if not code_dir.is_dir():
-        return 0
-    for p in walk_files(code_dir):
-        rel = p.relative_to(code_dir)
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+    made = {""}
+    for rel, _ in scan_files(code_dir):
+        folder = os.path.dirname(rel)
+        if folder not in made:
+            (dest / folder).mkdir(parents=True, exist_ok=True)
+            made.add(folder)
         try:
-            os.link(p, target)
+            os.link(code_dir / rel, dest / rel)
         except OSError:
-            shutil.copy2(p, target)
+            shutil.copy2(code_dir / rel, dest / rel)
         count += 1
     return count
 
@@ -248,7 +268,7 @@ def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
                 f.seek(offset)
                 length = size - offset
                 out.write(json.dumps({"path": rel, "offset": offset, "length": length}).encode() + b"\n")
-                digest = _hash_prefix(f, offset) if req.get("sha256") is True else None
+                digest = BackgroundHash(_hash_prefix(f, offset)) if req.get("sha256") is True else None
                 left = length
                 while left:
                     block = f.read(min(left, 1 << 20))

@@ -312,7 +312,7 @@ def pull_rows(b: Bench) -> List[Row]:
         def scp(path: str) -> float:
             d = fresh()
             d.mkdir()
-            return _run(["scp", "-q", "-F", str(b.conf), "-o", f"UserKnownHostsFile={b.tmp / 'peer_known_hosts'}",
+            return _run(["scp", "-q", "-O", "-F", str(b.conf), "-o", f"UserKnownHostsFile={b.tmp / 'peer_known_hosts'}",
                          "-o", "StrictHostKeyChecking=accept-new", "-r", f"{host}:{outputs / path}", f"{d}/"], b.env)
 
         def clean() -> None:

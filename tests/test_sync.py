@@ -72,3 +72,49 @@ def test_dry_run_prints_files_and_sizes_and_changes_nothing(tether, project, tmp
     assert "not sent: .env  (built-in: .env files are never sent (secrets))" in r.stdout
     assert not (root / "runtime").exists() and not (root / "code").exists()
     assert "no jobs" in tether("jobs").stdout
+
+
+def test_the_hosts_manifest_moves_only_when_the_laptop_does_not_know_it(tmp_path):
+    """An unchanged tree: the host answers its digest, not its manifest; after an edit, the
+    manifest the host sent last time (kept on the laptop) stands in; a digest the laptop never
+    sent or kept is refused, and a damaged keep is ignored."""
+    from agent.protocol import code_digest
+    from launcher.errors import RemoteError
+    from launcher.transfer import sync
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.py").write_text("a = 1\n")
+    tree = sync.scan(work, tmp_path / "cache" / "hashes" / "w.json")
+    mine = {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in tree.files.items()}
+    host_files = {"old.py": {"size": 1, "mode": 0o644, "sha256": "0" * 64}}
+
+    class Host:
+        def __init__(self, files):
+            self.files, self.asked = files, []
+
+        def call(self, verb, root, project, *known):
+            self.asked.append(known)
+            digest = code_digest(self.files)
+            return {"digest": digest} if digest in known[1::2] else {"digest": digest, "files": self.files}
+
+    host = Host(host_files)
+    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files  # first time: the whole manifest
+    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files  # then from the laptop's keep
+    assert len(host.asked[1]) == 4  # it named its tree's digest and the kept one
+    host.files = mine
+    assert sync.remote_manifest(host, "/r", "p", tree, "h") == mine  # the host holds what the laptop has
+
+    class Liar:
+        def call(self, *args):
+            return {"digest": "f" * 64}
+
+    try:
+        sync.remote_manifest(Liar(), "/r", "p", tree, "h")
+        raise AssertionError("a digest never sent was taken")
+    except RemoteError as exc:
+        assert "digest" in str(exc.what)
+    for kept in (tree.cache_dir / "host-manifests").glob("*.json"):
+        kept.write_text('{"digest": "x", "files": {"a": 1}}')  # damaged: as if nothing were kept
+    host.files = host_files
+    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files

@@ -216,7 +216,7 @@ def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optiona
 def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
     """Only what changed travels (rsync or a tar stream); prints the one-line summary."""
     project = loaded.spec.name
-    the_plan = sync.plan(tree, client.call("manifest", root, project))
+    the_plan = sync.plan(tree, sync.remote_manifest(client, root, project, tree, host_key=client.host.name))
     via = ""
     if the_plan.send or the_plan.delete:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)

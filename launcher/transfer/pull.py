@@ -14,6 +14,7 @@ from typing import IO, List
 from rich.console import Console
 
 from agent.codetree import SIZES_ONLY_ENV
+from agent.hashing import BackgroundHash
 from agent.protocol import BackupInfo, sha256_file
 
 from launcher.transport.agent_client import AgentClient
@@ -154,20 +155,12 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
             or length + (want["offset"] if resumed else 0) != want["size"]:
         raise RemoteError(f"pull: the host's frame for {want['path']!r} does not match its listing ({header!r:.200})",
                           "run pull again")
-    h = sha256_of_part(part) if resumed else hashlib.sha256()
-    left = length
-    with open(part, "ab" if resumed else "wb") as f:
-        while left:
-            block = src.read(min(left, 1 << 20))
-            if not block:
-                raise RemoteError(f"pull: the connection ended inside {want['path']}",
-                                  "run pull again: it resumes where it stopped")
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-            progress(len(block))
-        f.flush()
-        os.fsync(f.fileno())  # a pull may let autodown destroy the host: the copy must be on disk
+    h = BackgroundHash(sha256_of_part(part) if resumed else None)
+    try:
+        _write_part(src, part, resumed, length, h, want["path"], progress)
+    except BaseException:
+        h.hexdigest()  # ends its thread
+        raise
     expected = want.get("sha256")
     if expected is None:  # sent after the bytes
         trailer = json.loads(src.readline(MAX_LINE) or b"{}")
@@ -177,6 +170,22 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
         raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",
                           "run pull again")
     os.replace(part, want["target"])
+
+
+def _write_part(src: IO[bytes], part: Path, resumed: bool, left: int, h: BackgroundHash, name: str,
+                progress: TransferProgress) -> None:
+    with open(part, "ab" if resumed else "wb") as f:
+        while left:
+            block = src.read(min(left, 1 << 20))
+            if not block:
+                raise RemoteError(f"pull: the connection ended inside {name}",
+                                  "run pull again: it resumes where it stopped")
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+            progress(len(block))
+        f.flush()
+        os.fsync(f.fileno())  # a pull may let autodown destroy the host: the copy must be on disk
 
 
 def list_backups(client: AgentClient, job_dir: str, check: bool = True) -> List[BackupInfo]:

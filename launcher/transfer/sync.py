@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from agent.paths import Root
 from agent.protocol import code_digest, sha256_file
@@ -42,6 +42,7 @@ class LocalTree:
     files: Dict[str, LocalFile]
     skipped_links: List[str] = field(default_factory=list)
     left_out: List[Tuple[str, Rule]] = field(default_factory=list)   # (path, the rule), topmost only
+    cache_dir: Optional[Path] = None   # where the laptop keeps what it learnt of hosts' copies
 
     @property
     def total_bytes(self) -> int:
@@ -89,7 +90,7 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     if not isinstance(cache, dict):
         cache = {}
     now = time.time()
-    tree = LocalTree({})
+    tree = LocalTree({}, cache_dir=hash_cache.parent.parent)
     new_cache: Dict[str, list] = {}
     ignores = Ignores(workdir)
     for dirpath, dirnames, filenames in os.walk(workdir):
@@ -131,6 +132,51 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
 def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
     key = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
     return cache_dir / "hashes" / f"{key}.json"
+
+
+def remote_manifest(client: Any, root: str, project: str, tree: LocalTree, host_key: str) -> Dict[str, dict]:
+    """The host's manifest of the project's code. The host sends only its digest when that is
+    the laptop's own tree's (nothing changed) or the manifest it sent last time (kept here,
+    per host, root and project): a launch moves the whole manifest only when it must."""
+    known: List[str] = [tree.digest]
+    cache = None
+    if tree.cache_dir is not None:
+        cache = tree.cache_dir / "host-manifests" / (hashlib.sha256(f"{host_key}\0{root}\0{project}".encode())
+                                                     .hexdigest()[:24] + ".json")
+    last = _read_manifest(cache)
+    if last is not None:
+        known.append(last[0])
+    answer = client.call("manifest", root, project, *[a for d in known for a in ("--known", d)])
+    digest = answer.get("digest") if isinstance(answer, dict) else None
+    if not isinstance(digest, str):
+        raise RemoteError("the host's manifest answer has no digest")
+    files = answer.get("files")
+    if files is None:
+        if digest == tree.digest:
+            return {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in tree.files.items()}
+        if last is not None and digest == last[0]:
+            return last[1]
+        raise RemoteError("the host's manifest answer names a digest the laptop never sent")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                                              and isinstance(v.get("mode"), int) for v in files.values()):
+        raise RemoteError("the host's manifest is not {path: {mode, sha256, size}}")
+    if cache is not None and code_digest(files) == digest:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"digest": digest, "files": files}))
+        os.replace(tmp, cache)
+    return files
+
+
+def _read_manifest(cache: Optional[Path]) -> Optional[Tuple[str, Dict[str, dict]]]:
+    try:
+        doc = json.loads(cache.read_text()) if cache is not None else None
+        if isinstance(doc, dict) and isinstance(doc.get("digest"), str) and isinstance(doc.get("files"), dict) \
+                and code_digest(doc["files"]) == doc["digest"]:
+            return doc["digest"], doc["files"]
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable or damaged: as if not kept
+        pass
+    return None
 
 
 def plan(local: LocalTree, remote: Dict[str, dict]) -> SyncPlan:
