@@ -62,7 +62,7 @@ def _start(args: List[str]) -> None:
         registry.close()
     groups: Dict[str, list] = {}
     for r in records:
-        if r.kind == "agent" and r.endpoint.get("kind") != "local":
+        if r.kind == "agent" and r.endpoint.get("kind") != "local" and (len(records) == 1 or r.kept_answer is None):
             groups.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
     atexit.register(discard)
     for group in groups.values():

@@ -34,13 +34,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     autodown INTEGER NOT NULL DEFAULT 0,
     spec TEXT,                     -- JSON: the resolved spec (never secrets), to resume elsewhere
     workdir TEXT,                  -- the laptop folder that was synced
-    last_step INTEGER              -- the step last seen (shown while the host does not answer)
+    last_step INTEGER,             -- the step last seen (shown while the host does not answer)
+    final TEXT                     -- JSON: an ended job's last answer, not asked for again
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
 """
 
 # Columns added after the first release: (name, SQL type) added to older registries.
-_ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"), ("last_step", "INTEGER"))
+_ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"), ("last_step", "INTEGER"),
+          ("final", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class JobRecord:
     spec: Optional[Dict[str, Any]] = None
     workdir: Optional[str] = None
     last_step: Optional[int] = None
+    final: Optional[Dict[str, Any]] = None   # {"answer": the status answer, "at": when it was read}
 
     @property
     def kind(self) -> str:
@@ -77,12 +80,21 @@ class JobRecord:
         return ((self.spec or {}).get("backup") or {}).get("mirror")
 
     @property
+    def kept_answer(self) -> Optional[Dict[str, Any]]:
+        """The ended job's last answer, when one is kept: a read of many jobs shows it without
+        asking the host (launcher.backends.observe; launcher.early agrees)."""
+        if self.last_state in _ENDED and isinstance(self.final, dict) and isinstance(self.final.get("answer"), dict):
+            return self.final
+        return None
+
+    @property
     def instance_alive(self) -> bool:
         """A rented instance that tether has not destroyed (as far as it knows)."""
         return bool(self.instance) and not (self.instance or {}).get("destroyed_at")
 
 
-_JSON_FIELDS = ("endpoint", "instance", "artifacts", "spec")
+_JSON_FIELDS = ("endpoint", "instance", "artifacts", "spec", "final")
+_ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 class Registry:
@@ -110,18 +122,28 @@ class Registry:
         self.db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     def set_state(self, job_id: str, state: str, step: Optional[int] = None) -> None:
-        """What the host last said: kept to show while it does not answer."""
+        """What the host last said: kept to show while it does not answer. A job that is not
+        ended (resumed, relaunched) loses its kept final answer."""
+        if state not in _ENDED:
+            self.db.execute("UPDATE jobs SET final=NULL WHERE id=?", (job_id,))
         if step is None:
             self.db.execute("UPDATE jobs SET last_state=?, last_seen=? WHERE id=?", (state, time.time(), job_id))
         else:
             self.db.execute("UPDATE jobs SET last_state=?, last_seen=?, last_step=? WHERE id=?",
                             (state, time.time(), step, job_id))
 
+    def set_final(self, job_id: str, answer: Dict[str, Any]) -> None:
+        """An ended job's last answer, shown from here from now on (`tether jobs` does not
+        ask its host again); `tether status JOB` still asks."""
+        self.db.execute("UPDATE jobs SET final=? WHERE id=? AND last_state IN (?, ?, ?)",
+                        (json.dumps({"answer": answer, "at": time.time()}), job_id, *_ENDED))
+
     def rehome(self, job_id: str, **fields: Any) -> None:
         """The job moved to another host (resume --on): where to reach it from now on."""
         allowed = {"provider", "endpoint", "instance", "remote_root", "job_dir", "python", "runtime_dir",
                    "price_per_hour", "autodown"}
         cols = [k for k in fields if k in allowed]
+        self.db.execute("UPDATE jobs SET final=NULL WHERE id=?", (job_id,))
         values = [json.dumps(fields[k]) if k in _JSON_FIELDS and fields[k] is not None else fields[k] for k in cols]
         self.db.execute(f"UPDATE jobs SET {', '.join(c + '=?' for c in cols)} WHERE id=?", values + [job_id])
 

@@ -239,3 +239,37 @@ def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loa
     started = list(early._started.values())
     early.discard()  # what tether does at exit with a command it did not use
     assert started[0].poll() is not None and not early._started
+
+
+def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):
+    """`tether jobs` keeps an ended job's last answer and shows it from then on, its host not
+    asked (here: gone); `tether status JOB` still asks; a resumed job is asked again."""
+    from scripts import COUNTER
+
+    conf = Path(os.environ["TETHER_SSH_CONFIG"])
+    conf.write_text(conf.read_text() + own_sshd.ssh_config("soon-gone"))
+    ended = launched_id(tether("launch", project(f"""
+        name: ended
+        host: {{provider: ssh, address: soon-gone, root: {tmp_path / "root2"}}}
+        run: python3 train.py 3 0.01
+    """, {"train.py": COUNTER}, name="p1")))
+    running = launched_id(tether("launch", project(f"""
+        name: running
+        host: {{provider: ssh, address: testhost, root: {tmp_path / "root1"}}}
+        run: sleep 60
+    """, name="p2")))
+    wait_state(tether, ended, "SUCCEEDED")
+    first = {j["id"]: j for j in json.loads(tether("jobs", "--json").stdout)}
+    assert first[ended]["state"] == "SUCCEEDED"  # read from its host, and kept
+    own_sshd.stop()
+    own_sshd.kill_sessions()
+    from launcher.transport.openssh import close_shared, control_dir
+    close_shared(control_dir(Path(os.environ["TETHER_HOME"])))
+    started = time.monotonic()
+    again = {j["id"]: j for j in json.loads(tether("jobs", "--json").stdout)}
+    assert again[ended]["state"] == "SUCCEEDED" and again[running]["state"] == "RUNNING"
+    assert again[ended]["heartbeat_age_s"] >= first[ended]["heartbeat_age_s"]
+    assert time.monotonic() - started < 10  # the gone host was not waited for
+    r = tether("status", ended, "--json")  # asked: its host is gone
+    assert json.loads(r.stdout)["state"] == "UNREACHABLE"
+    tether("stop", running)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -58,17 +59,50 @@ def observe(records: List[JobRecord], places: Places, registry: Registry, enviro
     """Every job as it is now: each kind asks in its own way (the agent's, one command per
     host); the registry remembers what was seen. recent: progress rows too, where a kind can."""
     ctx = Context(places, registry, environ)
+    kept = {} if len(records) == 1 else {r.id: v for r in records if (v := _kept_view(r)) is not None}
     by_kind: Dict[type, list] = {}
     for r in records:
-        h = handle_for(r, ctx)
-        by_kind.setdefault(type(h), []).append(h)
+        if r.id not in kept:
+            h = handle_for(r, ctx)
+            by_kind.setdefault(type(h), []).append(h)
     views: Dict[str, JobView] = {}
     for kind, handles in by_kind.items():
         views.update(kind.observe_all(handles, recent))
     for v in views.values():
         if v.state.value != "UNREACHABLE":
             registry.set_state(v.record.id, v.state.value, v.answer.step)
+        if _may_keep(v):
+            registry.set_final(v.record.id, v.answer.to_json())
+    views.update(kept)
     return [views[r.id] for r in records]
+
+
+def _may_keep(v: JobView) -> bool:
+    """An ended job whose answer can no longer change, and for which the laptop has nothing
+    left to do (no backups to mirror here, nothing to publish, no instance to end)."""
+    r = v.record
+    return (v.state.value in ("SUCCEEDED", "FAILED", "STOPPED") and r.kind == "agent" and r.mirror != "laptop"
+            and not ((r.spec or {}).get("publish") or {}).get("repo") and not r.instance_alive)
+
+
+def _kept_view(r: JobRecord) -> "JobView | None":
+    """The view of an ended job from its kept answer, its ages moved on by the time since."""
+    import time
+    from agent.protocol import StatusAnswer
+
+    kept = r.kept_answer
+    if kept is None:
+        return None
+    try:
+        answer = StatusAnswer.from_json(kept["answer"])
+    except ValueError:
+        return None
+    since = max(0.0, time.time() - float(kept.get("at") or time.time()))
+    answer = dataclasses.replace(answer, **{k: getattr(answer, k) + since for k in
+                                            ("heartbeat_age_s", "last_output_age_s", "last_progress_age_s")
+                                            if getattr(answer, k) is not None})
+    return JobView(r, answer.state, reason=answer.reason, answer=answer, spend_usd=answer.spend_usd or r.spend,
+                   host=label_of(r))
 
 
 __all__ = ["Context", "JobHandle", "StopAsked", "Unsupported", "handle_for", "label_of", "reaches_host", "observe", "observe_on",
