@@ -8,6 +8,8 @@
 4. Code sync: the rsync path, the tar stream and a bare rsync (sync_bench.py).
 5. The causal-lm memory estimate against measured CPU peaks (memory_bench.py).
 6. The dashboard: 200 jobs over 5 hosts, a job of a million progress lines (ui_bench.py).
+7. Where users wait: status, jobs, launch, pull and logs -f against OpenSSH and rsync
+   (speed_bench.py).
 Results go to bench/RESULTS.md.
 """
 
@@ -182,6 +184,9 @@ def main() -> None:
     if os.environ.get("BENCH_SKIP_SYNC") != "1":
         import sync_bench
         lines += sync_bench.main()
+    if os.environ.get("BENCH_SKIP_SPEED") != "1":
+        import speed_bench
+        lines += speed_bench.main()
     if os.environ.get("BENCH_SKIP_MEMORY") != "1":
         import memory_bench
         lines += memory_bench.main()

@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE))
 
 from delay_proxy import DelayProxy  # noqa: E402
 
+from results import splice  # noqa: E402
+
 TITLE = "## Where users wait: tether against OpenSSH and rsync"
 ROUNDS = int(os.environ.get("BENCH_SPEED_ROUNDS", "5"))
 TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "10000"))
@@ -252,8 +254,23 @@ def launch_rows(b: Bench) -> List[Row]:
 
     rows.append(paired("launch after a one-file edit", launch, lambda: _run(rsync, b.env), "`rsync -az`",
                        1.5, "<= 1.5x", before=edit))
-    rows[-1].note = _bytes_after_edit(b, work, edit)
+    rows[-1].note = _bytes_after_edit(b, work, edit) + "\n- " + _launch_profile(b, work)
     return rows
+
+
+def _launch_profile(b: Bench, work: Path) -> str:
+    """Where a no-change launch's time goes (bench/launch_profile.py), medians of 3."""
+    import json
+    runs = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, str(HERE / "launch_profile.py"), str(work / "job.yaml")], env=b.env,
+                              capture_output=True, text=True)
+        line = next(x for x in done.stderr.splitlines() if x.startswith("PHASES "))
+        runs.append(json.loads(line[len("PHASES "):]))
+    names = [name for name, _ in runs[0]]
+    med = {n: statistics.median(dict(r).get(n, 0.0) for r in runs) for n in names}
+    return ("where a no-change launch's time goes now (medians of 3): "
+            + "; ".join(f"{n} {med[n]:.2f} s" for n in names))
 
 
 def _bytes_after_edit(b: Bench, work: Path, edit: Callable[[], None]) -> str:
@@ -400,17 +417,7 @@ def main() -> list:
     return lines
 
 
-def splice(lines: list) -> None:
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = "\n".join(lines)
-    pattern = re.compile(rf"{re.escape(TITLE)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else \
-        text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 if __name__ == "__main__":
     out = main()
-    splice(out)
+    splice(TITLE, out)
     print("\n".join(out))

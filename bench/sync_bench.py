@@ -9,7 +9,6 @@ of a workdir holding one big file, and a re-sync after 1 MB in its middle change
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 BIG_MB = int(os.environ.get("BENCH_SYNC_MB", "256"))
 ROUNDS = int(os.environ.get("BENCH_SYNC_ROUNDS", "3"))
+sys.path.insert(0, str(HERE))
+from results import splice  # noqa: E402
+
 TITLE = "## Code sync over SSH"
 
 
@@ -110,18 +112,7 @@ def main() -> list:
     return lines
 
 
-def splice(lines: list) -> None:
-    """Replaces this section of RESULTS.md (or appends it), leaving the others as they are."""
-    path = HERE / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = "\n".join(lines)
-    pattern = re.compile(rf"{re.escape(TITLE)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else \
-        text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 if __name__ == "__main__":
     out = main()
-    splice(out)
+    splice(TITLE, out)
     print("\n".join(out))
