@@ -93,40 +93,45 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     tree = LocalTree({}, cache_dir=hash_cache.parent.parent)
     new_cache: Dict[str, list] = {}
     ignores = Ignores(workdir)
-    for dirpath, dirnames, filenames in os.walk(workdir):
-        here = Path(dirpath)
-        rel_here = here.relative_to(workdir).as_posix()
-        rel_here = "" if rel_here == "." else rel_here
-        ignores.enter(rel_here)
-        keep = []
-        for d in sorted(dirnames):
-            rel = f"{rel_here}/{d}" if rel_here else d
-            rule = None if (here / d).is_symlink() else ignores.why(rel, True)
-            if (here / d).is_symlink():
-                tree.skipped_links.append(rel)
-            elif rule is not None:
-                tree.left_out.append((rel + "/", rule))
-            else:
-                keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            rel = f"{rel_here}/{name}" if rel_here else name
-            p = here / name
-            if p.is_symlink():
-                tree.skipped_links.append(rel)
-                continue
-            rule = ignores.why(rel, False)
-            if rule is not None:
-                tree.left_out.append((rel, rule))
-                continue
-            st = p.stat()
-            new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
-            tree.files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+    _scan_folder(workdir, "", ignores, tree, cache, new_cache, now)
     hash_cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(new_cache))
     os.replace(tmp, hash_cache)
     return tree
+
+
+def _scan_folder(workdir: Path, rel_here: str, ignores: Ignores, tree: LocalTree, cache: dict,
+                 new_cache: Dict[str, list], now: float) -> None:
+    """One folder, then its subfolders in name order (top-down, as the ignore files nest):
+    one scandir each, the file types from it, one lstat per file kept."""
+    ignores.enter(rel_here)
+    try:
+        entries = sorted(os.scandir(workdir / rel_here if rel_here else workdir), key=lambda e: e.name)
+    except OSError:
+        return
+    folders = []
+    for e in entries:
+        rel = f"{rel_here}/{e.name}" if rel_here else e.name
+        if e.is_symlink():
+            tree.skipped_links.append(rel)
+        elif e.is_dir(follow_symlinks=False):
+            rule = ignores.why(rel, True)
+            if rule is not None:
+                tree.left_out.append((rel + "/", rule))
+            else:
+                folders.append(rel)
+        elif e.is_file(follow_symlinks=False):
+            rule = ignores.why(rel, False)
+            if rule is not None:
+                tree.left_out.append((rel, rule))
+                continue
+            st = e.stat(follow_symlinks=False)
+            p = Path(e.path)
+            new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
+            tree.files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+    for rel in folders:
+        _scan_folder(workdir, rel, ignores, tree, cache, new_cache, now)
 
 
 def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
