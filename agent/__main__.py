@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import codetree, hostops
 from .paths import JobDir, Root
+from .protocol import SIZES_ONLY_ENV, STATUS_RECENT_ENV
 
 
 def _emit(obj: object) -> None:
@@ -162,9 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "prepare-resume":
         _emit(hostops.prepare_resume(JobDir(args.job_dir)))
     elif verb == "status":
-        # In the environment, not a flag: an older agent (a job launched by an older tether)
-        # ignores it and answers without the rows, where a flag would fail the status.
-        recent = os.environ.get(hostops.STATUS_RECENT_ENV, "")
+        recent = os.environ.get(STATUS_RECENT_ENV, "")
         rows = min(int(recent), 512) if recent.isdigit() else 0
         _emit([hostops.status(JobDir(p), rows) for p in args.job_dir])
     elif verb == "stop":
@@ -174,8 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif verb == "logs":
         hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout, args.framed, args.start)
     elif verb == "list-files":
-        # sizes only when asked through the environment (an older agent ignores it, and hashes)
-        _emit(codetree.list_tree(Path(args.job_dir), args.paths, hashes=os.environ.get(codetree.SIZES_ONLY_ENV) != "1"))
+        _emit(codetree.list_tree(Path(args.job_dir), args.paths, hashes=os.environ.get(SIZES_ONLY_ENV) != "1"))
     elif verb == "read-files":
         codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
     elif verb in ("hub-upload", "hub-check", "hub-newest"):

@@ -14,9 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Dict, Iterable, List, Tuple
 
 from .files import read_json_object, write_json_atomic
-from .hashing import BackgroundHash
 from .paths import remove_inside
-from .protocol import code_digest, sha256_file
+from .protocol import BackgroundHash, code_digest, sha256_file
 
 TEMP_SUFFIX = ".tether-tmp"
 
@@ -188,9 +187,6 @@ def snapshot(code_dir: Path, dest: Path) -> int:
             shutil.copy2(code_dir / rel, dest / rel)
         count += 1
     return count
-
-
-SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"
 
 
 def list_tree(top: Path, wanted: List[str], hashes: bool = True) -> dict:

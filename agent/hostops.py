@@ -180,7 +180,6 @@ def _status(job: JobDir) -> dict:
 
 
 FAILURE_TAIL_LINES = 15
-STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"
 
 
 def _tail(path: Path, lines: int) -> bytes:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import queue
 import re
+import threading
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -98,6 +100,11 @@ class FailureClass(str, Enum):
 # Every field below is read from a host, which tether does not trust: from_json keeps a value
 # only if it has the field's type (a wrong one becomes the default), truncates text, and caps
 # collections. Unknown keys are ignored, so either side can be newer.
+
+# Asked of an agent through its environment, not a flag: an older agent (a job launched by an
+# older tether) ignores it and answers as before, where an unknown flag would fail the call.
+STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"      # status: also the progress rows, thinned to N
+SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files: sizes only, sha256 after the bytes
 
 PROTOCOL = 2          # bumped when a message changes meaning; older agents answer without it
 MAX_TEXT = 2000       # characters of any one string from a host
@@ -322,3 +329,31 @@ def downsample(rows: List[Dict[str, Any]], max_rows: int) -> List[Dict[str, Any]
                 high[k] = (v, i)
     keep.update((first, last), *(v[1:] for v in low.values()), *(v[1:] for v in high.values()))
     return [rows[i] for i in sorted(keep)]
+
+
+class BackgroundHash:
+    """sha256 on a thread of its own, fed block by block: hashlib releases the GIL while it
+    hashes, so a file is hashed while its next block is read or sent (a pull reads each file
+    once on either side, and waits for neither hash)."""
+
+    def __init__(self, start: Optional[Any] = None) -> None:
+        self._h = start if start is not None else hashlib.sha256()
+        self._blocks: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=16)  # at most 16 blocks held
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self._blocks.get()
+            if block is None:
+                return
+            self._h.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def hexdigest(self) -> str:
+        """Waits for the blocks handed over so far, then ends the thread."""
+        self._blocks.put(None)
+        self._thread.join()
+        return self._h.hexdigest()

@@ -1,45 +1,29 @@
 """`tether status` and `tether jobs` start their SSH commands before the CLI is loaded: the
 connection (a handshake, or a command over the shared one) runs while Python imports typer
 and rich, and the status path takes the answer from here (OpenSshHost.run looks for its exact
-command line). Anything unusual (another verb, an option, an unknown job, a host that is not
-reached over OpenSSH) starts nothing, and the normal path runs as always; a command started
-here and not taken is ended when tether exits."""
+command line: transport/prestarted.py). Anything unusual (another verb, an option, an unknown
+job, a host that is not reached over OpenSSH) starts nothing, and the normal path runs as
+always; a command started here and not taken is ended when tether exits."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
+from launcher.transport import prestarted
 from provisioning.endpoint_name import known_hosts_name
 
 SPARK_ROWS = 64   # progress rows `tether status JOB` draws (the CLI's own path asks the same)
-
-_started: Dict[Tuple[str, ...], subprocess.Popen] = {}
-
 
 def start(args: Sequence[str]) -> None:
     try:
         _start(list(args))
     except Exception:  # never at the cost of the command: the normal path asks on its own
-        discard()
-
-
-def take(argv: Sequence[str]) -> Optional[subprocess.Popen]:
-    """The process started early for exactly this command line, if any (once)."""
-    return _started.pop(tuple(argv), None)
-
-
-def discard() -> None:
-    for proc in _started.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    _started.clear()
+        prestarted.discard()
 
 
 def _start(args: List[str]) -> None:
@@ -64,15 +48,13 @@ def _start(args: List[str]) -> None:
     for r in records:
         if r.kind == "agent" and r.endpoint.get("kind") != "local" and (len(records) == 1 or r.kept_answer is None):
             groups.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
-    atexit.register(discard)
     for group in groups.values():
         host = _openssh_host(group[0].endpoint, where)
         if host is None:  # paramiko: nothing to start early
             return
         client = AgentClient(host, group[0].python, group[0].runtime_dir)
         full = host.command_line(client.status_argv([r.job_dir for r in group], recent))
-        _started[tuple(full)] = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                 env=_environ())
+        prestarted.add(full, subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environ()))
 
 
 @dataclass(frozen=True)

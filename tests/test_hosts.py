@@ -229,16 +229,17 @@ def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loa
     assert [j["state"] for j in json.loads(listed.stdout) if j["id"] == job] == ["SUCCEEDED"]
 
     from launcher import early
+    from launcher.transport import prestarted
 
     early.start(["status", job])
-    started = list(early._started.values())
+    started = prestarted.waiting()
     assert len(started) == 1
     r = tether("status", job)  # the status path takes the command started for it, exactly
-    assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not early._started and started[0].returncode == 0
+    assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not prestarted.waiting() and started[0].returncode == 0
     early.start(["status", job])
-    started = list(early._started.values())
-    early.discard()  # what tether does at exit with a command it did not use
-    assert started[0].poll() is not None and not early._started
+    started = prestarted.waiting()
+    prestarted.discard()  # what tether does at exit with a command it did not use
+    assert started[0].poll() is not None and not prestarted.waiting()
 
 
 def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):

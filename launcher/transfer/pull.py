@@ -13,9 +13,7 @@ from typing import IO, List
 
 from rich.console import Console
 
-from agent.codetree import SIZES_ONLY_ENV
-from agent.hashing import BackgroundHash
-from agent.protocol import BackupInfo, sha256_file
+from agent.protocol import SIZES_ONLY_ENV, BackgroundHash, BackupInfo, sha256_file
 
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError

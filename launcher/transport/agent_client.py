@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from agent.protocol import JobState, StatusAnswer, agent_argv
+from agent.protocol import STATUS_RECENT_ENV, JobState, StatusAnswer, agent_argv
 
 from launcher.errors import RemoteError
 from launcher.transport.host import Host, Stream
@@ -83,7 +83,7 @@ class AgentClient:
 
     @staticmethod
     def _recent_env(recent: int) -> Optional[Dict[str, str]]:
-        return {"TETHER_STATUS_RECENT": str(recent)} if recent else None
+        return {STATUS_RECENT_ENV: str(recent)} if recent else None
 
     def channel(self, root: str) -> "AgentChannel":
         return AgentChannel(self.stream("serve", root))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
+from launcher.transport import prestarted
 from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
 
 if TYPE_CHECKING:  # not loaded at run time: `tether status` builds this before pydantic loads (early.py)
@@ -98,7 +99,7 @@ class OpenSshHost:
 
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120) -> Completed:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
-        early = _started_early(self.command_line(argv))  # tether status began it before loading
+        early = prestarted.take(self.command_line(argv))  # tether status began it before loading
         while True:
             try:
                 if early is not None:
@@ -152,12 +153,6 @@ class OpenSshHost:
 
     def close(self) -> None:
         """The shared connection stays for the next command (ControlPersist ends it)."""
-
-
-def _started_early(full: List[str]) -> Optional[subprocess.Popen]:
-    from launcher import early
-
-    return early.take(full)
 
 
 def _finish(proc: subprocess.Popen, input: Optional[bytes], timeout: float) -> subprocess.CompletedProcess:

@@ -1,0 +1,33 @@
+"""Commands started before the CLI loaded (launcher/early.py), each waiting to be taken by the
+Host that would have run exactly that command line; one not taken is ended when tether exits."""
+
+from __future__ import annotations
+
+import atexit
+import subprocess
+from typing import Dict, Optional, Sequence, Tuple
+
+_started: Dict[Tuple[str, ...], subprocess.Popen] = {}
+
+
+def add(argv: Sequence[str], proc: subprocess.Popen) -> None:
+    if not _started:
+        atexit.register(discard)
+    _started[tuple(argv)] = proc
+
+
+def take(argv: Sequence[str]) -> Optional[subprocess.Popen]:
+    """The process started early for exactly this command line, if any (once)."""
+    return _started.pop(tuple(argv), None)
+
+
+def waiting() -> list:
+    return list(_started.values())
+
+
+def discard() -> None:
+    for proc in _started.values():
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    _started.clear()
