@@ -145,7 +145,17 @@ class Bench:
         raise RuntimeError(f"job {job} did not reach {states}")
 
     def close(self) -> None:
+        """Every job still running is stopped, then the connections and servers go."""
+        import json
+
         from launcher.transport.openssh import close_shared, control_dir
+        listed = subprocess.run(self.tether("jobs", "--json"), env=self.env, capture_output=True, text=True)
+        try:
+            live = [j["id"] for j in json.loads(listed.stdout) if j.get("state") in ("PENDING", "SETUP", "RUNNING")]
+        except (ValueError, KeyError, TypeError):
+            live = []
+        for job in live:
+            subprocess.run(self.tether("stop", job), env=self.env, capture_output=True)
         for p in self.helpers:
             if p.poll() is None:
                 p.kill()
