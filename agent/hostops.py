@@ -338,11 +338,14 @@ def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], frame
 
     path: Path = job.newest_stacks() if which == "stacks" else getattr(job, LOG_FILES[which])
     position = logread.parse_position(start)
-    if position is None:
-        past = logread.tail_bytes(path, tail)
-        if framed and past:  # inode 0: not a place to come back to
-            out.write(f"@0 0 {len(past)}\n".encode())
-        out.write(past)
+    if position is None and framed:
+        past, position, at = logread.tail_at(path, tail)
+        if past and position is not None:
+            out.write(f"@{position[0]} {at} {len(past)}\n".encode())
+            out.write(past)
+            out.flush()
+    elif position is None:
+        out.write(logread.tail_bytes(path, tail))
         out.flush()
     if not follow:
         return

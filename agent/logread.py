@@ -33,6 +33,31 @@ def tail_bytes(path: Path, lines: int) -> bytes:
     return b"".join(p + b"\n" for p in parts[-lines:]) if lines > 0 else b""
 
 
+def tail_at(path: Path, lines: int) -> Tuple[bytes, Optional[Position], int]:
+    """The file's last `lines` lines exactly as they are in it, where they start, and the
+    place right after them (inode, offset): a follower goes on from there, so nothing
+    written meanwhile is skipped, and a reconnect during the tail resumes inside it."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return b"", None, 0
+    with f:
+        inode = os.fstat(f.fileno()).st_ino
+        size = os.fstat(f.fileno()).st_size
+        begin = max(0, size - max(lines, 1) * 400 - 65536)
+        f.seek(begin)
+        data = f.read(size - begin)
+    if lines <= 0:
+        return b"", (inode, size), size
+    cut = len(data)
+    for _ in range(lines + (1 if data.endswith(b"\n") else 0)):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            break
+    start = cut + 1 if cut >= 0 else 0
+    return data[start:], (inode, size), begin + start
+
+
 def _generations(path: Path) -> List[Path]:
     """The log and its rotated files, newest first (workload.log, .1, .2, ...)."""
     return [path] + [path.with_name(f"{path.name}.{i}") for i in range(1, 10)]

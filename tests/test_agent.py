@@ -132,3 +132,21 @@ def test_a_second_agent_for_the_same_job_refuses(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 3 and "already running" in r.stderr
     os.kill(json.loads(job.state.read_text())["agent_pid"], signal.SIGTERM)
+
+
+def test_a_framed_tail_names_its_place_so_a_reconnect_goes_on_right_after_it(tmp_path):
+    """The tail `tether logs -f` starts with carries the log's inode and offset: a connection
+    dropped during it resumes after the last line received, neither repeating the tail nor
+    skipping what was written meanwhile."""
+    from agent import logread
+
+    log = tmp_path / "workload.log"
+    log.write_bytes(b"".join(b"line %d\n" % i for i in range(10)))
+    tail, place, at = logread.tail_at(log, 3)
+    assert tail == b"line 7\nline 8\nline 9\n" and place == (os.stat(log).st_ino, log.stat().st_size)
+    assert log.read_bytes()[at:] == tail
+    with open(log, "ab") as f:
+        f.write(b"line 10\n")
+    out = io.BytesIO()
+    logread.follow(log, out, lambda: True, framed=False, start=place, poll_s=0.01)
+    assert out.getvalue() == b"line 10\n"
