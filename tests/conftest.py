@@ -123,7 +123,12 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, every: float 
 
 def status_json(tether, job: str) -> dict:
     r = tether("status", job, "--json")
-    assert r.exit_code == 0, r
+    if r.exit_code != 0:  # the reason first: the whole answer is cut short in pytest's report
+        try:
+            why = json.loads(r.stdout).get("reason")
+        except ValueError:
+            why = None
+        raise AssertionError(f"status exit {r.exit_code}: {why!r}\n{r!r}")
     return json.loads(r.stdout)
 
 
