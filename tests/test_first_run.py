@@ -212,8 +212,9 @@ for i in range(16):
 
 
 def _logs_follow(job, env):
+    # Unbuffered: a line read here is not read ahead into a buffer communicate() never sees.
     return subprocess.Popen([sys.executable, "-m", "launcher", "logs", job, "-f"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
 
 
 def test_logs_follow_is_live_line_by_line_when_piped(tether, project, host_root):
