@@ -13,9 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+from typing import IO, Any, Callable, Dict
+
 from . import codetree, hostops
 from .paths import JobDir, Root
 from .protocol import SIZES_ONLY_ENV, STATUS_RECENT_ENV
+from .verbs import parser
 
 
 def _emit(obj: object) -> None:
@@ -24,82 +27,9 @@ def _emit(obj: object) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agent")
-    sub = ap.add_subparsers(dest="verb", required=True)
-    p = sub.add_parser("run", help="supervise a job in the foreground (start does it detached)")
-    p.add_argument("job_dir")
-    p.add_argument("--secrets-on-stdin", action="store_true", help="a JSON object of secrets on stdin")
-    for verb in ("manifest", "receive"):
-        p = sub.add_parser(verb)
-        p.add_argument("root")
-        p.add_argument("project")
-        if verb == "manifest":
-            p.add_argument("--known", action="append", default=None,
-                           help="a manifest digest the laptop has: then only the digest is sent")
-    p = sub.add_parser("create-job")
-    p.add_argument("root")
-    p.add_argument("project")
-    p.add_argument("job_id")
-    p = sub.add_parser("start", help="secrets (a JSON object) on stdin")
-    p.add_argument("job_dir")
-    p = sub.add_parser("inventory", help="what the job folder holds worth pulling")
-    p.add_argument("job_dir")
-    p = sub.add_parser("discard-job", help="remove a job folder no agent has run (a failed launch)")
-    p.add_argument("job_dir")
-    p = sub.add_parser("lock", help="hold the project's launch lock until stdin ends")
-    p.add_argument("root")
-    p.add_argument("project")
-    p = sub.add_parser("spec", help="the job's spec (no secrets are in it)")
-    p.add_argument("job_dir")
-    p = sub.add_parser("prepare-resume", help="refuses a running or finished job")
-    p.add_argument("job_dir")
-    p = sub.add_parser("status")
-    p.add_argument("job_dir", nargs="+")
-    p = sub.add_parser("stop")
-    p.add_argument("job_dir")
-    p.add_argument("--reason", default="stop requested")
-    p = sub.add_parser("mark-safe", help="outputs are off the host: a rented host may go")
-    p.add_argument("job_dir")
-    p.add_argument("--how", default="pulled")
-    p = sub.add_parser("logs")
-    p.add_argument("job_dir")
-    p.add_argument("--tail", type=int, default=100)
-    p.add_argument("--follow", action="store_true")
-    p.add_argument("--file", choices=sorted(hostops.LOG_FILES), default="workload")
-    p.add_argument("--framed", action="store_true", help="each chunk behind a header: @inode offset length")
-    p.add_argument("--from", dest="start", help="INODE:OFFSET: continue after what a dropped follower got")
-    p = sub.add_parser("list-files")
-    p.add_argument("job_dir")
-    p.add_argument("paths", nargs="+")
-    p = sub.add_parser("read-files")
-    p.add_argument("job_dir")
-    p = sub.add_parser("backup", help="take one backup (run by the agent, at low priority)")
-    p.add_argument("job_dir")
-    p.add_argument("source")
-    p.add_argument("step")
-    p.add_argument("mode", choices=["link", "copy"])
-    p = sub.add_parser("backups", help="list a job's backups, verified")
-    p.add_argument("job_dir")
-    p.add_argument("--no-check", action="store_true", help="list without re-hashing every file")
-    p = sub.add_parser("receive-backup", help="a backup as a tar on stdin; kept only if it verifies")
-    p.add_argument("job_dir")
-    p.add_argument("name")
-    p = sub.add_parser("hub-mirror", help="push one backup to the job's Hub mirror (request on stdin)")
-    p.add_argument("job_dir")
-    p.add_argument("name")
-    p = sub.add_parser("hub-fetch", help="the newest verified backup from the job's Hub mirror (request on stdin)")
-    p.add_argument("job_dir")
-    p = sub.add_parser("hub-upload", help="publish outputs to the Hub from here (request on stdin)")
-    p.add_argument("job_dir")
-    for verb in ("hub-check", "hub-newest"):
-        sub.add_parser(verb, help="a Hub repo's state (request on stdin)")
-    sub.add_parser("history", help="metric history read incrementally (request on stdin)")
-    p = sub.add_parser("serve")
-    p.add_argument("root")
-    args = ap.parse_args(argv)
-
+    args = parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        return _run_verb(args)
     except (ValueError, OSError, KeyError) as exc:
         print(str(exc), file=sys.stderr)  # the launcher says what was being done
         return 2
@@ -107,80 +37,124 @@ def main(argv=None) -> int:
         return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    verb = args.verb
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    if verb == "run":
-        from .supervisor import main_run
-        return main_run(args.job_dir, args.secrets_on_stdin)
-    if verb == "backup":
-        from .backup import main_take
-        return main_take(args.job_dir, args.source, args.step, args.mode)
-    if verb == "backups":
-        from .backup import backup_summary
-        _emit(backup_summary(JobDir(args.job_dir), check=not args.no_check))
+def _run_verb(args: argparse.Namespace) -> int:
+    """A verb that answers one JSON object is emitted here; the others stream or have exit
+    codes of their own."""
+    if args.verb in _ANSWERS:
+        _emit(_ANSWERS[args.verb](args, sys.stdin.buffer))
         return 0
-    if verb == "hub-mirror":
-        from .hub_mirror import main_push
-        return main_push(args.job_dir, args.name)
-    if verb == "hub-fetch":
-        from .hub_mirror import main_fetch
-        return main_fetch(args.job_dir)
-    if verb == "history":
-        from .history import main_history
-        _emit(main_history(json.loads(stdin.read() or b"null")))
-        return 0
-    if verb == "receive-backup":
-        _emit(hostops.receive_backup(JobDir(args.job_dir), args.name, stdin))
-        return 0
-    if verb == "manifest":
-        root = Root(args.root)
-        code, cache = root.code(args.project), root.code_manifest_cache(args.project)
-        _emit(codetree.manifest(code, cache) if args.known is None else codetree.manifest_unless(code, cache, args.known))
-    elif verb == "receive":
-        _emit(codetree.apply_delta(Root(args.root).code(args.project), stdin))
-    elif verb == "create-job":
-        payload = json.loads(stdin.read())
-        _emit(hostops.create_job(Root(args.root), args.project, args.job_id, payload))
-    elif verb == "inventory":
-        _emit(hostops.inventory(JobDir(args.job_dir)))
-    elif verb == "discard-job":
-        _emit(hostops.discard_job(JobDir(args.job_dir)))
-    elif verb == "lock":
-        root = Root(args.root)
-        code = root.code(args.project)
-        codetree.hold_project_lock(root.code_lock(args.project),
-                                   lambda: (codetree.clean_temp_files(code), root.clean_rsync_temp(args.project)),
-                                   stdin, stdout)
-    elif verb == "start":
-        raw = stdin.read()
-        result = hostops.start(JobDir(args.job_dir), json.loads(raw) if raw.strip() else {})
-        _emit(result)
-        return 0 if result["started"] else 1
-    elif verb == "spec":
-        from .files import read_json
-        _emit((read_json(JobDir(args.job_dir).spec) or {}).get("spec"))
-    elif verb == "prepare-resume":
-        _emit(hostops.prepare_resume(JobDir(args.job_dir)))
-    elif verb == "status":
-        recent = os.environ.get(STATUS_RECENT_ENV, "")
-        rows = min(int(recent), 512) if recent.isdigit() else 0
-        _emit([hostops.status(JobDir(p), rows) for p in args.job_dir])
-    elif verb == "stop":
-        _emit(hostops.request_stop(JobDir(args.job_dir), args.reason))
-    elif verb == "mark-safe":
-        _emit(hostops.mark_results_safe(JobDir(args.job_dir), args.how))
-    elif verb == "logs":
-        hostops.logs(JobDir(args.job_dir), args.file, args.tail, args.follow, stdout, args.framed, args.start)
-    elif verb == "list-files":
-        _emit(codetree.list_tree(Path(args.job_dir), args.paths, hashes=os.environ.get(SIZES_ONLY_ENV) != "1"))
-    elif verb == "read-files":
-        codetree.send_files(Path(args.job_dir), json.loads(stdin.read()), stdout)
-    elif verb in ("hub-upload", "hub-check", "hub-newest"):
-        _emit(_hub_verb(verb, args, json.loads(stdin.read())))
-    elif verb == "serve":
-        hostops.serve(Root(args.root), stdin, stdout)
+    return _OTHERS[args.verb](args, sys.stdin.buffer, sys.stdout.buffer)
+
+
+def _stdin_json(stdin: IO[bytes]) -> Any:
+    return json.loads(stdin.read() or b"null")
+
+
+def _manifest(args: argparse.Namespace, _stdin: IO[bytes]) -> Any:
+    root = Root(args.root)
+    code, cache = root.code(args.project), root.code_manifest_cache(args.project)
+    return codetree.manifest(code, cache) if args.known is None else codetree.manifest_unless(code, cache, args.known)
+
+
+def _status(args: argparse.Namespace, _stdin: IO[bytes]) -> Any:
+    recent = os.environ.get(STATUS_RECENT_ENV, "")
+    rows = min(int(recent), 512) if recent.isdigit() else 0
+    return [hostops.status(JobDir(p), rows) for p in args.job_dir]
+
+
+def _spec(args: argparse.Namespace, _stdin: IO[bytes]) -> Any:
+    from .files import read_json
+
+    return (read_json(JobDir(args.job_dir).spec) or {}).get("spec")
+
+
+def _backups(args: argparse.Namespace, _stdin: IO[bytes]) -> Any:
+    from .backup import backup_summary
+
+    return backup_summary(JobDir(args.job_dir), check=not args.no_check)
+
+
+def _history(_args: argparse.Namespace, stdin: IO[bytes]) -> Any:
+    from .history import main_history
+
+    return main_history(_stdin_json(stdin))
+
+
+_ANSWERS: Dict[str, Callable[[argparse.Namespace, IO[bytes]], Any]] = {
+    "manifest": _manifest,
+    "receive": lambda a, stdin: codetree.apply_delta(Root(a.root).code(a.project), stdin),
+    "create-job": lambda a, stdin: hostops.create_job(Root(a.root), a.project, a.job_id, json.loads(stdin.read())),
+    "inventory": lambda a, _: hostops.inventory(JobDir(a.job_dir)),
+    "discard-job": lambda a, _: hostops.discard_job(JobDir(a.job_dir)),
+    "spec": _spec,
+    "prepare-resume": lambda a, _: hostops.prepare_resume(JobDir(a.job_dir)),
+    "status": _status,
+    "stop": lambda a, _: hostops.request_stop(JobDir(a.job_dir), a.reason),
+    "mark-safe": lambda a, _: hostops.mark_results_safe(JobDir(a.job_dir), a.how),
+    "list-files": lambda a, _: codetree.list_tree(Path(a.job_dir), a.paths,
+                                                   hashes=os.environ.get(SIZES_ONLY_ENV) != "1"),
+    "backups": _backups,
+    "history": _history,
+    "receive-backup": lambda a, stdin: hostops.receive_backup(JobDir(a.job_dir), a.name, stdin),
+    "hub-upload": lambda a, stdin: _hub_verb("hub-upload", a, _stdin_json(stdin)),
+    "hub-check": lambda a, stdin: _hub_verb("hub-check", a, _stdin_json(stdin)),
+    "hub-newest": lambda a, stdin: _hub_verb("hub-newest", a, _stdin_json(stdin)),
+}
+
+
+def _start(args: argparse.Namespace, stdin: IO[bytes], _stdout: IO[bytes]) -> int:
+    raw = stdin.read()
+    result = hostops.start(JobDir(args.job_dir), json.loads(raw) if raw.strip() else {})
+    _emit(result)
+    return 0 if result["started"] else 1
+
+
+def _lock(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    root = Root(args.root)
+    code = root.code(args.project)
+    codetree.hold_project_lock(root.code_lock(args.project),
+                               lambda: (codetree.clean_temp_files(code), root.clean_rsync_temp(args.project)),
+                               stdin, stdout)
     return 0
+
+
+def _supervise(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:
+    from .supervisor import main_run
+
+    return main_run(args.job_dir, args.secrets_on_stdin)
+
+
+def _take_backup(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:
+    from .backup import main_take
+
+    return main_take(args.job_dir, args.source, args.step, args.mode)
+
+
+def _hub_mirror(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:
+    from .hub_mirror import main_fetch, main_push
+
+    return main_push(args.job_dir, args.name) if args.verb == "hub-mirror" else main_fetch(args.job_dir)
+
+
+def _streamed(fn: Callable[..., Any]) -> Callable[[argparse.Namespace, IO[bytes], IO[bytes]], int]:
+    def run(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+        fn(args, stdin, stdout)
+        return 0
+    return run
+
+
+_OTHERS: Dict[str, Callable[[argparse.Namespace, IO[bytes], IO[bytes]], int]] = {
+    "run": _supervise,
+    "backup": _take_backup,
+    "hub-mirror": _hub_mirror,
+    "hub-fetch": _hub_mirror,
+    "start": _start,
+    "lock": _lock,
+    "logs": _streamed(lambda a, _in, out: hostops.logs(JobDir(a.job_dir), a.file, a.tail, a.follow, out,
+                                                       a.framed, a.start)),
+    "read-files": _streamed(lambda a, stdin, out: codetree.send_files(Path(a.job_dir), json.loads(stdin.read()), out)),
+    "serve": _streamed(lambda a, stdin, out: hostops.serve(Root(a.root), stdin, out)),
+}
 
 
 def _hub_verb(verb: str, args: argparse.Namespace, req: dict) -> dict:

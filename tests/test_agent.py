@@ -150,3 +150,11 @@ def test_a_framed_tail_names_its_place_so_a_reconnect_goes_on_right_after_it(tmp
     out = io.BytesIO()
     logread.follow(log, out, lambda: True, framed=False, start=place, poll_s=0.01)
     assert out.getvalue() == b"line 10\n"
+
+
+def test_every_verb_of_the_agents_command_line_is_run_by_exactly_one_handler():
+    from agent.__main__ import _ANSWERS, _OTHERS
+    from agent.verbs import VERBS
+
+    assert not set(_ANSWERS) & set(_OTHERS)
+    assert set(VERBS) == set(_ANSWERS) | set(_OTHERS)
