@@ -258,6 +258,7 @@ class Supervisor:
             oom_before = oom_kill_count()
             outcome = self._run_child(shell_argv(stage.command), self.job.workload_log, secrets, resume)
             self.progress.poll()
+            self._guarded("heartbeat", self._write_heartbeat)  # the last step it reported, before any end state
             if isinstance(outcome, Stopped):
                 self.book.set(JobState.BACKING_UP, "final backup before stopping")
                 self._guarded("final-backup", self.keeper.finish)

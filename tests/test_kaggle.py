@@ -53,8 +53,10 @@ def test_kernel_runs_the_job_and_outputs_come_back(tether, project, kaggle, tmp_
 
 def test_session_end_is_the_deadline(tether, project, kaggle):
     body = spec(run="python3 train.py 1000 0.1",
-                extra="limits: {margin_s: 1}\n        backup: {every_min: 10}").replace(
-        "gpu: NvidiaTeslaT4}", "gpu: NvidiaTeslaT4, session_hours: 0.005}")  # 18 s: room on a loaded machine
+                extra="limits: {margin_s: 12}\n        backup: {every_min: 10}").replace(
+        "gpu: NvidiaTeslaT4}", "gpu: NvidiaTeslaT4, session_hours: 0.01}")
+    # A 36 s session whose last 12 s are the margin: the agent stops the workload, takes the
+    # final backup and says STOPPED before the session ends, even on a loaded machine.
     job = launched_id(tether("launch", project(body, {"train.py": RESUMABLE})))
     wait_for(lambda: status_json(tether, job)["state"] == "STOPPED" or None, 60, what="STOPPED")
     st = status_json(tether, job)
