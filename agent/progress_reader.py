@@ -35,6 +35,12 @@ class ProgressReader:
         self.first_step_since_mark = None
         self._rate.clear()
 
+    def resumed_at(self, step: Optional[int]) -> None:
+        """The step a resume starts from: what status shows until the workload reports more
+        (a job resumed on a fresh host has no progress of its own yet)."""
+        if self.step is None and step is not None:
+            self.step = step
+
     def poll(self) -> bool:
         """Read what was appended since the last call; True if a new line arrived."""
         try:

@@ -291,6 +291,7 @@ class Supervisor:
         self.book.doc["resumed_unverified"] = not point.verified
         self.book.doc["resumed_step"] = point.step
         self.resumed_step = point.step
+        self.progress.resumed_at(point.step)
         return point.path
 
     def _run_child(self, argv: List[str], log_path: Path, secrets: Dict[str, str], resume: str,

@@ -158,3 +158,17 @@ def test_every_verb_of_the_agents_command_line_is_run_by_exactly_one_handler():
 
     assert not set(_ANSWERS) & set(_OTHERS)
     assert set(VERBS) == set(_ANSWERS) | set(_OTHERS)
+
+
+def test_a_resumed_job_shows_the_step_it_resumed_from_until_it_reports_more(tmp_path):
+    """On a fresh host a resumed job has no progress of its own yet: status says the step of
+    the backup it resumed from, not nothing (a job whose backup was its last step reports none)."""
+    path = tmp_path / "progress.jsonl"
+    reader = ProgressReader(path)
+    reader.resumed_at(59)
+    assert reader.step == 59
+    path.write_text('{"step": 60}\n')
+    reader.poll()
+    assert reader.step == 60
+    reader.resumed_at(12)  # an attempt that already has progress keeps it
+    assert reader.step == 60
