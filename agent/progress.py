@@ -70,13 +70,19 @@ def _ignore_requests_at_exit() -> None:
     and the default of SIGUSR1/SIGUSR2 is to terminate: a checkpoint request landing then
     killed a workload that had finished (the agent saw "killed by SIGUSR1", an infra failure,
     and restarted it). From here on they are ignored; atexit runs before that reset, and the
-    interpreter leaves an ignored signal ignored."""
+    interpreter leaves an ignored signal ignored. (Blocked first: taking SIGUSR2 back from
+    faulthandler puts its default back for a moment.)"""
+    ours = {signal.SIGUSR1, signal.SIGUSR2}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, ours)
+    except (AttributeError, OSError, ValueError):
+        pass
     if _stacks_file is not None:
         try:
             faulthandler.unregister(signal.SIGUSR2)
         except (ValueError, RuntimeError):
             pass
-    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+    for signum in ours:
         if signum in _installed or (signum == signal.SIGUSR2 and _stacks_file is not None):
             try:
                 signal.signal(signum, signal.SIG_IGN)
