@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,10 +15,10 @@ from agent.backup_keeper import BackupKeeper
 from agent.book import StatusBook
 from agent.clock import FakeClock
 from agent.paths import JobDir
-from agent.plan import RunPlan, Stage
+from agent.plan import RunPlan
 from agent.policy import Act, Observation, Verdict, after_attempt, judge
 from agent.progress_reader import ProgressReader
-from agent.protocol import FailureClass, JobState
+from agent.protocol import FailureClass, JobFacts, JobPayload, JobState
 from agent.supervisor import Supervisor
 
 
@@ -141,10 +142,10 @@ class _Source:
 
 
 def make_plan(**over) -> RunPlan:
-    base = dict(job_id="j1", name="t", project="p", stages=(Stage("main", "train"),),
-                heartbeat_every_s=60.0, stall_after_s=900.0, restart_backoff_s=30.0, grace_s=120.0)
-    base.update(over)
-    return RunPlan(**base)
+    """The defaults of a job payload (agent/payload.py), as the agent reads them, then `over`."""
+    payload = JobPayload(spec={"name": "t"}, job=JobFacts(id="j1", project="p", command="train"))
+    base = dict(heartbeat_every_s=60.0, stall_after_s=900.0, restart_backoff_s=30.0, grace_s=120.0)
+    return replace(RunPlan.from_payload(payload, started=0.0), **{**base, **over})
 
 
 @pytest.fixture
