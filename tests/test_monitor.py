@@ -213,7 +213,10 @@ def test_crash_restarts_then_gives_up_after_restart_max(job):
 
 
 def test_one_crash_is_one_restart_however_long_the_restart_takes(job):
-    """The flake's shape: a slow restart (a loaded machine) must not count an extra one."""
+    """A crash is one restart, however long the restart's resume and start take (a loaded
+    machine): the new attempt's silence counts from its own start, and is no stall before
+    stall_after_s. (The real "second restart" was a signal during the workload's exit: see
+    test_agent's test_a_signal_request_while_the_workload_exits_does_not_kill_it.)"""
     clock = FakeClock()
     script = Script(ScriptedAttempt(clock, job.progress, rc=-9, exit_after_s=20, reports_every_s=1),
                     ScriptedAttempt(clock, job.progress, rc=0, exit_after_s=200, reports_every_s=1))
