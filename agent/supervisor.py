@@ -128,6 +128,9 @@ class Supervisor(JobDuties, JobEnding):
         secrets.update(take_secrets_file(self.job))
         self.mirror.token = secrets.pop(HUB_MIRROR_TOKEN, None)  # the agent's alone, not the workload's
         verdict = self.supervise(secrets)
+        # The last step and metrics land before the final state does: a status read between
+        # the two (the launcher keeps an ended job's first answer) must not see a stale step.
+        self._guarded("heartbeat", self._write_heartbeat)
         self.book.set(verdict.state, verdict.reason, verdict.failure, exit_code=verdict.exit_code)
         self._guarded("heartbeat", self._write_heartbeat)
         end = self.clock.monotonic() + FINAL_SAVE_S
