@@ -14,14 +14,21 @@ from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 from . import backup
 from .book import StatusBook
+from .clock import REAL, Clock
 from .paths import JobDir
 from .plan import RunPlan
 from .progress_reader import ProgressReader
 from .protocol import self_argv
 from .signals import listeners, send
 
+Wait = Callable[[Callable[[], bool], float], bool]  # (done, seconds) -> done in time
+
 QUIET_S = 3.0  # a folder nobody announces is backed up once unchanged this long
 BUSY_S = 10.0  # ... or, changing longer than this, its newest subfolder that is unchanged
+
+
+def _spawn_copier(argv: List[str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _fingerprint(folder: Path) -> Tuple[frozenset, float]:
@@ -36,12 +43,15 @@ def _fingerprint(folder: Path) -> Tuple[frozenset, float]:
 
 class BackupKeeper:
     def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook, progress: ProgressReader,
-                 on_disk_full: Callable[[str], None], in_use: Callable[[], Collection[str]] = tuple) -> None:
+                 on_disk_full: Callable[[str], None], in_use: Callable[[], Collection[str]] = tuple,
+                 clock: Clock = REAL, spawn: Optional[Callable[[List[str]], subprocess.Popen]] = None) -> None:
         self.job, self.plan, self.book, self.progress = job, plan, book, progress
+        self.clock = clock
+        self.spawn = spawn or _spawn_copier
         self.on_disk_full = on_disk_full
         self.in_use = in_use  # backups another duty is reading: not pruned until it is done
         self.spared = False   # a prune left one in use: prune again once it is free
-        self.next_due = time.monotonic() + plan.backup_every_s
+        self.next_due = clock.monotonic() + plan.backup_every_s
         self.backed_seq = progress.checkpoint_seq
         self.backed_print: frozenset = frozenset()
         self.asked_at: Optional[float] = None
@@ -63,7 +73,7 @@ class BackupKeeper:
             self._poll_copier()
             return
         self.tidy()
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.asked_at is not None:
             if self.progress.checkpoint_seq > self.backed_seq:
                 self.asked_at = None
@@ -113,9 +123,9 @@ class BackupKeeper:
         if not fp or fp == self.backed_print:
             self.settling_since = None
             return "unchanged"
-        if settle and time.time() - newest < QUIET_S:
-            self.settling_since = self.settling_since or time.monotonic()
-            if time.monotonic() - self.settling_since > BUSY_S and self._start_quiet_subfolder():
+        if settle and time.time() - newest < QUIET_S:  # file times: the real wall clock
+            self.settling_since = self.settling_since or self.clock.monotonic()
+            if self.clock.monotonic() - self.settling_since > BUSY_S and self._start_quiet_subfolder():
                 return "started"
             return "settling"
         self.settling_since = None
@@ -147,8 +157,7 @@ class BackupKeeper:
         ionice = shutil.which("ionice")
         if ionice:  # idle IO class: the training loop's reads and writes go first
             argv = [ionice, "-c", "3"] + argv
-        self.copier = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+        self.copier = self.spawn(argv)
         self.copier_seq, self.copier_print = seq, fp
         self.book.event("backup-started", source=source or "checkpoints/", step=step)
 
@@ -218,21 +227,29 @@ class BackupKeeper:
 
     # -- at the end -----------------------------------------------------------------------
 
-    def finish(self) -> None:
+    def finish(self, wait: Wait) -> None:
         """After the workload stopped: wait for a running copy, then back up what it left
         (a checkpoint announced since the last backup, or a changed quiet folder)."""
-        if self.copier is not None:
-            self._poll_copier(wait=True)
+        self.wait_idle(wait)
         self.progress.poll()
         if self.progress.checkpoint_seq > self.backed_seq:
             self._start_announced()
         elif self._start_quiet_folder(settle=False) != "started":  # the writer has exited
             return
-        self._poll_copier(wait=True)
+        self.wait_idle(wait)
 
-    def wait_idle(self) -> None:
-        """A backup being copied lands (or fails) before this returns."""
-        if self.copier is not None:
+    def wait_idle(self, wait: Wait) -> None:
+        """A backup being copied lands (or fails) before this returns: `wait` (the monitor
+        loop's, which ticks) for at most backup.wait_s, then the copy is killed and failed."""
+        if self.copier is None:
+            return
+
+        def landed() -> bool:
+            self._poll_copier()
+            return self.copier is None
+
+        if not wait(landed, self.plan.backup_wait_s) and self.copier is not None:
+            self.copier.kill()
             self._poll_copier(wait=True)
 
     def summary(self) -> dict:

@@ -16,36 +16,39 @@ from .book import AgentLock, StatusBook, agent_alive
 from .codetree import is_inside, manifest, snapshot
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .paths import JobDir, Root, is_backup_name, remove_inside
-from .protocol import PROTOCOL, JobState, code_digest, self_argv
+from .protocol import PROTOCOL, JobPayload, JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
-def create_job(root: Root, project: str, job_id: str, payload: dict) -> dict:
+def create_job(root: Root, project: str, job_id: str, doc: dict) -> dict:
     """The job folder, its code snapshot (checked against the launch's own manifest digest when
     it sends one), spec.json, and the teardown request (0600). Secrets, when a payload carries
     them (the Kaggle kernel's), go into a 0600 file the agent reads and deletes at once;
-    `tether launch` sends them to `start` instead, so they never touch the disk."""
+    `tether launch` sends them to `start` instead, so they never touch the disk. A payload
+    this agent cannot read (another version, a bad field) is refused in one line."""
+    payload = JobPayload.from_json(doc)
     job = root.job(job_id)
     if job.path.exists():
         raise ValueError(f"job {job_id} already exists on this host")
     job.make_dirs()
     try:
         files = snapshot(root.code(project), job.code)
-        want = payload["job"].get("code_digest")
+        want = payload.job.code_digest
         if want:
             have = code_digest(manifest(job.code, root.code_manifest_cache(project)))
             if have != want:
                 raise ValueError("the job's code on the host is not what this launch sent (did a file change "
                                  "while it was sent?); launch again")
-        if payload.get("secrets"):
-            write_bytes_atomic(job.secrets, json.dumps(payload["secrets"]).encode(), mode=0o600)
-        if payload.get("teardown"):
-            write_bytes_atomic(job.teardown, json.dumps(payload["teardown"]).encode(), mode=0o600)
-        write_json_atomic(job.spec, {"spec": payload["spec"], "job": payload["job"]})
+        if payload.secrets:
+            write_bytes_atomic(job.secrets, json.dumps(payload.secrets).encode(), mode=0o600)
+        if payload.teardown:
+            write_bytes_atomic(job.teardown, json.dumps(payload.teardown).encode(), mode=0o600)
+        kept = payload.to_json()
+        write_json_atomic(job.spec, {k: kept[k] for k in ("protocol", "spec", "job")})
     except BaseException:
         remove_inside(job.path, job.path.parent)  # nothing half-made is left behind
         raise
-    key = payload["job"].get("setup_key")
+    key = payload.job.setup_key
     setup_done = bool(key) and root.setup_marker(key).exists()
     return {"job_dir": str(job.path), "files": files, "setup_done": setup_done}
 

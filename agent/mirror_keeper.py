@@ -13,22 +13,30 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from typing import Callable, List, Optional
 
 from . import backup
 from .book import StatusBook
+from .clock import REAL, Clock
 from .files import read_json, write_json_atomic
 from .paths import JobDir
 from .plan import RunPlan
 from .protocol import self_argv
 
 RETRY_S = (10.0, 30.0, 60.0, 120.0, 300.0)
+Wait = Callable[[Callable[[], bool], float], bool]  # the monitor loop's: (done, seconds) -> done in time
+
+
+def _spawn_pusher(argv: List[str], log_path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:  # the library's own words, if any
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
 
 
 class MirrorKeeper:
-    def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook) -> None:
-        self.job, self.plan, self.book = job, plan, book
+    def __init__(self, job: JobDir, plan: RunPlan, book: StatusBook, clock: Clock = REAL,
+                 spawn: Optional[Callable[[List[str]], subprocess.Popen]] = None) -> None:
+        self.job, self.plan, self.book, self.clock = job, plan, book, clock
+        self.spawn_process = spawn or _spawn_pusher
         self.repo = plan.mirror_repo
         self.token: Optional[str] = None
         self.pusher: Optional[subprocess.Popen] = None
@@ -64,7 +72,7 @@ class MirrorKeeper:
             self._poll()
             return
         target = self.pending()
-        if target is None or time.monotonic() < self.retry_at:
+        if target is None or self.clock.monotonic() < self.retry_at:
             return
         if not self.token:
             if self.error is None:
@@ -91,8 +99,7 @@ class MirrorKeeper:
         if ionice:
             argv = [ionice, "-c", "3"] + argv
         self.job.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.job.hub_mirror_log, "ab") as log:  # the library's own words, if any
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        proc = self.spawn_process(argv, self.job.hub_mirror_log)
         request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
                    "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet}
         try:
@@ -118,7 +125,7 @@ class MirrorKeeper:
             result = {"ok": False, "error": "the push process gave no answer; see logs/hub-mirror.log"}
         if result.get("ok"):
             self.remote = list(result["remote"])
-            self.last = {"name": target.name, "step": target.step, "at": time.time()}
+            self.last = {"name": target.name, "step": target.step, "at": self.clock.time()}
             self.failures, self.error, self.retry_at, self.lasting = 0, None, 0.0, False
             write_json_atomic(self.job.mirror_state, {"repo": self.repo, "remote": self.remote, "last": self.last})
             self.book.event("mirror-pushed", name=target.name, step=target.step, repo=self.repo,
@@ -130,27 +137,23 @@ class MirrorKeeper:
             delay = RETRY_S[-1 if self.lasting else min(self.failures, len(RETRY_S) - 1)]
             self.failures += 1
             self.error = result.get("error") or "unknown error"
-            self.retry_at = time.monotonic() + delay
+            self.retry_at = self.clock.monotonic() + delay
             self.book.event("mirror-failed", name=target.name, error=self.error, attempt=self.failures,
                             retry_in_s=delay)
 
     # -- at the end -----------------------------------------------------------------------
 
-    def drain(self, seconds: float, run_duties: Callable[[], None], tick_s: float,
-              should_quit: Callable[[], bool] = lambda: False) -> Optional[str]:
-        """Waits until the newest backup is on the Hub (duties keep running, so a failed push
-        is retried). None when it is there, else what stood in the way."""
+    def drain(self, seconds: float, wait: Wait, should_quit: Callable[[], bool] = lambda: False) -> Optional[str]:
+        """Waits (the loop's wait: duties keep running, so a failed push is retried) until the
+        newest backup is on the Hub. None when it is there, else what stood in the way."""
         if not self.enabled:
             return None
-        end = time.monotonic() + seconds
         self.retry_at = 0.0  # the last backup was just taken: try at once, then the usual waits
-        while time.monotonic() < end and not should_quit():
-            run_duties()
-            if self.pusher is None and self.pending() is None:
-                return None
-            if self.pusher is None and self.lasting:
-                break  # a host without the library: say so now rather than wait it out
-            time.sleep(tick_s)
+
+        def over() -> bool:  # landed, or a host without the library: say so now, not wait it out
+            return should_quit() or (self.pusher is None and (self.pending() is None or self.lasting))
+
+        wait(over, seconds)
         if self.pusher is not None:
             self.pusher.kill()
             self._poll(wait=True)
@@ -159,8 +162,7 @@ class MirrorKeeper:
             return None
         return f"backup {newest.name} did not reach hf://{self.repo} ({self.error or 'timed out'})"
 
-    def push_outputs(self, seconds: float, run_duties: Callable[[], None], tick_s: float,
-                     should_quit: Callable[[], bool]) -> Optional[str]:
+    def push_outputs(self, seconds: float, wait: Wait, should_quit: Callable[[], bool]) -> Optional[str]:
         """At the end: the job's outputs/ to the mirror too, so its results are off the host.
         None when pushed (or there is nothing to push), else what stood in the way."""
         if not self.enabled or not any(p.is_file() for p in self.job.outputs.rglob("*")):
@@ -168,10 +170,7 @@ class MirrorKeeper:
         if not self.token:
             return "no Hub token reached the host"
         proc = self._spawn("outputs/")
-        end = time.monotonic() + seconds
-        while proc.poll() is None and time.monotonic() < end and not should_quit():
-            run_duties()
-            time.sleep(tick_s)
+        done = wait(lambda: should_quit() or proc.poll() is not None, seconds)
         if proc.poll() is None:
             proc.kill()
         assert proc.stdout is not None
@@ -180,7 +179,7 @@ class MirrorKeeper:
         try:
             result = json.loads(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
-            result = {"ok": False, "error": "timed out" if time.monotonic() >= end else "the push gave no answer"}
+            result = {"ok": False, "error": "the push gave no answer" if done else "timed out"}
         if not result.get("ok"):
             self.book.event("mirror-outputs-failed", error=result.get("error"))
             return f"outputs/ did not reach hf://{self.repo} ({result.get('error')})"
@@ -200,5 +199,5 @@ class MirrorKeeper:
             "pending": pending.name if pending else None,
             "error": self.error,
             "failures": self.failures,
-            "retry_in_s": round(max(0.0, self.retry_at - time.monotonic()), 1) if self.error else None,
+            "retry_in_s": round(max(0.0, self.retry_at - self.clock.monotonic()), 1) if self.error else None,
         }

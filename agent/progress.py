@@ -18,6 +18,7 @@ by hand. This file has no imports of its own package: tether.progress loads it b
 
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import json
 import os
@@ -28,6 +29,7 @@ from typing import Any, Optional
 
 _flags = {"checkpoint": False, "stop": False}
 _installed: set = set()
+_at_exit: list = []
 _lock = threading.Lock()
 _stacks_file = None
 
@@ -63,6 +65,37 @@ def _register(signame: str) -> None:
             pass
 
 
+def _ignore_requests_at_exit() -> None:
+    """While the interpreter exits it puts the default action back on the signals it handled,
+    and the default of SIGUSR1/SIGUSR2 is to terminate: a checkpoint request landing then
+    killed a workload that had finished (the agent saw "killed by SIGUSR1", an infra failure,
+    and restarted it). From here on they are ignored; atexit runs before that reset, and the
+    interpreter leaves an ignored signal ignored. (Blocked first: taking SIGUSR2 back from
+    faulthandler puts its default back for a moment.)"""
+    ours = {signal.SIGUSR1, signal.SIGUSR2}
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, ours)
+    except (AttributeError, OSError, ValueError):
+        pass
+    if _stacks_file is not None:
+        try:
+            faulthandler.unregister(signal.SIGUSR2)
+        except (ValueError, RuntimeError):
+            pass
+    for signum in ours:
+        if signum in _installed or (signum == signal.SIGUSR2 and _stacks_file is not None):
+            try:
+                signal.signal(signum, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+
+
+def _ignore_at_exit_once() -> None:
+    if not _at_exit:
+        _at_exit.append(True)
+        atexit.register(_ignore_requests_at_exit)
+
+
 def _install(signum: int, flag: str) -> None:
     """Handlers are installed on first use, so importing this module changes nothing."""
     if signum in _installed or threading.current_thread() is not threading.main_thread():
@@ -72,6 +105,7 @@ def _install(signum: int, flag: str) -> None:
         _flags[flag] = True
 
     signal.signal(signum, handler)
+    _ignore_at_exit_once()
     _installed.add(signum)
     _register(signal.Signals(signum).name)
 
@@ -88,6 +122,7 @@ def _install_stack_dump() -> None:
     except OSError:
         return  # a full disk: no stack dumps this time
     faulthandler.register(signal.SIGUSR2, file=_stacks_file, all_threads=True)
+    _ignore_at_exit_once()
     _register("SIGUSR2")
 
 

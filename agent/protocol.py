@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin,
                     get_type_hints)
 
+# The create-job payload (laptop -> agent), defined in payload.py and read by the launcher here.
+from .payload import (PAYLOAD_VERSION, HubFacts, JobFacts, JobPayload, ProtocolMismatch,  # noqa: F401
+                      RunSettings)
+
 
 # A backup folder's name (agent.paths.BACKUP_NAME, repeated here so the laptop needs only this module).
 BACKUP_NAME_RE = re.compile(r"(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?")

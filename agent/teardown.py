@@ -11,6 +11,7 @@ import urllib.request
 from typing import Callable, Optional
 
 from .book import StatusBook
+from .clock import REAL, Clock
 from .files import read_json, read_json_object
 from .paths import JobDir
 
@@ -42,7 +43,7 @@ def send(job: JobDir, book: StatusBook, tries: int = 3) -> Optional[int]:
 
 def wait_until_safe_then_send(job: JobDir, book: StatusBook, heartbeat: Callable[[], None],
                               every_s: float, wait_s: float, should_quit: Callable[[], bool],
-                              unsaved: Callable[[], str], poll_s: float = 1.0) -> None:
+                              unsaved: Callable[[], str], poll_s: float = 1.0, clock: Clock = REAL) -> None:
     """After the end: keep heartbeating until the results are marked safe (pulled by the
     launcher, or mirrored off the host), then send the teardown. Never longer than wait_s
     (autodown.wait_min, within limits.max_usd): then the host goes anyway, and the events and
@@ -51,21 +52,21 @@ def wait_until_safe_then_send(job: JobDir, book: StatusBook, heartbeat: Callable
     book.event("waiting-for-results-safe", wait_s=round(wait_s),
                reason="outputs must be pulled or mirrored before the host goes")
     last = 0.0
-    end = time.monotonic() + wait_s
+    end = clock.monotonic() + wait_s
     while job.teardown.exists() and not should_quit():
         info, _ = read_json_object(job.results_safe)
         if info is not None:
             book.event("results-safe", how=str(info.get("how"))[:200])
             send(job, book)
             return
-        if time.monotonic() >= end:
+        if clock.monotonic() >= end:
             lost = unsaved()
             book.event("autodown-unsaved", waited_s=round(wait_s), unsaved=lost)
             book.doc["reason"] = f"{book.doc.get('reason') or ''}; autodown after {wait_s / 60:.0f} min: {lost}"
             book.save()
             send(job, book)
             return
-        if time.monotonic() - last >= every_s:
+        if clock.monotonic() - last >= every_s:
             heartbeat()
-            last = time.monotonic()
-        time.sleep(poll_s)
+            last = clock.monotonic()
+        clock.sleep(poll_s)

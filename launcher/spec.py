@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.protocol import FailureClass
+from agent.protocol import RunSettings as _Agent  # the defaults the agent plans with: one place
 
 from launcher.errors import SpecError
 
@@ -69,18 +70,18 @@ class HostSpec(_Strict):
 
 
 class HeartbeatSpec(_Strict):
-    every_s: float = Field(10.0, gt=0)
-    stall_after_s: float = Field(900.0, gt=0)
+    every_s: float = Field(_Agent.heartbeat.every_s, gt=0)
+    stall_after_s: float = Field(_Agent.heartbeat.stall_after_s, gt=0)
 
 
 class BackupSpec(_Strict):
-    every_min: float = Field(30.0, gt=0)
-    keep: int = Field(3, ge=1)
+    every_min: float = Field(_Agent.backup.every_min, gt=0)
+    keep: int = Field(_Agent.backup.keep, ge=1)
     mirror: Optional[str] = None           # laptop | hf://user/repo
-    mirror_wait_s: float = Field(1800.0, gt=0)  # at the end, how long to wait for the last push
+    mirror_wait_s: float = Field(_Agent.backup.mirror_wait_s, gt=0)  # at the end, how long to wait for the last push
     mode: Literal["link", "copy"] = "link"  # link: hard links where possible (instant, no space)
     on_disk_full: Literal["continue", "stop"] = "continue"
-    wait_s: float = Field(600.0, gt=0)     # how long an asked-for checkpoint may take
+    wait_s: float = Field(_Agent.backup.wait_s, gt=0)     # how long an asked-for checkpoint may take
 
     @field_validator("mirror")
     @classmethod
@@ -100,13 +101,13 @@ class BackupSpec(_Strict):
 
 
 class RestartSpec(_Strict):
-    max: int = Field(3, ge=0)
-    on: List[FailureClass] = [FailureClass.INFRA, FailureClass.STALL]
-    backoff_s: float = Field(30.0, ge=0)
+    max: int = Field(_Agent.restart.max, ge=0)
+    on: List[FailureClass] = [FailureClass(c) for c in _Agent.restart.on]
+    backoff_s: float = Field(_Agent.restart.backoff_s, ge=0)
 
 
 class StopSpec(_Strict):
-    grace_s: float = Field(120.0, ge=0)
+    grace_s: float = Field(_Agent.stop.grace_s, ge=0)
 
 
 class LimitsSpec(_Strict):

@@ -172,3 +172,31 @@ def test_a_resumed_job_shows_the_step_it_resumed_from_until_it_reports_more(tmp_
     assert reader.step == 60
     reader.resumed_at(12)  # an attempt that already has progress keeps it
     assert reader.step == 60
+
+
+def test_a_signal_request_while_the_workload_exits_does_not_kill_it(tmp_path):
+    """The "second restart on a loaded machine": a Python process puts SIGUSR1/SIGUSR2 back
+    to their default action (terminate) while it exits, so a checkpoint request landing then
+    killed a workload that had finished ("killed by SIGUSR1", an infra restart)."""
+    child = ("from agent import progress\nprogress.report(0)\nprogress.checkpoint_requested()\n"
+             "junk = [dict(a=i) for i in range(100000)]\n")  # something to free: a longer exit
+    runtime = Path(__file__).resolve().parent.parent
+    codes = []
+    for i in range(10):
+        job = tmp_path / str(i)
+        job.mkdir()
+        env = dict(os.environ, TETHER_JOB_DIR=str(job), TETHER_PROGRESS_FILE=str(job / "progress.jsonl"),
+                   PYTHONPATH=str(runtime))
+        p = subprocess.Popen([sys.executable, "-c", child], env=env)
+        reg = job / "control" / "listeners" / str(p.pid)
+        wait_for(lambda: p.poll() is not None or (reg.exists() and "SIGUSR1" in reg.read_text()), 20,
+                 every=0.001, what="the child to register for SIGUSR1")
+        while p.poll() is None:  # requests as fast as they come, right through its exit
+            for sig in (signal.SIGUSR1, signal.SIGUSR2):
+                try:
+                    os.kill(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.001)
+        codes.append(p.returncode)
+    assert codes == [0] * 10

@@ -107,7 +107,8 @@ def test_generated_notebook_runs_the_job_by_itself(tether, project, tmp_path):
     work = tmp_path / "content"
     work.mkdir()
     # What the notebook's cell does in a Colab runtime, with /content standing in here.
-    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
+    # On stdin, as `-c` would run it but with no limit on its size (the cell carries the runtime).
+    done = subprocess.run([sys.executable, "-"], input=code, cwd=work, capture_output=True, text=True,
                           env={**os.environ, "TETHER_WORKING": str(work)}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"tether: job {job} SUCCEEDED" in done.stdout
@@ -141,7 +142,7 @@ def test_a_notebook_job_mirrors_to_the_hub_and_goes_on_elsewhere(tether, project
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}  # only in the notebook's Secrets
     work = tmp_path / "content"
     work.mkdir()
-    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=180,
+    done = subprocess.run([sys.executable, "-"], input=code, cwd=work, capture_output=True, text=True, timeout=180,
                           env={**env, "TETHER_WORKING": str(work), "FAKE_COLAB_SECRETS": str(secrets_file),
                                "PYTHONPATH": str(Path(__file__).parent / "colab_notebook")})
     assert done.returncode == 0, done.stderr

@@ -58,19 +58,21 @@ def test_killed_workload_restarts_from_the_last_backup(tether, project, host_roo
     pid = json.loads((host_root / "jobs" / job / "heartbeat.json").read_text())["workload_pid"]
     os.kill(pid, signal.SIGKILL)
     done = wait_state(tether, job, "SUCCEEDED", timeout=90)
-    # One kill, one restart: but CI once saw a second infra restart here on a loaded machine,
-    # cause not yet found (see the issue notes); every restart must still be counted.
+    # One kill, one restart, exactly (also on a loaded machine).
     restarts = [e for e in events(host_root, job, "state") if e["state"] == "RESTARTING"]
-    assert done["attempt"] == len(restarts) >= 1, events(host_root, job)
-    assert all(e["failure"] == "infra" for e in restarts), restarts
-    resumed = [e for e in events(host_root, job, "resume") if e.get("backup")]
+    assert done["attempt"] == len(restarts) == 1, events(host_root, job)
+    assert restarts[0]["failure"] == "infra", restarts
+    # From the newest backup, or from a checkpoint the workload announced after it (the kill
+    # can land while that checkpoint's backup is being copied: resume_point's documented
+    # choice, as for a killed agent below): either way, the step after it, never 0.
+    resumed = [e for e in events(host_root, job, "resume") if e.get("backup") or e.get("live")]
     assert resumed, events(host_root, job)
     backed_step = resumed[-1]["step"]
     assert first_step_after(host_root, job, resumed[-1]) == backed_step + 1 != 0  # not from 0
     assert steps(host_root, job)[-1] == 59
     assert "SIGKILL" in restarts[0]["reason"]
     result = json.loads((host_root / "jobs" / job / "outputs" / "result.json").read_text())
-    assert result["attempt"] == done["attempt"]
+    assert result["attempt"] == 1
 
 
 def test_hang_is_detected_stacks_recorded_then_gives_up(tether, project, host_root):

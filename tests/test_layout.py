@@ -153,3 +153,19 @@ def test_the_verbs_the_command_loads_alone_are_the_ones_cli_run_defines():
     defined_in_run = {c.name or c.callback.__name__ for c in app.registered_commands
                       if c.callback.__module__ == "launcher.cli.run"}
     assert set(RUN_VERBS) == defined_in_run
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    """DESIGN's style rule, checked: small modules with one job each, functions that fit a screen."""
+    big, long = [], []
+    for package in ("agent", "launcher", "provisioning", "workloads", "tether"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            text = path.read_text()
+            if len(text.splitlines()) > 400:
+                big.append((str(path.relative_to(REPO)), len(text.splitlines())))
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                        node.end_lineno - node.lineno + 1 > 60:
+                    long.append((str(path.relative_to(REPO)), node.name, node.end_lineno - node.lineno + 1))
+    assert not big, big
+    assert not long, long

@@ -20,7 +20,7 @@ from typing import Mapping, Optional
 from rich.console import Console
 
 from agent.paths import check_name
-from agent.protocol import HUB_MIRROR_TOKEN, JobState
+from agent.protocol import HUB_MIRROR_TOKEN, HubFacts, JobFacts, JobPayload, JobState
 from provisioning.base import ProviderError
 from provisioning.kaggle import TERMINAL, KaggleKernels, session_max_s
 
@@ -92,10 +92,9 @@ def kernel_script(loaded: LoadedSpec, tree: sync.LocalTree, job_id: str, command
     """hub_fields: where an hf:// backup mirror's Hub is (HF_ENDPOINT); the token itself is
     read in the notebook from its secrets (HF_TOKEN), never written into the script."""
     spec = loaded.spec
-    payload = {"spec": spec.model_dump(mode="json"),
-               "job": {"id": job_id, "project": spec.name, "command": command, "setup_key": None,
-                       "path_prepend": [], "created": time.time(), "hub": hub_fields},
-               "secrets": {}}
+    facts = JobFacts(id=job_id, project=spec.name, command=command, created=time.time(),
+                     hub=HubFacts(**hub_fields) if hub_fields else None)
+    payload = JobPayload(spec=spec.model_dump(mode="json"), job=facts, secrets={}).to_json()
     script = _SCRIPT.format(job_id=job_id, name=spec.name, working=working, payload=json.dumps(payload),
                             mirror=spec.backup.hub_repo is not None, token_key=HUB_MIRROR_TOKEN,
                             session_s=session_s, version=runtime_version(), project=spec.name,

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Mapping, Optional
 from rich.console import Console
 
 from agent.paths import Root
+from agent.protocol import HubFacts, JobFacts, JobPayload
 from provisioning.base import Instance, SshEndpoint, Teardown
 from provisioning.colab import SESSION_HOURS
 from provisioning.registry import RENTED
@@ -176,7 +177,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
         with sync.project_lock(client, info.root, spec.name, lambda: console.print(
                 f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False)):
             the_plan = _sync(client, info.root, loaded, tree, console)
-            created = client.call("create-job", info.root, spec.name, job_id, input=json.dumps(payload).encode())
+            created = client.call("create-job", info.root, spec.name, job_id, input=json.dumps(payload.to_json()).encode())
         job_dir = created["job_dir"]
         if spec.setup:
             console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
@@ -236,26 +237,23 @@ def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTr
 
 def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,
              instance: Optional[Instance], teardown: Optional[Teardown], deadline_at: Optional[float],
-             hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> dict:
+             hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> JobPayload:
     """What create-job gets: the spec and the job's facts. No secrets: they go to `start`."""
     spec = loaded.spec
     rented = instance is not None and spec.host.provider in RENTED
-    return {
-        "spec": spec.model_dump(mode="json"),
-        "job": {"id": job_id, "project": spec.name, "command": workload_command(spec, python),
-                "setup_key": setup_key(spec, tree), "code_digest": tree.digest,
-                "path_prepend": target.path_prepend, "python_executable": executable, "created": time.time(),
-                "price_per_hour": instance.price_per_hour if instance else None,
-                "instance_created": instance.created if instance else None,
-                "autodown": spec.autodown_enabled(rented), "autodown_wait_s": spec.autodown_wait_s,
-                "deadline_at": deadline_at, "resume_first": moving is not None,
-                "hub": hub.job_fields if hub else None},
-        "teardown": teardown.model_dump() if teardown else None,  # 0600 on the host, never logged
-    }
+    facts = JobFacts(
+        id=job_id, project=spec.name, command=workload_command(spec, python), setup_key=setup_key(spec, tree),
+        code_digest=tree.digest, path_prepend=tuple(target.path_prepend), python_executable=executable,
+        created=time.time(), price_per_hour=instance.price_per_hour if instance else None,
+        instance_created=instance.created if instance else None, autodown=spec.autodown_enabled(rented),
+        autodown_wait_s=spec.autodown_wait_s, deadline_at=deadline_at, resume_first=moving is not None,
+        hub=HubFacts(**hub.job_fields) if hub else None)  # type: ignore[arg-type]
+    return JobPayload(spec=spec.model_dump(mode="json"), job=facts,
+                      teardown=teardown.model_dump() if teardown else None)  # 0600 on the host, never logged
 
 
 def _record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Optional[Instance],
-            payload: dict) -> JobRecord:
+            payload: JobPayload) -> JobRecord:
     spec = loaded.spec
     rented = instance is not None and spec.host.provider in RENTED
     return JobRecord(
@@ -265,7 +263,7 @@ def _record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Opt
         artifacts=list(spec.artifacts), created=time.time(), last_state="LAUNCHING",
         instance=instance.model_dump(exclude={"teardown_key"}) if rented and instance else None,
         price_per_hour=instance.price_per_hour if instance else None,
-        autodown=bool(payload["job"]["autodown"]), spec=payload["spec"], workdir=str(loaded.workdir),
+        autodown=payload.job.autodown, spec=payload.spec, workdir=str(loaded.workdir),
     )
 
 
