@@ -121,6 +121,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, every: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def job_events(root: Path, job: str, kind: Optional[str] = None) -> list:
+    """The events a host's job folder holds (of one kind): none yet while its agent starts."""
+    path = root / "jobs" / job / "events.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [e for e in map(json.loads, lines) if kind is None or e["event"] == kind]
+
+
 def status_json(tether, job: str) -> dict:
     r = tether("status", job, "--json")
     if r.exit_code != 0:  # the reason first: the whole answer is cut short in pytest's report

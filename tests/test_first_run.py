@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import job_events as events, launched_id, status_json, wait_for, wait_state
 
 from launcher.errors import ExitCode
 
@@ -59,11 +59,6 @@ def nano_project(project, host_root, run="python train.py 30", extra="", tetheri
     if tetherignore:
         files[".tetherignore"] = "!data/\n!data/train.bin\n"
     return project(spec(host_root, run, extra), files)
-
-
-def events(root: Path, job: str, kind: str = None):
-    evs = [json.loads(x) for x in (root / "jobs" / job / "events.jsonl").read_text().splitlines()]
-    return [e for e in evs if kind is None or e["event"] == kind]
 
 
 # -- launching ----------------------------------------------------------------------------------

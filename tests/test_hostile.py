@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import job_events as events, launched_id, status_json, wait_for, wait_state
 from scripts import RESUMABLE
 
 from launcher.errors import ExitCode
@@ -33,11 +33,6 @@ def spec(root, run, extra="", name="hostile"):
         backup: {{every_min: 0.01, keep: 3}}
         {extra}
     """
-
-
-def events(root: Path, job: str, kind: str = None):
-    evs = [json.loads(x) for x in (root / "jobs" / job / "events.jsonl").read_text().splitlines()]
-    return [e for e in evs if kind is None or e["event"] == kind]
 
 
 def runtime_module(root: Path, module: str) -> Path:
