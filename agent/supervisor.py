@@ -26,6 +26,7 @@ from .book import StatusBook
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .logfile import LogPump, RotatingLog
 from .mirror_keeper import MirrorKeeper
+from .nodes import NodeLink
 from .paths import JobDir
 from .plan import RunPlan, Stage
 from .policy import Verdict, judge_exit, looks_disk_full, oom_kill_count, wants_restart
@@ -101,6 +102,9 @@ class Supervisor:
             Duty("mirror", 1.0, self.mirror.tick),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
+        self.nodes = NodeLink.for_job(job, self.book, self._run_duties)  # None: a one-node job
+        if self.nodes:
+            self.duties.append(Duty("nodes", TICK_S, lambda: self.nodes.watch(self.child.pid if self.child else None)))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -252,6 +256,9 @@ class Supervisor:
         while True:
             if self.stop:
                 return Verdict(JobState.STOPPED, self.stop.reason, self.stop.failure)
+            refused = self.nodes.before_attempt(self.progress.announced) if self.nodes else None
+            if refused:
+                return refused
             resume = self._resume_point() if self.attempt > 0 or self.plan.resume_first else ""
             self.book.set(JobState.RUNNING, f"workload started (attempt {self.attempt})", attempt=self.attempt,
                           stage=stage.name, resumed_from=resume or None)
@@ -261,7 +268,8 @@ class Supervisor:
             if isinstance(outcome, Stopped):
                 self.book.set(JobState.BACKING_UP, "final backup before stopping")
                 self._guarded("final-backup", self.keeper.finish)
-                return Verdict(JobState.STOPPED, outcome.reason, outcome.failure)
+                stopped = Verdict(JobState.STOPPED, outcome.reason, outcome.failure)
+                return self.nodes.settle(stopped) if self.nodes else stopped
             if isinstance(outcome, Stalled):
                 verdict = Verdict(JobState.FAILED, f"no progress for {outcome.quiet_s:.0f}s; stacks in "
                                   f"{outcome.stacks}", FailureClass.STALL)
@@ -273,6 +281,8 @@ class Supervisor:
             if verdict.state == JobState.SUCCEEDED:  # the newest backup is the end state
                 self.book.set(JobState.BACKING_UP, "final backup of what the workload left")
                 self._guarded("final-backup", self.keeper.finish)
+            if self.nodes:  # one verdict for every node: a peer's failure restarts this one too
+                verdict = self.nodes.settle(verdict)
             if not wants_restart(verdict, self.plan.restart_on, self.plan.restart_max, restarts):
                 if verdict.state == JobState.FAILED and restarts:
                     verdict = Verdict(verdict.state, f"{verdict.reason} (gave up after {restarts} restart(s))",
@@ -286,7 +296,7 @@ class Supervisor:
             self._idle(self.plan.restart_backoff_s)
 
     def _resume_point(self) -> str:
-        point = resume_point.choose(self.job, self.progress.announced, self.book)
+        point = (self.nodes.choose if self.nodes else resume_point.choose)(self.job, self.progress.announced, self.book)
         self.book.doc["resumed_unverified"] = not point.verified
         self.book.doc["resumed_step"] = point.step
         self.resumed_step = point.step
@@ -514,6 +524,7 @@ class Supervisor:
             TETHER_ATTEMPT=str(self.attempt),
             PYTHONUNBUFFERED=env.get("PYTHONUNBUFFERED", "1"),
         )
+        env.update(self.nodes.env() if self.nodes else {})
         # The shipped runtime on the path, so `from agent import progress` just works.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.runtime_dir), env.get("PYTHONPATH")) if p)
         front = ([str(self.job.python_shims)] if self.plan.python else []) + self.plan.path_prepend
