@@ -278,9 +278,9 @@ class JobSpec(_Strict):
         if len(given) != 1:
             which = " and ".join(f"'{k}'" for k in given) if given else "none"
             raise ValueError(f"give exactly one of 'run', 'workload' or 'stages' (got {which})")
-        if self.host.nodes > 1 and self.backup.mirror == "laptop":
-            raise ValueError("backup.mirror: laptop keeps one host's backups; a job on several nodes cannot use it "
-                             "(use hf://user/repo, or leave the backups on the hosts)")
+        if self.host.nodes > 1 and self.backup.mirror:
+            raise ValueError(f"backup.mirror: {self.backup.mirror} keeps one host's backups, and each node of a "
+                             "multi-node job holds its own shards: leave it out (backups stay on every node)")
         return self
 
 
