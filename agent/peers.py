@@ -240,6 +240,10 @@ class Coordinator:
         return verdict
 
     def close(self) -> None:
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept thread (close alone does not)
+        except OSError:
+            pass
         self.server.close()
         for sock in self.conns.values():
             sock.close()
