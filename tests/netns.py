@@ -64,6 +64,7 @@ class NodeHost:
 class TwoHosts:
     dir: Path
     root: Path = field(init=False)      # the tether root path, the same on both hosts
+    extensions: Optional[Path] = None   # the workloads' TORCH_EXTENSIONS_DIR (the test's own)
     nodes: List[NodeHost] = field(default_factory=list)
 
     def __post_init__(self) -> None:

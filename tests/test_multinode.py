@@ -32,11 +32,22 @@ def assets(tmp_path_factory):
 
 
 @pytest.fixture
-def hosts(tmp_path, monkeypatch, tether_env):
+def own_extensions(tmp_path, monkeypatch) -> Path:
+    """DeepSpeed's CPU comm op is JIT-built under a lock file (torch's FileBaton): a test that
+    kills its nodes while one holds it would leave every later run on this machine waiting
+    for ever. Each test builds it in a folder of its own (a minute or two of compiling)."""
+    dest = tmp_path / "torch_extensions"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(dest))
+    return dest
+
+
+@pytest.fixture
+def hosts(tmp_path, monkeypatch, tether_env, own_extensions):
     why = unavailable()
     if why:
         pytest.skip(why)
     with two_hosts(tmp_path / "net") as net:
+        net.extensions = own_extensions
         conf = tmp_path / "nodes_ssh_config"
         conf.write_text(net.ssh_config())
         monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
@@ -55,6 +66,7 @@ def lm_spec(net, assets: Path, train: dict, extra: str = "") -> str:
           procs: 1
           deepspeed: {{zero_stage: 2}}
           train: {json.dumps(train)}
+        env: {{TORCH_EXTENSIONS_DIR: {net.extensions}}}
         heartbeat: {{every_s: 0.5, stall_after_s: 300}}
         backup: {{every_min: 10}}
         stop: {{grace_s: 30}}
