@@ -54,7 +54,7 @@ def hosts(tmp_path, monkeypatch, tether_env, own_extensions):
         yield net
 
 
-def lm_spec(net, assets: Path, train: dict, extra: str = "") -> str:
+def lm_spec(net, assets: Path, train: dict, extra: str = "", backup_min: float = 10) -> str:
     return f"""
         name: lm2
         host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
@@ -68,7 +68,7 @@ def lm_spec(net, assets: Path, train: dict, extra: str = "") -> str:
           train: {json.dumps(train)}
         env: {{TORCH_EXTENSIONS_DIR: {net.extensions}}}
         heartbeat: {{every_s: 0.5, stall_after_s: 300}}
-        backup: {{every_min: 10}}
+        backup: {{every_min: {backup_min}}}
         stop: {{grace_s: 30}}
         {extra}
     """
@@ -123,7 +123,7 @@ def test_a_blocked_master_port_fails_before_training_naming_it(hosts, tether, pr
 def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts, tether, project, assets):
     train = {**TRAIN, "max_steps": 40, "save_every": 5}
     extra = "restart: {max: 2, backoff_s: 1}"
-    job = launched_id(tether("launch", project(lm_spec(hosts, assets, train, extra))))
+    job = launched_id(tether("launch", project(lm_spec(hosts, assets, train, extra, backup_min=0.1))))
     node1 = hosts.job_dir(1, job)
 
     def backed_up() -> bool:
