@@ -10,6 +10,7 @@ for the job, the same on every node. JSON lines; everything a peer sends is chec
 
 from __future__ import annotations
 
+import hmac
 import json
 import queue
 import socket
@@ -95,9 +96,13 @@ def _lines(sock: socket.socket):
         yield msg
 
 
-def _node_of(msg: dict, count: int) -> Optional[int]:
-    node = msg.get("hello")
-    return node if isinstance(node, int) and 0 < node < count else None
+def _node_of(msg: dict, plan: NodePlan) -> Optional[int]:
+    """The node a connection's first message says it is: only with the job's token (anyone
+    who can reach the control port could otherwise speak for a node)."""
+    node, token = msg.get("hello"), msg.get("token")
+    if not (isinstance(token, str) and hmac.compare_digest(token.encode(), plan.token.encode())):
+        return None
+    return node if isinstance(node, int) and 0 < node < plan.count else None
 
 
 def _steps(msg: dict) -> List[int]:
@@ -130,7 +135,7 @@ class Coordinator:
     def _read(self, sock: socket.socket) -> None:
         node = None
         for msg in _lines(sock):
-            node = node if node is not None else _node_of(msg, self.plan.count)
+            node = node if node is not None else _node_of(msg, self.plan)
             if node is None:
                 break
             self.inbox.put((node, sock, msg))
@@ -310,7 +315,7 @@ class Member:
                                "control port, beside the master port, must be open between the hosts")
         sock = self.sock
         threading.Thread(target=self._read, args=(sock,), daemon=True, name="peers-read").start()
-        _send(sock, {"hello": p.rank, "steps": sorted(set(own_steps))})
+        _send(sock, {"hello": p.rank, "token": p.token, "steps": sorted(set(own_steps))})
         asked = self._next("probe", p.join_timeout_s + 60, idle)
         if asked is not None:
             _send(sock, {"probed": p.rank, "problem": reach(p.master_addr, p.master_port, PROBE_TIMEOUT_S)})

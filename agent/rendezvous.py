@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 ADDR = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}")   # an IP or a host name, nothing a shell reads
+TOKEN = re.compile(r"[0-9a-f]{0,64}")
 IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,15}")
 
 
@@ -27,6 +28,7 @@ class NodePlan:
     master_addr: str
     master_port: int
     join_timeout_s: float = 120.0    # how long a node waits for the others before the job fails
+    token: str = ""                  # the job's own: node 0 answers only agents that know it
 
     @property
     def control_port(self) -> int:
@@ -52,8 +54,10 @@ class NodePlan:
             raise ValueError(f"node: master_port {port!r} is not a port from 1024 to 65534")
         if not (isinstance(addr, str) and ADDR.fullmatch(addr)):
             raise ValueError(f"node: master_addr {addr!r} is not an address")
-        timeout = doc.get("join_timeout_s", 120.0)
-        return cls(rank, count, addr, port, float(timeout) if isinstance(timeout, (int, float)) else 120.0)
+        timeout, token = doc.get("join_timeout_s", 120.0), doc.get("token", "")
+        if not (isinstance(token, str) and TOKEN.fullmatch(token)):
+            raise ValueError("node: token is not a hex string")
+        return cls(rank, count, addr, port, float(timeout) if isinstance(timeout, (int, float)) else 120.0, token)
 
     def torchrun_args(self) -> str:
         """What a `run:` script passes to torchrun (static rendezvous on the master)."""

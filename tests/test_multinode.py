@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,7 @@ def test_two_node_zero2_trains_like_one_node_of_the_same_global_batch(hosts, tet
     for (s, a), (_, b) in zip(expected, got):
         assert abs(a - b) <= 1e-4 * abs(a), (s, a, b)
     spec1 = json.loads((hosts.job_dir(1, job) / "spec.json").read_text())["job"]["node"]
+    assert len(spec1.pop("token")) == 32
     assert spec1 == {"rank": 1, "count": 2, "master_addr": "10.77.0.1", "master_port": 29500, "join_timeout_s": 60}
 
     merged = tether("logs", job, "--tail", "200").stdout.splitlines()
@@ -132,6 +134,7 @@ def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts,
 
     wait_for(backed_up, 300, what="a backup on node 1")
     pgid = json.loads((node1 / "state.json").read_text())["workload_pgid"]
+    killed_at = time.time()
     os.killpg(pgid, signal.SIGKILL)
     done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=400)
     assert done["state"] == "SUCCEEDED", (done, tether("logs", job, "--tail", "40").stdout)
@@ -140,10 +143,23 @@ def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts,
         events = [json.loads(x) for x in (hosts.job_dir(k, job) / "events.jsonl").read_text().splitlines()]
         settled = [e for e in events if e["event"] == "nodes-settled"]
         assert settled[0]["job"]["state"] == "FAILED" and "node 1" in settled[0]["job"]["reason"]
+        assert settled[0]["time"] - killed_at < 60  # node 0 was not left waiting in a collective
         resumed = [e for e in events if e["event"] == "resume"]
         assert resumed and resumed[0]["step"] and resumed[0]["step"] >= 5, resumed
     log0 = tether("logs", job, "--node", "0", "--tail", "400").stdout
     assert "--- attempt 1" in log0 and "resumed from" in log0
+
+
+def test_stop_acts_on_every_node(hosts, tether, project, assets):
+    train = {**TRAIN, "max_steps": 400}
+    job = launched_id(tether("launch", project(lm_spec(hosts, assets, train))))
+    wait_for(lambda: (status_json(tether, job).get("step") or 0) >= 2, 400, what="step 2")
+    r = tether("stop", job)
+    assert r.exit_code == 0, r
+    st = status_json(tether, job)
+    assert st["state"] == "STOPPED" and [n["state"] for n in st["nodes"]] == ["STOPPED", "STOPPED"], st
+    for k in (0, 1):  # each node saved its own shards of the same final step
+        assert any(hosts.job_dir(k, job).glob("checkpoints/step-*/*optim_states.pt"))
 
 
 def test_rented_providers_refuse_several_nodes_before_renting(tether, project):

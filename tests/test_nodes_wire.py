@@ -68,8 +68,8 @@ def test_a_stop_wins_then_the_node_that_failed_by_itself():
 
 def test_join_probe_abort_and_one_verdict_over_real_sockets():
     port = free_pair()
-    head = Coordinator(NodePlan(0, 2, "127.0.0.1", port, join_timeout_s=10))
-    member = Member(NodePlan(1, 2, "127.0.0.1", port, join_timeout_s=10))
+    head = Coordinator(NodePlan(0, 2, "127.0.0.1", port, join_timeout_s=10, token="ab12"))
+    member = Member(NodePlan(1, 2, "127.0.0.1", port, join_timeout_s=10, token="ab12"))
     got = {}
     t = threading.Thread(target=lambda: got.update(gate=member.gather([5, 10], lambda: None)))
     t.start()
@@ -91,6 +91,18 @@ def test_join_probe_abort_and_one_verdict_over_real_sockets():
     assert verdict == got["verdict"] == Report(JobState.FAILED, "node 1: workload killed by SIGKILL",
                                                 FailureClass.INFRA)
     head.close()
+
+
+def test_an_agent_without_the_jobs_token_is_not_a_node():
+    port = free_pair()
+    head = Coordinator(NodePlan(0, 2, "127.0.0.1", port, join_timeout_s=2, token="ab12"))
+    stranger = Member(NodePlan(1, 2, "127.0.0.1", port, join_timeout_s=2, token="ffff"))
+    t = threading.Thread(target=lambda: stranger.gather([], lambda: None))
+    t.start()
+    gate = head.gather([], lambda: None)
+    t.join(10)
+    head.close()
+    assert not gate.ok and gate.reason.startswith("node 1 did not join")
 
 
 def test_a_node_that_never_joins_is_named():

@@ -36,8 +36,9 @@ def each(fn: Callable[[T], R], items: Sequence[T]) -> List[R]:
 def node_facts(loaded: LoadedSpec, targets: List[Target]) -> List[dict]:
     hs = loaded.spec.host
     master = hs.master_addr or str(targets[0].endpoint["host"])
+    token = pysecrets.token_hex(16)  # the agents' control port answers only this job's nodes
     return [{"rank": k, "count": len(targets), "master_addr": master, "master_port": hs.master_port,
-             "join_timeout_s": hs.join_timeout_s} for k in range(len(targets))]
+             "join_timeout_s": hs.join_timeout_s, "token": token} for k in range(len(targets))]
 
 
 def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
