@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 _AWAY = (JobState.UNREACHABLE, JobState.LOST)
 
 
-def node_record(rec: JobRecord, node: dict, k: int = 0) -> JobRecord:
-    """Node k as a one-host job (its id marked, so that per-node answers do not collide)."""
-    return dataclasses.replace(rec, id=rec.id if k == 0 else f"{rec.id}@node{k}", endpoint=node["endpoint"], remote_root=node["remote_root"],
+def node_record(rec: JobRecord, node: dict) -> JobRecord:
+    """Node k as a one-host job (the same id: the host knows the job by it)."""
+    return dataclasses.replace(rec, endpoint=node["endpoint"], remote_root=node["remote_root"],
                                job_dir=node["job_dir"], python=node["python"], runtime_dir=node["runtime_dir"],
                                nodes=None)
 
@@ -60,7 +60,10 @@ class NodesJob:
 
     def __init__(self, record: JobRecord, ctx: Context) -> None:
         self.record, self.ctx = record, ctx
-        self.nodes = [AgentJob(node_record(record, n, k), ctx) for k, n in enumerate(record.nodes or [])]
+        # The nodes are asked from threads: they leave the registry (one SQLite connection,
+        # bound to its thread) to this handle.
+        quiet = dataclasses.replace(ctx, registry=_NoRegistry())
+        self.nodes = [AgentJob(node_record(record, n), quiet) for n in record.nodes or []]
 
     def label(self) -> str:
         return self.label_of(self.record)
@@ -82,16 +85,12 @@ class NodesJob:
 
     @classmethod
     def observe_all(cls, handles: List["NodesJob"], recent: int = 0) -> Dict[str, JobView]:
-        per_node = [n for h in handles for n in h.nodes]
-        seen = AgentJob.observe_all(per_node, recent)  # one status command per host, all at once
-        views: Dict[str, JobView] = {}
-        for h in handles:
-            node_views = []
-            for n in h.nodes:
-                v = seen[n.record.id]
-                node_views.append(dataclasses.replace(v, host=n.label()))
-            views[h.record.id] = derived(h.record, node_views)
-        return views
+        width = max(len(h.nodes) for h in handles)
+        with ThreadPoolExecutor(max_workers=width) as pool:  # node k of every job: one command per host
+            seen = list(pool.map(lambda k: AgentJob.observe_all([h.nodes[k] for h in handles if k < len(h.nodes)],
+                                                                recent), range(width)))
+        return {h.record.id: derived(h.record, [dataclasses.replace(seen[k][h.record.id], host=n.label())
+                                                for k, n in enumerate(h.nodes)]) for h in handles}
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -152,11 +151,19 @@ class NodesJob:
 
     def resume(self) -> str:
         previous = self._each(lambda n: n.resume())
+        self.ctx.registry.set_state(self.record.id, "RUNNING")
         return previous[0]
 
     def before_move(self, console: "Console") -> None:
         raise Unsupported(f"job {self.record.id} runs on {len(self.nodes)} nodes: resume --on moves a one-host job",
                           f"tether resume {self.record.id} continues it on the same nodes")
+
+
+class _NoRegistry:
+    """What a node's AgentJob writes to the registry goes nowhere: NodesJob writes the job's."""
+
+    def set_state(self, job_id: str, state: str, step: Optional[int] = None) -> None:
+        pass
 
 
 class Prefixed(io.RawIOBase):
