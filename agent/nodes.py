@@ -48,16 +48,20 @@ def restore_step(job: JobDir, announced: Announced, step: Optional[int], book: S
 
 
 class NodeLink:
-    def __init__(self, plan: NodePlan, job: JobDir, book: StatusBook, idle: Callable[[], None]) -> None:
-        self.plan, self.job, self.book, self.idle = plan, job, book, idle
+    def __init__(self, plan: NodePlan, job: JobDir, book: StatusBook, idle: Callable[[], None],
+                 stopping: Callable[[], Optional[str]]) -> None:
+        self.plan, self.job, self.book, self.stopping = plan, job, book, stopping
+        self.idle = lambda: bool(idle())   # duties only: settling waits for every node whatever happens
         self.peers: Union[Coordinator, Member] = Coordinator(plan) if plan.is_master else Member(plan)
         self.gate = Gate(False)
         self.signalled: Optional[Tuple[int, float]] = None   # (pgid, monotonic) of the abort's SIGTERM
 
     @classmethod
-    def for_job(cls, job: JobDir, book: StatusBook, idle: Callable[[], None]) -> Optional["NodeLink"]:
+    def for_job(cls, job: JobDir, book: StatusBook, idle: Callable[[], None],
+                stopping: Callable[[], Optional[str]]) -> Optional["NodeLink"]:
+        """stopping: why the job is being stopped (a stop while waiting for the nodes ends the wait)."""
         plan = NodePlan.from_json(((read_json(job.spec) or {}).get("job") or {}).get("node"))
-        return cls(plan, job, book, idle) if plan is not None and plan.count > 1 else None
+        return cls(plan, job, book, idle, stopping) if plan is not None and plan.count > 1 else None
 
     def env(self) -> Dict[str, str]:
         return self.plan.env()
@@ -67,8 +71,11 @@ class NodeLink:
         p = self.plan
         self.book.set(JobState.PENDING, f"node {p.rank} of {p.count}: waiting for every node at "
                       f"{p.master_addr}:{p.master_port}")
-        self.gate = self.peers.gather(candidate_steps(self.job, announced), self.idle)
+        self.gate = self.peers.gather(candidate_steps(self.job, announced),
+                                      lambda: self.idle() or self.stopping() is not None)
         self.signalled = None
+        if self.stopping() is not None:
+            return Verdict(JobState.STOPPED, str(self.stopping()))
         self.book.event("nodes-joined" if self.gate.ok else "nodes-not-joined", node=p.rank, nodes=p.count,
                         reason=self.gate.reason or None, step=self.gate.step)
         return None if self.gate.ok else Verdict(JobState.FAILED, self.gate.reason, FailureClass.INFRA)

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .protocol import FailureClass, JobState
 from .rendezvous import NodePlan, reach
 
+Idle = Callable[[], Optional[bool]]   # runs the agent's duties while waiting; True: stop waiting
 MAX_LINE = 64 * 1024
 PROBE_TIMEOUT_S = 5.0
 SETTLE_S = 300.0          # how long node 0 waits for every node's outcome of an attempt
@@ -170,7 +171,7 @@ class Coordinator:
     def _members(self) -> range:
         return range(1, self.plan.count)
 
-    def gather(self, own_steps: List[int], idle: Callable[[], None]) -> Gate:
+    def gather(self, own_steps: List[int], idle: Idle) -> Gate:
         """Waits for every node, probes the master port from each, and says go (or why not)."""
         p = self.plan
         probe = socket.create_server(("", p.master_port), backlog=64)  # only connected to, never read
@@ -178,7 +179,8 @@ class Coordinator:
             deadline = time.monotonic() + p.join_timeout_s
             while any(n not in self.hellos for n in self._members()) and time.monotonic() < deadline:
                 self._pump(0.2)
-                idle()
+                if idle():  # the job is being stopped
+                    break
             missing = [n for n in self._members() if n not in self.hellos]
             if missing:
                 gate = Gate(False, f"node {missing[0]} did not join within {p.join_timeout_s:g}s (it must reach "
@@ -226,7 +228,7 @@ class Coordinator:
         for sock in list(self.conns.values()):
             _send(sock, {"abort": reason})
 
-    def settle(self, own: Report, idle: Callable[[], None], wait_s: float = SETTLE_S) -> Report:
+    def settle(self, own: Report, idle: Idle, wait_s: float = SETTLE_S) -> Report:
         """Every node's outcome, combined and told to all; a node silent past wait_s failed."""
         if own.state != JobState.SUCCEEDED and self.aborted_with is None:
             self.abort(f"node 0: {own.reason}")
@@ -266,7 +268,7 @@ class Member:
     def _where(self, port: int) -> str:
         return f"{self.plan.master_addr}:{port}"
 
-    def _connect(self, idle: Callable[[], None]) -> Optional[str]:
+    def _connect(self, idle: Idle) -> Optional[str]:
         """None once connected to node 0's agent; else the last reason it could not be."""
         p, problem = self.plan, "no answer"
         deadline = time.monotonic() + p.join_timeout_s
@@ -280,7 +282,8 @@ class Member:
             except OSError as exc:
                 problem = exc.strerror or str(exc)
                 time.sleep(0.5)  # node 0's agent may not listen yet
-            idle()
+            if idle():  # the job is being stopped
+                break
         return problem
 
     def _read(self, sock: socket.socket) -> None:
@@ -293,19 +296,20 @@ class Member:
             self.aborted_with = self.aborted_with or f"lost the connection to node 0 ({self._where(self.plan.control_port)})"
         self.inbox.put({"lost": True})
 
-    def _next(self, key: str, wait_s: float, idle: Callable[[], None]) -> Optional[dict]:
+    def _next(self, key: str, wait_s: float, idle: Idle) -> Optional[dict]:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             try:
                 msg = self.inbox.get(timeout=0.2)
             except queue.Empty:
-                idle()
+                if idle():
+                    return None
                 continue
             if key in msg or "lost" in msg:
                 return None if "lost" in msg else msg
         return None
 
-    def gather(self, own_steps: List[int], idle: Callable[[], None]) -> Gate:
+    def gather(self, own_steps: List[int], idle: Idle) -> Gate:
         p = self.plan
         self.close()
         self.aborted_with, self.inbox = None, queue.Queue()
@@ -334,7 +338,7 @@ class Member:
     def abort(self, reason: str) -> None:
         """Nothing to tell: its outcome, sent at settle, makes node 0 abort the others."""
 
-    def settle(self, own: Report, idle: Callable[[], None], wait_s: float = SETTLE_S) -> Report:
+    def settle(self, own: Report, idle: Idle, wait_s: float = SETTLE_S) -> Report:
         if self.sock is None or not _send(self.sock, {"ended": self.plan.rank, **own.to_json()}):
             return Report(JobState.FAILED, f"node {self.plan.rank}: lost the connection to node 0", FailureClass.INFRA)
         got = self._next("verdict", wait_s, idle)

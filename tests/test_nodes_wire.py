@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -114,3 +115,15 @@ def test_a_node_that_never_joins_is_named():
     lonely = Member(NodePlan(1, 2, "127.0.0.1", port, join_timeout_s=1))
     gate = lonely.gather([], lambda: None)
     assert not gate.ok and gate.reason.startswith(f"node 1 cannot reach 127.0.0.1:{port + 1}")
+
+
+def test_a_stop_ends_the_wait_for_the_other_nodes():
+    port = free_pair()
+    head = Coordinator(NodePlan(0, 2, "127.0.0.1", port, join_timeout_s=60))
+    started = time.monotonic()
+    gate = head.gather([], lambda: True)  # the agent's duties saw a stop request
+    head.close()
+    assert not gate.ok and time.monotonic() - started < 5
+    lonely = Member(NodePlan(1, 2, "127.0.0.1", port, join_timeout_s=60))
+    started = time.monotonic()
+    assert not lonely.gather([], lambda: True).ok and time.monotonic() - started < 10
