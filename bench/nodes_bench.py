@@ -1,10 +1,11 @@
 """Issue #16's benchmark: the causal-lm step time on two nodes against one, on the CPU.
 
-Two "nodes" are two torchrun launches on this machine joined through torch's rendezvous on
-127.0.0.1 (as the agent starts them: TETHER_NUM_NODES / TETHER_TORCHRUN_ARGS), one process
-each, gloo over TCP; the one-node run is one process with the same per-process batch. The
-ratio of median steady step times is what the second node's gradient exchange costs (on
-real hosts the network, not loopback, sets it). Run alone: `python bench/nodes_bench.py`."""
+The same two processes and the same global batch either way: one node running both (torchrun
+--nproc_per_node 2; DeepSpeed's shared-memory all-reduce) against two "nodes" of one process
+each, two torchrun launches on this machine joined through torch's rendezvous on 127.0.0.1 as
+the agent starts them (TETHER_NUM_NODES / TETHER_TORCHRUN_ARGS), gradients exchanged by gloo
+over TCP. The ratio of median steady step times is what going through the network stack
+costs (on real hosts the network, not loopback, sets it). Run alone: `python bench/nodes_bench.py`."""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ def _env(node: int, nodes: int, port: int) -> dict:
 
 
 def run(tmp: Path, assets: Path, nodes: int) -> list:
-    """Median-ready steady step times (s) of rank 0."""
-    cfg = {"model": str(assets / "model"), "data": str(assets / "data" / "train.jsonl"), "procs": 1,
+    """Steady step times (s) of rank 0: two processes on one node, or one on each of two."""
+    cfg = {"model": str(assets / "model"), "data": str(assets / "data" / "train.jsonl"), "procs": 2 // nodes,
            "deepspeed": {"zero_stage": 2}, "train": TRAIN}
     port, procs = _port(), []
     for node in range(nodes):
@@ -76,16 +77,18 @@ def main() -> list:
                          statistics.median(run(tmp / f"round{r}", tmp / "assets", 2))))
     lines = [
         TITLE, "",
-        f"The causal-lm workload, a 2.6M-parameter Llama (4 layers, hidden 256), ZeRO-2, fp32 on the CPU, one "
-        f"process per node with micro batch {TRAIN['micro_batch']} x {TRAIN['seq_len']} tokens, {STEPS} steps; "
-        "median of steady steps (the first 3 left out). Two nodes: two torchrun launches joined by torch's "
-        "rendezvous on 127.0.0.1, gloo over TCP (bench/nodes_bench.py); each step also exchanges the gradients.",
+        f"The causal-lm workload, a 2.6M-parameter Llama (4 layers, hidden 256), ZeRO-2, fp32 on the CPU, two "
+        f"processes with micro batch {TRAIN['micro_batch']} x {TRAIN['seq_len']} tokens each, {STEPS} steps; "
+        "median of steady steps (the first 3 left out). One node: both processes under one torchrun. Two "
+        "nodes: one process each, two torchrun launches joined by torch's rendezvous on 127.0.0.1, gloo over "
+        "TCP, as tether's agents start them (bench/nodes_bench.py). Same global batch, same arithmetic.",
         "", "| round | 1 node step (s) | 2 nodes step (s) | ratio |", "|---|---|---|---|"]
     for k, (one, two) in enumerate(rows, 1):
         lines.append(f"| {k} | {one:.4f} | {two:.4f} | {two / one:.3f} |")
     ratio = statistics.median(two / one for one, two in rows)
-    lines += ["", f"Median ratio: {ratio:.3f} (two nodes do twice the work per step: a ratio near 1 means the "
-              "exchange is cheap; on two cores the two processes also share the CPU).", ""]
+    lines += ["", f"Median 2-node / 1-node step time: {ratio:.3f}: what the gradient exchange through the network "
+              "stack costs over one node's shared memory, made visible (loopback here; a real network adds its "
+              "latency and bandwidth). This machine is shared and noisy.", ""]
     return lines
 
 
