@@ -184,3 +184,15 @@ def test_logs_node_on_a_one_host_job_is_refused(tether, project, host_root):
     wait_state(tether, job, "SUCCEEDED")
     r = tether("logs", job, "--node", "1")
     assert r.exit_code != 0 and "--node is for a multi-node job" in (r.stderr + r.stdout)
+
+
+def test_a_dry_run_of_several_nodes_shows_node_0s_plan(tether, project, host_root):
+    spec = project(f"""
+        name: dry
+        host: {{provider: ssh, nodes: 2, address: [testhost, testhost], root: {host_root}}}
+        run: python train.py
+    """, {"train.py": "print('hi')\n"})
+    r = tether("launch", spec, "--dry-run")
+    assert r.exit_code == 0, r
+    assert "dry run: would send 2 file(s)" in r.stdout
+    assert not (host_root / "jobs").exists()

@@ -47,7 +47,9 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         if spec.host.provider in RENTED:  # nothing is rented for a dry run: everything would be sent
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
             return None
-        target = target_for_spec(spec.host, places)
+        hs = spec.host  # several nodes: node 0's copy (every node is sent the same files)
+        target = target_for_spec(hs.model_copy(update={"address": hs.addresses[0], "nodes": 1})
+                                 if hs.nodes > 1 else hs, places)
         try:
             _dry_run(target, loaded, tree, console)
         finally:
