@@ -120,6 +120,7 @@ class JobFacts:
     deadline_at: Optional[float] = None    # absolute: a session's end (limits.max_hours is the spec's)
     resume_first: bool = False             # a job moved to a new host: attempt 0 resumes too
     hub: Optional[HubFacts] = None
+    node: Optional[Dict[str, Any]] = None  # a multi-node job's rank, count, master (rendezvous.NodePlan)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .history import HistoryKeeper
 from .hub_client import keep_memory_private
 from .logfile import RotatingLog
 from .mirror_keeper import MirrorKeeper
+from .nodes import NodeLink
 from .paths import JobDir
 from .plan import RunPlan, Stage
 from .policy import (Act, Judgement, Observation, Verdict, after_attempt, judge, judge_exit, looks_disk_full,
@@ -92,6 +93,10 @@ class Supervisor(JobDuties, JobEnding):
             Duty("mirror", 1.0, lambda: self.mirror.tick()),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
+        self.nodes = NodeLink.for_job(job, self.book, self.tick,  # None: a one-node job
+                                      lambda: self.stop.reason if self.stop else None)
+        if self.nodes:
+            self.duties.append(Duty("nodes", TICK_S, lambda: self.nodes.watch(self.child.pid if self.child else None)))
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -241,6 +246,9 @@ class Supervisor(JobDuties, JobEnding):
         while True:
             if self.stop:
                 return Verdict(JobState.STOPPED, self.stop.reason, self.stop.failure)
+            refused = self.nodes.before_attempt(self.progress.announced) if self.nodes else None
+            if refused:
+                return refused
             resume = self._resume_point() if self.attempt > 0 or self.plan.resume_first else ""
             self.book.set(JobState.RUNNING, f"workload started (attempt {self.attempt})", attempt=self.attempt,
                           stage=stage.name, resumed_from=resume or None)
@@ -252,10 +260,12 @@ class Supervisor(JobDuties, JobEnding):
             if outcome.act is Act.STOP:
                 self.book.set(JobState.BACKING_UP, "final backup before stopping")
                 self._final_backup()
-                return verdict
+                return self.nodes.settle(verdict) if self.nodes else verdict
             if verdict.state == JobState.SUCCEEDED:  # the newest backup is the end state
                 self.book.set(JobState.BACKING_UP, "final backup of what the workload left")
                 self._final_backup()
+            if self.nodes:  # one verdict for every node: a peer's failure restarts this one too
+                verdict = self.nodes.settle(verdict)
             final = after_attempt(verdict, self.plan.restart_on, self.plan.restart_max, restarts)
             if final is not None:
                 return final
@@ -267,7 +277,7 @@ class Supervisor(JobDuties, JobEnding):
             self.wait(lambda: self.stop is not None, self.plan.restart_backoff_s)
 
     def _resume_point(self) -> str:
-        point = resume_point.choose(self.job, self.progress.announced, self.book)
+        point = (self.nodes.choose if self.nodes else resume_point.choose)(self.job, self.progress.announced, self.book)
         self.book.doc["resumed_unverified"] = not point.verified
         self.book.doc["resumed_step"] = point.step
         self.resumed_step = point.step
@@ -288,6 +298,7 @@ class Supervisor(JobDuties, JobEnding):
             if watch and self.plan.progress_pattern else None
         oom_before = oom_kill_count() if watch else None
         env = child_env(self.job, self.plan, self.runtime_dir, secrets, resume, self.attempt)
+        env.update(self.nodes.env() if self.nodes else {})  # rank, master, the interface to reach it
         child = self.start_attempt(argv, self.job.code, env, log, from_log.feed if from_log else None,
                                    self.clock.monotonic())
         self.child = self.last_child = child

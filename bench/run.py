@@ -10,6 +10,7 @@
 6. The dashboard: 200 jobs over 5 hosts, a job of a million progress lines (ui_bench.py).
 7. Where users wait: status, jobs, launch, pull and logs -f against OpenSSH and rsync
    (speed_bench.py).
+8. Two nodes against one: the causal-lm step time (nodes_bench.py).
 Results go to bench/RESULTS.md.
 """
 
@@ -190,6 +191,9 @@ def main() -> None:
     if os.environ.get("BENCH_SKIP_MEMORY") != "1":
         import memory_bench
         lines += memory_bench.main()
+    if os.environ.get("BENCH_SKIP_NODES") != "1":
+        import nodes_bench
+        lines += nodes_bench.main()
     if os.environ.get("BENCH_SKIP_UI") != "1":
         import ui_bench
         lines += ui_bench.main()

@@ -35,14 +35,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     spec TEXT,                     -- JSON: the resolved spec (never secrets), to resume elsewhere
     workdir TEXT,                  -- the laptop folder that was synced
     last_step INTEGER,             -- the step last seen (shown while the host does not answer)
-    final TEXT                     -- JSON: an ended job's last answer, not asked for again
+    final TEXT,                    -- JSON: an ended job's last answer, not asked for again
+    nodes TEXT                     -- JSON: a multi-node job's hosts, node 0 first (else NULL)
 );
 CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name);
 """
 
 # Columns added after the first release: (name, SQL type) added to older registries.
 _ADDED = (("autodown", "INTEGER NOT NULL DEFAULT 0"), ("spec", "TEXT"), ("workdir", "TEXT"), ("last_step", "INTEGER"),
-          ("final", "TEXT"))
+          ("final", "TEXT"), ("nodes", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,13 @@ class JobRecord:
     workdir: Optional[str] = None
     last_step: Optional[int] = None
     final: Optional[Dict[str, Any]] = None   # {"answer": the status answer, "at": when it was read}
+    nodes: Optional[List[Dict[str, Any]]] = None   # per node: endpoint, remote_root, job_dir, python, runtime_dir
 
     @property
     def kind(self) -> str:
         """Which handle serves it (launcher.backends): agent, kaggle or notebook."""
+        if self.nodes:
+            return "nodes"
         return {"kaggle": "kaggle", "notebook": "notebook"}.get(self.endpoint.get("kind"), "agent")
 
     @property
@@ -93,7 +97,7 @@ class JobRecord:
         return bool(self.instance) and not (self.instance or {}).get("destroyed_at")
 
 
-_JSON_FIELDS = ("endpoint", "instance", "artifacts", "spec", "final")
+_JSON_FIELDS = ("endpoint", "instance", "artifacts", "spec", "final", "nodes")
 _ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 

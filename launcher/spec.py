@@ -17,6 +17,7 @@ from agent.protocol import FailureClass
 from agent.protocol import RunSettings as _Agent  # the defaults the agent plans with: one place
 
 from launcher.errors import SpecError
+from launcher.spec_nodes import nodes_problem
 
 # Whole-string patterns. NAME_PATTERN is pydantic's (Rust regex: `$` is the end of the text);
 # the compiled ones are used with fullmatch (Python's `$` would let a trailing newline through).
@@ -61,12 +62,27 @@ class HostSpec(_Strict):
     ready_timeout_min: float = Field(10.0, gt=0)     # a host not up by then is destroyed
     tries: int = Field(3, ge=1)                      # offers tried before giving up
     session_hours: Optional[float] = Field(None, gt=0)  # a session's hard end (colab: 12)
+    nodes: int = Field(1, ge=1, le=64)               # one job on this many hosts (torch's rendezvous)
+    master_addr: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")  # node 0 as the others reach it
+    master_port: int = Field(29500, ge=1024, le=65533)  # torch's; tether's agents use the next one
+    join_timeout_s: float = Field(120.0, gt=0)       # how long the nodes wait for each other
 
     @model_validator(mode="after")
     def _ssh_needs_address(self) -> "HostSpec":
         if self.provider == "ssh" and not self.address:
             raise ValueError("provider ssh needs host.address (user@host[:port] or an ~/.ssh/config alias)")
         return self
+
+    @model_validator(mode="after")
+    def _nodes_are_machines_you_own(self) -> "HostSpec":
+        problem = nodes_problem(self.provider, self.nodes, self.addresses if self.address else [])
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def addresses(self) -> List[str]:
+        return self.address if isinstance(self.address, list) else [self.address or ""]
 
 
 class HeartbeatSpec(_Strict):
@@ -263,6 +279,9 @@ class JobSpec(_Strict):
         if len(given) != 1:
             which = " and ".join(f"'{k}'" for k in given) if given else "none"
             raise ValueError(f"give exactly one of 'run', 'workload' or 'stages' (got {which})")
+        if self.host.nodes > 1 and self.backup.mirror:
+            raise ValueError(f"backup.mirror: {self.backup.mirror} keeps one host's backups, and each node of a "
+                             "multi-node job holds its own shards: leave it out (backups stay on every node)")
         return self
 
 

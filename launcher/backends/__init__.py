@@ -4,6 +4,7 @@ record is. Everything outside this package imports from here only:
     agent.py         a job under tether's agent on a host reached over SSH (or this machine)
     kaggle.py        a job in a Kaggle batch kernel (kaggle_kernel.py launches one)
     notebook.py      a job in a Colab notebook nothing can reach
+    nodes.py         a job on several hosts: one AgentJob per node
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from launcher.settings import Places
 # loads the Kaggle client.
 _KINDS = {"agent": ("launcher.backends.agent", "AgentJob"),
           "kaggle": ("launcher.backends.kaggle", "KaggleKernelJob"),
-          "notebook": ("launcher.backends.notebook", "NotebookJob")}
+          "notebook": ("launcher.backends.notebook", "NotebookJob"),
+          "nodes": ("launcher.backends.nodes", "NodesJob")}
 _ELSEWHERE = {"observe_on": "launcher.backends.agent", "quota_line": "launcher.backends.kaggle",
               "launch_kernel": "launcher.backends.kaggle_kernel", "colab_notebook": "launcher.backends.notebook",
               "notebook_record": "launcher.backends.notebook"}

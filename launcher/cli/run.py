@@ -176,11 +176,20 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing until the job ends"),
     tail: int = typer.Option(100, "--tail", "-n", help="lines of history to print first"),
     which: str = typer.Option("workload", "--file", help="workload, setup, agent, or stacks (of the last hang)"),
+    node: Optional[int] = typer.Option(None, "--node", help="a multi-node job: only this node's log"),
 ) -> None:
-    """The workload's output (stdout and stderr), from the host."""
+    """The workload's output (stdout and stderr), from the host; a multi-node job's nodes merged,
+    each line marked [node k]."""
     if which not in ("workload", "setup", "agent", "stacks"):
         raise UsageError(f"--file {which!r} is not a log", "use workload, setup, agent or stacks")
-    session().handle(job).logs(tail, follow, which, sys.stdout.buffer)
+    handle = session().handle(job)
+    if node is None:
+        handle.logs(tail, follow, which, sys.stdout.buffer)
+    elif not handle.record.nodes:
+        raise UsageError(f"job {handle.record.id} runs on one host: --node is for a multi-node job",
+                         f"tether logs {handle.record.id}")
+    else:
+        handle.logs(tail, follow, which, sys.stdout.buffer, node=node)
 
 
 @app.command()

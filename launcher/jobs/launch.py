@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets as pysecrets
-import shlex
 import os
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
 from rich.console import Console
 
-from agent.paths import Root
-from agent.protocol import HubFacts, JobFacts, JobPayload
 from provisioning.base import Instance, SshEndpoint, Teardown
 from provisioning.colab import SESSION_HOURS
 from provisioning.registry import RENTED
@@ -24,54 +19,12 @@ from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError, UsageError
 from launcher.transport.targets import Target, target_for_rented, target_for_spec
+from launcher.jobs.launch_steps import Launched, Moving, _payload, _record, _sync, _undo, workload_command
 from launcher.jobs.rent import acquire, destroy, provider_for
-from launcher.registry import JobRecord, Registry
+from launcher.registry import Registry
 from launcher.transport.bootstrap import prepare_host
 from launcher.settings import Places
-from launcher.spec import JobSpec, LoadedSpec
-from launcher.transfer.progress_bar import TransferProgress
-
-
-@dataclass(frozen=True)
-class Moving:
-    """A job continuing on a new host (resume --on): its id, and how its backup gets there."""
-
-    job_id: str
-    bring_backup: Callable[[AgentClient, str], None]
-
-
-@dataclass(frozen=True)
-class Launched:
-    record: JobRecord
-    plan: sync.SyncPlan
-    setup_skipped: bool
-
-
-def workload_command(spec: JobSpec, python: str) -> str:
-    """The shell command of a `run:` job or a built-in workload (run by the agent's own Python,
-    which must have torch, deepspeed and transformers); stages carry their own."""
-    if spec.run is not None:
-        return spec.run
-    if spec.workload is not None:
-        return f"{shlex.quote(python)} -m workloads.causal_lm"
-    return ""
-
-
-def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
-    """Hash of the setup text and of every workdir file it names (requirements.txt, ...)."""
-    if not spec.setup:
-        return None
-    h = hashlib.sha256(spec.setup.encode())
-    try:
-        tokens = shlex.split(spec.setup)
-    except ValueError:
-        tokens = spec.setup.split()
-    for tok in tokens:
-        for part in tok.split("="):
-            f = tree.files.get(part[2:] if part.startswith("./") else part)
-            if f is not None:
-                h.update(f"{f.rel}:{f.sha256}".encode())
-    return h.hexdigest()[:24]
+from launcher.spec import LoadedSpec
 
 
 def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Console,
@@ -94,7 +47,9 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         if spec.host.provider in RENTED:  # nothing is rented for a dry run: everything would be sent
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
             return None
-        target = target_for_spec(spec.host, places)
+        hs = spec.host  # several nodes: node 0's copy (every node is sent the same files)
+        target = target_for_spec(hs.model_copy(update={"address": hs.addresses[0], "nodes": 1})
+                                 if hs.nodes > 1 else hs, places)
         try:
             _dry_run(target, loaded, tree, console)
         finally:
@@ -110,6 +65,9 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     """The spec's host: connected (local, ssh) or rented (vast, novita). A rented host is given
     back if anything fails before the job runs."""
     hs = loaded.spec.host
+    if hs.nodes > 1:
+        from launcher.jobs.launch_nodes import launch_nodes
+        return launch_nodes(loaded, tree, places, registry, console, environ)
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
@@ -200,71 +158,6 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
                           f"its log: tether logs {job_id} --file agent")
     registry.set_state(job_id, "RUNNING")
     return Launched(record, the_plan, bool(created["setup_done"]))
-
-
-def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:
-    """A launch that failed before its agent ran: its folder leaves the host, its record the
-    registry. If the agent may have run after all (start timed out), both stay: status tells."""
-    try:
-        if job_dir is not None:
-            client.call("discard-job", job_dir, timeout=30)
-    except Exception:  # the host is gone or the agent ran: keep the record, status will say
-        return
-    if forget:
-        registry.remove(job_id)
-
-
-def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
-    """Only what changed travels (rsync or a tar stream); prints the one-line summary."""
-    project = loaded.spec.name
-    the_plan = sync.plan(tree, sync.remote_manifest(client, root, project, tree, host_key=client.host.name))
-    via = ""
-    if the_plan.send or the_plan.delete:
-        progress = TransferProgress(console, "sync", the_plan.send_bytes)
-        try:
-            pushed = sync.push(client, root, project, the_plan, loaded.workdir, os.environ, progress)
-        finally:
-            progress.close()
-        if pushed["rsync_problem"]:
-            console.print(f"  rsync not used ({pushed['rsync_problem']}): sent as a tar stream", markup=False)
-        via = f" via {pushed['via']}" if the_plan.send else ""
-    console.print(f"sync: {len(the_plan.send)} file(s) sent{via} ({sync.human_bytes(the_plan.send_bytes)}), "
-                  f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
-    for rel in tree.skipped_links:
-        console.print(f"  not sent (symlink): {rel}", markup=False)
-    return the_plan
-
-
-def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,
-             instance: Optional[Instance], teardown: Optional[Teardown], deadline_at: Optional[float],
-             hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> JobPayload:
-    """What create-job gets: the spec and the job's facts. No secrets: they go to `start`."""
-    spec = loaded.spec
-    rented = instance is not None and spec.host.provider in RENTED
-    facts = JobFacts(
-        id=job_id, project=spec.name, command=workload_command(spec, python), setup_key=setup_key(spec, tree),
-        code_digest=tree.digest, path_prepend=tuple(target.path_prepend), python_executable=executable,
-        created=time.time(), price_per_hour=instance.price_per_hour if instance else None,
-        instance_created=instance.created if instance else None, autodown=spec.autodown_enabled(rented),
-        autodown_wait_s=spec.autodown_wait_s, deadline_at=deadline_at, resume_first=moving is not None,
-        hub=HubFacts(**hub.job_fields) if hub else None)  # type: ignore[arg-type]
-    return JobPayload(spec=spec.model_dump(mode="json"), job=facts,
-                      teardown=teardown.model_dump() if teardown else None)  # 0600 on the host, never logged
-
-
-def _record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Optional[Instance],
-            payload: JobPayload) -> JobRecord:
-    spec = loaded.spec
-    rented = instance is not None and spec.host.provider in RENTED
-    return JobRecord(
-        id=job_id, name=spec.name, project=spec.name, spec_hash=loaded.spec_hash,
-        provider=spec.host.provider, endpoint=target.endpoint, remote_root=info.root,
-        job_dir=str(Root(info.root).job(job_id).path), python=info.python, runtime_dir=info.runtime_dir,
-        artifacts=list(spec.artifacts), created=time.time(), last_state="LAUNCHING",
-        instance=instance.model_dump(exclude={"teardown_key"}) if rented and instance else None,
-        price_per_hour=instance.price_per_hour if instance else None,
-        autodown=payload.job.autodown, spec=payload.spec, workdir=str(loaded.workdir),
-    )
 
 
 def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> None:

@@ -25,6 +25,7 @@ class JobView:
     last_known: Optional[str] = None   # what the host said last time, while it does not answer
     host: str = ""                     # where it runs, in words (its handle's label)
     recent: Optional[list] = None      # progress rows, thinned, when the status was asked for them
+    nodes: Optional[list] = None       # a multi-node job: each node's own view, node 0 first
 
     # The answer's fields most views read, by name.
     step = property(lambda self: self.answer.step)
@@ -40,7 +41,14 @@ class JobView:
                  failure=self.answer.failure.value if self.answer.failure else None)
         return {"id": r.id, "name": r.name, "provider": r.provider, "host": self.host, "job_dir": r.job_dir,
                 "created": r.created, **a, "instance": r.instance, "price_per_hour": r.price_per_hour,
-                "last_known": self.last_known}
+                "last_known": self.last_known,
+                **({"nodes": [node_json(k, v) for k, v in enumerate(self.nodes)]} if self.nodes else {})}
+
+
+def node_json(k: int, v: "JobView") -> dict:
+    """One node's row of a multi-node job's status."""
+    return {"node": k, "host": v.host, "state": v.state.value, "reason": v.reason, "step": v.answer.step,
+            "attempt": v.answer.attempt, "heartbeat_age_s": v.answer.heartbeat_age_s}
 
 
 def last_known(r: JobRecord) -> Optional[str]:

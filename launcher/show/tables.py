@@ -99,6 +99,10 @@ def status_grid(v: JobView, history: Sequence[Dict[str, Any]] = ()) -> Table:
                                  f"{cost}{gone}"))
     if a.deadline_at and not v.state.is_terminal:
         rows.append(("deadline", f"in {max(0.0, a.deadline_at - time.time()) / 60:.0f} min"))
+    for k, n in enumerate(v.nodes or []):
+        step = f"  step {n.answer.step}" if n.answer.step is not None else ""
+        rows.append((f"node {k}", f"{state_text(n.state)}  {inert(n.host)}{step}"
+                                  + (f"  {inert(n.reason)}" if n.reason and n.state != v.state else "")))
     for w in a.warnings:
         rows.append(("warning", f"[yellow]{inert(w)}[/]"))
     for line in unsent_files(a.log_tail, r.workdir, r.job_dir):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import shutil
 import sys
 import warnings
@@ -31,9 +32,19 @@ def _exec_torchrun(procs: int, argv: list) -> None:
     torchrun = shutil.which("torchrun") or shutil.which("torchrun", path=os.path.dirname(sys.executable))
     if torchrun is None:
         raise ConfigError("torchrun is not on PATH: install torch on the host")
+    # Several nodes: the rendezvous facts tether handed this node; one node: this host alone.
+    where = shlex.split(os.environ["TETHER_TORCHRUN_ARGS"]) if _nodes() > 1 else \
+        [f"--master_port={_free_port()}", "--master_addr=127.0.0.1"]
     # exec keeps the pid: the agent's signals still reach this process group.
-    os.execv(torchrun, [torchrun, f"--nproc_per_node={procs}", f"--master_port={_free_port()}",
-                        "--master_addr=127.0.0.1", "-m", "workloads.causal_lm", *argv])
+    os.execv(torchrun, [torchrun, f"--nproc_per_node={procs}", *where, "-m", "workloads.causal_lm", *argv])
+
+
+def _nodes() -> int:
+    """TETHER_NUM_NODES (set by tether's agent for a multi-node job; TETHER_TORCHRUN_ARGS with it)."""
+    try:
+        return max(1, int(os.environ.get("TETHER_NUM_NODES", "1")))
+    except ValueError:
+        return 1
 
 
 def main(argv=None) -> int:
@@ -52,7 +63,7 @@ def main(argv=None) -> int:
         path = args.config or os.path.join(os.environ.get("TETHER_JOB_DIR", "."), "spec.json")
         cfg = load_file(path)
         procs = procs_for(cfg)
-        if procs > 1 and not _under_launcher():
+        if (procs > 1 or _nodes() > 1) and not _under_launcher():
             _exec_torchrun(procs, argv)
         return run(cfg)
     except ConfigError as exc:

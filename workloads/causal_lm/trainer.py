@@ -91,6 +91,10 @@ def ds_config(cfg: CausalLMConfig, prec: str) -> Dict[str, Any]:
         "bf16": {"enabled": prec == "bf16"},
         "fp16": {"enabled": prec == "fp16", "initial_scale_power": 16},
     }
+    local = os.environ.get("LOCAL_WORLD_SIZE")  # torchrun's: this node's processes
+    if local and int(os.environ.get("WORLD_SIZE", "1")) > int(local):
+        # Several nodes, no shared disk: each node writes the model states beside its own shards.
+        conf["checkpoint"] = {"use_node_local_storage": True}
     if ds.offload_optimizer == "cpu":  # DeepSpeed builds its CPU Adam for offloaded states
         conf["optimizer"] = {"type": "AdamW", "params": {"lr": tr.lr, "weight_decay": tr.weight_decay,
                                                           "betas": [0.9, 0.999], "eps": 1e-8}}
@@ -153,6 +157,9 @@ class Trainer:
         self.packed, self.total_steps, self.prec, self.n_params = packed, total_steps, prec, n_params
         self.dist = dist
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        # Each node's first process reports: every node's agent sees the steps and the
+        # checkpoints (its own ZeRO shards) it must back up.
+        self.reports = int(os.environ.get("LOCAL_RANK", "0")) == 0
         self.order = data_mod.BlockOrder(len(packed.train), cfg.train.seed)
         self.state = RunState()
         self.device = engine.device
@@ -170,7 +177,7 @@ class Trainer:
         self.engine.save_checkpoint(self.dirs.checkpoints, tag=tag, client_state=client)
         torch.save(_rng_state(), os.path.join(self.dirs.checkpoints, tag, f"rng_rank{self.rank}.pt"))
         self.dist.barrier()
-        if self.rank == 0:
+        if self.reports:
             progress.report(self.state.step, checkpoint=tag)
             self._prune_checkpoints(tag)
         self.checkpoint_times.append(time.perf_counter() - started)
@@ -241,7 +248,7 @@ class Trainer:
             track = metrics.get("eval_loss", loss)
             if self.state.best_loss is None or track < self.state.best_loss:
                 self.state.best_loss = track
-            if self.rank == 0:
+            if self.reports:
                 progress.report(self.state.step, **metrics)
             due = bool(tr.save_every) and self.state.step % tr.save_every == 0
             asked, stop = self._flags(progress.checkpoint_requested(), progress.stop_requested())

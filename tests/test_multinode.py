@@ -1,0 +1,199 @@
+"""One job on two hosts: two network namespaces with their own sshd and tether root
+(tests/netns.py), real torchrun and DeepSpeed with gloo on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import launched_id, status_json, wait_for, wait_state
+from netns import two_hosts, unavailable
+from test_causal_lm import by_hand, config
+from tiny_lm import make_data, make_model
+
+from launcher.errors import ExitCode
+
+pytestmark = pytest.mark.timeout(900)  # two DeepSpeed start-ups on a shared 2-core machine
+
+TRAIN = {"max_steps": 12, "micro_batch": 4, "grad_accum": 2, "lr": 0.003, "seq_len": 32, "warmup": 2,
+         "save_every": 4}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    make_model(root / "model")
+    make_data(root / "data" / "train.jsonl")
+    return root
+
+
+@pytest.fixture
+def own_extensions(tmp_path, monkeypatch) -> Path:
+    """DeepSpeed's CPU comm op is JIT-built under a lock file (torch's FileBaton): a test that
+    kills its nodes while one holds it would leave every later run on this machine waiting
+    for ever. Each test builds it in a folder of its own (a minute or two of compiling)."""
+    dest = tmp_path / "torch_extensions"
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(dest))
+    return dest
+
+
+@pytest.fixture
+def hosts(tmp_path, monkeypatch, tether_env, own_extensions):
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with two_hosts(tmp_path / "net") as net:
+        net.extensions = own_extensions
+        conf = tmp_path / "nodes_ssh_config"
+        conf.write_text(net.ssh_config())
+        monkeypatch.setenv("TETHER_SSH_CONFIG", str(conf))
+        yield net
+
+
+def lm_spec(net, assets: Path, train: dict, extra: str = "", backup_min: float = 10) -> str:
+    return f"""
+        name: lm2
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
+                master_addr: {net.nodes[0].ip}, join_timeout_s: 60}}
+        workload:
+          kind: causal-lm
+          model: {assets / 'model'}
+          data: {assets / 'data' / 'train.jsonl'}
+          procs: 1
+          deepspeed: {{zero_stage: 2}}
+          train: {json.dumps(train)}
+        env: {{TORCH_EXTENSIONS_DIR: {net.extensions}}}
+        heartbeat: {{every_s: 0.5, stall_after_s: 300}}
+        backup: {{every_min: {backup_min}}}
+        stop: {{grace_s: 30}}
+        {extra}
+    """
+
+
+def losses(job_dir: Path) -> list:
+    return json.loads((job_dir / "outputs" / "training.json").read_text())["losses"]
+
+
+def test_two_node_zero2_trains_like_one_node_of_the_same_global_batch(hosts, tether, project, assets, tmp_path):
+    """2 nodes x 1 process against 1 node x 2 processes: the same global batch (16 sequences a
+    step) in the same order, so the losses agree to float32 rounding: 1e-4 relative."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    r = by_hand(reference, config(assets, procs=2, train=TRAIN))
+    assert r.returncode == 0, r.stderr[-3000:]
+    expected = json.loads((reference / "outputs" / "training.json").read_text())["losses"]
+
+    launched = tether("launch", project(lm_spec(hosts, assets, TRAIN)))
+    assert launched.exit_code == 0, launched
+    job = launched_id(launched)
+    done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=400)
+    assert done["state"] == "SUCCEEDED", (done, tether("logs", job, "--tail", "40").stdout)
+    assert [n["state"] for n in done["nodes"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert done["step"] == 12
+    got = losses(hosts.job_dir(0, job))
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    for (s, a), (_, b) in zip(expected, got):
+        assert abs(a - b) <= 1e-4 * abs(a), (s, a, b)
+    spec1 = json.loads((hosts.job_dir(1, job) / "spec.json").read_text())["job"]["node"]
+    assert len(spec1.pop("token")) == 32
+    assert spec1 == {"rank": 1, "count": 2, "master_addr": "10.77.0.1", "master_port": 29500, "join_timeout_s": 60}
+
+    merged = tether("logs", job, "--tail", "200").stdout.splitlines()
+    assert any(x.startswith("[node 0] ") for x in merged) and any(x.startswith("[node 1] ") for x in merged)
+    one = tether("logs", job, "--node", "1", "--tail", "200").stdout
+    assert one and "[node" not in one
+    human = tether("status", job).stdout
+    assert "node 0" in human and "node 1" in human and "10.77.0.2" in human
+
+
+def test_a_blocked_master_port_fails_before_training_naming_it(hosts, tether, project, assets):
+    hosts.block(0, 29500)  # node 0's firewall drops torch's port; tether's own (29501) is open
+    job = launched_id(tether("launch", project(lm_spec(hosts, assets, TRAIN))))
+    done = wait_state(tether, job, "FAILED", timeout=120)
+    assert "node 1 cannot reach 10.77.0.1:29500" in done["reason"], done
+    for k in (0, 1):
+        assert not (hosts.job_dir(k, job) / "progress.jsonl").exists()  # no step was trained
+    r = tether("status", job)
+    assert "cannot reach 10.77.0.1:29500" in r.stdout
+
+
+def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts, tether, project, assets):
+    # Long enough that node 1 backs up and is killed mid-run: unloaded, a step takes ~30 ms.
+    train = {**TRAIN, "max_steps": 600, "save_every": 20}
+    extra = "restart: {max: 2, backoff_s: 1}"
+    job = launched_id(tether("launch", project(lm_spec(hosts, assets, train, extra, backup_min=0.1))))
+    node1 = hosts.job_dir(1, job)
+
+    def backed_up() -> bool:
+        return any((b / "MANIFEST.json").exists() for b in (node1 / "backups").glob("*")) \
+            if (node1 / "backups").is_dir() else False
+
+    wait_for(backed_up, 300, what="a backup on node 1")
+    pgid = json.loads((node1 / "state.json").read_text())["workload_pgid"]
+    killed_at = time.time()
+    os.killpg(pgid, signal.SIGKILL)
+    done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=400)
+    assert done["state"] == "SUCCEEDED", (done, tether("logs", job, "--tail", "40").stdout)
+    assert done["step"] == 600
+    for k in (0, 1):
+        events = [json.loads(x) for x in (hosts.job_dir(k, job) / "events.jsonl").read_text().splitlines()]
+        settled = [e for e in events if e["event"] == "nodes-settled"]
+        assert settled[0]["job"]["state"] == "FAILED" and "node 1" in settled[0]["job"]["reason"]
+        assert settled[0]["time"] - killed_at < 60  # node 0 was not left waiting in a collective
+        resumed = [e for e in events if e["event"] == "resume"]
+        assert resumed and resumed[0]["step"] and resumed[0]["step"] >= 20, resumed
+    log0 = tether("logs", job, "--node", "0", "--tail", "400").stdout
+    assert "--- attempt 1" in log0 and "resumed from" in log0
+
+
+def test_stop_acts_on_every_node(hosts, tether, project, assets):
+    train = {**TRAIN, "max_steps": 400}
+    job = launched_id(tether("launch", project(lm_spec(hosts, assets, train))))
+    wait_for(lambda: (status_json(tether, job).get("step") or 0) >= 2, 400, what="step 2")
+    r = tether("stop", job)
+    assert r.exit_code == 0, r
+    st = status_json(tether, job)
+    assert st["state"] == "STOPPED" and [n["state"] for n in st["nodes"]] == ["STOPPED", "STOPPED"], st
+    for k in (0, 1):  # each node saved its own shards of the same final step
+        assert any(hosts.job_dir(k, job).glob("checkpoints/step-*/*optim_states.pt"))
+
+
+def test_rented_providers_refuse_several_nodes_before_renting(tether, project):
+    spec = project("""
+        name: big
+        host: {provider: vast, nodes: 2, gpu: H100}
+        run: python train.py
+    """)
+    r = tether("launch", spec)
+    assert r.exit_code == ExitCode.BAD_SPEC, r
+    lines = [x for x in r.stderr.splitlines() if x.strip()] or [x for x in r.stdout.splitlines() if x.strip()]
+    assert "nodes: 2 cannot run on vast" in lines[0] and "reach each other" in lines[0]
+
+
+def test_logs_node_on_a_one_host_job_is_refused(tether, project, host_root):
+    spec = project(f"""
+        name: one
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: echo hi
+    """)
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    r = tether("logs", job, "--node", "1")
+    assert r.exit_code != 0 and "--node is for a multi-node job" in (r.stderr + r.stdout)
+
+
+def test_a_dry_run_of_several_nodes_shows_node_0s_plan(tether, project, host_root):
+    spec = project(f"""
+        name: dry
+        host: {{provider: ssh, nodes: 2, address: [testhost, testhost], root: {host_root}}}
+        run: python train.py
+    """, {"train.py": "print('hi')\n"})
+    r = tether("launch", spec, "--dry-run")
+    assert r.exit_code == 0, r
+    assert "dry run: would send 2 file(s)" in r.stdout
+    assert not (host_root / "jobs").exists()
