@@ -231,8 +231,9 @@ class Supervisor(JobDuties, JobEnding):
             verdict = self._run_stage(stage, secrets)
             if verdict.state != JobState.SUCCEEDED:
                 return verdict
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(marker, b"")
+            # Only lets a rerun skip this stage: a full disk must not turn success into an agent error.
+            self._guarded("stage-marker", lambda: (marker.parent.mkdir(parents=True, exist_ok=True),
+                                                   write_bytes_atomic(marker, b"")))
             self.book.event("stage-done", stage=stage.name)
         if len(self.plan.stages) > 1 and verdict.state == JobState.SUCCEEDED:
             verdict = Verdict(JobState.SUCCEEDED, f"all {len(self.plan.stages)} stages finished", None, 0)

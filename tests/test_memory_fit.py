@@ -338,6 +338,7 @@ def test_the_training_loop_has_no_kv_cache_and_drops_each_output_before_the_next
     trainer = Trainer.__new__(Trainer)
     trainer.cfg, trainer.engine, trainer.packed, trainer.total_steps = cfg, _Engine(), assets_packed, 2
     trainer.dist, trainer.rank, trainer.world, trainer.device = _Dist(), 1, 1, "cpu"
+    trainer.reports = False  # not a node's first process: no progress lines
     trainer.order, trainer.state = data_mod.BlockOrder(len(assets_packed.train), 0), RunState()
     trainer.step_times, trainer.memory_estimate, trainer.n_params = [], None, 10
     assert trainer.train() == "done"
