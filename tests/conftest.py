@@ -20,6 +20,28 @@ from sshd import SSHD, Sshd  # noqa: E402
 from launcher.cli import app  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(tmp_path):
+    """Whatever a test started under its own folder (an agent on a fake rented host waiting to
+    be torn down, a workload) is killed when the test ends: nothing keeps running after it."""
+    yield
+    import signal
+
+    mine = str(tmp_path) + "/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if mine in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 @pytest.fixture(scope="session")
 def sshd_server(tmp_path_factory) -> Sshd:
     """One real OpenSSH server for the session (tests that restart it get their own)."""
