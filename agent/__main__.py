@@ -109,13 +109,10 @@ def _start(args: argparse.Namespace, stdin: IO[bytes], _stdout: IO[bytes]) -> in
     return 0 if result["started"] else 1
 
 
-def _lock(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> int:
-    root = Root(args.root)
-    code = root.code(args.project)
-    codetree.hold_project_lock(root.code_lock(args.project),
-                               lambda: (codetree.clean_temp_files(code), root.clean_rsync_temp(args.project)),
-                               stdin, stdout)
-    return 0
+def _launch(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> int:
+    from .launch_session import serve_launch
+
+    return serve_launch(Root(args.root), args.project, args.known, stdin, stdout)
 
 
 def _supervise(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:
@@ -149,7 +146,7 @@ _OTHERS: Dict[str, Callable[[argparse.Namespace, IO[bytes], IO[bytes]], int]] = 
     "hub-mirror": _hub_mirror,
     "hub-fetch": _hub_mirror,
     "start": _start,
-    "lock": _lock,
+    "launch": _launch,
     "logs": _streamed(lambda a, _in, out: hostops.logs(JobDir(a.job_dir), a.file, a.tail, a.follow, out,
                                                        a.framed, a.start)),
     "read-files": _streamed(lambda a, stdin, out: codetree.send_files(Path(a.job_dir), json.loads(stdin.read()), out)),

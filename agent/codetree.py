@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -11,7 +10,7 @@ import shutil
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import IO, Callable, Dict, Iterable, List, Tuple
+from typing import IO, Dict, Iterable, List, Tuple
 
 from .files import read_json_object, write_json_atomic
 from .paths import remove_inside
@@ -147,23 +146,6 @@ def clean_temp_files(code_dir: Path) -> int:
     return gone
 
 
-def hold_project_lock(lock_path: Path, cleanup: Callable[[], None], inp: IO[bytes], out: IO[bytes]) -> None:
-    """Serializes launches of one project on this host, from manifest to snapshot: takes an
-    flock, cleans what killed launches left, says `locked`, and holds the lock until its
-    stdin ends (the launcher closes it, or dies and its SSH channel goes)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        cleanup()
-        out.write(b"locked\n")
-        out.flush()
-        while inp.read(4096):
-            pass
-    finally:
-        os.close(fd)
-
-
 def _prune_empty_dirs(top: Path) -> None:
     for dirpath, dirnames, filenames in os.walk(top, topdown=False):
         p = Path(dirpath)
@@ -172,20 +154,26 @@ def _prune_empty_dirs(top: Path) -> None:
 
 
 def snapshot(code_dir: Path, dest: Path) -> int:
-    """dest mirrors code_dir with hard links (copies where links are not possible)."""
+    """dest mirrors code_dir's regular files with hard links (copies where links are not
+    possible); symlinks are not followed. Plain strings and os.walk: a launch waits on this,
+    and a 10,000-file tree's Path objects cost more than its links."""
     count = 0
-    dest.mkdir(parents=True, exist_ok=True)
-    made = {""}
-    for rel, _ in scan_files(code_dir):
-        folder = os.path.dirname(rel)
-        if folder not in made:
-            (dest / folder).mkdir(parents=True, exist_ok=True)
-            made.add(folder)
-        try:
-            os.link(code_dir / rel, dest / rel)
-        except OSError:
-            shutil.copy2(code_dir / rel, dest / rel)
-        count += 1
+    top, out_top = str(code_dir), str(dest)
+    os.makedirs(out_top, exist_ok=True)
+    for folder, dirs, names in os.walk(top):  # os.walk does not follow symlinked folders
+        rel = os.path.relpath(folder, top)
+        out = out_top if rel == "." else os.path.join(out_top, rel)
+        if rel != ".":
+            os.mkdir(out)
+        for name in names:
+            src = os.path.join(folder, name)
+            if os.path.islink(src) or not os.path.isfile(src):
+                continue
+            try:
+                os.link(src, os.path.join(out, name))
+            except OSError:
+                shutil.copy2(src, os.path.join(out, name))
+            count += 1
     return count
 
 

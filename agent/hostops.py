@@ -20,12 +20,14 @@ from .protocol import PROTOCOL, JobPayload, JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
-def create_job(root: Root, project: str, job_id: str, doc: dict) -> dict:
+def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now: Optional[str] = None) -> dict:
     """The job folder, its code snapshot (checked against the launch's own manifest digest when
     it sends one), spec.json, and the teardown request (0600). Secrets, when a payload carries
     them (the Kaggle kernel's), go into a 0600 file the agent reads and deletes at once;
     `tether launch` sends them to `start` instead, so they never touch the disk. A payload
-    this agent cannot read (another version, a bad field) is refused in one line."""
+    this agent cannot read (another version, a bad field) is refused in one line.
+    code_digest_now: the project code's digest, computed under the launch lock this call is
+    made under (agent launch): when it is the launch's own, the snapshot is not hashed again."""
     payload = JobPayload.from_json(doc)
     job = root.job(job_id)
     if job.path.exists():
@@ -34,7 +36,7 @@ def create_job(root: Root, project: str, job_id: str, doc: dict) -> dict:
     try:
         files = snapshot(root.code(project), job.code)
         want = payload.job.code_digest
-        if want:
+        if want and want != code_digest_now:
             have = code_digest(manifest(job.code, root.code_manifest_cache(project)))
             if have != want:
                 raise ValueError("the job's code on the host is not what this launch sent (did a file change "

@@ -38,7 +38,10 @@ def sha256_file(path: Path) -> str:
 # sys.path. `python -m agent` would put the working directory first, where a project's own
 # agent.py (or a workload's, in its job folder) would be run instead. `sys` is built in, so
 # nothing can shadow it before the path is fixed.
-_BOOT = ("import sys; sys.path[0] = sys.argv.pop(1); import runpy; "
+# A runtime folder that is not there is said in one line, rather than importing whatever else
+# the host may call `agent`.
+_BOOT = ("import sys, os; p = sys.argv.pop(1); os.path.isfile(p + '/agent/__main__.py') or "
+         "sys.exit('no tether runtime at ' + p); sys.path[0] = p; import runpy; "
          "runpy.run_module('agent', run_name='__main__', alter_sys=True)")
 
 

@@ -25,7 +25,7 @@ def _timed(name, fn):
 
 def _verb(args) -> str:
     argv = [a for a in args[1] if not a.startswith("-")]
-    for verb in ("lock", "manifest", "receive", "create-job", "start", "status"):
+    for verb in ("manifest", "receive", "create-job", "start", "status"):
         if verb in argv:
             return f"remote: {verb}"
     return "remote: probe the host's Python and runtime"
@@ -39,8 +39,15 @@ def main() -> None:
     from launcher.transport import openssh
 
     phases.append(("Python start and tether's imports", round(time.perf_counter() - T0, 3)))
+    from launcher.transport import launch_session as session
+
     sync.scan = _timed("scan the workdir (hashes cached)", sync.scan)
     openssh.OpenSshHost.run = _timed(_verb, openssh.OpenSshHost.run)
+    session.LaunchSession.open = classmethod(_timed("remote session: start, lock and manifest",
+                                                    session.LaunchSession.open.__func__))
+    session.LaunchSession.create = _timed("remote session: create the job", session.LaunchSession.create)
+    session.LaunchSession.start = _timed("remote session: start its agent", session.LaunchSession.start)
+    sync.push = _timed("send what changed", sync.push)
     sys.argv = ["tether", "launch", spec]
     try:
         cli()
@@ -48,7 +55,7 @@ def main() -> None:
         pass
     finally:
         total = time.perf_counter() - T0
-        phases.append(("the rest (the launch lock, the registry, printing)", round(total - sum(t for _, t in phases), 3)))
+        phases.append(("the rest (the spec, the registry, printing)", round(total - sum(t for _, t in phases), 3)))
         phases.append(("total", round(total, 3)))
         print("PHASES " + json.dumps(phases), file=sys.stderr)
 

@@ -98,23 +98,52 @@ def test_the_hosts_manifest_moves_only_when_the_laptop_does_not_know_it(tmp_path
             digest = code_digest(self.files)
             return {"digest": digest} if digest in known[1::2] else {"digest": digest, "files": self.files}
 
+    def ask(host):
+        return sync.remote_manifest(host, "/r", "p", sync.HostManifest(tree, "h", "/r", "p"))
+
     host = Host(host_files)
-    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files  # first time: the whole manifest
-    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files  # then from the laptop's keep
+    assert ask(host) == host_files  # first time: the whole manifest
+    assert ask(host) == host_files  # then from the laptop's keep
     assert len(host.asked[1]) == 4  # it named its tree's digest and the kept one
     host.files = mine
-    assert sync.remote_manifest(host, "/r", "p", tree, "h") == mine  # the host holds what the laptop has
+    assert ask(host) == mine  # the host holds what the laptop has
 
     class Liar:
         def call(self, *args):
             return {"digest": "f" * 64}
 
     try:
-        sync.remote_manifest(Liar(), "/r", "p", tree, "h")
+        ask(Liar())
         raise AssertionError("a digest never sent was taken")
     except RemoteError as exc:
         assert "digest" in str(exc.what)
     for kept in (tree.cache_dir / "host-manifests").glob("*.json"):
         kept.write_text('{"digest": "x", "files": {"a": 1}}')  # damaged: as if nothing were kept
     host.files = host_files
-    assert sync.remote_manifest(host, "/r", "p", tree, "h") == host_files
+    assert ask(host) == host_files
+
+
+def test_after_a_sync_an_edit_moves_the_hosts_digest_not_its_manifest(tmp_path):
+    """Once a launch has synced the tree, the laptop keeps it as the host's copy: after the
+    next edit the host answers with the old tree's digest alone, and the plan sends the one
+    edited file."""
+    from agent.protocol import code_digest
+    from launcher.transfer import sync
+
+    work = tmp_path / "work"
+    work.mkdir()
+    for i in range(20):
+        (work / f"m{i}.py").write_text(f"x = {i}\n")
+    hashes = tmp_path / "cache" / "hashes" / "w.json"
+    synced = sync.scan(work, hashes)
+    on_host = synced.manifest()
+    sync.HostManifest(synced, "h", "~/r", "p").remember_synced()
+    (work / "m7.py").write_text("x = 'edited'\n")
+    edited = sync.scan(work, hashes)
+    kept = sync.HostManifest(edited, "h", "~/r", "p")
+    assert code_digest(on_host) in kept.known() and edited.digest in kept.known()
+    answer = {"digest": code_digest(on_host)}  # what `agent manifest --known ...` answers then
+    plan = sync.plan(edited, kept.files(answer))
+    assert [f.rel for f in plan.send] == ["m7.py"] and plan.delete == [] and plan.unchanged == 19
+    other = sync.HostManifest(edited, "other-host", "~/r", "p")  # kept per host
+    assert other.known() == [edited.digest]

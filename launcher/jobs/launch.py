@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets as pysecrets
 import os
 import time
@@ -19,7 +18,8 @@ from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError, UsageError
 from launcher.transport.targets import Target, target_for_rented, target_for_spec
-from launcher.jobs.launch_steps import Launched, Moving, _payload, _record, _sync, _undo, workload_command
+from launcher.jobs.launch_steps import (Launched, Moving, job_payload, job_record, open_session, sync_code,
+                                        undo_launch, workload_command)
 from launcher.jobs.rent import acquire, destroy, provider_for
 from launcher.registry import Registry
 from launcher.transport.bootstrap import prepare_host
@@ -120,38 +120,39 @@ def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registr
     """All or nothing: the job is in the registry before anything of it is on the host, and a
     launch that fails (or is interrupted) before its agent runs takes both back."""
     spec = loaded.spec
-    info = prepare_host(target.host, target.python, spec.host.root)
-    if info.shipped:
-        console.print(f"shipped the agent runtime to {target.host.name}")
-    client = AgentClient(target.host, info.python, info.runtime_dir)
-    job_id = moving.job_id if moving else pysecrets.token_hex(4)
-    payload = _payload(job_id, loaded, tree, target, info.python, info.executable, instance, teardown,
-                       deadline_at, hub, moving)
-    record = _record(job_id, loaded, target, info, instance, payload)
-    if moving is None:
-        registry.add(record)  # first: nothing of a job is ever on a host the registry does not know
-    job_dir: Optional[str] = None
+    session, kept = open_session(target, loaded, tree, console)
     try:
-        with sync.project_lock(client, info.root, spec.name, lambda: console.print(
-                f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False)):
-            the_plan = _sync(client, info.root, loaded, tree, console)
-            created = client.call("create-job", info.root, spec.name, job_id, input=json.dumps(payload.to_json()).encode())
-        job_dir = created["job_dir"]
-        if spec.setup:
-            console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
-                          else "setup: will run before the workload")
-        if moving is not None:
-            moving.bring_backup(client, job_dir)
-            registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
-                            remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
-                            runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
-                            autodown=record.autodown)
-        secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
-        # On the agent's stdin, through `start`: never argv, never a file.
-        started = client.start(job_dir, secrets)
-    except BaseException:
-        _undo(client, registry, job_id, job_dir, forget=moving is None)
-        raise
+        info = session.info
+        client = AgentClient(target.host, info.python, info.runtime_dir)
+        job_id = moving.job_id if moving else pysecrets.token_hex(4)
+        payload = job_payload(job_id, loaded, tree, target, info.python, info.executable, instance, teardown,
+                              deadline_at, hub, moving)
+        record = job_record(job_id, loaded, target, info, instance, payload)
+        if moving is None:
+            registry.add(record)  # first: nothing of a job is ever on a host the registry does not know
+        job_dir: Optional[str] = None
+        try:
+            the_plan = sync_code(client, session, kept, loaded, tree, console)
+            created = session.create(job_id, payload, pushed=bool(the_plan.send or the_plan.delete))
+            job_dir = created["job_dir"]
+            if spec.setup:
+                console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
+                              else "setup: will run before the workload")
+            if moving is not None:
+                moving.bring_backup(client, job_dir)
+                registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
+                                remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
+                                runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
+                                autodown=record.autodown)
+            secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
+            # On the session's stdin: never argv, never a file.
+            started = session.start(secrets)
+        except BaseException:
+            session.close()
+            undo_launch(client, registry, job_id, job_dir, forget=moving is None)
+            raise
+    finally:
+        session.close()
     if not started.get("started"):
         registry.set_state(job_id, "FAILED")
         raise RemoteError(f"the agent did not start on {target.host.name}: {started.get('why')}",
@@ -167,7 +168,8 @@ def _dry_run(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, console: 
     info = prepare_host(target.host, target.python, loaded.spec.host.root, ship=False)
     if not info.shipped:
         client = AgentClient(target.host, info.python, info.runtime_dir)
-        remote = client.call("manifest", info.root, loaded.spec.name)
+        kept = sync.HostManifest(tree, target.host.name, loaded.spec.host.root, loaded.spec.name)
+        remote = sync.remote_manifest(client, info.root, loaded.spec.name, kept)
     python = f"{info.executable} (Python {'.'.join(map(str, info.version))})"
     _print_plan(sync.plan(tree, remote), tree, loaded, console, python)
 

@@ -5,21 +5,20 @@ master's address and port. torch's rendezvous does the rest (agent/rendezvous.py
 from __future__ import annotations
 
 import secrets as pysecrets
-import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from rich.console import Console
 
 from launcher.errors import RemoteError
 from launcher.hub import backups as hub_mirror
-from launcher.jobs.launch_steps import Launched, _payload, _record, _sync, _undo
+from launcher.jobs.launch_steps import Launched, job_payload, job_record, open_session, sync_code, undo_launch
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
 from launcher.spec import LoadedSpec
 from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
-from launcher.transport.bootstrap import HostInfo, prepare_host
+from launcher.transport.launch_session import LaunchSession
 from launcher.transport.targets import Target, target_for_spec
 
 T = TypeVar("T")
@@ -47,44 +46,61 @@ def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, regis
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)
     targets = [target_for_spec(hs.model_copy(update={"address": a, "nodes": 1}), places) for a in hs.addresses]
     try:
-        infos = each(lambda t: prepare_host(t.host, t.python, hs.root), targets)
-        for t, info in zip(targets, infos):
-            if info.shipped:
-                console.print(f"shipped the agent runtime to {t.host.name}", markup=False)
-        return _launch_on_nodes(loaded, tree, targets, infos, registry, console, hub)
+        opened = _open_sessions(targets, loaded, tree, console)
+        try:
+            return _launch_on_nodes(loaded, tree, targets, opened, registry, console, hub)
+        finally:
+            for session, _ in opened:
+                session.close()
     finally:
         for t in targets:
             t.host.close()
 
 
-def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Target], infos: List[HostInfo],
-                     registry: Registry, console: Console, hub: Optional[hub_mirror.HubMirror]) -> Launched:
+def _open_sessions(targets: List[Target], loaded: LoadedSpec, tree: sync.LocalTree,
+                   console: Console) -> List[Tuple[LaunchSession, sync.HostManifest]]:
+    """Every node's launch session at once; if one cannot open, the others are closed."""
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        futures = [pool.submit(open_session, t, loaded, tree, console) for t in targets]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        for f in futures:
+            if f.exception() is None:
+                f.result()[0].close()
+        raise failed[0]
+    return [f.result() for f in futures]
+
+
+def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Target],
+                     opened: List[Tuple[LaunchSession, sync.HostManifest]], registry: Registry, console: Console,
+                     hub: Optional[hub_mirror.HubMirror]) -> Launched:
     spec, job_id = loaded.spec, pysecrets.token_hex(4)
+    infos = [session.info for session, _ in opened]
     clients = [AgentClient(t.host, i.python, i.runtime_dir) for t, i in zip(targets, infos)]
     payloads = []
     for t, info, node in zip(targets, infos, node_facts(loaded, targets)):
-        payloads.append(_payload(job_id, loaded, tree, t, info.python, info.executable, None, None, None, hub, None,
-                                 node=node))
-    nodes = [_node_entry(_record(job_id, loaded, t, i, None, p)) for t, i, p in zip(targets, infos, payloads)]
-    record = _record(job_id, loaded, targets[0], infos[0], None, payloads[0])
+        payloads.append(job_payload(job_id, loaded, tree, t, info.python, info.executable, None, None, None, hub,
+                                    None, node=node))
+    nodes = [_node_entry(job_record(job_id, loaded, t, i, None, p)) for t, i, p in zip(targets, infos, payloads)]
+    record = job_record(job_id, loaded, targets[0], infos[0], None, payloads[0])
     registry.add(JobRecord(**{**record.__dict__, "nodes": nodes}))  # first, as for one host
     job_dirs: List[Optional[str]] = [None] * len(targets)
 
     def create(k: int) -> "sync.SyncPlan":
-        client, info = clients[k], infos[k]
-        with sync.project_lock(client, info.root, spec.name, lambda: None):
-            plan = _sync(client, info.root, loaded, tree, console)
-            created = client.call("create-job", info.root, spec.name, job_id, input=json.dumps(payloads[k].to_json()).encode())
-        job_dirs[k] = created["job_dir"]
+        session, kept = opened[k]
+        plan = sync_code(clients[k], session, kept, loaded, tree, console)
+        job_dirs[k] = session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))["job_dir"]
         return plan
 
     try:
         plans = each(create, range(len(targets)))
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
-        started = each(lambda k: clients[k].start(job_dirs[k], secrets), range(len(targets)))
+        started = each(lambda k: opened[k][0].start(secrets), range(len(targets)))
     except BaseException:
+        for session, _ in opened:
+            session.close()
         for k, client in enumerate(clients):
-            _undo(client, registry, job_id, job_dirs[k], forget=False)
+            undo_launch(client, registry, job_id, job_dirs[k], forget=False)
         registry.remove(job_id)
         raise
     failed = [(k, s) for k, s in enumerate(started) if not s.get("started")]

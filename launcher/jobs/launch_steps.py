@@ -4,11 +4,12 @@ the registry record, the sync, and taking back a launch that failed before its a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from rich.console import Console
 
@@ -20,6 +21,7 @@ from provisioning.registry import RENTED
 from launcher.hub import backups as hub_mirror
 from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
+from launcher.transport.launch_session import LaunchSession, open_launch
 from launcher.transport.targets import Target
 from launcher.registry import JobRecord, Registry
 from launcher.spec import JobSpec, LoadedSpec
@@ -68,7 +70,7 @@ def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
     return h.hexdigest()[:24]
 
 
-def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:
+def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:
     """A launch that failed before its agent ran: its folder leaves the host, its record the
     registry. If the agent may have run after all (start timed out), both stay: status tells."""
     try:
@@ -80,10 +82,27 @@ def _undo(client: AgentClient, registry: Registry, job_id: str, job_dir: Optiona
         registry.remove(job_id)
 
 
-def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
-    """Only what changed travels (rsync or a tar stream); prints the one-line summary."""
-    project = loaded.spec.name
-    the_plan = sync.plan(tree, sync.remote_manifest(client, root, project, tree, host_key=client.host.name))
+def open_session(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
+                 console: Console) -> Tuple[LaunchSession, sync.HostManifest]:
+    """The host's launch session (agent/launch_session.py), holding the project's lock, and
+    what this laptop keeps of the host's copy of the code."""
+    spec = loaded.spec
+    key = json.dumps({k: target.endpoint.get(k) for k in ("kind", "host", "port", "user")}, sort_keys=True)
+    kept = sync.HostManifest(tree, target.host.name, spec.host.root, spec.name)
+    session = open_launch(target.host, key, target.python, spec.host.root, spec.name, kept.known(), tree.cache_dir,
+                          lambda: console.print(f"waiting for another launch of {spec.name} on {target.host.name} "
+                                                "to finish", markup=False))
+    if session.info.shipped:
+        console.print(f"shipped the agent runtime to {target.host.name}", markup=False)
+    return session, kept
+
+
+def sync_code(client: AgentClient, session: LaunchSession, kept: sync.HostManifest, loaded: LoadedSpec,
+              tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
+    """Only what changed travels (rsync or a tar stream), while the session holds the
+    project's lock; prints the one-line summary."""
+    project, root = loaded.spec.name, session.info.root
+    the_plan = sync.plan(tree, kept.files(session.manifest))
     via = ""
     if the_plan.send or the_plan.delete:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)
@@ -94,6 +113,7 @@ def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTr
         if pushed["rsync_problem"]:
             console.print(f"  rsync not used ({pushed['rsync_problem']}): sent as a tar stream", markup=False)
         via = f" via {pushed['via']}" if the_plan.send else ""
+    kept.remember_synced()
     console.print(f"sync: {len(the_plan.send)} file(s) sent{via} ({sync.human_bytes(the_plan.send_bytes)}), "
                   f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
     for rel in tree.skipped_links:
@@ -101,7 +121,7 @@ def _sync(client: AgentClient, root: str, loaded: LoadedSpec, tree: sync.LocalTr
     return the_plan
 
 
-def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,
+def job_payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,
              instance: Optional[Instance], teardown: Optional[Teardown], deadline_at: Optional[float],
              hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving],
              node: Optional[Dict[str, Any]] = None) -> JobPayload:
@@ -120,7 +140,7 @@ def _payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Targ
                       teardown=teardown.model_dump() if teardown else None)  # 0600 on the host, never logged
 
 
-def _record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Optional[Instance],
+def job_record(job_id: str, loaded: LoadedSpec, target: Target, info, instance: Optional[Instance],
             payload: JobPayload) -> JobRecord:
     spec = loaded.spec
     rented = instance is not None and spec.host.provider in RENTED

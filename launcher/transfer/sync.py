@@ -13,10 +13,9 @@ import io
 import json
 import os
 import tarfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -31,10 +30,14 @@ from launcher.transfer.ignore import Ignores, Rule
 @dataclass(frozen=True)
 class LocalFile:
     rel: str
-    path: Path
+    where: str   # its absolute path, as a string (a Path per file costs a 10,000-file scan 0.2 s)
     size: int
     mode: int
     sha256: str
+
+    @property
+    def path(self) -> Path:
+        return Path(self.where)
 
 
 @dataclass
@@ -48,10 +51,15 @@ class LocalTree:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
 
-    @property
+    @cached_property
     def digest(self) -> str:
-        """What the job's snapshot on the host must hash to (agent.protocol.code_digest)."""
+        """What the job's snapshot on the host must hash to (agent.protocol.code_digest).
+        Read once the scan is done (the files do not change after it)."""
         return code_digest({rel: {"mode": f.mode, "sha256": f.sha256} for rel, f in self.files.items()})
+
+    def manifest(self) -> Dict[str, dict]:
+        """As the host's manifest of the same files would be."""
+        return {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in self.files.items()}
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,7 @@ class SyncPlan:
 RACY_S = 2.0  # a file changed this close to when its hash was cached is hashed again
 
 
-def _cached_digest(p: Path, st: os.stat_result, hit: object, now: float) -> Tuple[list, str]:
+def _cached_digest(p: str, st: os.stat_result, hit: object, now: float) -> Tuple[list, str]:
     """The file's sha256, from the cache when nothing about it changed. The key holds ctime,
     which tools that keep mtimes (cp -p, rsync -t, touch -d) cannot set back, and the inode;
     an entry cached within RACY_S of the file's last change is not trusted (as git does)."""
@@ -94,6 +102,8 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     new_cache: Dict[str, list] = {}
     ignores = Ignores(workdir)
     _scan_folder(workdir, "", ignores, tree, cache, new_cache, now)
+    if new_cache == cache:  # nothing was hashed: the kept file is right as it is
+        return tree
     hash_cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(new_cache))
@@ -127,9 +137,8 @@ def _scan_folder(workdir: Path, rel_here: str, ignores: Ignores, tree: LocalTree
                 tree.left_out.append((rel, rule))
                 continue
             st = e.stat(follow_symlinks=False)
-            p = Path(e.path)
-            new_cache[rel], digest = _cached_digest(p, st, cache.get(rel), now)
-            tree.files[rel] = LocalFile(rel, p, st.st_size, st.st_mode & 0o777, digest)
+            new_cache[rel], digest = _cached_digest(e.path, st, cache.get(rel), now)
+            tree.files[rel] = LocalFile(rel, e.path, st.st_size, st.st_mode & 0o777, digest)
     for rel in folders:
         _scan_folder(workdir, rel, ignores, tree, cache, new_cache, now)
 
@@ -139,38 +148,61 @@ def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
     return cache_dir / "hashes" / f"{key}.json"
 
 
-def remote_manifest(client: Any, root: str, project: str, tree: LocalTree, host_key: str) -> Dict[str, dict]:
-    """The host's manifest of the project's code. The host sends only its digest when that is
-    the laptop's own tree's (nothing changed) or the manifest it sent last time (kept here,
-    per host, root and project): a launch moves the whole manifest only when it must."""
-    known: List[str] = [tree.digest]
-    cache = None
-    if tree.cache_dir is not None:
-        cache = tree.cache_dir / "host-manifests" / (hashlib.sha256(f"{host_key}\0{root}\0{project}".encode())
-                                                     .hexdigest()[:24] + ".json")
-    last = _read_manifest(cache)
-    if last is not None:
-        known.append(last[0])
-    answer = client.call("manifest", root, project, *[a for d in known for a in ("--known", d)])
-    digest = answer.get("digest") if isinstance(answer, dict) else None
-    if not isinstance(digest, str):
-        raise RemoteError("the host's manifest answer has no digest")
-    files = answer.get("files")
-    if files is None:
-        if digest == tree.digest:
-            return {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in tree.files.items()}
-        if last is not None and digest == last[0]:
-            return last[1]
-        raise RemoteError("the host's manifest answer names a digest the laptop never sent")
-    if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
-                                              and isinstance(v.get("mode"), int) for v in files.values()):
-        raise RemoteError("the host's manifest is not {path: {mode, sha256, size}}")
-    if cache is not None and code_digest(files) == digest:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+class HostManifest:
+    """What the laptop keeps of a host's manifest of a project (per host, root and project), so
+    the host sends only its digest when that is the laptop's own tree's (nothing changed) or
+    the one kept here (after an edit: the tree last synced there). A launch moves the whole
+    manifest only when the host's copy is one this laptop never saw."""
+
+    def __init__(self, tree: LocalTree, host_key: str, root: str, project: str) -> None:
+        self.tree = tree
+        self.cache: Optional[Path] = None
+        if tree.cache_dir is not None:
+            key = hashlib.sha256(f"{host_key}\0{root}\0{project}".encode()).hexdigest()[:24]
+            self.cache = tree.cache_dir / "host-manifests" / f"{key}.json"
+        self.last = _read_manifest(self.cache)
+
+    def known(self) -> List[str]:
+        return [self.tree.digest] + ([self.last[0]] if self.last is not None else [])
+
+    def files(self, answer: Any) -> Dict[str, dict]:
+        """The host's manifest from its answer ({"digest", "files"?}), checked."""
+        digest = answer.get("digest") if isinstance(answer, dict) else None
+        if not isinstance(digest, str):
+            raise RemoteError("the host's manifest answer has no digest")
+        files = answer.get("files")
+        if files is None:
+            if digest == self.tree.digest:
+                return self.tree.manifest()
+            if self.last is not None and digest == self.last[0]:
+                return self.last[1]
+            raise RemoteError("the host's manifest answer names a digest the laptop never sent")
+        if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                                                  and isinstance(v.get("mode"), int) for v in files.values()):
+            raise RemoteError("the host's manifest is not {path: {mode, sha256, size}}")
+        if code_digest(files) == digest:
+            self._keep(digest, files)
+        return files
+
+    def remember_synced(self) -> None:
+        """After a sync the host's copy is the tree: kept, so the next launch after an edit
+        moves the host's digest instead of its manifest."""
+        if self.last is None or self.last[0] != self.tree.digest:
+            self._keep(self.tree.digest, self.tree.manifest())
+
+    def _keep(self, digest: str, files: Dict[str, dict]) -> None:
+        if self.cache is None:
+            return
+        self.cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache.with_name(self.cache.name + f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"digest": digest, "files": files}))
-        os.replace(tmp, cache)
-    return files
+        os.replace(tmp, self.cache)
+        self.last = (digest, files)
+
+
+def remote_manifest(client: Any, root: str, project: str, kept: HostManifest) -> Dict[str, dict]:
+    """The host's manifest of the project's code, asked with `agent manifest` (a dry run)."""
+    return kept.files(client.call("manifest", root, project, *[a for d in kept.known() for a in ("--known", d)]))
 
 
 def _read_manifest(cache: Optional[Path]) -> Optional[Tuple[str, Dict[str, dict]]]:
@@ -212,7 +244,7 @@ def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workd
          environ: Mapping[str, str], on_bytes: Callable[[int], None] = lambda n: None) -> dict:
     """The changed files through rsync where both ends have it, else (or if it fails) as one
     tar into `agent receive` on the host, which also deletes what is gone. Call it holding
-    the project's lock (project_lock).
+    the project's lock (the launch session holds it).
     Returns {"via": "rsync" | "tar", "rsync_problem": why rsync was not used, or None}."""
     from launcher.transfer import rsync as rsync_send
 
@@ -226,28 +258,6 @@ def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workd
     if to_tar or the_plan.delete:
         _push_tar(client, root, project, to_tar, the_plan.delete, on_bytes)
     return {"via": via, "rsync_problem": problem}
-
-
-@contextmanager
-def project_lock(client: AgentClient, root: str, project: str, on_wait: Callable[[], None]) -> Iterator[None]:
-    """The host's launch lock of the project, held from its manifest to the job's snapshot, so
-    launches at once never mix their files. on_wait is called if another launch holds it."""
-    stream = client.stream("lock", root, project)
-    waiter = threading.Timer(1.0, on_wait)
-    waiter.start()
-    try:
-        line = stream.stdout.readline()
-        waiter.cancel()
-        if line.strip() != b"locked":
-            stream.close_stdin()
-            stream.wait()
-            raise RemoteError(f"could not take the project's launch lock on the host: "
-                              f"{stream.stderr_text().strip()[-300:] or 'no answer'}")
-        yield
-    finally:
-        waiter.cancel()
-        stream.close_stdin()
-        stream.wait()
 
 
 def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile], delete: List[str],

@@ -24,7 +24,7 @@ VERB_WORDS = {
     "stop": "asking the job to stop", "mark-safe": "marking the results safe", "logs": "reading the log",
     "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
     "receive-backup": "receiving the backup", "hub-fetch": "fetching the backup from the Hub",
-    "hub-upload": "uploading to the Hub", "lock": "taking the project's launch lock",
+    "hub-upload": "uploading to the Hub", "launch": "launching the job",
     "discard-job": "removing the unfinished job", "serve": "opening the status channel",
     "inventory": "listing the job's folder",
 }

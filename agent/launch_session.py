@@ -1,0 +1,96 @@
+"""`agent launch ROOT PROJECT`: the host's side of a whole launch in one process, over one SSH
+channel. A launch used to start Python on the host once per step (lock, manifest, create-job,
+start); each start costs its interpreter and imports, more than the step's own work.
+
+The conversation, one JSON object per line:
+  agent:    {"hello": {"python": [3, 11, 7], "executable": ..., "root": ...}}
+  agent:    {"waiting": true}                    only if another launch holds the project's lock
+  agent:    {"locked": true, "manifest": {"digest": ..., "files"?: ...}}
+  launcher: {"op": "create", "job_id": ..., "payload": {...}, "pushed": bool}
+  agent:    {"ok": true, "result": {"job_dir": ..., "files": n, "setup_done": bool}}
+  launcher: {"op": "start", "secrets": {...}}     secrets on the channel: never argv, never a file
+  agent:    {"ok": true, "result": {"started": bool, ...}}
+An error is {"ok": false, "error": "one line"} and the end of the conversation. The lock is
+held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
+channels of its own (rsync, or `agent receive`). The end of stdin ends the conversation at
+any point: a launcher that dies leaves no lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from typing import IO, List, Optional
+
+from . import codetree, hostops
+from .paths import JobDir, Root
+
+
+def _say(out: IO[bytes], doc: dict) -> None:
+    out.write(json.dumps(doc).encode() + b"\n")
+    out.flush()
+
+
+def _request(inp: IO[bytes], op: str) -> Optional[dict]:
+    """The launcher's next request, which must be `op`; None at the end of stdin."""
+    line = inp.readline()
+    if not line.strip():
+        return None
+    doc = json.loads(line)
+    if not isinstance(doc, dict) or doc.get("op") != op:
+        raise ValueError(f"expected the launcher's {op!r} request")
+    return doc
+
+
+def _take_lock(root: Root, project: str, out: IO[bytes]) -> int:
+    path = root.code_lock(project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        _say(out, {"waiting": True})
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def serve_launch(root: Root, project: str, known: List[str], inp: IO[bytes], out: IO[bytes]) -> int:
+    _say(out, {"hello": {"python": list(sys.version_info[:3]), "executable": sys.executable,
+                         "root": str(root.path)}})
+    fd: Optional[int] = None
+    try:
+        fd = _take_lock(root, project, out)
+        code = root.code(project)
+        codetree.clean_temp_files(code)  # what killed launches left: no sync writes while we hold the lock
+        root.clean_rsync_temp(project)
+        answer = codetree.manifest_unless(code, root.code_manifest_cache(project), known)
+        _say(out, {"locked": True, "manifest": answer})
+        create = _request(inp, "create")
+        if create is None:
+            return 0
+        payload = create.get("payload")
+        if not isinstance(payload, dict):
+            raise ValueError("the create request has no payload")
+        # Nothing was sent since the manifest, under this same lock: its digest is the code's.
+        unchanged = None if create.get("pushed") else answer["digest"]
+        created = hostops.create_job(root, project, str(create.get("job_id")), payload, code_digest_now=unchanged)
+        os.close(fd)  # the job has its snapshot: another launch of the project may go on
+        fd = None
+        _say(out, {"ok": True, "result": created})
+        start = _request(inp, "start")
+        if start is None:
+            return 0
+        secrets = start.get("secrets") or {}
+        if not isinstance(secrets, dict):
+            raise ValueError("the start request's secrets are not an object")
+        result = hostops.start(JobDir(created["job_dir"]), secrets)
+        _say(out, {"ok": True, "result": result})
+        return 0
+    except (ValueError, OSError, KeyError) as exc:
+        _say(out, {"ok": False, "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
+        return 2
+    finally:
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,174 @@
+"""A launch's host side in one process (agent/launch_session.py) and the laptop's side of it
+(launcher/transport/launch_session.py): real agent processes on this machine, real locks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+
+import pytest
+
+from agent.protocol import JobFacts, JobPayload, code_digest
+from launcher.errors import RemoteError
+from launcher.transport.agent_client import AgentClient
+from launcher.transport.bootstrap import local_runtime_dir
+from launcher.transport.host import LocalHost
+from launcher.transport.launch_session import LaunchSession, open_launch
+
+
+def _client() -> AgentClient:
+    return AgentClient(LocalHost(), sys.executable, local_runtime_dir())
+
+
+def _payload(job_id: str, digest=None) -> JobPayload:
+    return JobPayload(spec={"name": "p", "run": "sleep 30"},
+                      job=JobFacts(id=job_id, project="p", command="sleep 30", code_digest=digest))
+
+
+def _session(root, on_wait=lambda: None, known=()) -> LaunchSession:
+    return LaunchSession.open(_client(), str(root), "p", list(known), False, on_wait)
+
+
+def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
+    root = tmp_path / "root"
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "a.py").write_text("print('hi')\n")
+    session = _session(root)
+    try:
+        assert session.info.root == str(root) and session.info.executable == sys.executable
+        files = session.manifest["files"]
+        assert list(files) == ["a.py"] and session.manifest["digest"] == code_digest(files)
+        created = session.create("job1", _payload("job1", code_digest(files)), pushed=False)
+        assert (root / "jobs" / "job1" / "code" / "a.py").read_text() == "print('hi')\n"
+        started = session.start({"HIDDEN": "s3cret"})
+        assert started == {"started": True}
+    finally:
+        session.close()
+    job = json.loads((root / "jobs" / "job1" / "spec.json").read_text())
+    assert job["job"]["id"] == "job1" and "s3cret" not in json.dumps(job)
+    _stop(created["job_dir"])
+
+
+def _stop(job_dir: str) -> None:
+    _client().call("stop", job_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _client().status([job_dir])[0].get("state") in ("STOPPED", "FAILED", "SUCCEEDED"):
+            return
+        time.sleep(0.2)
+
+
+def test_a_second_launch_of_the_project_waits_until_the_first_has_its_snapshot(tmp_path):
+    root = tmp_path / "root"
+    first = _session(root)
+    waited = []
+    try:
+        opened = []
+        import threading
+
+        t = threading.Thread(target=lambda: opened.append(_session(root, lambda: waited.append(time.monotonic()))))
+        t.start()
+        time.sleep(1.5)
+        assert waited and not opened  # told it waits, and it does
+        first.create("job1", _payload("job1"), pushed=False)  # the snapshot: the lock goes
+        t.join(30)
+        assert opened, "the second launch never got the lock"
+        opened[0].close()
+    finally:
+        first.close()
+
+
+def test_a_launcher_that_goes_away_leaves_no_lock(tmp_path):
+    root = tmp_path / "root"
+    first = _session(root)
+    first.close()  # the laptop died, or its connection did: the host's stdin ends
+    waited = []
+    second = _session(root, lambda: waited.append(1))
+    second.close()
+    assert not waited
+    assert not (root / "jobs").exists() or not any((root / "jobs").iterdir())
+
+
+def test_a_bad_create_request_is_one_line_and_leaves_no_job_folder(tmp_path):
+    root = tmp_path / "root"
+    session = _session(root)
+    try:
+        bad = _payload("../escape")
+        with pytest.raises(RemoteError) as exc:
+            session.create("../escape", bad, pushed=False)
+        assert "creating the job failed on the host" in str(exc.value.what)
+        assert "\n" not in str(exc.value.what)
+    finally:
+        session.close()
+    assert not (tmp_path / "escape").exists()
+    assert not (root / "jobs").exists() or not any((root / "jobs").iterdir())
+
+
+class CountingHost(LocalHost):
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, argv, **kw):
+        self.runs += 1
+        return super().run(argv, **kw)
+
+
+def test_a_known_host_skips_the_probe_and_a_wiped_one_is_probed_again(tmp_path):
+    """The first launch probes and ships the runtime; the next starts its session at once;
+    a host whose runtime went (a wiped root) is probed and shipped to again, not refused."""
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    host = CountingHost()
+
+    def launch():
+        s = open_launch(host, "local", sys.executable, str(root), "p", [], cache, lambda: None)
+        s.close()
+        return s.info
+
+    first = launch()
+    assert first.shipped and host.runs == 2  # probe, then the runtime's install
+    again = launch()
+    assert not again.shipped and host.runs == 2 and again.runtime_dir == first.runtime_dir
+    shutil.rmtree(root / "runtime")
+    third = launch()
+    assert third.shipped and host.runs == 4 and (root / "runtime").is_dir()
+
+
+def test_a_missing_runtime_is_said_not_guessed(tmp_path):
+    """The agent's boot names a runtime folder that is not there instead of importing
+    whatever else the host calls `agent`."""
+    done = LocalHost().run(AgentClient(LocalHost(), sys.executable, str(tmp_path / "nothing")).argv("status", "x"))
+    assert done.returncode != 0 and b"no tether runtime at" in done.stderr
+
+
+class FakeStream:
+    """A host whose session answers lines given here (a hostile or broken host)."""
+
+    def __init__(self, lines):
+        import io
+        self.stdout = io.BytesIO(b"".join(lines))
+        self.stdin = io.BytesIO()
+
+    def close_stdin(self):
+        pass
+
+    def wait(self):
+        return 0
+
+    def stderr_text(self):
+        return ""
+
+
+@pytest.mark.parametrize("lines", [
+    [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "relative/root"}}\n'],
+    [b'{"hello": {"python": "3.11", "executable": "/x", "root": "/r"}}\n'],
+    [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "/r"}}\n', b'not json\n'],
+    [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "/r"}}\n', b'{"locked": true}\n'],
+])
+def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch):
+    client = _client()
+    monkeypatch.setattr(client, "stream", lambda *a: FakeStream(lines))
+    with pytest.raises(RemoteError) as exc:
+        LaunchSession.open(client, "/r", "p", [], False, lambda: None)
+    assert "\n" not in str(exc.value.what)
