@@ -116,7 +116,7 @@ def _launch(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> in
 
 
 def _supervise(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:
-    from .supervisor import main_run
+    from .run_job import main_run
 
     return main_run(args.job_dir, args.secrets_on_stdin)
 

@@ -10,7 +10,7 @@ import shutil
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import IO, Dict, Iterable, List, Tuple
+from typing import IO, Dict, Iterable, List, Optional, Tuple
 
 from .files import read_json_object, write_json_atomic
 from .paths import remove_inside
@@ -62,7 +62,8 @@ def scan_files(top: Path, under: str = "") -> List[Tuple[str, os.stat_result]]:
 RACY_S = 2.0  # a file written this close to when its hash was cached may have changed unseen
 
 
-def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
+def manifest(code_dir: Path, cache_path: Path,
+             entries: Optional[List[Tuple[str, os.stat_result]]] = None) -> Dict[str, dict]:
     """path -> {size, mode, sha256}; hashes cached by (inode, size, mtime_ns) across calls.
     Every file tether writes here lands as a new inode (temp name, then rename), so a changed
     file is never hidden by a stale hash, even with its size and mtime kept; a file modified
@@ -72,7 +73,7 @@ def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
     now = time.time()
     out: Dict[str, dict] = {}
     new_cache: Dict[str, list] = {}
-    for rel, st in scan_files(code_dir):
+    for rel, st in scan_files(code_dir) if entries is None else entries:
         key = [st.st_ino, st.st_size, st.st_mtime_ns]
         hit = cache.get(rel)
         if isinstance(hit, list) and len(hit) == 5 and hit[:3] == key and hit[4] - st.st_mtime > RACY_S:
@@ -86,11 +87,12 @@ def manifest(code_dir: Path, cache_path: Path) -> Dict[str, dict]:
     return out
 
 
-def manifest_unless(code_dir: Path, cache_path: Path, known: List[str]) -> dict:
+def manifest_unless(code_dir: Path, cache_path: Path, known: List[str],
+                    entries: Optional[List[Tuple[str, os.stat_result]]] = None) -> dict:
     """{"digest": d, "files": manifest} — without "files" when d is one of the digests the
     laptop says it already knows the manifest of (its own tree, the host's last manifest):
     an unchanged launch then moves a line, not a megabyte."""
-    files = manifest(code_dir, cache_path)
+    files = manifest(code_dir, cache_path, entries)
     digest = code_digest(files)
     return {"digest": digest} if digest in known else {"digest": digest, "files": files}
 
@@ -135,15 +137,18 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
     return {"received": received, "deleted": deleted}
 
 
-def clean_temp_files(code_dir: Path) -> int:
-    """Temp files of a sync that was killed half-way. Call it only while holding the project's
-    lock: then no sync is writing any."""
-    gone = 0
-    for p in walk_files(code_dir) if code_dir.is_dir() else ():
-        if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX):
-            remove_inside(p, code_dir)
-            gone += 1
-    return gone
+def without_temp_files(code_dir: Path, entries: List[Tuple[str, os.stat_result]]) -> List[Tuple[str, os.stat_result]]:
+    """Removes the temp files of a sync that was killed half-way from code_dir, given its
+    scan_files entries; the others. Call it only while holding the project's lock: then no
+    sync is writing any."""
+    kept = []
+    for rel, st in entries:
+        name = rel.rsplit("/", 1)[-1]
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            remove_inside(code_dir / rel, code_dir)
+        else:
+            kept.append((rel, st))
+    return kept
 
 
 def _prune_empty_dirs(top: Path) -> None:

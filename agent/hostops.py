@@ -86,7 +86,7 @@ def start(job: JobDir, secrets: Optional[dict] = None, wait_s: float = 60.0) -> 
             return {"pid": proc.pid, "started": True}
         if proc.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)  # a launch waits on this: the agent is up in a few hundred ms
     tail = job.agent_log.read_bytes()[-2000:].decode(errors="replace") if job.agent_log.exists() else ""
     return {"pid": proc.pid, "started": False, "exit_code": proc.poll(), "log_tail": tail}
 

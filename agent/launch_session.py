@@ -63,9 +63,10 @@ def serve_launch(root: Root, project: str, known: List[str], inp: IO[bytes], out
     try:
         fd = _take_lock(root, project, out)
         code = root.code(project)
-        codetree.clean_temp_files(code)  # what killed launches left: no sync writes while we hold the lock
+        # What killed launches left; no sync writes while we hold the lock. One scan for both.
+        entries = codetree.without_temp_files(code, codetree.scan_files(code))
         root.clean_rsync_temp(project)
-        answer = codetree.manifest_unless(code, root.code_manifest_cache(project), known)
+        answer = codetree.manifest_unless(code, root.code_manifest_cache(project), known, entries)
         _say(out, {"locked": True, "manifest": answer})
         create = _request(inp, "create")
         if create is None:

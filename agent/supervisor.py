@@ -11,9 +11,7 @@ FakeClock and scripted attempts. Restarts resume from the newest verified backup
 
 from __future__ import annotations
 
-import json
 import signal
-import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,6 @@ from .duties import JobDuties, Stopped
 from .ending import JobEnding
 from .files import write_bytes_atomic
 from .history import HistoryKeeper
-from .hub_client import keep_memory_private
 from .logfile import RotatingLog
 from .mirror_keeper import MirrorKeeper
 from .nodes import NodeLink
@@ -41,12 +38,12 @@ from .progress_reader import ProgressReader
 from .protocol import HUB_MIRROR_TOKEN, FailureClass, JobState
 from .signals import clear_listeners, dump_stacks, kill_stale_workload
 from .watch import ResourceWatch
-from .workload_env import child_env, runtime_dir, shell_argv, take_secrets_file, write_python_shims
+from .workload_env import child_env, shell_argv, take_secrets_file, write_python_shims
 
 TICK_S = 0.2
 FINAL_SAVE_S = 60.0      # at most this long retrying the final state.json (a full disk may free up)
 
-__all__ = ["Supervisor", "judge_exit", "main_run", "shell_argv", "write_python_shims"]
+__all__ = ["Supervisor", "judge_exit", "shell_argv", "write_python_shims"]
 
 StartAttempt = Callable[..., Attempt]
 
@@ -362,22 +359,3 @@ class Supervisor(JobDuties, JobEnding):
         except Exception as exc:
             self.book.event("duty-failed", duty=name, error=repr(exc))
             return default
-
-
-def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:
-    from .book import AgentLock
-
-    keep_memory_private()
-    secrets: Optional[Dict[str, str]] = None
-    if secrets_on_stdin:  # from `start`, through a pipe: never a file
-        raw = sys.stdin.buffer.read()
-        secrets = {str(k): str(v) for k, v in (json.loads(raw) if raw.strip() else {}).items()}
-    job = JobDir(Path(job_path).resolve())
-    job.make_dirs()
-    lock = AgentLock(job)
-    if not lock.acquire():
-        print(f"another agent is already running job {job.path}", file=sys.stderr)
-        return 3
-    plan = RunPlan.load(job)
-    state = Supervisor(job, plan, runtime_dir()).run(secrets)
-    return 0 if state == JobState.SUCCEEDED else 1
