@@ -112,7 +112,7 @@ def _start(args: argparse.Namespace, stdin: IO[bytes], _stdout: IO[bytes]) -> in
 def _launch(args: argparse.Namespace, stdin: IO[bytes], stdout: IO[bytes]) -> int:
     from .launch_session import serve_launch
 
-    return serve_launch(Root(args.root), args.project, args.known, stdin, stdout)
+    return serve_launch(Root(args.root), args.project, stdin, stdout)
 
 
 def _supervise(args: argparse.Namespace, _stdin: IO[bytes], _stdout: IO[bytes]) -> int:

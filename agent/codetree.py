@@ -92,7 +92,11 @@ def manifest_unless(code_dir: Path, cache_path: Path, known: List[str],
     """{"digest": d, "files": manifest} — without "files" when d is one of the digests the
     laptop says it already knows the manifest of (its own tree, the host's last manifest):
     an unchanged launch then moves a line, not a megabyte."""
-    files = manifest(code_dir, cache_path, entries)
+    return manifest_answer(manifest(code_dir, cache_path, entries), known)
+
+
+def manifest_answer(files: Dict[str, dict], known: List[str]) -> dict:
+    """{"digest": d}, with "files" only when d is none of the digests the laptop knows."""
     digest = code_digest(files)
     return {"digest": digest} if digest in known else {"digest": digest, "files": files}
 

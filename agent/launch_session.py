@@ -4,6 +4,7 @@ start); each start costs its interpreter and imports, more than the step's own w
 
 The conversation, one JSON object per line:
   agent:    {"hello": {"python": [3, 11, 7], "executable": ..., "root": ...}}
+  launcher: {"op": "known", "digests": [...]}    manifests it has (sent once its scan is done)
   agent:    {"waiting": true}                    only if another launch holds the project's lock
   agent:    {"locked": true, "manifest": {"digest": ..., "files"?: ...}}
   launcher: {"op": "create", "job_id": ..., "payload": {...}, "pushed": bool}
@@ -12,8 +13,9 @@ The conversation, one JSON object per line:
   agent:    {"ok": true, "result": {"started": bool, ...}}
 An error is {"ok": false, "error": "one line"} and the end of the conversation. The lock is
 held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
-channels of its own (rsync, or `agent receive`). The end of stdin ends the conversation at
-any point: a launcher that dies leaves no lock behind.
+channels of its own (rsync, or `agent receive`). The launcher starts this before it scans its
+workdir, so the host's start, lock and manifest overlap the scan. The end of stdin ends the
+conversation at any point: a launcher that dies leaves no lock behind.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import fcntl
 import json
 import os
 import sys
-from typing import IO, List, Optional
+from typing import IO, Optional
 
 from . import codetree, hostops
 from .paths import JobDir, Root
@@ -56,7 +58,7 @@ def _take_lock(root: Root, project: str, out: IO[bytes]) -> int:
     return fd
 
 
-def serve_launch(root: Root, project: str, known: List[str], inp: IO[bytes], out: IO[bytes]) -> int:
+def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> int:
     _say(out, {"hello": {"python": list(sys.version_info[:3]), "executable": sys.executable,
                          "root": str(root.path)}})
     fd: Optional[int] = None
@@ -66,7 +68,14 @@ def serve_launch(root: Root, project: str, known: List[str], inp: IO[bytes], out
         # What killed launches left; no sync writes while we hold the lock. One scan for both.
         entries = codetree.without_temp_files(code, codetree.scan_files(code))
         root.clean_rsync_temp(project)
-        answer = codetree.manifest_unless(code, root.code_manifest_cache(project), known, entries)
+        files = codetree.manifest(code, root.code_manifest_cache(project), entries)
+        told = _request(inp, "known")
+        if told is None:
+            return 0
+        known = told.get("digests")
+        if not isinstance(known, list) or not all(isinstance(d, str) for d in known):
+            raise ValueError("the launcher's known digests are not a list of strings")
+        answer = codetree.manifest_answer(files, known)
         _say(out, {"locked": True, "manifest": answer})
         create = _request(inp, "create")
         if create is None:

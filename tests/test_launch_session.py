@@ -91,6 +91,39 @@ def test_a_launcher_that_goes_away_leaves_no_lock(tmp_path):
     assert not (root / "jobs").exists() or not any((root / "jobs").iterdir())
 
 
+def test_the_host_starts_before_the_laptop_has_scanned(tmp_path):
+    """The session is started, then the laptop scans; the host meanwhile starts and takes the
+    lock, and answers once it hears the laptop's digests."""
+    from launcher.transport.launch_session import PendingLaunch
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None).close()
+    (root / "code" / "p").mkdir(parents=True, exist_ok=True)
+    (root / "code" / "p" / "a.py").write_text("a = 1\n")
+    pending = PendingLaunch(LocalHost(), "local", sys.executable, str(root), "p", cache)
+    assert pending.opening is not None  # a known host: started at once
+    import fcntl
+
+    lock = open(root / "code" / ".p.lock", "a+")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the host goes on to take the lock, told nothing yet
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            time.sleep(0.05)
+        except BlockingIOError:
+            break
+    else:
+        raise AssertionError("the host's side waited for the laptop before taking the lock")
+    lock.close()
+    digest = code_digest({"a.py": {"mode": 0o644, "sha256": __import__("hashlib").sha256(b"a = 1\n").hexdigest()}})
+    session = pending.finish([digest], lambda: None)
+    try:
+        assert session.manifest == {"digest": digest}  # it knew: no manifest moved
+    finally:
+        session.close()
+
+
 def test_a_bad_create_request_is_one_line_and_leaves_no_job_folder(tmp_path):
     root = tmp_path / "root"
     session = _session(root)
@@ -165,6 +198,8 @@ class FakeStream:
     [b'{"hello": {"python": "3.11", "executable": "/x", "root": "/r"}}\n'],
     [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "/r"}}\n', b'not json\n'],
     [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "/r"}}\n', b'{"locked": true}\n'],
+    [b'{"hello": {"python": [3, 11, 7], "executable": "/x", "root": "/r"}}\n',
+     b'{"ok": false, "error": "a line\\nanother"}\n'],
 ])
 def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch):
     client = _client()

@@ -30,12 +30,13 @@ from launcher.spec import LoadedSpec
 def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Console,
            dry_run: bool = False, environ: Optional[Mapping[str, str]] = None) -> Optional[Launched]:
     spec = loaded.spec
-    tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    scan = sync.TreeScan(loaded.workdir, places.cache)
     if spec.host.provider == "colab":
         raise UsageError("a colab host is attached, not launched",
                          "run the cell from `tether colab-cell` in the notebook, then "
                          "`tether attach SPEC ADDRESS` with the address it prints")
     if spec.host.provider == "kaggle":
+        tree = scan()
         if dry_run:
             _print_plan(sync.plan(tree, {}), tree, loaded, console)
             return None
@@ -45,21 +46,21 @@ def launch(loaded: LoadedSpec, places: Places, registry: Registry, console: Cons
         return Launched(record, sync.plan(tree, {}), False)
     if dry_run:
         if spec.host.provider in RENTED:  # nothing is rented for a dry run: everything would be sent
-            _print_plan(sync.plan(tree, {}), tree, loaded, console)
+            _print_plan(sync.plan(scan(), {}), scan(), loaded, console)
             return None
         hs = spec.host  # several nodes: node 0's copy (every node is sent the same files)
         target = target_for_spec(hs.model_copy(update={"address": hs.addresses[0], "nodes": 1})
                                  if hs.nodes > 1 else hs, places)
         try:
-            _dry_run(target, loaded, tree, console)
+            _dry_run(target, loaded, scan(), console)
         finally:
             target.host.close()
         return None
-    return launch_on_spec_host(loaded, tree, places, registry, console,
+    return launch_on_spec_host(loaded, scan, places, registry, console,
                                os.environ if environ is None else environ)
 
 
-def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
+def launch_on_spec_host(loaded: LoadedSpec, scan: sync.TreeScan, places: Places, registry: Registry,
                         console: Console, environ: Mapping[str, str],
                         moving: Optional[Moving] = None) -> Launched:
     """The spec's host: connected (local, ssh) or rented (vast, novita). A rented host is given
@@ -67,21 +68,22 @@ def launch_on_spec_host(loaded: LoadedSpec, tree: sync.LocalTree, places: Places
     hs = loaded.spec.host
     if hs.nodes > 1:
         from launcher.jobs.launch_nodes import launch_nodes
-        return launch_nodes(loaded, tree, places, registry, console, environ)
+        return launch_nodes(loaded, scan(), places, registry, console, environ)
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
         _show_retries(target, console)
         try:
-            return _launch_on(target, loaded, tree, registry, console, hub=hub, moving=moving)
+            return _launch_on(target, loaded, scan, registry, console, hub=hub, moving=moving)
         finally:
             target.host.close()
+    scan()  # a workdir that cannot be read fails the launch before anything is rented
     provider = provider_for(hs.provider, places, environ)
     rented = acquire(provider, hs, f"tether-{loaded.spec.name}", places, console)
     target = target_for_rented(rented.endpoint, hs, places)
     _show_retries(target, console)
     try:
-        return _launch_on(target, loaded, tree, registry, console, rented.instance,
+        return _launch_on(target, loaded, scan, registry, console, rented.instance,
                           provider.teardown(rented.instance), hub=hub, moving=moving)
     except BaseException:
         console.print(f"the launch failed: destroying {provider.name} instance {rented.instance.id}")
@@ -101,26 +103,27 @@ def attach(loaded: LoadedSpec, endpoint: SshEndpoint, places: Places, registry: 
            console: Console, environ: Mapping[str, str]) -> Launched:
     """Launch onto a session host a person started (the Colab cell): an SSH host with a hard
     end, which becomes the agent's deadline (a final backup before the session goes)."""
-    tree = sync.scan(loaded.workdir, sync.hash_cache_for(places.cache, loaded.workdir))
+    scan = sync.TreeScan(loaded.workdir, places.cache)
     hs = loaded.spec.host
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)
     target = target_for_rented(endpoint, hs, places)
     hours = hs.session_hours or SESSION_HOURS
     try:
-        return _launch_on(target, loaded, tree, registry, console, deadline_at=time.time() + hours * 3600,
+        return _launch_on(target, loaded, scan, registry, console, deadline_at=time.time() + hours * 3600,
                           hub=hub)
     finally:
         target.host.close()
 
 
-def _launch_on(target: Target, loaded: LoadedSpec, tree: sync.LocalTree, registry: Registry,
+def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry: Registry,
                console: Console, instance: Optional[Instance] = None,
                teardown: Optional[Teardown] = None, deadline_at: Optional[float] = None,
                hub: Optional[hub_mirror.HubMirror] = None, moving: Optional[Moving] = None) -> Launched:
     """All or nothing: the job is in the registry before anything of it is on the host, and a
     launch that fails (or is interrupted) before its agent runs takes both back."""
     spec = loaded.spec
-    session, kept = open_session(target, loaded, tree, console)
+    session, kept = open_session(target, loaded, scan, console)
+    tree = scan()
     try:
         info = session.info
         client = AgentClient(target.host, info.python, info.runtime_dir)

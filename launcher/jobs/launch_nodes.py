@@ -61,7 +61,8 @@ def _open_sessions(targets: List[Target], loaded: LoadedSpec, tree: sync.LocalTr
                    console: Console) -> List[Tuple[LaunchSession, sync.HostManifest]]:
     """Every node's launch session at once; if one cannot open, the others are closed."""
     with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        futures = [pool.submit(open_session, t, loaded, tree, console) for t in targets]
+        scan = sync.TreeScan.done(tree)
+        futures = [pool.submit(open_session, t, loaded, scan, console) for t in targets]
     failed = [f.exception() for f in futures if f.exception() is not None]
     if failed:
         for f in futures:

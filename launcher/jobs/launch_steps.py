@@ -21,7 +21,7 @@ from provisioning.registry import RENTED
 from launcher.hub import backups as hub_mirror
 from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
-from launcher.transport.launch_session import LaunchSession, open_launch
+from launcher.transport.launch_session import LaunchSession, PendingLaunch
 from launcher.transport.targets import Target
 from launcher.registry import JobRecord, Registry
 from launcher.spec import JobSpec, LoadedSpec
@@ -82,16 +82,21 @@ def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: O
         registry.remove(job_id)
 
 
-def open_session(target: Target, loaded: LoadedSpec, tree: sync.LocalTree,
+def open_session(target: Target, loaded: LoadedSpec, scan: sync.TreeScan,
                  console: Console) -> Tuple[LaunchSession, sync.HostManifest]:
     """The host's launch session (agent/launch_session.py), holding the project's lock, and
-    what this laptop keeps of the host's copy of the code."""
+    what this laptop keeps of the host's copy of the code. The workdir is scanned while the
+    host starts its side."""
     spec = loaded.spec
     key = json.dumps({k: target.endpoint.get(k) for k in ("kind", "host", "port", "user")}, sort_keys=True)
-    kept = sync.HostManifest(tree, target.host.name, spec.host.root, spec.name)
-    session = open_launch(target.host, key, target.python, spec.host.root, spec.name, kept.known(), tree.cache_dir,
-                          lambda: console.print(f"waiting for another launch of {spec.name} on {target.host.name} "
-                                                "to finish", markup=False))
+    pending = PendingLaunch(target.host, key, target.python, spec.host.root, spec.name, scan.cache_dir)
+    try:
+        kept = sync.HostManifest(scan(), target.host.name, spec.host.root, spec.name)
+    except BaseException:
+        pending.cancel()
+        raise
+    session = pending.finish(kept.known(), lambda: console.print(
+        f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False))
     if session.info.shipped:
         console.print(f"shipped the agent runtime to {target.host.name}", markup=False)
     return session, kept

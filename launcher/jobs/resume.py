@@ -51,9 +51,9 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     if not workdir.is_dir():
         raise UsageError(f"the job's workdir {workdir} is gone from this laptop", "restore it, then resume")
     loaded = LoadedSpec(spec=spec, path=workdir / "job.yaml", workdir=workdir, secret_values=values)
-    tree = sync.scan(workdir, sync.hash_cache_for(places.cache, workdir))
+    scan = sync.TreeScan(workdir, places.cache)
     _let_go_of_old_instance(rec, places, registry, console, environ)
-    return launch_on_spec_host(loaded, tree, places, registry, console, environ, Moving(rec.id, bring))
+    return launch_on_spec_host(loaded, scan, places, registry, console, environ, Moving(rec.id, bring))
 
 
 def _backup_bringer(rec: JobRecord, hub_repo: Optional[str], places: Places, environ: Mapping[str, str],

@@ -111,6 +111,27 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     return tree
 
 
+class TreeScan:
+    """The workdir's scan, done once, when first asked: a launch asks for it once its host's
+    side has started, so the host's start and the laptop's scan overlap."""
+
+    def __init__(self, workdir: Path, cache_dir: Path) -> None:
+        self.workdir, self.cache_dir = workdir, cache_dir
+        self._tree: Optional[LocalTree] = None
+
+    @classmethod
+    def done(cls, tree: LocalTree) -> "TreeScan":
+        """One already made (every node of a multi-node launch is sent the same tree)."""
+        made = cls(Path("."), tree.cache_dir or Path("."))
+        made._tree = tree
+        return made
+
+    def __call__(self) -> LocalTree:
+        if self._tree is None:
+            self._tree = scan(self.workdir, hash_cache_for(self.cache_dir, self.workdir))
+        return self._tree
+
+
 def _scan_folder(workdir: Path, rel_here: str, ignores: Ignores, tree: LocalTree, cache: dict,
                  new_cache: Dict[str, list], now: float) -> None:
     """One folder, then its subfolders in name order (top-down, as the ignore files nest):

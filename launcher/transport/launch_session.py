@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from agent.protocol import JobPayload
 
 from launcher.errors import RemoteError
+from launcher.text import plain
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
 from launcher.transport.host import Host, Stream
@@ -60,28 +61,14 @@ class LaunchSession:
         self.manifest = manifest  # {"digest", "files"?}: checked by sync.resolve_manifest
 
     @classmethod
+    def begin(cls, client: AgentClient, root: str, project: str) -> "Opening":
+        """The host's side started; nothing is waited for until Opening.finish."""
+        return Opening(client, client.stream("launch", root, project))
+
+    @classmethod
     def open(cls, client: AgentClient, root: str, project: str, known: List[str], shipped: bool,
              on_wait: Callable[[], None]) -> "LaunchSession":
-        """Started, introduced and holding the project's lock, or SessionUnavailable."""
-        stream = client.stream("launch", root, project, *[a for d in known for a in ("--known", d)])
-        try:
-            version, executable, real_root = _hello(_line(stream))
-            doc = _line(stream)
-            if doc is not None and doc.get("waiting"):
-                on_wait()
-                doc = _line(stream)
-            if doc is None or not doc.get("locked"):
-                raise RemoteError(f"the host's launch session ended before it held the project's lock: "
-                                  f"{_error(doc) or stream.stderr_text().strip()[-300:] or 'no answer'}")
-            manifest = doc.get("manifest")
-            if not isinstance(manifest, dict):
-                raise RemoteError("the host's launch session sent no manifest")
-        except BaseException:
-            _end(stream)
-            raise
-        info = HostInfo(python=client.python, executable=executable, version=version, root=real_root,
-                        runtime_dir=client.runtime_dir, shipped=shipped)
-        return cls(stream, info, manifest)
+        return cls.begin(client, root, project).finish(known, shipped, on_wait)
 
     def _ask(self, request: dict, what: str) -> dict:
         self._stream.stdin.write(json.dumps(request).encode() + b"\n")
@@ -89,7 +76,7 @@ class LaunchSession:
         doc = _line(self._stream)
         if doc is None or not doc.get("ok") or not isinstance(doc.get("result"), dict):
             raise RemoteError(f"{what} failed on the host: "
-                              f"{_error(doc) or self._stream.stderr_text().strip()[-300:] or 'the session ended'}")
+                              f"{_error(doc) or self._plain(stream.stderr_text().strip()[-300:]) or 'the session ended'}")
         return doc["result"]
 
     def create(self, job_id: str, payload: JobPayload, pushed: bool) -> dict:
@@ -115,8 +102,43 @@ class LaunchSession:
             _end(self._stream)
 
 
+class Opening:
+    """A launch session started on the host, not yet told what the laptop's tree is."""
+
+    def __init__(self, client: AgentClient, stream: Stream) -> None:
+        self.client, self._stream = client, stream
+
+    def finish(self, known: List[str], shipped: bool, on_wait: Callable[[], None]) -> LaunchSession:
+        """Introduced and holding the project's lock, or SessionUnavailable."""
+        stream = self._stream
+        try:
+            version, executable, real_root = _hello(_line(stream))
+            stream.stdin.write(json.dumps({"op": "known", "digests": list(known)}).encode() + b"\n")
+            stream.stdin.flush()
+            doc = _line(stream)
+            if doc is not None and doc.get("waiting"):
+                on_wait()
+                doc = _line(stream)
+            if doc is None or not doc.get("locked"):
+                raise RemoteError(f"the host's launch session ended before it held the project's lock: "
+                                  f"{_error(doc) or plain(stream.stderr_text().strip()[-300:]) or 'no answer'}")
+            manifest = doc.get("manifest")
+            if not isinstance(manifest, dict):
+                raise RemoteError("the host's launch session sent no manifest")
+        except BaseException:
+            _end(stream)
+            raise
+        info = HostInfo(python=self.client.python, executable=executable, version=version, root=real_root,
+                        runtime_dir=self.client.runtime_dir, shipped=shipped)
+        return LaunchSession(stream, info, manifest)
+
+    def close(self) -> None:
+        _end(self._stream)
+
+
 def _error(doc: Optional[dict]) -> str:
-    return str(doc.get("error"))[:300] if doc and doc.get("error") else ""
+    """The host's error line, made inert (it is the host's text)."""
+    return plain(doc.get("error"), 300) if doc and doc.get("error") else ""
 
 
 def _end(stream: Stream) -> None:
@@ -146,26 +168,45 @@ def _known_runtime(path: Path) -> Optional[Tuple[str, str]]:
     return None
 
 
+class PendingLaunch:
+    """A launch on a host: its session started at once where tether knows the host (its
+    Python, root and runtime kept from an earlier launch), finished once the laptop has
+    scanned its workdir; else the probe (and the runtime's shipping) first."""
+
+    def __init__(self, host: Host, host_key: str, python: str, root: str, project: str,
+                 cache_dir: Optional[Path]) -> None:
+        self.host, self.python, self.root, self.project = host, python, root, project
+        self.path = _facts_path(cache_dir, host_key, python, root) if cache_dir is not None else None
+        kept = _known_runtime(self.path) if self.path is not None else None
+        self.opening = LaunchSession.begin(AgentClient(host, python, kept[1]), kept[0], project) if kept else None
+
+    def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
+        if self.opening is not None:
+            try:
+                return self.opening.finish(known, False, on_wait)
+            except SessionUnavailable:
+                pass  # gone or replaced on the host: probe it as if new
+        info = prepare_host(self.host, self.python, self.root)
+        try:
+            session = LaunchSession.open(AgentClient(self.host, info.python, info.runtime_dir), info.root,
+                                         self.project, known, info.shipped, on_wait)
+        except SessionUnavailable:
+            raise RemoteError(f"the agent runtime on {self.host.name} did not start",
+                              f"its folder {info.runtime_dir} may be damaged: remove it and launch again") from None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}))
+            os.replace(tmp, self.path)
+        return session
+
+    def cancel(self) -> None:
+        """The launch stopped before finish (its scan failed): the host's side ends."""
+        if self.opening is not None:
+            self.opening.close()
+
+
 def open_launch(host: Host, host_key: str, python: str, root: str, project: str, known: List[str],
                 cache_dir: Optional[Path], on_wait: Callable[[], None]) -> LaunchSession:
     """The session on a host tether knows, else after the probe (and the runtime's shipping)."""
-    path = _facts_path(cache_dir, host_key, python, root) if cache_dir is not None else None
-    kept = _known_runtime(path) if path is not None else None
-    if kept is not None:
-        try:
-            return LaunchSession.open(AgentClient(host, python, kept[1]), kept[0], project, known, False, on_wait)
-        except SessionUnavailable:
-            pass  # gone or replaced on the host: probe it as if new
-    info = prepare_host(host, python, root)
-    try:
-        session = LaunchSession.open(AgentClient(host, info.python, info.runtime_dir), info.root, project, known,
-                                     info.shipped, on_wait)
-    except SessionUnavailable:
-        raise RemoteError(f"the agent runtime on {host.name} did not start",
-                          f"its folder {info.runtime_dir} may be damaged: remove it and launch again") from None
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}))
-        os.replace(tmp, path)
-    return session
+    return PendingLaunch(host, host_key, python, root, project, cache_dir).finish(known, on_wait)
