@@ -43,8 +43,8 @@ def main() -> None:
 
     sync.scan = _timed("scan the workdir (hashes cached)", sync.scan)
     openssh.OpenSshHost.run = _timed(_verb, openssh.OpenSshHost.run)
-    session.LaunchSession.open = classmethod(_timed("remote session: start, lock and manifest",
-                                                    session.LaunchSession.open.__func__))
+    session.PendingLaunch.finish = _timed("remote session: start, lock and manifest (what the scan did not hide)",
+                                          session.PendingLaunch.finish)
     session.LaunchSession.create = _timed("remote session: create the job", session.LaunchSession.create)
     session.LaunchSession.start = _timed("remote session: start its agent", session.LaunchSession.start)
     sync.push = _timed("send what changed", sync.push)

@@ -19,9 +19,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -29,143 +28,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
-from delay_proxy import DelayProxy  # noqa: E402
-
 from results import splice  # noqa: E402
+from speed_harness import BIG_MB, HOST_PYTHON, ROUNDS, TREE_FILES, Bench, Row, paired, run_timed, spread  # noqa: E402
 
 TITLE = "## Where users wait: tether against OpenSSH and rsync"
-ROUNDS = int(os.environ.get("BENCH_SPEED_ROUNDS", "5"))
-TREE_FILES = int(os.environ.get("BENCH_TREE_FILES", "10000"))
-BIG_MB = int(os.environ.get("BENCH_PULL_MB", "512"))
-# The host's Python by its path: on this machine `python3` is a pyenv shim (a shell script
-# costing 0.2-0.3 s a call), which a GPU host's python3 is not.
-HOST_PYTHON = os.environ.get("BENCH_HOST_PYTHON") or shutil.which("python3", path="/usr/bin:/bin") or "python3"
-
-
-@dataclass
-class Row:
-    what: str
-    ours: List[float]
-    peer: List[float]
-    peer_label: str
-    goal: float                  # ours/peer at most this (or, for throughput, time ratio at most 1/goal)
-    goal_text: str
-    note: str = ""
-    ratios: List[float] = field(default_factory=list)
-    unit: str = "s"
-
-    def line(self) -> str:
-        r = statistics.median(self.ratios)
-        met = "met" if r <= self.goal else "not met"
-        return (f"| {self.what} | {_spread(self.ours, self.unit)} | {self.peer_label}: {_spread(self.peer, self.unit)} | "
-                f"{r:.2f} ({min(self.ratios):.2f}-{max(self.ratios):.2f}) | {self.goal_text} | {met} |")
-
-
-def _spread(xs: List[float], unit: str = "s") -> str:
-    k = 1000.0 if unit == "ms" else 1.0
-    return f"{k * statistics.median(xs):.2f} {unit} ({k * min(xs):.2f}-{k * max(xs):.2f})"
-
-
-def _run(argv: List[str], env: Dict[str, str], cwd: Optional[Path] = None, check: bool = True) -> float:
-    began = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=cwd)
-    took = time.monotonic() - began
-    if check and done.returncode != 0:
-        raise RuntimeError(f"{argv[:5]} failed ({done.returncode}): {done.stdout[-400:]} {done.stderr[-400:]}")
-    return took
-
-
-def paired(what: str, ours: Callable[[], float], peer: Callable[[], float], peer_label: str, goal: float,
-           goal_text: str, rounds: int = ROUNDS, before: Optional[Callable[[], None]] = None) -> Row:
-    """A B A B ...: one warm-up pair, then rounds counted."""
-    row = Row(what, [], [], peer_label, goal, goal_text)
-    for i in range(rounds + 1):
-        if before:
-            before()
-        a = ours()
-        if before:
-            before()
-        b = peer()
-        if i:
-            row.ours.append(a)
-            row.peer.append(b)
-            row.ratios.append(a / b)
-    print(f"  {what}: {_spread(row.ours)} vs {_spread(row.peer)}", flush=True)
-    return row
-
-
-class Bench:
-    def __init__(self, tmp: Path) -> None:
-        from sshd import Sshd
-
-        self.tmp = tmp
-        self.server = Sshd(tmp / "sshd").setup().start()
-        self.proxy = DelayProxy(self.server.port, delay_s=0.025)   # 50 ms round trip
-        self.conf = tmp / "ssh_config"
-        self.conf.write_text(self.server.ssh_config("benchhost") + self.server.ssh_config("farhost").replace(
-            f"Port {self.server.port}", f"Port {self.proxy.port}"))
-        self.home = tmp / "home"
-        self.env = dict(os.environ, TETHER_HOME=str(self.home), TETHER_SSH_CONFIG=str(self.conf),
-                        PYTHONPATH=str(REPO), COLUMNS="120")
-        self.root = tmp / "root"
-        self.control = tmp / "peer-ctl"
-        self.ssh = ["ssh", "-F", str(self.conf), "-o", f"UserKnownHostsFile={tmp / 'peer_known_hosts'}",
-                    "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
-        self.helpers: List[subprocess.Popen] = []
-
-    def tether(self, *args: str, env: Optional[Dict[str, str]] = None) -> List[str]:
-        return [sys.executable, "-m", "launcher", *args]
-
-    def run_tether(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.tether(*args), env={**self.env, **extra}, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"tether {args} failed: {done.stdout[-600:]} {done.stderr[-600:]}")
-        return done
-
-    def launch(self, workdir: Path, host: str = "benchhost", root: Optional[Path] = None) -> str:
-        out = self.run_tether("launch", str(workdir / "job.yaml")).stdout
-        return next(line.split()[2] for line in out.splitlines() if line.startswith("launched job "))
-
-    def project(self, workdir: Path, run: str, host: str = "benchhost", root: Optional[Path] = None,
-                name: str = "bench", extra: str = "") -> Path:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "job.yaml").write_text(
-            f"name: {name}\nhost: {{provider: ssh, address: {host}, root: {root or self.root}, python: {HOST_PYTHON}}}\n"
-            f"run: {run}\n{extra}")
-        return workdir
-
-    def wait_state(self, job: str, states=("SUCCEEDED", "FAILED", "STOPPED"), timeout: float = 300) -> None:
-        import json
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            doc = json.loads(self.run_tether("status", job, "--json").stdout)
-            if doc.get("state") in states:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"job {job} did not reach {states}")
-
-    def close(self) -> None:
-        """Every job still running is stopped, then the connections and servers go."""
-        import json
-
-        from launcher.transport.openssh import close_shared, control_dir
-        listed = subprocess.run(self.tether("jobs", "--json"), env=self.env, capture_output=True, text=True)
-        try:
-            live = [j["id"] for j in json.loads(listed.stdout) if j.get("state") in ("PENDING", "SETUP", "RUNNING")]
-        except (ValueError, KeyError, TypeError):
-            live = []
-        for job in live:
-            subprocess.run(self.tether("stop", job), env=self.env, capture_output=True)
-        for p in self.helpers:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        subprocess.run(self.ssh + ["-o", f"ControlPath={self.control}", "-O", "exit", "benchhost"],
-                       capture_output=True)
-        close_shared(control_dir(self.home))
-        self.proxy.close()
-        self.server.stop()
-        self.server.kill_sessions()
 
 
 def status_rows(b: Bench) -> List[Row]:
@@ -176,14 +42,14 @@ def status_rows(b: Bench) -> List[Row]:
     heartbeat = str(b.root / "jobs" / job / "heartbeat.json")
     fresh_env = {**b.env, "TETHER_SSH_PERSIST_S": "0"}   # no shared connection: a handshake each time
     cold = paired("status of one running job, no connection open",
-                  lambda: _run(b.tether("status", job), fresh_env),
-                  lambda: _run(b.ssh + ["-o", "ControlPath=none", "benchhost", "cat", heartbeat], b.env),
+                  lambda: run_timed(b.tether("status", job), fresh_env),
+                  lambda: run_timed(b.ssh + ["-o", "ControlPath=none", "benchhost", "cat", heartbeat], b.env),
                   "`ssh host cat heartbeat.json`", 1.0, "<= 1.0x")
     subprocess.run(b.ssh + ["-o", "ControlMaster=yes", "-o", f"ControlPath={b.control}", "-o", "ControlPersist=600",
                             "-N", "-f", "benchhost"], check=True)
     warm = paired("status of one running job, connection open",
-                  lambda: _run(b.tether("status", job), b.env),
-                  lambda: _run(b.ssh + ["-o", f"ControlPath={b.control}", "benchhost", "cat", heartbeat], b.env),
+                  lambda: run_timed(b.tether("status", job), b.env),
+                  lambda: run_timed(b.ssh + ["-o", f"ControlPath={b.control}", "benchhost", "cat", heartbeat], b.env),
                   "the same `ssh` over a ControlMaster", 1.5, "<= 1.5x")
     b.run_tether("stop", job)
     return [cold, warm]
@@ -213,8 +79,8 @@ def jobs_rows(b: Bench) -> List[Row]:
         dead.kill_sessions()
         os.kill(dead.proc.pid, signal.SIGSTOP)
         return [paired("`tether jobs`, 20 running jobs on 5 hosts, one frozen (connect timeout 3 s)",
-                       lambda: _run(b.tether("jobs"), b.env),
-                       lambda: _run(b.tether("status", jobs[-1]), b.env, check=False),  # exit 3: unreachable
+                       lambda: run_timed(b.tether("jobs"), b.env),
+                       lambda: run_timed(b.tether("status", jobs[-1]), b.env, check=False),  # exit 3: unreachable
                        "the slowest host's `tether status` (the frozen one)", 1.3, "<= 1.3x", rounds=3)]
     finally:
         if dead.proc is not None:
@@ -243,16 +109,16 @@ def launch_rows(b: Bench) -> List[Row]:
     def first_ours() -> float:
         root = b.tmp / f"tree-root-{next(roots)}"
         (work / "job.yaml").write_text(re.sub(r"root: [^}]*}", f"root: {root}}}", (work / "job.yaml").read_text()))
-        return _run(b.tether("launch", str(work / "job.yaml")), b.env)
+        return run_timed(b.tether("launch", str(work / "job.yaml")), b.env)
 
     def first_peer() -> float:
         shutil.rmtree(peer_dest, ignore_errors=True)
-        return _run(rsync, b.env)
+        return run_timed(rsync, b.env)
 
     rows = [paired(f"first launch of a {TREE_FILES:,}-file workdir", first_ours, first_peer, "`rsync -az`",
                    1.3, "<= 1.3x", rounds=3)]
-    launch = lambda: _run(b.tether("launch", str(work / "job.yaml")), b.env)  # noqa: E731
-    rows.append(paired("launch, nothing changed", launch, lambda: _run(rsync, b.env), "`rsync -az` no-op",
+    launch = lambda: run_timed(b.tether("launch", str(work / "job.yaml")), b.env)  # noqa: E731
+    rows.append(paired("launch, nothing changed", launch, lambda: run_timed(rsync, b.env), "`rsync -az` no-op",
                        1.5, "<= 1.5x"))
     edits = iter(range(10 ** 6))
 
@@ -260,7 +126,7 @@ def launch_rows(b: Bench) -> List[Row]:
         with open(work / "src" / "pkg050" / "mod050.py", "a") as f:
             f.write(f"y = {next(edits)}\n")
 
-    rows.append(paired("launch after a one-file edit", launch, lambda: _run(rsync, b.env), "`rsync -az`",
+    rows.append(paired("launch after a one-file edit", launch, lambda: run_timed(rsync, b.env), "`rsync -az`",
                        1.5, "<= 1.5x", before=edit))
     rows[-1].note = _bytes_after_edit(b, work, edit) + "\n- " + _launch_profile(b, work)
     return rows
@@ -289,14 +155,14 @@ def _bytes_after_edit(b: Bench, work: Path, edit: Callable[[], None]) -> str:
     rsync = ["rsync", "-az", "-e", " ".join(b.ssh), f"{work}/", f"farhost:{dest}/"]
     try:
         b.proxy.delay_s = 0.0
-        _run(b.tether("launch", str(work / "job.yaml")), b.env)
-        _run(rsync, b.env)
+        run_timed(b.tether("launch", str(work / "job.yaml")), b.env)
+        run_timed(rsync, b.env)
         edit()
         b.proxy.reset_counts()
-        _run(b.tether("launch", str(work / "job.yaml")), {**b.env, "TETHER_SSH_PERSIST_S": "0"})
+        run_timed(b.tether("launch", str(work / "job.yaml")), {**b.env, "TETHER_SSH_PERSIST_S": "0"})
         ours = b.proxy.sent_up + b.proxy.sent_down
         b.proxy.reset_counts()
-        _run(rsync, b.env)
+        run_timed(rsync, b.env)
         peer = b.proxy.sent_up + b.proxy.sent_down
     finally:
         (work / "job.yaml").write_text(yaml)
@@ -327,17 +193,17 @@ def pull_rows(b: Bench) -> List[Row]:
             return d
 
         def ours(path: str) -> float:
-            return _run(b.tether("pull", job, "--to", str(fresh()), "--path", path), b.env)
+            return run_timed(b.tether("pull", job, "--to", str(fresh()), "--path", path), b.env)
 
         def peer(path: str) -> float:
             d = fresh()
             d.mkdir()
-            return _run(["rsync", "-aW", "-e", " ".join(b.ssh), f"{host}:{outputs / path}", f"{d}/"], b.env)
+            return run_timed(["rsync", "-aW", "-e", " ".join(b.ssh), f"{host}:{outputs / path}", f"{d}/"], b.env)
 
         def scp(path: str) -> float:
             d = fresh()
             d.mkdir()
-            return _run(["scp", "-q", "-O", "-F", str(b.conf), "-o", f"UserKnownHostsFile={b.tmp / 'peer_known_hosts'}",
+            return run_timed(["scp", "-q", "-O", "-F", str(b.conf), "-o", f"UserKnownHostsFile={b.tmp / 'peer_known_hosts'}",
                          "-o", "StrictHostKeyChecking=accept-new", "-r", f"{host}:{outputs / path}", f"{d}/"], b.env)
 
         def clean() -> None:
@@ -400,7 +266,7 @@ def log_rows(b: Bench) -> List[Row]:
         ratios.append(ours[-1] / peer[-1])
     row = Row("log line latency, `tether logs -f` (median of 25 lines a round)", ours, peer, "`ssh host tail -F`",
               1.2, "<= 1.2x", ratios=ratios, unit="ms")
-    print(f"  logs: {_spread(ours, 'ms')} vs {_spread(peer, 'ms')}", flush=True)
+    print(f"  logs: {spread(ours, 'ms')} vs {spread(peer, 'ms')}", flush=True)
     return [row]
 
 
