@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 
 from results import splice  # noqa: E402
-from speed_harness import BIG_MB, HOST_PYTHON, ROUNDS, TREE_FILES, Bench, Row, paired, run_timed, spread  # noqa: E402
+from speed_harness import BIG_MB, ROUNDS, TREE_FILES, Bench, Row, paired, run_timed, spread  # noqa: E402
 
 TITLE = "## Where users wait: tether against OpenSSH and rsync"
 
