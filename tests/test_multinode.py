@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
-from netns import two_hosts, unavailable
+from netns import sh, two_hosts, unavailable
 from test_causal_lm import by_hand, config
 from tiny_lm import make_data, make_model
 
@@ -149,6 +149,48 @@ def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts,
         assert resumed and resumed[0]["step"] and resumed[0]["step"] >= 20, resumed
     log0 = tether("logs", job, "--node", "0", "--tail", "400").stdout
     assert "--- attempt 1" in log0 and "resumed from" in log0
+
+
+TICKER = """
+    import json, os, time
+    for step in range(1, 1500):
+        with open(os.environ["TETHER_PROGRESS_FILE"], "a") as f:
+            f.write(json.dumps({"step": step}) + "\\n")
+        time.sleep(0.2)
+"""
+
+
+def test_a_node_whose_host_vanishes_fails_the_job_within_seconds_naming_it(hosts, tether, project):
+    """Node 1's network goes down: its connections are never closed, nothing is sent back.
+    Before the agents' heartbeat node 0 ran on alone, then waited 300 s for node 1's outcome."""
+    spec = project(f"""
+        name: quiet
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {hosts.root}, python: {sys.executable},
+                master_addr: {hosts.nodes[0].ip}, join_timeout_s: 30}}
+        run: python ticker.py
+        heartbeat: {{every_s: 0.5, stall_after_s: 300}}
+        restart: {{max: 0}}
+    """, {"ticker.py": TICKER})
+    job = launched_id(tether("launch", spec))
+    for k in (0, 1):
+        progress = hosts.job_dir(k, job) / "progress.jsonl"
+        wait_for(lambda: progress.exists() and len(progress.read_text().splitlines()) >= 3, 120,
+                 what=f"node {k} to train")
+    sh("ip", "link", "set", "eth0", "down", ns=hosts.nodes[1].ns)
+    gone = time.time()
+    events = hosts.job_dir(0, job) / "events.jsonl"
+
+    def settled():
+        found = [json.loads(x) for x in events.read_text().splitlines() if '"nodes-settled"' in x]
+        return found[0] if found else None
+
+    verdict = wait_for(settled, 60, what="node 0 to give node 1 up")["job"]
+    assert verdict["state"] == "FAILED" and verdict["failure"] == "infra", verdict
+    assert verdict["reason"].startswith("node 1: its agent went silent: nothing heard from it for 15s"), verdict
+    assert settled()["time"] - gone < 30  # 15 s of silence, then node 0's own workload stopped
+    sh("ip", "link", "set", "eth0", "up", ns=hosts.nodes[1].ns)  # so that status reaches node 1 again
+    done = wait_state(tether, job, "FAILED", timeout=120)
+    assert done["reason"].startswith("node 1: its agent went silent"), done
 
 
 def test_stop_acts_on_every_node(hosts, tether, project, assets):
