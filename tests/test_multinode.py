@@ -193,6 +193,63 @@ def test_a_node_whose_host_vanishes_fails_the_job_within_seconds_naming_it(hosts
     assert done["reason"].startswith("node 1: its agent went silent"), done
 
 
+SHARDS = """
+    import json, os, time
+    rank = os.environ["TETHER_NODE_RANK"]
+    for step in range(1, 9):
+        line = {"step": step}
+        if step % 3 == 0:  # each node saves its own shard of the checkpoint, as ZeRO does
+            folder = os.path.join(os.environ["TETHER_CHECKPOINT_DIR"], f"step-{step}")
+            os.makedirs(folder)
+            with open(os.path.join(folder, f"shard-{rank}.bin"), "w") as f:
+                f.write(f"node {rank} step {step}")
+            line["checkpoint"] = f"step-{step}"
+        with open(os.environ["TETHER_PROGRESS_FILE"], "a") as f:
+            f.write(json.dumps(line) + "\\n")
+        time.sleep(1)
+    with open(os.path.join(os.environ["TETHER_OUTPUT_DIR"], "who.txt"), "w") as f:
+        f.write(f"node {rank}")
+"""
+
+
+def test_pull_and_backups_of_one_node_or_of_every_node(hosts, tether, project, tmp_path):
+    spec = project(f"""
+        name: shards
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {hosts.root}, python: {sys.executable},
+                master_addr: {hosts.nodes[0].ip}, join_timeout_s: 30}}
+        run: python shards.py
+        backup: {{every_min: 0.02}}
+    """, {"shards.py": SHARDS})
+    job = launched_id(tether("launch", spec))
+    done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=120)
+    assert done["state"] == "SUCCEEDED", done
+
+    listed = json.loads(tether("backups", job, "--node", "1", "--json").stdout)
+    on_disk = sorted(p.name for p in (hosts.job_dir(1, job) / "backups").iterdir())
+    assert sorted(b["name"] for b in listed) == on_disk and {b["step"] for b in listed} == {3, 6}, listed
+
+    for args, who in ((("--node", "1"), "node 1"), ((), "node 0")):  # node 0 unless asked
+        to = tmp_path / f"pulled{args}"
+        assert tether("pull", job, *args, "--to", str(to)).exit_code == 0
+        assert (to / "outputs" / "who.txt").read_text() == who
+    to = tmp_path / "every"
+    assert tether("pull", job, "--all-nodes", "--to", str(to)).exit_code == 0
+    assert [(to / f"node-{k}" / "outputs" / "who.txt").read_text() for k in (0, 1)] == ["node 0", "node 1"]
+
+    to = tmp_path / "shards"
+    r = tether("pull", job, "--backup", "latest", "--all-nodes", "--to", str(to))
+    assert r.exit_code == 0, r
+    for k in (0, 1):
+        (backup,) = (to / f"node-{k}" / "backups").iterdir()
+        assert backup.name.endswith("-step6") and (backup / "MANIFEST.json").is_file()
+        (shard,) = backup.rglob("shard-*.bin")
+        assert shard.name == f"shard-{k}.bin" and shard.read_text() == f"node {k} step 6"
+        assert f"node-{k}/backups/{backup.name}/MANIFEST.json" in r.stdout
+
+    r = tether("pull", job, "--node", "2")
+    assert r.exit_code == 2 and f"job {job} has nodes 0 to 1, not 2" in (r.stderr + r.stdout), r
+
+
 def test_stop_acts_on_every_node(hosts, tether, project, assets):
     train = {**TRAIN, "max_steps": 400}
     job = launched_id(tether("launch", project(lm_spec(hosts, assets, train))))
