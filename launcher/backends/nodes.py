@@ -74,6 +74,10 @@ class NodesJob:
         first = AgentJob.label_of(node_record(rec, (rec.nodes or [{}])[0])) if rec.nodes else "?"
         return f"{len(rec.nodes or [])} nodes: {first}, ..."
 
+    @staticmethod
+    def home_record(rec: JobRecord) -> JobRecord:
+        return node_record(rec, rec.nodes[0]) if rec.nodes else rec
+
     def _each(self, fn: Callable[[AgentJob], object]) -> list:
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             return list(pool.map(fn, self.nodes))
