@@ -5,13 +5,15 @@ Per attempt: hello (the steps it could resume from) -> probe (node 0 listens on 
 port, each node connects to it) -> go (or why not, and the step all nodes resume from) ->
 the workloads run; a node whose workload ends badly is reported and node 0 tells the others
 to abort (they are not left blocked in a collective) -> each node's outcome -> one verdict
-for the job, the same on every node. JSON lines; everything a peer sends is checked.
+for the job, the same on every node. JSON lines; everything a peer sends is checked. Each side beats every BEAT_S and a peer
+heard nothing from for SILENT_S has failed, as one whose connection closed (peer_wire.py): a
+host that vanishes without closing its connections is caught in seconds, not at torch's
+collective timeout or SETTLE_S.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import queue
 import socket
 import threading
@@ -19,11 +21,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .clock import REAL, Clock
+from .peer_wire import BEAT_S, SILENT_S, Beater, Hearing, hang_up, lines, send, tune
 from .protocol import FailureClass, JobState
 from .rendezvous import NodePlan, reach
 
 Idle = Callable[[], Optional[bool]]   # runs the agent's duties while waiting; True: stop waiting
-MAX_LINE = 64 * 1024
 PROBE_TIMEOUT_S = 5.0
 SETTLE_S = 300.0          # how long node 0 waits for every node's outcome of an attempt
 
@@ -69,34 +72,6 @@ def combine(reports: Dict[int, Report]) -> Report:
     return Report(worst.state, f"node {node}: {worst.reason}", worst.failure)
 
 
-def _send(sock: socket.socket, msg: dict) -> bool:
-    try:
-        sock.sendall(json.dumps(msg).encode() + b"\n")
-        return True
-    except OSError:
-        return False
-
-
-def _lines(sock: socket.socket):
-    """Each JSON object a peer sends; ends at EOF, at an over-long line or at one that is
-    not an object (a peer that talks nonsense is treated as gone)."""
-    f = sock.makefile("rb")
-    while True:
-        try:
-            line = f.readline(MAX_LINE + 1)
-        except OSError:
-            return
-        if not line or len(line) > MAX_LINE:
-            return
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(msg, dict):
-            return
-        yield msg
-
-
 def _node_of(msg: dict, plan: NodePlan) -> Optional[int]:
     """The node a connection's first message says it is: only with the job's token (anyone
     who can reach the control port could otherwise speak for a node)."""
@@ -114,15 +89,18 @@ def _steps(msg: dict) -> List[int]:
 class Coordinator:
     """Node 0's side. Reader threads only queue what arrives; the agent's loop handles it."""
 
-    def __init__(self, plan: NodePlan) -> None:
+    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: float = BEAT_S,
+                 silent_s: float = SILENT_S) -> None:
         self.plan = plan
         self.server = socket.create_server(("", plan.control_port))
+        self.hearing = Hearing(clock, silent_s)
         self.inbox: "queue.Queue[Tuple[Optional[int], socket.socket, dict]]" = queue.Queue()
         self.conns: Dict[int, socket.socket] = {}
         self.hellos: Dict[int, dict] = {}
         self.probed: Dict[int, Optional[str]] = {}
         self.ended: Dict[int, Report] = {}
         self.aborted_with: Optional[str] = None
+        self.beater = Beater(lambda: list(self.conns.values()), {"beat": 0}, beat_s)
         threading.Thread(target=self._accept, daemon=True, name="peers-accept").start()
 
     def _accept(self) -> None:
@@ -131,11 +109,12 @@ class Coordinator:
                 sock, _ = self.server.accept()
             except OSError:
                 return
+            tune(sock)
             threading.Thread(target=self._read, args=(sock,), daemon=True, name="peers-read").start()
 
     def _read(self, sock: socket.socket) -> None:
         node = None
-        for msg in _lines(sock):
+        for msg in lines(sock):
             node = node if node is not None else _node_of(msg, self.plan)
             if node is None:
                 break
@@ -149,17 +128,21 @@ class Coordinator:
             return
         if node is None:
             sock.close()
-        elif "hello" in msg:
+            return
+        if "hello" in msg:
             old = self.conns.get(node)
             if old is not None and old is not sock:
-                old.close()
+                hang_up(old)
             self.conns[node], self.hellos[node] = sock, msg
-        elif self.conns.get(node) is not sock:
-            return  # an earlier connection of that node: stale
-        elif "lost" in msg:
+        if self.conns.get(node) is not sock:
+            return  # an earlier connection of that node (or one found silent): stale
+        if "lost" in msg:
             del self.conns[node]
+            self.hearing.forget(node)
             self.ended.setdefault(node, Report(JobState.FAILED, "its agent or host went away", FailureClass.INFRA))
-        elif "probed" in msg:
+            return
+        self.hearing.heard(node)  # any line, a beat included, says the node is there
+        if "probed" in msg:
             problem = msg.get("problem")
             self.probed[node] = str(problem)[:200] if problem is not None else None
         elif "ended" in msg:
@@ -167,6 +150,16 @@ class Coordinator:
                 self.ended[node] = Report.from_json(msg)
             except (KeyError, ValueError):
                 self.ended[node] = Report(JobState.FAILED, "its outcome was not understood", FailureClass.INFRA)
+
+    def _drop_silent(self) -> None:
+        """A connected node heard nothing from for silent_s has failed: its connection is
+        hung up (a late word from it is stale) and its outcome is that failure."""
+        for n in self.hearing.silent():
+            self.hearing.forget(n)
+            sock = self.conns.pop(n, None)
+            if sock is not None:
+                hang_up(sock)
+                self.ended.setdefault(n, Report(JobState.FAILED, self.hearing.why(), FailureClass.INFRA))
 
     def _members(self) -> range:
         return range(1, self.plan.count)
@@ -188,7 +181,7 @@ class Coordinator:
                 return self._decide(gate)
             self.probed.clear()
             for n in self._members():
-                _send(self.conns[n], {"probe": p.master_port})
+                send(self.conns.get(n), {"probe": p.master_port})
             deadline = time.monotonic() + 4 * PROBE_TIMEOUT_S
             while any(n not in self.probed for n in self._members()) and time.monotonic() < deadline:
                 self._pump(0.2)
@@ -206,7 +199,7 @@ class Coordinator:
 
     def _decide(self, gate: Gate) -> Gate:
         for n in list(self.conns):
-            _send(self.conns[n], {"go": gate.ok, "reason": gate.reason, "step": gate.step})
+            send(self.conns[n], {"go": gate.ok, "reason": gate.reason, "step": gate.step})
         self.hellos.clear()
         self.ended.clear()
         self.aborted_with = None
@@ -216,6 +209,7 @@ class Coordinator:
         """Why this node's workload must stop now (another node failed), once; None if not."""
         while not self.inbox.empty():
             self._pump(0)
+        self._drop_silent()
         bad = {n: r for n, r in self.ended.items() if r.state != JobState.SUCCEEDED}
         if bad and self.aborted_with is None:
             node = min(bad)
@@ -226,7 +220,7 @@ class Coordinator:
     def abort(self, reason: str) -> None:
         self.aborted_with = reason
         for sock in list(self.conns.values()):
-            _send(sock, {"abort": reason})
+            send(sock, {"abort": reason})
 
     def settle(self, own: Report, idle: Idle, wait_s: float = SETTLE_S) -> Report:
         """Every node's outcome, combined and told to all; a node silent past wait_s failed."""
@@ -235,6 +229,7 @@ class Coordinator:
         deadline = time.monotonic() + wait_s
         while any(n not in self.ended for n in self._members()) and time.monotonic() < deadline:
             self._pump(0.2)
+            self._drop_silent()
             idle()
         reports = {0: own}
         for n in self._members():
@@ -242,28 +237,29 @@ class Coordinator:
                                                      FailureClass.INFRA)
         verdict = combine(reports)
         for n, sock in list(self.conns.items()):
-            _send(sock, {"verdict": verdict.to_json()})
+            send(sock, {"verdict": verdict.to_json()})
         self.ended.clear()
         return verdict
 
     def close(self) -> None:
-        try:
-            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept thread (close alone does not)
-        except OSError:
-            pass
-        self.server.close()
-        for sock in self.conns.values():
-            sock.close()
+        self.beater.stop()
+        hang_up(self.server)  # wakes the accept thread
+        for sock in list(self.conns.values()):
+            hang_up(sock)
 
 
 class Member:
     """Every other node's side: one connection to node 0 per attempt."""
 
-    def __init__(self, plan: NodePlan) -> None:
-        self.plan = plan
+    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: float = BEAT_S,
+                 silent_s: float = SILENT_S) -> None:
+        self.plan, self.beat_s = plan, beat_s
         self.sock: Optional[socket.socket] = None
         self.inbox: "queue.Queue[dict]" = queue.Queue()
         self.aborted_with: Optional[str] = None
+        self.hearing = Hearing(clock, silent_s)
+        self.silenced: Optional[str] = None   # why node 0 counts as gone though connected
+        self.beater: Optional[Beater] = None
 
     def _where(self, port: int) -> str:
         return f"{self.plan.master_addr}:{port}"
@@ -276,6 +272,7 @@ class Member:
             try:
                 self.sock = socket.create_connection((p.master_addr, p.control_port), timeout=PROBE_TIMEOUT_S)
                 self.sock.settimeout(None)
+                tune(self.sock)
                 return None
             except socket.timeout:
                 problem = "timed out"
@@ -287,14 +284,29 @@ class Member:
         return problem
 
     def _read(self, sock: socket.socket) -> None:
-        for msg in _lines(sock):
+        for msg in lines(sock):
+            if self.sock is sock:
+                self.hearing.heard(0)
+            if "beat" in msg:
+                continue
             if "abort" in msg:
                 self.aborted_with = self.aborted_with or str(msg["abort"])[:500]
             else:
                 self.inbox.put(msg)
         if self.sock is sock:  # node 0 went away mid-attempt: this workload cannot go on either
-            self.aborted_with = self.aborted_with or f"lost the connection to node 0 ({self._where(self.plan.control_port)})"
+            self.aborted_with = self.aborted_with or self._gone()
         self.inbox.put({"lost": True})
+
+    def _gone(self) -> str:
+        return self.silenced or f"lost the connection to node 0 ({self._where(self.plan.control_port)})"
+
+    def _check_silence(self) -> bool:
+        """Node 0 heard nothing from for silent_s has failed (its host may never close the
+        connection): this node's workload must stop, as for a closed one."""
+        if self.sock is not None and self.silenced is None and 0 in self.hearing.silent():
+            self.silenced = f"node 0 ({self._where(self.plan.control_port)}): {self.hearing.why()}"
+            self.aborted_with = self.aborted_with or self.silenced
+        return self.silenced is not None
 
     def _next(self, key: str, wait_s: float, idle: Idle) -> Optional[dict]:
         deadline = time.monotonic() + wait_s
@@ -302,7 +314,7 @@ class Member:
             try:
                 msg = self.inbox.get(timeout=0.2)
             except queue.Empty:
-                if idle():
+                if idle() or self._check_silence():
                     return None
                 continue
             if key in msg or "lost" in msg:
@@ -312,49 +324,51 @@ class Member:
     def gather(self, own_steps: List[int], idle: Idle) -> Gate:
         p = self.plan
         self.close()
-        self.aborted_with, self.inbox = None, queue.Queue()
+        self.aborted_with, self.silenced, self.inbox = None, None, queue.Queue()
         problem = self._connect(idle)
         if problem is not None:
             return Gate(False, f"node {p.rank} cannot reach {self._where(p.control_port)} ({problem}): tether's "
                                "control port, beside the master port, must be open between the hosts")
         sock = self.sock
+        self.hearing.heard(0)
         threading.Thread(target=self._read, args=(sock,), daemon=True, name="peers-read").start()
-        _send(sock, {"hello": p.rank, "token": p.token, "steps": sorted(set(own_steps))})
+        send(sock, {"hello": p.rank, "token": p.token, "steps": sorted(set(own_steps))})
+        self.beater = Beater(lambda: [sock] if self.sock is sock else [], {"beat": p.rank}, self.beat_s)
         asked = self._next("probe", p.join_timeout_s + 60, idle)
         if asked is not None:
-            _send(sock, {"probed": p.rank, "problem": reach(p.master_addr, p.master_port, PROBE_TIMEOUT_S)})
+            send(sock, {"probed": p.rank, "problem": reach(p.master_addr, p.master_port, PROBE_TIMEOUT_S)})
             go = self._next("go", 4 * PROBE_TIMEOUT_S + 30, idle)
         else:
             go = self._next("go", 1, idle)  # node 0 may have said no before any probe
         if go is None:
-            return Gate(False, f"lost the connection to node 0 ({self._where(p.control_port)}) while joining")
+            return Gate(False, f"{self._gone()} while joining")
         step = go.get("step")
         return Gate(go.get("go") is True, str(go.get("reason") or "")[:500],
                     step if isinstance(step, int) and step >= 0 else None)
 
     def abort_reason(self) -> Optional[str]:
+        self._check_silence()
         return self.aborted_with
 
     def abort(self, reason: str) -> None:
         """Nothing to tell: its outcome, sent at settle, makes node 0 abort the others."""
 
     def settle(self, own: Report, idle: Idle, wait_s: float = SETTLE_S) -> Report:
-        if self.sock is None or not _send(self.sock, {"ended": self.plan.rank, **own.to_json()}):
-            return Report(JobState.FAILED, f"node {self.plan.rank}: lost the connection to node 0", FailureClass.INFRA)
-        got = self._next("verdict", wait_s, idle)
+        sent = self.sock is not None and send(self.sock, {"ended": self.plan.rank, **own.to_json()})
+        got = self._next("verdict", wait_s, idle) if sent else None
+        gone = self._gone()
         self.close()
         if got is None:
-            return Report(JobState.FAILED, f"node {self.plan.rank}: lost the connection to node 0 "
-                          f"({self._where(self.plan.control_port)})", FailureClass.INFRA)
+            return Report(JobState.FAILED, f"node {self.plan.rank}: {gone}", FailureClass.INFRA)
         try:
             return Report.from_json(got["verdict"])
         except (KeyError, TypeError, ValueError):
             return Report(JobState.FAILED, "node 0's verdict was not understood", FailureClass.INFRA)
 
     def close(self) -> None:
+        if self.beater is not None:
+            self.beater.stop()
+            self.beater = None
         if self.sock is not None:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-            self.sock = None
+            sock, self.sock = self.sock, None
+            hang_up(sock)

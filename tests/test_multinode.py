@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launched_id, status_json, wait_for, wait_state
-from netns import two_hosts, unavailable
+from netns import sh, two_hosts, unavailable
 from test_causal_lm import by_hand, config
 from tiny_lm import make_data, make_model
 
@@ -149,6 +149,105 @@ def test_a_killed_workload_on_node_1_restarts_both_from_the_newest_backup(hosts,
         assert resumed and resumed[0]["step"] and resumed[0]["step"] >= 20, resumed
     log0 = tether("logs", job, "--node", "0", "--tail", "400").stdout
     assert "--- attempt 1" in log0 and "resumed from" in log0
+
+
+TICKER = """
+    import json, os, time
+    for step in range(1, 1500):
+        with open(os.environ["TETHER_PROGRESS_FILE"], "a") as f:
+            f.write(json.dumps({"step": step}) + "\\n")
+        time.sleep(0.2)
+"""
+
+
+def test_a_node_whose_host_vanishes_fails_the_job_within_seconds_naming_it(hosts, tether, project):
+    """Node 1's network goes down: its connections are never closed, nothing is sent back.
+    Before the agents' heartbeat node 0 ran on alone, then waited 300 s for node 1's outcome."""
+    spec = project(f"""
+        name: quiet
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {hosts.root}, python: {sys.executable},
+                master_addr: {hosts.nodes[0].ip}, join_timeout_s: 30}}
+        run: python ticker.py
+        heartbeat: {{every_s: 0.5, stall_after_s: 300}}
+        restart: {{max: 0}}
+    """, {"ticker.py": TICKER})
+    job = launched_id(tether("launch", spec))
+    for k in (0, 1):
+        progress = hosts.job_dir(k, job) / "progress.jsonl"
+        wait_for(lambda: progress.exists() and len(progress.read_text().splitlines()) >= 3, 120,
+                 what=f"node {k} to train")
+    sh("ip", "link", "set", "eth0", "down", ns=hosts.nodes[1].ns)
+    gone = time.time()
+    events = hosts.job_dir(0, job) / "events.jsonl"
+
+    def settled():
+        found = [json.loads(x) for x in events.read_text().splitlines() if '"nodes-settled"' in x]
+        return found[0] if found else None
+
+    verdict = wait_for(settled, 60, what="node 0 to give node 1 up")["job"]
+    assert verdict["state"] == "FAILED" and verdict["failure"] == "infra", verdict
+    assert verdict["reason"].startswith("node 1: its agent went silent: nothing heard from it for 15s"), verdict
+    assert settled()["time"] - gone < 30  # 15 s of silence, then node 0's own workload stopped
+    sh("ip", "link", "set", "eth0", "up", ns=hosts.nodes[1].ns)  # so that status reaches node 1 again
+    done = wait_state(tether, job, "FAILED", timeout=120)
+    assert done["reason"].startswith("node 1: its agent went silent"), done
+
+
+SHARDS = """
+    import json, os, time
+    rank = os.environ["TETHER_NODE_RANK"]
+    for step in range(1, 9):
+        line = {"step": step}
+        if step % 3 == 0:  # each node saves its own shard of the checkpoint, as ZeRO does
+            folder = os.path.join(os.environ["TETHER_CHECKPOINT_DIR"], f"step-{step}")
+            os.makedirs(folder)
+            with open(os.path.join(folder, f"shard-{rank}.bin"), "w") as f:
+                f.write(f"node {rank} step {step}")
+            line["checkpoint"] = f"step-{step}"
+        with open(os.environ["TETHER_PROGRESS_FILE"], "a") as f:
+            f.write(json.dumps(line) + "\\n")
+        time.sleep(1)
+    with open(os.path.join(os.environ["TETHER_OUTPUT_DIR"], "who.txt"), "w") as f:
+        f.write(f"node {rank}")
+"""
+
+
+def test_pull_and_backups_of_one_node_or_of_every_node(hosts, tether, project, tmp_path):
+    spec = project(f"""
+        name: shards
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {hosts.root}, python: {sys.executable},
+                master_addr: {hosts.nodes[0].ip}, join_timeout_s: 30}}
+        run: python shards.py
+        backup: {{every_min: 0.02}}
+    """, {"shards.py": SHARDS})
+    job = launched_id(tether("launch", spec))
+    done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=120)
+    assert done["state"] == "SUCCEEDED", done
+
+    listed = json.loads(tether("backups", job, "--node", "1", "--json").stdout)
+    on_disk = sorted(p.name for p in (hosts.job_dir(1, job) / "backups").iterdir())
+    assert sorted(b["name"] for b in listed) == on_disk and {b["step"] for b in listed} == {3, 6}, listed
+
+    for args, who in ((("--node", "1"), "node 1"), ((), "node 0")):  # node 0 unless asked
+        to = tmp_path / f"pulled{args}"
+        assert tether("pull", job, *args, "--to", str(to)).exit_code == 0
+        assert (to / "outputs" / "who.txt").read_text() == who
+    to = tmp_path / "every"
+    assert tether("pull", job, "--all-nodes", "--to", str(to)).exit_code == 0
+    assert [(to / f"node-{k}" / "outputs" / "who.txt").read_text() for k in (0, 1)] == ["node 0", "node 1"]
+
+    to = tmp_path / "shards"
+    r = tether("pull", job, "--backup", "latest", "--all-nodes", "--to", str(to))
+    assert r.exit_code == 0, r
+    for k in (0, 1):
+        (backup,) = (to / f"node-{k}" / "backups").iterdir()
+        assert backup.name.endswith("-step6") and (backup / "MANIFEST.json").is_file()
+        (shard,) = backup.rglob("shard-*.bin")
+        assert shard.name == f"shard-{k}.bin" and shard.read_text() == f"node {k} step 6"
+        assert f"node-{k}/backups/{backup.name}/MANIFEST.json" in r.stdout
+
+    r = tether("pull", job, "--node", "2")
+    assert r.exit_code == 2 and f"job {job} has nodes 0 to 1, not 2" in (r.stderr + r.stdout), r
 
 
 def test_stop_acts_on_every_node(hosts, tether, project, assets):

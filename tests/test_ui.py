@@ -291,3 +291,40 @@ def test_tether_ui_without_its_extra_names_it(tether, monkeypatch):
     r = tether("ui", "--no-browser")
     assert r.exit_code == 2
     assert r.stderr.strip() == "error: the dashboard needs uvicorn — pip install 'tether[ui]'"
+
+
+def test_a_multi_node_jobs_page_draws_a_row_per_node_as_text(tether, project, host_root, dashboard, shots):
+    """Two real jobs on the test host joined in the registry as one job's node 0 and node 1
+    (the namespaces' two hosts are the multi-node tests' own); node 1's host says something
+    hostile in its state.json."""
+    first = _launch(tether, project, host_root, "python3 train.py 5 0.01")
+    second = _launch(tether, project, host_root, "python3 train.py 3 0.01")
+    for job in (first, second):
+        wait_state(tether, job, "SUCCEEDED")
+    said = host_root / "jobs" / second / "state.json"
+    doc = json.loads(said.read_text())
+    said.write_text(json.dumps({**doc, "reason": '<img src=x onerror="document.body.dataset.owned=1">done'}))
+    registry = Registry(places().registry)
+    try:
+        recs = [registry.resolve(j) for j in (first, second)]
+        registry.add(dataclasses.replace(recs[0], id="twonodes", created=recs[1].created + 1, final=None, nodes=[
+            {"endpoint": r.endpoint, "remote_root": r.remote_root, "job_dir": r.job_dir, "python": r.python,
+             "runtime_dir": r.runtime_dir} for r in recs]))
+    finally:
+        registry.close()
+    with chromium() as page:
+        page.goto(dashboard.url)
+        page.goto(f"http://127.0.0.1:{dashboard.port}/job/twonodes")
+        page.wait_for_selector('#nodes tr[data-node="1"]', timeout=20000)
+        cells = page.eval_on_selector_all("#nodes tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+        assert [c[:4] for c in cells] == [["node 0", cells[0][1], "SUCCEEDED", "4"],
+                                          ["node 1", cells[1][1], "SUCCEEDED", "2"]], cells
+        assert all("127.0.0.1" in c[1] for c in cells) and all(c[5].endswith("ago") for c in cells), cells
+        assert cells[1][6] == '<img src=x onerror="document.body.dataset.owned=1">done'
+        assert page.evaluate("document.querySelectorAll('main img').length") == 0
+        assert page.evaluate("document.body.dataset.owned") is None
+        page.wait_for_selector('.chart[data-metric="loss"] canvas', timeout=20000)  # node 0's curves
+        page.screenshot(path=str(shots / "job-nodes.png"), full_page=True)
+        page.goto(f"http://127.0.0.1:{dashboard.port}/job/{first}")
+        page.wait_for_selector("body[data-loaded]", timeout=20000)
+        assert page.is_hidden("#nodes")  # a one-host job has no node rows

@@ -51,6 +51,13 @@ def reaches_host(rec: JobRecord) -> bool:
     return _kind(rec).reaches_host
 
 
+def home_record(rec: JobRecord) -> JobRecord:
+    """The record of the host that holds a job's progress, events and logs: node 0's for a
+    multi-node job (rank 0's curves), the job's own otherwise."""
+    home = getattr(_kind(rec), "home_record", None)
+    return home(rec) if home is not None else rec
+
+
 def label_of(rec: JobRecord) -> str:
     """Where a job runs, in words: `user@host:port`, `local`, `kaggle:user/slug`, ..."""
     return _kind(rec).label_of(rec)
@@ -107,5 +114,5 @@ def _kept_view(r: JobRecord) -> "JobView | None":
                    host=label_of(r))
 
 
-__all__ = ["Context", "JobHandle", "StopAsked", "Unsupported", "handle_for", "label_of", "reaches_host", "observe", "observe_on",
+__all__ = ["Context", "JobHandle", "StopAsked", "Unsupported", "handle_for", "home_record", "label_of", "reaches_host", "observe", "observe_on",
            "launch_kernel", "colab_notebook", "notebook_record", "quota_line"]

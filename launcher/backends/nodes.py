@@ -1,7 +1,8 @@
 """A job on several hosts (host.nodes > 1): one handle over one AgentJob per node. Status is a
 row per node plus the job's state derived from them; logs are merged with `[node k]`; stop and
-resume act on every node. Outputs, backups, pull and shell are node 0's (rank 0 writes the
-model; each node keeps its own checkpoint shards, and a restart needs all of them)."""
+resume act on every node. Pull and backups are node 0's unless another node or every node is
+asked for (rank 0 writes the model; each node keeps its own checkpoint shards, and a restart
+needs all of them: `pull --backup --all-nodes` brings the same step from each, into node-k/)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ class NodesJob:
         first = AgentJob.label_of(node_record(rec, (rec.nodes or [{}])[0])) if rec.nodes else "?"
         return f"{len(rec.nodes or [])} nodes: {first}, ..."
 
+    @staticmethod
+    def home_record(rec: JobRecord) -> JobRecord:
+        return node_record(rec, rec.nodes[0]) if rec.nodes else rec
+
     def _each(self, fn: Callable[[AgentJob], object]) -> list:
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             return list(pool.map(fn, self.nodes))
@@ -109,13 +114,28 @@ class NodesJob:
         self._each(lambda n: (n.logs(tail, True, which, sinks[self.nodes.index(n)]),
                               sinks[self.nodes.index(n)].close()))
 
-    # -- node 0's files --------------------------------------------------------------------
+    # -- node 0's files (or another's, or every node's) ------------------------------------
 
     def pull(self, dest: Path, paths: Optional[Sequence[str]], console: "Console") -> "PullResult":
         return self.nodes[0].pull(dest, paths, console)
 
     def pull_backup(self, which: str, dest: Path, console: "Console") -> "PullResult":
         return self.nodes[0].pull_backup(which, dest, console)
+
+    def pull_all(self, dest: Path, paths: Optional[Sequence[str]], console: "Console") -> "PullResult":
+        """Every node's files, node k's into dest/node-k/ (one node after the other)."""
+        from launcher.transfer.node_backups import merged, node_folder
+
+        return merged(dest, [n.pull(node_folder(dest, k), paths, console) for k, n in enumerate(self.nodes)])
+
+    def pull_backup_all(self, which: str, dest: Path, console: "Console") -> "PullResult":
+        """The same step's backup from every node (its ZeRO shards), node k's into
+        dest/node-k/backups/<its name>/, each verified against its manifest."""
+        from launcher.transfer.node_backups import merged, node_folder, pick_per_node
+
+        names = pick_per_node(self._each(lambda n: n.backups()), which)
+        return merged(dest, [n.pull_backup(name, node_folder(dest, k), console)
+                             for k, (n, name) in enumerate(zip(self.nodes, names))])
 
     def inventory(self) -> dict:
         return self.nodes[0].inventory()

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from launcher.backends import label_of
 from launcher.cli.app import app, command, session
-from launcher.errors import TetherError
+from launcher.errors import TetherError, UsageError
 from launcher.registry import JobRecord
 from launcher.show.tables import backups_table, state_text
 from launcher.text import inert, plain
@@ -28,14 +28,21 @@ def pull(
     backup: Optional[str] = typer.Option(None, "--backup", help="a backup instead: 'latest' or its name"),
     path: Optional[List[str]] = typer.Option(None, "--path", help="a file or folder of the job folder to bring "
                                              "instead of the spec's artifacts (repeatable), e.g. code/model.pt"),
+    node: Optional[int] = typer.Option(None, "--node", help="a multi-node job: this node's files "
+                                       "(default node 0, where rank 0 writes the model)"),
+    all_nodes: bool = typer.Option(False, "--all-nodes", help="a multi-node job: every node's, node K's into "
+                                   "node-K/; with --backup the same step from each (its checkpoint shards)"),
 ) -> None:
     """Bring the job's outputs and listed artifacts (or one backup) here, verified by sha256."""
     s = session()
-    handle = s.handle(job)
+    handle = on_node(s.handle(job), node, all_nodes, "pull")
     rec = handle.record
     dest = to or Path(f"{rec.name}-{rec.id}")
     asked = list(path or rec.artifacts or ["outputs/"])
-    result = handle.pull_backup(backup, dest, s.console) if backup else handle.pull(dest, asked, s.console)
+    if all_nodes:
+        result = handle.pull_backup_all(backup, dest, s.console) if backup else handle.pull_all(dest, asked, s.console)
+    else:
+        result = handle.pull_backup(backup, dest, s.console) if backup else handle.pull(dest, asked, s.console)
     if not result.pulled and not result.unchanged and not result.refused and backup is None:
         _say_what_is_there(s.console, rec, asked, handle.inventory())
         return
@@ -45,6 +52,20 @@ def pull(
         s.console.print(f"  {path}", markup=False)
     for item in result.refused:
         s.console.print(f"  not pulled: {item}", markup=False)
+
+
+def on_node(handle, node: Optional[int], all_nodes: bool, verb: str):
+    """The handle a command acts on: the job's, or node K's of a multi-node job (as `logs
+    --node`); --all-nodes keeps the job's handle, which then acts on each node."""
+    if node is None and not all_nodes:
+        return handle
+    rec = handle.record
+    flag = "--all-nodes" if all_nodes else "--node"
+    if not rec.nodes:
+        raise UsageError(f"job {rec.id} runs on one host: {flag} is for a multi-node job", f"tether {verb} {rec.id}")
+    if node is not None and all_nodes:
+        raise UsageError("--node and --all-nodes do not go together", "give one of them")
+    return handle if all_nodes else handle.node(node)
 
 
 def _say_what_is_there(console: Console, rec: JobRecord, asked: List[str], held: object) -> None:
@@ -103,15 +124,16 @@ def stop(
 def backups(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    node: Optional[int] = typer.Option(None, "--node", help="a multi-node job: this node's backups (default 0)"),
 ) -> None:
     """The job's backups on its host: step, age, size, and whether they verify."""
     s = session()
     rec = s.registry.resolve(job)
-    items = s.handle(job).backups()
+    items = on_node(s.handle(job), node, False, "backups").backups()
     if as_json:
         typer.echo(json.dumps([asdict(b) for b in items], indent=1))
     elif not items:
-        s.console.print(f"job {rec.id} has no backups yet")
+        s.console.print(f"job {rec.id} has no backups yet" + (f" on node {node}" if node is not None else ""))
     else:
         s.console.print(backups_table(items))
 

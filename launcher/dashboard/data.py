@@ -18,7 +18,7 @@ from launcher.show.curves import curves, markers, names
 from launcher.errors import TetherError
 from launcher.jobs.history import FILES, JobHistory, refresh
 from launcher.registry import JobRecord, Registry
-from launcher.backends import label_of, observe, observe_on, reaches_host
+from launcher.backends import home_record, label_of, observe, observe_on, reaches_host
 from launcher.jobs.view import JobView
 from launcher.transfer.pull import list_backups
 from launcher.settings import Places
@@ -181,7 +181,7 @@ class Monitor:
         hist = self._details.setdefault(rec.id, JobHistory())
         error = None
         try:
-            with self.pool.client(rec) as client:
+            with self.pool.client(home_record(rec)) as client:
                 for _ in range(3):
                     refresh(client, [(rec, hist)], FILES)
                     if not hist.behind:
@@ -202,7 +202,7 @@ class Monitor:
 
     def log_tail(self, job_id: str, which: str, lines: int) -> str:
         rec = self.record(job_id)
-        with self.pool.client(rec) as client:
+        with self.pool.client(home_record(rec)) as client:
             argv = client.argv("logs", rec.job_dir, "--tail", str(lines), "--file", which)
             done = client.host.run(argv, timeout=30).check("agent logs")
         return plain_lines(done.stdout[-LOG_BYTES:].decode(errors="replace"), LOG_BYTES)
@@ -210,7 +210,7 @@ class Monitor:
     def backups(self, job_id: str) -> List[Dict[str, Any]]:
         """The listing without re-hashing (fast); `verify` in the page re-hashes (tether backups)."""
         rec = self.record(job_id)
-        with self.pool.client(rec) as client:
+        with self.pool.client(home_record(rec)) as client:
             return [asdict(b) for b in list_backups(client, rec.job_dir, check=False)]
 
     def forget_detail(self, job_id: str) -> Optional[JobHistory]:

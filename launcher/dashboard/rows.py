@@ -1,5 +1,6 @@
 """One job as a row of the jobs table (JSON): state, host, step and ETA, heartbeat age, last
-loss with a sparkline, last backup's age, $/h and spend. Host strings are passed on as
+loss with a sparkline, last backup's age, $/h and spend; a multi-node job's row per node
+(rank, host, state, step, heartbeat). Host strings are passed on as
 data; the page sets them with textContent."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from agent.protocol import BACKUP_NAME_RE
 from launcher.show.curves import names
 from launcher.registry import JobRecord
 from launcher.backends import label_of
-from launcher.jobs.view import JobView
+from launcher.jobs.view import JobView, node_json
 from launcher.show.trend import eta_s, loss_name, metric_values, sparkline
 
 
@@ -55,4 +56,5 @@ def job_row(v: JobView, rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "heartbeat_age_s": a.heartbeat_age_s, "loss_name": loss, "loss": last,
         "spark": sparkline(values, 24), "backup": a.backup.last, "backup_age_s": backup_age_s(a.backup.last),
         "spend_usd": v.spend_usd, "attempt": a.attempt, "warnings": list(a.warnings),
+        "nodes": [node_json(k, n) for k, n in enumerate(v.nodes)] if v.nodes else None,
     }

@@ -24,7 +24,20 @@
     $("state").replaceChildren(stateBadge(j.state));
     $("reason").textContent = [j.reason, ...(j.warnings || [])].filter(Boolean).join(" · ");
     $("facts").textContent = facts(j);
+    showNodes(j.nodes);
     ended = !!j.terminal;
+  }
+
+  function showNodes(nodes) {  // a multi-node job: one row per node, every string as text
+    const table = $("nodes");
+    table.hidden = !Array.isArray(nodes) || nodes.length === 0;
+    if (table.hidden) return;
+    const rows = nodes.map(n => el("tr", {"data-node": String(Number(n.node))},
+      el("td", {text: `node ${Number(n.node)}`}), el("td", {text: n.host}),
+      el("td", {}, stateBadge(String(n.state))), el("td", {text: n.step == null ? "-" : n.step}),
+      el("td", {text: n.attempt == null ? "-" : n.attempt}), el("td", {text: ago(n.heartbeat_age_s)}),
+      el("td", {text: n.reason || ""})));
+    table.querySelector("tbody").replaceChildren(...rows);
   }
 
   function showEvents(events) {
