@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import job_events, launched_id, status_json, wait_for, wait_state
 from netns import sh, two_hosts, unavailable
 from test_causal_lm import by_hand, config
 from tiny_lm import make_data, make_model
@@ -250,7 +250,10 @@ def test_pull_and_backups_of_one_node_or_of_every_node(hosts, tether, project, t
     assert r.exit_code == 2 and f"job {job} has nodes 0 to 1, not 2" in (r.stderr + r.stdout), r
 
 
-def test_stop_acts_on_every_node(hosts, tether, project, assets):
+def test_stop_and_resume_act_on_every_node(hosts, tether, project, assets):
+    """Stop leaves every node STOPPED with its own shards of the final step; `tether resume`
+    starts every node's agent again, both continue from the same step (not from scratch),
+    and the job finishes on both."""
     train = {**TRAIN, "max_steps": 400}
     job = launched_id(tether("launch", project(lm_spec(hosts, assets, train))))
     wait_for(lambda: (status_json(tether, job).get("step") or 0) >= 2, 400, what="step 2")
@@ -260,6 +263,13 @@ def test_stop_acts_on_every_node(hosts, tether, project, assets):
     assert st["state"] == "STOPPED" and [n["state"] for n in st["nodes"]] == ["STOPPED", "STOPPED"], st
     for k in (0, 1):  # each node saved its own shards of the same final step
         assert any(hosts.job_dir(k, job).glob("checkpoints/step-*/*optim_states.pt"))
+    r = tether("resume", job)
+    assert r.exit_code == 0, r
+    st = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=600)
+    assert st["state"] == "SUCCEEDED" and [n["state"] for n in st["nodes"]] == ["SUCCEEDED", "SUCCEEDED"], st
+    froms = [job_events(hosts.job_dir(k, job).parent.parent, job, "resume")[-1] for k in (0, 1)]
+    assert froms[0].get("step") and froms[0].get("step") == froms[1].get("step"), froms
+    assert st["step"] == 400
 
 
 def test_rented_providers_refuse_several_nodes_before_renting(tether, project):
