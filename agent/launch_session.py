@@ -6,6 +6,7 @@ The conversation, one JSON object per line:
   agent:    {"hello": {"python": [3, 11, 7], "executable": ..., "root": ...}}
   launcher: {"op": "known", "digests": [...]}    manifests it has (sent once its scan is done)
   agent:    {"waiting": true}                    only if another launch holds the project's lock
+                                                 (taken once the digests are in)
   agent:    {"locked": true, "manifest": {"digest": ..., "files"?: ...}}
   launcher: {"op": "create", "job_id": ..., "payload": {...}, "pushed": bool}
   agent:    {"ok": true, "result": {"job_dir": ..., "files": n, "setup_done": bool}}
@@ -14,7 +15,7 @@ The conversation, one JSON object per line:
 An error is {"ok": false, "error": "one line"} and the end of the conversation. The lock is
 held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
 channels of its own (rsync, or `agent receive`). The launcher starts this before it scans its
-workdir, so the host's start, lock and manifest overlap the scan. The end of stdin ends the
+workdir, so the host's Python start overlaps the scan. The end of stdin ends the
 conversation at any point: a launcher that dies leaves no lock behind.
 """
 
@@ -24,7 +25,7 @@ import fcntl
 import json
 import os
 import sys
-from typing import IO, Optional
+from typing import IO, List, Optional
 
 from . import codetree, hostops
 from .paths import JobDir, Root
@@ -63,29 +64,21 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
                          "root": str(root.path)}})
     fd: Optional[int] = None
     try:
-        fd = _take_lock(root, project, out)
-        code = root.code(project)
-        # What killed launches left; no sync writes while we hold the lock. One scan for both.
-        entries = codetree.without_temp_files(code, codetree.scan_files(code))
-        root.clean_rsync_temp(project)
-        files = codetree.manifest(code, root.code_manifest_cache(project), entries)
         told = _request(inp, "known")
         if told is None:
             return 0
         known = told.get("digests")
         if not isinstance(known, list) or not all(isinstance(d, str) for d in known):
             raise ValueError("the launcher's known digests are not a list of strings")
-        answer = codetree.manifest_answer(files, known)
+        # Only now: a multi-node launch introduces every node before it locks any, and a
+        # launcher that stops before this (its scan failed) never held the lock.
+        fd = _take_lock(root, project, out)
+        answer = _manifest(root, project, known)
         _say(out, {"locked": True, "manifest": answer})
         create = _request(inp, "create")
         if create is None:
             return 0
-        payload = create.get("payload")
-        if not isinstance(payload, dict):
-            raise ValueError("the create request has no payload")
-        # Nothing was sent since the manifest, under this same lock: its digest is the code's.
-        unchanged = None if create.get("pushed") else answer["digest"]
-        created = hostops.create_job(root, project, str(create.get("job_id")), payload, code_digest_now=unchanged)
+        created = _create(root, project, create, answer["digest"])
         os.close(fd)  # the job has its snapshot: another launch of the project may go on
         fd = None
         _say(out, {"ok": True, "result": created})
@@ -95,8 +88,7 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
         secrets = start.get("secrets") or {}
         if not isinstance(secrets, dict):
             raise ValueError("the start request's secrets are not an object")
-        result = hostops.start(JobDir(created["job_dir"]), secrets)
-        _say(out, {"ok": True, "result": result})
+        _say(out, {"ok": True, "result": hostops.start(JobDir(created["job_dir"]), secrets)})
         return 0
     except (ValueError, OSError, KeyError) as exc:
         _say(out, {"ok": False, "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
@@ -104,3 +96,21 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _manifest(root: Root, project: str, known: List[str]) -> dict:
+    """The project's code manifest (digest only, where the laptop knows it), after removing
+    what killed launches left (no sync writes while the lock is held): one scan for both."""
+    code = root.code(project)
+    entries = codetree.without_temp_files(code, codetree.scan_files(code))
+    root.clean_rsync_temp(project)
+    return codetree.manifest_answer(codetree.manifest(code, root.code_manifest_cache(project), entries), known)
+
+
+def _create(root: Root, project: str, request: dict, digest: str) -> dict:
+    payload = request.get("payload")
+    if not isinstance(payload, dict):
+        raise ValueError("the create request has no payload")
+    # Nothing sent since the manifest, under this same lock: its digest is the code's.
+    unchanged = None if request.get("pushed") else digest
+    return hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged)

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-from .book import AgentLock
+from .book import AgentLock, StatusBook
 from .hub_client import keep_memory_private
 from .paths import JobDir
-from .protocol import JobState
+from .protocol import FailureClass, JobState
 
 
 def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:
@@ -27,10 +27,14 @@ def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:
     if not lock.acquire():
         print(f"another agent is already running job {job.path}", file=sys.stderr)
         return 3
-    from .plan import RunPlan
-    from .supervisor import Supervisor
-    from .workload_env import runtime_dir
+    try:
+        from .plan import RunPlan
+        from .supervisor import Supervisor
+        from .workload_env import runtime_dir
 
-    plan = RunPlan.load(job)
-    state = Supervisor(job, plan, runtime_dir()).run(secrets)
+        supervisor = Supervisor(job, RunPlan.load(job), runtime_dir())
+    except Exception as exc:  # start already said "started": the job says why it ended, not LOST
+        StatusBook(job).set(JobState.FAILED, f"the agent could not start: {exc!r}"[:500], FailureClass.INFRA)
+        raise
+    state = supervisor.run(secrets)
     return 0 if state == JobState.SUCCEEDED else 1

@@ -15,7 +15,8 @@ from launcher.errors import RemoteError
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import local_runtime_dir
 from launcher.transport.host import LocalHost
-from launcher.transport.launch_session import LaunchSession, open_launch
+from launcher.transport import launch_session
+from launcher.transport.launch_session import LaunchSession, Opening, PendingLaunch, open_launch
 
 
 def _client() -> AgentClient:
@@ -28,7 +29,7 @@ def _payload(job_id: str, digest=None) -> JobPayload:
 
 
 def _session(root, on_wait=lambda: None, known=()) -> LaunchSession:
-    return LaunchSession.open(_client(), str(root), "p", list(known), False, on_wait)
+    return Opening(_client(), shipped=False).begin(str(root), "p").finish(list(known), on_wait)
 
 
 def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
@@ -91,10 +92,12 @@ def test_a_launcher_that_goes_away_leaves_no_lock(tmp_path):
     assert not (root / "jobs").exists() or not any((root / "jobs").iterdir())
 
 
-def test_the_host_starts_before_the_laptop_has_scanned(tmp_path):
-    """The session is started, then the laptop scans; the host meanwhile starts and takes the
-    lock, and answers once it hears the laptop's digests."""
-    from launcher.transport.launch_session import PendingLaunch
+def test_the_host_starts_before_the_laptop_has_scanned_and_locks_only_after(tmp_path):
+    """The session is started, then the laptop scans; meanwhile the host's Python starts and
+    introduces itself, but takes the project's lock only once it has the laptop's digests
+    (a multi-node launch introduces every node before it locks any)."""
+    import fcntl
+    import hashlib
 
     root, cache = tmp_path / "root", tmp_path / "cache"
     open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None).close()
@@ -102,26 +105,85 @@ def test_the_host_starts_before_the_laptop_has_scanned(tmp_path):
     (root / "code" / "p" / "a.py").write_text("a = 1\n")
     pending = PendingLaunch(LocalHost(), "local", sys.executable, str(root), "p", cache)
     assert pending.opening is not None  # a known host: started at once
-    import fcntl
-
-    lock = open(root / "code" / ".p.lock", "a+")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the host goes on to take the lock, told nothing yet
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            time.sleep(0.05)
-        except BlockingIOError:
-            break
-    else:
-        raise AssertionError("the host's side waited for the laptop before taking the lock")
-    lock.close()
-    digest = code_digest({"a.py": {"mode": 0o644, "sha256": __import__("hashlib").sha256(b"a = 1\n").hexdigest()}})
+    assert pending.introduce().root == str(root)
+    with open(root / "code" / ".p.lock", "a+") as lock:  # introduced, and the lock still free
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    digest = code_digest({"a.py": {"mode": 0o644, "sha256": hashlib.sha256(b"a = 1\n").hexdigest()}})
     session = pending.finish([digest], lambda: None)
     try:
         assert session.manifest == {"digest": digest}  # it knew: no manifest moved
+        with open(root / "code" / ".p.lock", "a+") as lock, pytest.raises(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         session.close()
+
+
+def test_a_launch_queued_behind_another_can_be_cancelled_at_once(tmp_path):
+    import threading
+
+    root = tmp_path / "root"
+    first = _session(root)
+    pending = PendingLaunch(LocalHost(), "local", sys.executable, str(root), "p", None)
+    waited, outcome = threading.Event(), []
+
+    def queue():
+        try:
+            pending.finish([], waited.set).close()
+            outcome.append("locked")
+        except Exception as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=queue)
+    t.start()
+    try:
+        assert waited.wait(60), "the second launch was never told it waits"
+        pending.cancel()  # Ctrl-C, or another node failed: the queued host side is not waited for
+        t.join(15)
+        assert not t.is_alive() and outcome and outcome[0] != "locked"
+    finally:
+        first.close()
+        t.join(30)
+
+
+def test_a_host_that_stops_answering_is_given_up_with_one_line(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    root = tmp_path / "root"
+    monkeypatch.setattr(launch_session, "ANSWER_S", 2.0)
+    session = _session(root)
+    os.kill(session._talk.stream.proc.pid, signal.SIGSTOP)  # the host's side (here, a local process) freezes
+    try:
+        with pytest.raises(RemoteError) as exc:
+            session.create("job1", _payload("job1"), pushed=False)
+        assert "no answer within 2s" in str(exc.value.what) and "\n" not in str(exc.value.what)
+    finally:
+        session.close()
+
+
+def test_a_host_side_that_dies_mid_launch_is_said_in_one_line(tmp_path):
+    root = tmp_path / "root"
+    session = _session(root)
+    session._talk.stream.proc.kill()  # the host's process killed (OOM, a dropped connection)
+    session._talk.stream.proc.wait()
+    with pytest.raises(RemoteError) as exc:
+        session.create("job1", _payload("job1"), pushed=False)
+    assert "creating the job failed on the host" in str(exc.value.what)
+    session.close()
+
+
+def test_a_root_the_host_cannot_lock_in_is_the_hosts_own_line(tmp_path):
+    """A known host whose root's code folder cannot be made (here a file in its place): the
+    host's error is what the user reads, not a broken pipe."""
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None).close()
+    shutil.rmtree(root / "code", ignore_errors=True)
+    (root / "code").write_text("not a folder")
+    with pytest.raises(RemoteError) as exc:
+        open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None)
+    assert "before it held the project's lock" in str(exc.value.what)
+    assert "Not a directory" in str(exc.value.what) or "File exists" in str(exc.value.what)
 
 
 def test_a_bad_create_request_is_one_line_and_leaves_no_job_folder(tmp_path):
@@ -186,6 +248,9 @@ class FakeStream:
     def close_stdin(self):
         pass
 
+    def kill(self):
+        pass
+
     def wait(self):
         return 0
 
@@ -205,5 +270,5 @@ def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch
     client = _client()
     monkeypatch.setattr(client, "stream", lambda *a: FakeStream(lines))
     with pytest.raises(RemoteError) as exc:
-        LaunchSession.open(client, "/r", "p", [], False, lambda: None)
+        Opening(client, shipped=False).begin("/r", "p").finish([], lambda: None)
     assert "\n" not in str(exc.value.what)

@@ -296,6 +296,21 @@ def test_logs_node_on_a_one_host_job_is_refused(tether, project, host_root):
     assert r.exit_code != 0 and "--node is for a multi-node job" in (r.stderr + r.stdout)
 
 
+def test_two_node_addresses_of_one_host_and_root_fail_cleanly(tether, project, host_root):
+    """Two addresses that reach the same machine and root: each node locks on its own (never
+    one node's lock held while another's is waited for), so the second finds the job there
+    and the launch fails in one line, leaving no job folder and no record."""
+    spec = project(f"""
+        name: twice
+        host: {{provider: ssh, nodes: 2, address: [testhost, testhost], root: {host_root}}}
+        run: echo hi
+    """)
+    r = tether("launch", spec)
+    assert r.exit_code != 0 and "already exists on this host" in r.stderr, r
+    assert "no jobs" in tether("jobs").stdout
+    assert not (host_root / "jobs").exists() or not any((host_root / "jobs").iterdir())
+
+
 def test_a_dry_run_of_several_nodes_shows_node_0s_plan(tether, project, host_root):
     spec = project(f"""
         name: dry

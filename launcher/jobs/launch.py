@@ -18,8 +18,8 @@ from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError, UsageError
 from launcher.transport.targets import Target, target_for_rented, target_for_spec
-from launcher.jobs.launch_steps import (Launched, Moving, job_payload, job_record, open_session, sync_code,
-                                        undo_launch, workload_command)
+from launcher.jobs.launch_steps import (Launched, Moving, job_payload, job_record, open_session, pending_launch,
+                                        sync_code, undo_launch, workload_command)
 from launcher.jobs.rent import acquire, destroy, provider_for
 from launcher.registry import Registry
 from launcher.transport.bootstrap import prepare_host
@@ -122,7 +122,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
     """All or nothing: the job is in the registry before anything of it is on the host, and a
     launch that fails (or is interrupted) before its agent runs takes both back."""
     spec = loaded.spec
-    session, kept = open_session(target, loaded, scan, console)
+    session, kept = open_session(target, loaded, scan, console, pending_launch(target, loaded, scan.cache_dir))
     tree = scan()
     try:
         info = session.info
@@ -136,6 +136,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
         job_dir: Optional[str] = None
         try:
             the_plan = sync_code(client, session, kept, loaded, tree, console)
+            job_dir = record.job_dir  # from here the job may be on the host, even if its answer is lost
             created = session.create(job_id, payload, pushed=bool(the_plan.send or the_plan.delete))
             job_dir = created["job_dir"]
             if spec.setup:

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import secrets as pysecrets
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
 
 from rich.console import Console
 
 from launcher.errors import RemoteError
 from launcher.hub import backups as hub_mirror
-from launcher.jobs.launch_steps import Launched, job_payload, job_record, open_session, sync_code, undo_launch
+from launcher.jobs.launch_steps import (Launched, job_payload, job_record, open_session, pending_launch, sync_code,
+                                        undo_launch)
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
 from launcher.spec import LoadedSpec
 from launcher.transfer import sync
 from launcher.transport.agent_client import AgentClient
-from launcher.transport.launch_session import LaunchSession
+from launcher.transport.bootstrap import HostInfo
+from launcher.transport.launch_session import LaunchSession, PendingLaunch
 from launcher.transport.targets import Target, target_for_spec
 
 T = TypeVar("T")
@@ -42,68 +44,64 @@ def node_facts(loaded: LoadedSpec, targets: List[Target]) -> List[dict]:
 
 def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
                  console: Console, environ: Mapping[str, str]) -> Launched:
+    """Every node is introduced (its Python and root; the probe where needed) before any is
+    locked, so the record can be made first; then each node locks, syncs and creates on its
+    own, holding no other node's lock meanwhile (two launches of the project at once cannot
+    each hold a node the other waits for)."""
     hs = loaded.spec.host
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)
     targets = [target_for_spec(hs.model_copy(update={"address": a, "nodes": 1}), places) for a in hs.addresses]
+    pendings = [pending_launch(t, loaded, tree.cache_dir) for t in targets]
     try:
-        opened = _open_sessions(targets, loaded, tree, console)
-        try:
-            return _launch_on_nodes(loaded, tree, targets, opened, registry, console, hub)
-        finally:
-            for session, _ in opened:
-                session.close()
+        infos = each(lambda p: p.introduce(), pendings)
+        for t, info in zip(targets, infos):
+            if info.shipped:
+                console.print(f"shipped the agent runtime to {t.host.name}", markup=False)
+        return _launch_on_nodes(loaded, tree, targets, pendings, infos, registry, console, hub)
     finally:
+        for p in pendings:
+            p.cancel()  # a node's session that ended well is not touched
         for t in targets:
             t.host.close()
 
 
-def _open_sessions(targets: List[Target], loaded: LoadedSpec, tree: sync.LocalTree,
-                   console: Console) -> List[Tuple[LaunchSession, sync.HostManifest]]:
-    """Every node's launch session at once; if one cannot open, the others are closed."""
-    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        scan = sync.TreeScan.done(tree)
-        futures = [pool.submit(open_session, t, loaded, scan, console) for t in targets]
-    failed = [f.exception() for f in futures if f.exception() is not None]
-    if failed:
-        for f in futures:
-            if f.exception() is None:
-                f.result()[0].close()
-        raise failed[0]
-    return [f.result() for f in futures]
-
-
-def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Target],
-                     opened: List[Tuple[LaunchSession, sync.HostManifest]], registry: Registry, console: Console,
+def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Target], pendings: List[PendingLaunch],
+                     infos: List[HostInfo], registry: Registry, console: Console,
                      hub: Optional[hub_mirror.HubMirror]) -> Launched:
     spec, job_id = loaded.spec, pysecrets.token_hex(4)
-    infos = [session.info for session, _ in opened]
     clients = [AgentClient(t.host, i.python, i.runtime_dir) for t, i in zip(targets, infos)]
     payloads = []
     for t, info, node in zip(targets, infos, node_facts(loaded, targets)):
         payloads.append(job_payload(job_id, loaded, tree, t, info.python, info.executable, None, None, None, hub,
                                     None, node=node))
-    nodes = [_node_entry(job_record(job_id, loaded, t, i, None, p)) for t, i, p in zip(targets, infos, payloads)]
-    record = job_record(job_id, loaded, targets[0], infos[0], None, payloads[0])
-    registry.add(JobRecord(**{**record.__dict__, "nodes": nodes}))  # first, as for one host
+    records = [job_record(job_id, loaded, t, i, None, p) for t, i, p in zip(targets, infos, payloads)]
+    registry.add(JobRecord(**{**records[0].__dict__, "nodes": [_node_entry(r) for r in records]}))  # first
     job_dirs: List[Optional[str]] = [None] * len(targets)
+    sessions: List[Optional[LaunchSession]] = [None] * len(targets)
 
     def create(k: int) -> "sync.SyncPlan":
-        session, kept = opened[k]
+        session, kept = open_session(targets[k], loaded, lambda: tree, console, pendings[k])
+        sessions[k] = session
         plan = sync_code(clients[k], session, kept, loaded, tree, console)
-        job_dirs[k] = session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))["job_dir"]
+        job_dirs[k] = records[k].job_dir  # from here the job may be on the node, even if its answer is lost
+        session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))
         return plan
 
     try:
         plans = each(create, range(len(targets)))
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
-        started = each(lambda k: opened[k][0].start(secrets), range(len(targets)))
+        started = each(lambda k: sessions[k].start(secrets), range(len(targets)))  # type: ignore[union-attr]
     except BaseException:
-        for session, _ in opened:
-            session.close()
-        for k, client in enumerate(clients):
-            undo_launch(client, registry, job_id, job_dirs[k], forget=False)
-        registry.remove(job_id)
+        for p in pendings:
+            p.cancel()
+        undone = [undo_launch(client, registry, job_id, job_dirs[k], forget=False) for k, client in enumerate(clients)]
+        if all(undone):  # else an agent may run on a node: the record stays, status tells
+            registry.remove(job_id)
         raise
+    finally:
+        for session in sessions:
+            if session is not None:
+                session.close()
     failed = [(k, s) for k, s in enumerate(started) if not s.get("started")]
     if failed:
         registry.set_state(job_id, "FAILED")

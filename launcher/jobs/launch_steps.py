@@ -9,6 +9,7 @@ import os
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from rich.console import Console
@@ -70,26 +71,32 @@ def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
     return h.hexdigest()[:24]
 
 
-def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> None:
+def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> bool:
     """A launch that failed before its agent ran: its folder leaves the host, its record the
-    registry. If the agent may have run after all (start timed out), both stay: status tells."""
+    registry (forget). If the agent may have run after all (start timed out), both stay:
+    status tells. True when nothing of the job is left on the host."""
     try:
         if job_dir is not None:
             client.call("discard-job", job_dir, timeout=30)
     except Exception:  # the host is gone or the agent ran: keep the record, status will say
-        return
+        return False
     if forget:
         registry.remove(job_id)
+    return True
 
 
-def open_session(target: Target, loaded: LoadedSpec, scan: sync.TreeScan,
-                 console: Console) -> Tuple[LaunchSession, sync.HostManifest]:
-    """The host's launch session (agent/launch_session.py), holding the project's lock, and
-    what this laptop keeps of the host's copy of the code. The workdir is scanned while the
-    host starts its side."""
+def pending_launch(target: Target, loaded: LoadedSpec, cache_dir: Optional[Path]) -> PendingLaunch:
+    """The host's launch session (agent/launch_session.py), started now where the host is known."""
     spec = loaded.spec
     key = json.dumps({k: target.endpoint.get(k) for k in ("kind", "host", "port", "user")}, sort_keys=True)
-    pending = PendingLaunch(target.host, key, target.python, spec.host.root, spec.name, scan.cache_dir)
+    return PendingLaunch(target.host, key, target.python, spec.host.root, spec.name, cache_dir)
+
+
+def open_session(target: Target, loaded: LoadedSpec, scan: Callable[[], sync.LocalTree], console: Console,
+                 pending: PendingLaunch) -> Tuple[LaunchSession, sync.HostManifest]:
+    """The launch session, holding the project's lock, and what this laptop keeps of the
+    host's copy of the code. The workdir is scanned (scan) while the host starts its side."""
+    spec = loaded.spec
     try:
         kept = sync.HostManifest(scan(), target.host.name, spec.host.root, spec.name)
     except BaseException:

@@ -119,13 +119,6 @@ class TreeScan:
         self.workdir, self.cache_dir = workdir, cache_dir
         self._tree: Optional[LocalTree] = None
 
-    @classmethod
-    def done(cls, tree: LocalTree) -> "TreeScan":
-        """One already made (every node of a multi-node launch is sent the same tree)."""
-        made = cls(Path("."), tree.cache_dir or Path("."))
-        made._tree = tree
-        return made
-
     def __call__(self) -> LocalTree:
         if self._tree is None:
             self._tree = scan(self.workdir, hash_cache_for(self.cache_dir, self.workdir))

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -41,10 +42,13 @@ def parse_endpoint(address: str, ssh_config: Path, identity_file: Optional[str] 
     )
 
 
+RACY_S = 2.0
+
+
 def config_lookup(name: str, ssh_config: Path, cache_dir: Optional[Path] = None) -> Dict[str, Any]:
     """ssh_config's settings for a host name, read by paramiko's reader. Kept (cache_dir) per
-    name and version of the file: paramiko's import alone costs a launch 0.2 s. A file with
-    `Match` blocks is read every time (`Match exec` may answer differently each time)."""
+    name and version of the file (inode, size, mtime, ctime): paramiko's import alone costs a
+    launch 0.2 s."""
     st = ssh_config.stat()
     keep: Optional[Path] = None
     if cache_dir is not None:
@@ -52,15 +56,19 @@ def config_lookup(name: str, ssh_config: Path, cache_dir: Optional[Path] = None)
         keep = cache_dir / "ssh-config" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
         try:
             kept = json.loads(keep.read_text())
-            if isinstance(kept, dict):
+            if isinstance(kept, dict) and all(isinstance(v, str) or (isinstance(v, list) and all(
+                    isinstance(x, str) for x in v)) for v in kept.values()):
                 return kept
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # damaged: read the file again
             pass
     import paramiko  # its reader of ssh_config; imported only when an address is parsed
 
     text = ssh_config.read_text(errors="replace")
     conf = dict(paramiko.SSHConfig.from_text(text).lookup(name))
-    if keep is not None and not re.search(r"^\s*match\b", text, re.I | re.M):
+    # Not kept: Match blocks and hostname canonicalisation (their answers can change without
+    # the file changing), or a file changed within RACY_S (a same-size edit in the same tick).
+    if keep is not None and not re.search(r"^\s*(match|canonicalizehostname)\b", text, re.I | re.M) \
+            and time.time() - max(st.st_mtime, st.st_ctime) > RACY_S:
         try:
             doc = json.dumps(conf)
         except (TypeError, ValueError):  # a value JSON cannot hold: read every time

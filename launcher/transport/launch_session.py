@@ -2,16 +2,17 @@
 start on the host for the whole of a launch: the project's lock, the code manifest, the job's
 creation and its agent's start.
 
-The host's Python and root, learnt by the bootstrap probe, are kept per host (HostFacts), so a
-launch to a host tether already uses starts the session at once: the probe runs only when the
-session cannot start (first launch, a runtime of another version, a wiped root)."""
+The host's Python and root, learnt by the bootstrap probe, are kept per host, so a launch to
+a host tether already uses starts the session at once: the probe runs only when the session
+cannot start (first launch, a runtime of another version, a wiped root). Every answer has a
+deadline (the wait for another launch's lock excepted, which is said while it lasts)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -23,22 +24,78 @@ from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
 from launcher.transport.host import Host, Stream
 
+HELLO_S = 60.0      # the host's Python start (as the probe's limit)
+ANSWER_S = 120.0    # a manifest, a job's creation, an agent's start (as each verb's limit)
+MAX_LINE = 1 << 30  # one answer line (a manifest of a million files fits)
+
 
 class SessionUnavailable(Exception):
     """The host did not start the session (no runtime of this version there, most likely)."""
 
 
-def _line(stream: Stream) -> Optional[dict]:
-    raw = stream.stdout.readline()
-    if not raw:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise RemoteError(f"the host's launch session answered something that is not JSON: {raw[:200]!r}") from None
-    if not isinstance(doc, dict):
-        raise RemoteError("the host's launch session answered something that is not a JSON object")
-    return doc
+class _Conversation:
+    """JSON lines to and from the host's session, each answer within a deadline: past it the
+    channel is killed, and the read ends."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.ended = self.expired = False
+
+    def say(self, doc: dict) -> bool:
+        """False if the host's side is gone (its last words are then the next line)."""
+        try:
+            self.stream.stdin.write(json.dumps(doc).encode() + b"\n")
+            self.stream.stdin.flush()
+            return True
+        except OSError:
+            return False
+
+    def hear(self, timeout: Optional[float], what: str) -> Optional[dict]:
+        watchdog = threading.Timer(timeout, self._expire) if timeout else None
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
+        try:
+            raw = self.stream.stdout.readline(MAX_LINE)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if not raw:
+            return None
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise RemoteError(f"{what}: the host answered something that is not JSON: {plain(raw[:200])}") from None
+        if not isinstance(doc, dict):
+            raise RemoteError(f"{what}: the host answered something that is not a JSON object")
+        return doc
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.stream.kill()
+
+    def why_ended(self, doc: Optional[dict], timeout: Optional[float]) -> str:
+        """The host's error line, or that it did not answer in time, or its stderr's last words."""
+        if doc and doc.get("error"):
+            return plain(doc.get("error"), 300)
+        self.end(kill=True)  # then its stderr is all read
+        if self.expired:
+            return f"no answer within {timeout:.0f}s"
+        return plain(self.stream.stderr_text().strip()[-300:]) or "the session ended"
+
+    def end(self, kill: bool = False) -> None:
+        """kill: the host's side may be blocked (waiting for a lock, or stuck) and not reading."""
+        if self.ended:
+            return
+        self.ended = True
+        if kill:
+            self.stream.kill()
+        else:
+            try:
+                self.stream.close_stdin()
+            except OSError:
+                pass
+        self.stream.wait()
 
 
 def _hello(doc: Optional[dict]) -> Tuple[tuple, str, str]:
@@ -54,29 +111,18 @@ def _hello(doc: Optional[dict]) -> Tuple[tuple, str, str]:
 
 
 class LaunchSession:
-    def __init__(self, stream: Stream, info: HostInfo, manifest: Dict[str, Any]) -> None:
-        self._stream = stream
-        self._closed = False
+    """A session holding the project's lock: the job's creation, then its start."""
+
+    def __init__(self, talk: _Conversation, info: HostInfo, manifest: Dict[str, Any]) -> None:
+        self._talk = talk
         self.info = info
-        self.manifest = manifest  # {"digest", "files"?}: checked by sync.resolve_manifest
-
-    @classmethod
-    def begin(cls, client: AgentClient, root: str, project: str) -> "Opening":
-        """The host's side started; nothing is waited for until Opening.finish."""
-        return Opening(client, client.stream("launch", root, project))
-
-    @classmethod
-    def open(cls, client: AgentClient, root: str, project: str, known: List[str], shipped: bool,
-             on_wait: Callable[[], None]) -> "LaunchSession":
-        return cls.begin(client, root, project).finish(known, shipped, on_wait)
+        self.manifest = manifest  # {"digest", "files"?}: checked by sync.HostManifest.files
 
     def _ask(self, request: dict, what: str) -> dict:
-        self._stream.stdin.write(json.dumps(request).encode() + b"\n")
-        self._stream.stdin.flush()
-        doc = _line(self._stream)
+        self._talk.say(request)  # a host gone: its last words, or EOF, are what is heard
+        doc = self._talk.hear(ANSWER_S, what)
         if doc is None or not doc.get("ok") or not isinstance(doc.get("result"), dict):
-            raise RemoteError(f"{what} failed on the host: "
-                              f"{_error(doc) or self._plain(stream.stderr_text().strip()[-300:]) or 'the session ended'}")
+            raise RemoteError(f"{what} failed on the host: {self._talk.why_ended(doc, ANSWER_S)}")
         return doc["result"]
 
     def create(self, job_id: str, payload: JobPayload, pushed: bool) -> dict:
@@ -93,60 +139,65 @@ class LaunchSession:
         if answer.get("started") is True:
             return {"started": True}
         tail = str(answer.get("log_tail") or "").strip().splitlines()
-        return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
+        return {"started": False, "why": plain(tail[-1], 300) if tail else "it exited at once"}
 
     def close(self) -> None:
         """Ends the conversation (the host lets the lock go, if it still held it). Idempotent."""
-        if not self._closed:
-            self._closed = True
-            _end(self._stream)
+        self._talk.end()
 
 
 class Opening:
-    """A launch session started on the host, not yet told what the laptop's tree is."""
+    """A launch session started on the host: introduced, then told the laptop's digests."""
 
-    def __init__(self, client: AgentClient, stream: Stream) -> None:
-        self.client, self._stream = client, stream
+    def __init__(self, client: AgentClient, shipped: bool) -> None:
+        self.client, self.shipped = client, shipped
+        self._talk: Optional[_Conversation] = None
+        self.info: Optional[HostInfo] = None
 
-    def finish(self, known: List[str], shipped: bool, on_wait: Callable[[], None]) -> LaunchSession:
-        """Introduced and holding the project's lock, or SessionUnavailable."""
-        stream = self._stream
+    def begin(self, root: str, project: str) -> "Opening":
+        self._talk = _Conversation(self.client.stream("launch", root, project))
+        return self
+
+    def introduce(self) -> HostInfo:
+        """The host's Python and root (its first line), or SessionUnavailable."""
+        if self.info is None:
+            assert self._talk is not None
+            try:
+                version, executable, root = _hello(self._talk.hear(HELLO_S, "starting the launch on the host"))
+            except BaseException:
+                self._talk.end(kill=True)
+                raise
+            self.info = HostInfo(python=self.client.python, executable=executable, version=version, root=root,
+                                 runtime_dir=self.client.runtime_dir, shipped=self.shipped)
+        return self.info
+
+    def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
+        """Told the digests the laptop knows, holding the project's lock, with the manifest."""
+        info = self.introduce()
+        talk = self._talk
+        assert talk is not None
         try:
-            version, executable, real_root = _hello(_line(stream))
-            stream.stdin.write(json.dumps({"op": "known", "digests": list(known)}).encode() + b"\n")
-            stream.stdin.flush()
-            doc = _line(stream)
+            talk.say({"op": "known", "digests": list(known)})
+            doc = talk.hear(ANSWER_S, "reading the host's copy of the code")
             if doc is not None and doc.get("waiting"):
                 on_wait()
-                doc = _line(stream)
+                doc = talk.hear(None, "waiting for the project's lock")  # said, and as long as it takes
+                doc = doc if doc is None or not doc.get("waiting") else None
             if doc is None or not doc.get("locked"):
                 raise RemoteError(f"the host's launch session ended before it held the project's lock: "
-                                  f"{_error(doc) or plain(stream.stderr_text().strip()[-300:]) or 'no answer'}")
+                                  f"{talk.why_ended(doc, ANSWER_S)}")
             manifest = doc.get("manifest")
             if not isinstance(manifest, dict):
                 raise RemoteError("the host's launch session sent no manifest")
         except BaseException:
-            _end(stream)
+            talk.end(kill=True)
             raise
-        info = HostInfo(python=self.client.python, executable=executable, version=version, root=real_root,
-                        runtime_dir=self.client.runtime_dir, shipped=shipped)
-        return LaunchSession(stream, info, manifest)
+        return LaunchSession(talk, info, manifest)
 
     def close(self) -> None:
-        _end(self._stream)
-
-
-def _error(doc: Optional[dict]) -> str:
-    """The host's error line, made inert (it is the host's text)."""
-    return plain(doc.get("error"), 300) if doc and doc.get("error") else ""
-
-
-def _end(stream: Stream) -> None:
-    try:
-        stream.close_stdin()
-    except OSError:
-        pass
-    stream.wait()
+        """Before the lock is held the host may be blocked on it, not reading: killed."""
+        if self._talk is not None:
+            self._talk.end(kill=True)
 
 
 # -- what tether learnt of a host's Python and root, kept between launches ------------------
@@ -170,40 +221,50 @@ def _known_runtime(path: Path) -> Optional[Tuple[str, str]]:
 
 class PendingLaunch:
     """A launch on a host: its session started at once where tether knows the host (its
-    Python, root and runtime kept from an earlier launch), finished once the laptop has
-    scanned its workdir; else the probe (and the runtime's shipping) first."""
+    Python, root and runtime kept from an earlier launch); else, or where that fails, after
+    the probe (and the runtime's shipping)."""
 
     def __init__(self, host: Host, host_key: str, python: str, root: str, project: str,
                  cache_dir: Optional[Path]) -> None:
         self.host, self.python, self.root, self.project = host, python, root, project
         self.path = _facts_path(cache_dir, host_key, python, root) if cache_dir is not None else None
         kept = _known_runtime(self.path) if self.path is not None else None
-        self.opening = LaunchSession.begin(AgentClient(host, python, kept[1]), kept[0], project) if kept else None
+        self.opening: Optional[Opening] = None
+        if kept is not None:
+            self.opening = Opening(AgentClient(host, python, kept[1]), shipped=False).begin(kept[0], project)
 
-    def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
+    def introduce(self) -> HostInfo:
         if self.opening is not None:
             try:
-                return self.opening.finish(known, False, on_wait)
+                return self.opening.introduce()
             except SessionUnavailable:
                 pass  # gone or replaced on the host: probe it as if new
         info = prepare_host(self.host, self.python, self.root)
+        self.opening = Opening(AgentClient(self.host, info.python, info.runtime_dir), info.shipped)
         try:
-            session = LaunchSession.open(AgentClient(self.host, info.python, info.runtime_dir), info.root,
-                                         self.project, known, info.shipped, on_wait)
+            introduced = self.opening.begin(info.root, self.project).introduce()
         except SessionUnavailable:
             raise RemoteError(f"the agent runtime on {self.host.name} did not start",
                               f"its folder {info.runtime_dir} may be damaged: remove it and launch again") from None
+        self._remember(introduced)
+        return introduced
+
+    def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
+        self.introduce()
+        assert self.opening is not None
+        return self.opening.finish(known, on_wait)
+
+    def cancel(self) -> None:
+        """The launch stopped before finish (its scan failed, another node's did): ended."""
+        if self.opening is not None:
+            self.opening.close()
+
+    def _remember(self, info: HostInfo) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}))
             os.replace(tmp, self.path)
-        return session
-
-    def cancel(self) -> None:
-        """The launch stopped before finish (its scan failed): the host's side ends."""
-        if self.opening is not None:
-            self.opening.close()
 
 
 def open_launch(host: Host, host_key: str, python: str, root: str, project: str, known: List[str],
