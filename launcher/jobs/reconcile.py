@@ -10,9 +10,7 @@ read command never surprises. For jobs whose host tether reaches:
 
 from __future__ import annotations
 
-from typing import List
-
-from rich.console import Console
+from typing import TYPE_CHECKING, List
 
 from agent.protocol import JobState
 
@@ -21,6 +19,9 @@ from launcher.errors import TetherError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord
 from launcher.text import inert
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def reconcile(views: List[JobView], ctx: Context, console: Console) -> None:
