@@ -50,13 +50,15 @@ def _mirror(rec: JobRecord, ctx: Context, console: Console) -> None:
 
 def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None:
     """`publish:` in the spec: once, when a tether command first sees the job SUCCEEDED."""
+    conf = (rec.spec or {}).get("publish") or {}
+    if not conf.get("repo"):  # most jobs: the Hub client and the spec's models stay unloaded
+        return
     from launcher.hub.publish import publish
     from launcher.jobs.lifecycle import results_dir
 
-    conf = (rec.spec or {}).get("publish") or {}
     dest = results_dir(ctx.places, rec)
     marker = dest / ".tether-published"
-    if not conf.get("repo") or marker.exists():
+    if marker.exists():
         return
     try:
         handle_for(rec, ctx).pull(dest, ["outputs/", "code/MODEL_CARD.md"], console)
