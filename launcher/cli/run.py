@@ -20,7 +20,6 @@ from launcher.errors import ExitCode, UsageError
 from launcher.jobs.view import JobView
 from launcher.lean import looks
 from launcher.lean.looks import SPARK_ROWS
-from launcher.show.tables import jobs_table, metrics_text, print_status, state_text, status_grid
 from launcher.text import inert
 
 
@@ -62,6 +61,8 @@ def launch(
         s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
         return
     s.handle(rec.id).logs(10_000, True, "workload", sys.stdout.buffer)
+    from launcher.show.tables import print_status
+
     view = _look([rec.id])[0]
     print_status(s.console, view)
     raise typer.Exit(_exit_for(view))
@@ -102,6 +103,8 @@ def _watch_live(jobs: Optional[list], every: float) -> None:
     output is a file or a pipe. Each round is one status command per host over its shared
     connection. Ends with Ctrl-C, or when the one job watched has ended."""
     from rich.live import Live
+
+    from launcher.show.tables import jobs_table, status_grid
 
     console = session().console
     screen = Live(console=console, auto_refresh=False) if console.is_terminal else None
@@ -158,6 +161,8 @@ def watch(
     every: float = typer.Option(10.0, "--every", help="seconds between looks"),
 ) -> None:
     """Show the job's status and mirror its backups (backup.mirror: laptop) until it ends."""
+    from launcher.show.tables import metrics_text, state_text
+
     s = session()
     rec = s.registry.resolve(job)
     while True:
