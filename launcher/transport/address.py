@@ -24,9 +24,13 @@ def parse_endpoint(address: str, ssh_config: Path, identity_file: Optional[str] 
     name = m.group("v6") or m.group("host")
     conf = {}
     if ssh_config.is_file():
-        import paramiko  # its reader of ssh_config; imported only when an address is parsed
+        from launcher.transport.ssh_config import lookup
 
-        conf = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(name)
+        conf = lookup(ssh_config, name)
+        if conf is None:  # a config the lean reader is not sure of: paramiko's reader, as always
+            import paramiko
+
+            conf = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(name)
     port = m.group("port") or conf.get("port") or 22
     identities = conf.get("identityfile") or []
     return SshEndpoint(
