@@ -201,3 +201,16 @@ def test_every_line_the_lean_path_reads_typer_reads_the_same(monkeypatch, tmp_pa
         bound.apply_defaults()
         assert called[0] == (verb, {k: v for k, v in bound.arguments.items() if k != "s"}), line
     assert read > 60  # the random lines did reach the lean path often
+
+
+def test_output_into_a_closed_pipe_ends_quietly_as_typer_ends_it(tmp_path, dead_job):
+    """`tether jobs | head -0`: exit 1 and no traceback, as click's handling of EPIPE did."""
+    _, env = dead_job
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "launcher", "jobs"], stdout=write, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == "", done

@@ -23,7 +23,11 @@ def run(verb: str, kwargs: Dict[str, Any]) -> int:
     from launcher.settings import places
 
     session = Session(places())
-    return run_guarded(session, lambda: VERB_BODIES[verb](session, **kwargs))
+    try:
+        return run_guarded(session, lambda: VERB_BODIES[verb](session, **kwargs))
+    except BrokenPipeError:  # `tether logs JOB | head`: as the Typer app (click) ends, quietly with 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 1
 
 
 def jobs(s: Session, as_json: bool = False) -> int:
