@@ -14,6 +14,7 @@ from agent.protocol import JobState
 from launcher.errors import ExitCode, TetherError, UsageError
 from launcher.lean.session import Session, run_guarded
 from launcher.lean.verbs import SPARK_ROWS
+
 NO_JOBS = "no jobs yet: tether launch SPEC"
 LOG_FILES = ("workload", "setup", "agent", "stacks")
 
