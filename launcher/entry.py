@@ -1,20 +1,22 @@
-"""The `tether` command. A status read starts its SSH command first (early.py); a command of
-cli/run.py (status, jobs, logs, ...) loads only that module of commands, the others all of them
-(`tether --help` lists every command)."""
+"""The `tether` command. A status read starts its SSH command first (early.py); `status`,
+`jobs` and `logs` in their usual forms then run without loading typer (lean/verbs.py reads
+them, lean/looks.py runs them); every other command line goes to the Typer app
+(launcher/cli), which owns help and errors."""
 
-import importlib
 import sys
-
-RUN_VERBS = ("launch", "jobs", "status", "logs", "watch", "forget", "demo")
 
 
 def main() -> None:
     from launcher import early
+    from launcher.lean.verbs import parse
 
     args = sys.argv[1:]
     early.start(args)
-    # Importing a commands module registers its commands on the app.
-    importlib.import_module("launcher.cli.run" if args and args[0] in RUN_VERBS else "launcher.cli")
-    from launcher.cli.app import main as cli
+    parsed = parse(args)
+    if parsed is not None:
+        from launcher.lean.looks import run
+
+        sys.exit(run(*parsed))
+    from launcher.cli import main as cli
 
     cli()

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # C0 controls but tab, DEL, the C1 controls, and whole escape sequences (CSI ... final byte,
 # OSC/DCS/APC/PM ... terminated by BEL or ST, or a lone ESC and the byte after it).
 _SEQUENCE = re.compile(
@@ -28,6 +26,8 @@ def plain(text: object, limit: int = 2000) -> str:
 
 def inert(text: object, limit: int = 2000) -> str:
     """plain(text), with Rich markup escaped: safe inside a string that Rich renders."""
+    from rich.markup import escape  # loaded with what renders it: `status --json` loads no rich
+
     return escape(plain(text, limit))
 
 

@@ -274,35 +274,3 @@ def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_pa
     r = tether("status", ended, "--json")  # asked: its host is gone
     assert json.loads(r.stdout)["state"] == "UNREACHABLE"
     tether("stop", running)
-
-
-def test_the_ssh_config_is_read_again_when_it_changes_and_kept_while_it_does_not(tmp_path):
-    """What ~/.ssh/config says of a host is kept per version of the file (paramiko's import
-    costs a launch 0.2 s), read again once the file changes, not kept while the file is
-    seconds old, and never for a file with Match blocks (`Match exec` may answer differently
-    each time)."""
-    import paramiko
-
-    from launcher.transport.address import config_lookup
-
-    conf, cache = tmp_path / "ssh_config", tmp_path / "cache"
-    conf.write_text("Host box\n  HostName 10.0.0.7\n  Port 2222\n  User alice\n  IdentityFile ~/.ssh/box\n")
-    first = config_lookup("box", conf, cache)
-    assert first == dict(paramiko.SSHConfig.from_path(str(conf)).lookup("box"))
-    assert first["hostname"] == "10.0.0.7" and first["port"] == "2222"
-    assert not (cache / "ssh-config").exists()  # just written: a same-size edit could follow unseen
-    import time
-
-    time.sleep(2.1)
-    assert config_lookup("box", conf, cache) == first
-    assert len(list((cache / "ssh-config").glob("*.json"))) == 1
-    assert config_lookup("box", conf, cache) == first  # from the keep
-    conf.write_text("Host box\n  HostName 10.0.0.8\n")
-    assert config_lookup("box", conf, cache)["hostname"] == "10.0.0.8"
-    assert config_lookup("other", conf, cache)["hostname"] == "other"
-    matched = tmp_path / "matched_config"
-    matched.write_text("Match host box\n  HostName 10.0.0.9\n")
-    time.sleep(2.1)
-    before = len(list((cache / "ssh-config").glob("*.json")))
-    assert config_lookup("box", matched, cache)["hostname"] == "10.0.0.9"
-    assert len(list((cache / "ssh-config").glob("*.json"))) == before

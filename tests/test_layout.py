@@ -144,17 +144,6 @@ def test_kinds_of_job_are_reached_only_through_their_handles():
     assert not cli, cli
 
 
-def test_the_verbs_the_command_loads_alone_are_the_ones_cli_run_defines():
-    """launcher.entry loads only cli/run.py for these verbs: they must all be defined there."""
-    import launcher.cli.run  # noqa: F401
-    from launcher.cli.app import app
-    from launcher.entry import RUN_VERBS
-
-    defined_in_run = {c.name or c.callback.__name__ for c in app.registered_commands
-                      if c.callback.__module__ == "launcher.cli.run"}
-    assert set(RUN_VERBS) == defined_in_run
-
-
 def test_no_module_over_400_lines_and_no_function_over_60():
     """DESIGN's style rule, checked: small modules with one job each, functions that fit a screen."""
     big, long = [], []

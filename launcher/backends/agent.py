@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Optional, Sequence
@@ -63,6 +62,8 @@ class AgentJob:
         groups = list(by_host.values())
         if len(groups) == 1:
             return _observe_group(groups[0], recent)
+        from concurrent.futures import ThreadPoolExecutor  # one host (the usual status) needs no pool
+
         views: Dict[str, JobView] = {}
         with ThreadPoolExecutor(max_workers=min(16, len(groups))) as pool:
             for got in pool.map(lambda g: _observe_group(g, recent), groups):

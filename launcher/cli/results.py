@@ -16,7 +16,6 @@ from launcher.backends import label_of
 from launcher.cli.app import app, command, session
 from launcher.errors import TetherError, UsageError
 from launcher.registry import JobRecord
-from launcher.show.tables import backups_table, state_text
 from launcher.text import inert, plain
 
 
@@ -113,6 +112,8 @@ def stop(
         return
     answer = handle.wait_stopped(timeout)
     state = answer.state
+    from launcher.show.tables import state_text
+
     s.console.print(f"job {rec.id}: {state_text(state)}  {inert(answer.reason or '')}")
     if not state.is_terminal:
         raise TetherError(f"job {rec.id} did not stop within {timeout:.0f}s",
@@ -135,6 +136,8 @@ def backups(
     elif not items:
         s.console.print(f"job {rec.id} has no backups yet" + (f" on node {node}" if node is not None else ""))
     else:
+        from launcher.show.tables import backups_table
+
         s.console.print(backups_table(items))
 
 

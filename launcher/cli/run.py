@@ -1,9 +1,9 @@
-"""Commands that start jobs and watch them: launch, jobs, status, logs, watch, forget, demo."""
+"""Commands that start jobs and watch them: launch, jobs, status, logs, watch, forget, demo. The
+bodies of status, jobs and logs are lean/looks.py's, which the lean dispatch runs without typer."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from agent.protocol import JobState
 
 from launcher.backends import label_of, observe
 from launcher.cli.app import app, command, session
-from launcher.errors import ExitCode, TetherError, UsageError
-from launcher.jobs.reconcile import reconcile
-from launcher.early import SPARK_ROWS
+from launcher.errors import ExitCode, UsageError
 from launcher.jobs.view import JobView
-from launcher.show.tables import jobs_table, metrics_text, print_status, state_text, status_grid
+from launcher.lean import looks
+from launcher.lean.looks import SPARK_ROWS
 from launcher.text import inert
 
 
@@ -63,6 +61,8 @@ def launch(
         s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
         return
     s.handle(rec.id).logs(10_000, True, "workload", sys.stdout.buffer)
+    from launcher.show.tables import print_status
+
     view = _look([rec.id])[0]
     print_status(s.console, view)
     raise typer.Exit(_exit_for(view))
@@ -78,16 +78,9 @@ def _exit_for(view: JobView) -> int:
 
 @app.command()
 @command
-def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def jobs(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> int:
     """All jobs this laptop launched, with their state asked from their hosts."""
-    s = session()
-    views = _look(None, quiet=as_json)
-    if as_json:
-        typer.echo(json.dumps([v.as_json() for v in views], indent=1))
-    elif not views:
-        s.console.print("no jobs yet: tether launch SPEC")
-    else:
-        s.console.print(jobs_table(views))
+    return looks.jobs(session(), as_json)
 
 
 @app.command()
@@ -97,22 +90,12 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     live: bool = typer.Option(False, "--watch", "-w", help="redraw it every --every seconds until Ctrl-C"),
     every: float = typer.Option(1.5, "--every", help="seconds between redraws (--watch)"),
-) -> None:
+) -> Optional[int]:
     """State, heartbeat age, step and latest metrics of a job (read from its host)."""
-    s = session()
     if live:
         _watch_live([job] if job else None, every)
-        return
-    views = _look([job] if job else None, quiet=as_json, recent=0 if as_json or not job else SPARK_ROWS)
-    if as_json:
-        out = views[0].as_json() if job else [v.as_json() for v in views]
-        typer.echo(json.dumps(out, indent=1))
-    elif job:
-        print_status(s.console, views[0], _recent_rows(views[0]))
-    else:
-        s.console.print(jobs_table(views) if views else "no jobs yet: tether launch SPEC")
-    if job and views[0].state == JobState.UNREACHABLE:
-        raise typer.Exit(int(ExitCode.UNREACHABLE))
+        return None
+    return looks.status(session(), job, as_json)
 
 
 def _watch_live(jobs: Optional[list], every: float) -> None:
@@ -120,6 +103,8 @@ def _watch_live(jobs: Optional[list], every: float) -> None:
     output is a file or a pipe. Each round is one status command per host over its shared
     connection. Ends with Ctrl-C, or when the one job watched has ended."""
     from rich.live import Live
+
+    from launcher.show.tables import jobs_table, status_grid
 
     console = session().console
     screen = Live(console=console, auto_refresh=False) if console.is_terminal else None
@@ -148,25 +133,11 @@ def _until_ctrl_c():
 
 
 def _look(jobs: Optional[list], quiet: bool = False, recent: int = 0) -> list:
-    """The jobs named (all, without names) as they are now, then the reconcile step (whose
-    actions are printed: to stderr when stdout is JSON). recent: their progress rows too."""
-    s = session()
-    records = [s.registry.resolve(j) for j in jobs] if jobs else s.registry.all()
-    views = observe(records, s.places, s.registry, os.environ, recent)
-    reconcile(views, s.ctx, Console(stderr=True) if quiet else s.console)
-    return views
+    return looks.look(session(), jobs, quiet, recent)
 
 
 def _recent_rows(view: JobView) -> list:
-    """The job's progress, thinned, for the sparkline and the ETA; none if it cannot be had."""
-    if view.state in (JobState.UNREACHABLE, JobState.LOST):
-        return []
-    if view.recent is not None:  # came with the status
-        return view.recent
-    try:
-        return session().handle(view.record.id).recent_progress(SPARK_ROWS)
-    except TetherError:
-        return []  # an older agent without `history`: the status is still worth printing
+    return looks.recent_rows(session(), view)
 
 
 @app.command()
@@ -177,19 +148,10 @@ def logs(
     tail: int = typer.Option(100, "--tail", "-n", help="lines of history to print first"),
     which: str = typer.Option("workload", "--file", help="workload, setup, agent, or stacks (of the last hang)"),
     node: Optional[int] = typer.Option(None, "--node", help="a multi-node job: only this node's log"),
-) -> None:
+) -> int:
     """The workload's output (stdout and stderr), from the host; a multi-node job's nodes merged,
     each line marked [node k]."""
-    if which not in ("workload", "setup", "agent", "stacks"):
-        raise UsageError(f"--file {which!r} is not a log", "use workload, setup, agent or stacks")
-    handle = session().handle(job)
-    if node is None:
-        handle.logs(tail, follow, which, sys.stdout.buffer)
-    elif not handle.record.nodes:
-        raise UsageError(f"job {handle.record.id} runs on one host: --node is for a multi-node job",
-                         f"tether logs {handle.record.id}")
-    else:
-        handle.logs(tail, follow, which, sys.stdout.buffer, node=node)
+    return looks.logs(session(), job, follow, tail, which, node)
 
 
 @app.command()
@@ -199,6 +161,8 @@ def watch(
     every: float = typer.Option(10.0, "--every", help="seconds between looks"),
 ) -> None:
     """Show the job's status and mirror its backups (backup.mirror: laptop) until it ends."""
+    from launcher.show.tables import metrics_text, state_text
+
     s = session()
     rec = s.registry.resolve(job)
     while True:

@@ -11,7 +11,6 @@ from typing import List, Optional
 import typer
 
 from launcher.cli.app import app, command, session
-from launcher.jobs.history import FILES
 from launcher.text import plain
 
 
@@ -54,6 +53,8 @@ def plot(
     handle = s.handle(job)
     rec = handle.record
     dest = out or Path(f"{rec.name}-{rec.id}.png")
+    from launcher.jobs.history import FILES
+
     hist = handle.history(FILES)
     drawn = plot_png(hist, dest, f"{rec.name} ({rec.id})", metric)
     typer.echo(f"wrote {dest}: {', '.join(plain(n, 64) for n in drawn)} "

@@ -10,9 +10,7 @@ read command never surprises. For jobs whose host tether reaches:
 
 from __future__ import annotations
 
-from typing import List
-
-from rich.console import Console
+from typing import TYPE_CHECKING, List
 
 from agent.protocol import JobState
 
@@ -21,6 +19,9 @@ from launcher.errors import TetherError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord
 from launcher.text import inert
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def reconcile(views: List[JobView], ctx: Context, console: Console) -> None:
@@ -49,13 +50,15 @@ def _mirror(rec: JobRecord, ctx: Context, console: Console) -> None:
 
 def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None:
     """`publish:` in the spec: once, when a tether command first sees the job SUCCEEDED."""
+    conf = (rec.spec or {}).get("publish") or {}
+    if not conf.get("repo"):  # most jobs: the Hub client and the spec's models stay unloaded
+        return
     from launcher.hub.publish import publish
     from launcher.jobs.lifecycle import results_dir
 
-    conf = (rec.spec or {}).get("publish") or {}
     dest = results_dir(ctx.places, rec)
     marker = dest / ".tether-published"
-    if not conf.get("repo") or marker.exists():
+    if marker.exists():
         return
     try:
         handle_for(rec, ctx).pull(dest, ["outputs/", "code/MODEL_CARD.md"], console)

@@ -7,7 +7,6 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Iterable, List, Optional
 
-from launcher.transfer.ignore import why_left_out
 
 # Python's, the shell's and most tools' ways of saying a file is not there.
 _MISSING = [
@@ -53,6 +52,8 @@ def unsent_files(log_tail: Iterable[str], workdir: Optional[str], job_dir: str) 
         rel = _relative_to_workdir(path, job_dir)
         if rel is None or not (Path(workdir) / rel).exists():
             continue
+        from launcher.transfer.ignore import why_left_out  # pathspec: only for a job that failed on a file
+
         left = why_left_out(Path(workdir), rel)
         if left is not None:
             what, rule = left

@@ -39,17 +39,18 @@ def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
 
 def ssh_host(endpoint: Dict[str, Any], places: Places) -> Host:
     """OpenSSH, sharing one connection per host across commands, where the system has `ssh`
-    (TETHER_NO_OPENSSH=1: not); paramiko otherwise."""
-    from provisioning.base import SshEndpoint
-
-    fields = {k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields}
-    ep = SshEndpoint(**fields)
+    (TETHER_NO_OPENSSH=1: not); paramiko otherwise. The OpenSSH path loads neither pydantic
+    nor paramiko (transport/endpoint.py)."""
     timeout, retry = float(endpoint.get("connect_timeout_s", 15)), float(endpoint.get("retry_s", 60))
     if shutil.which("ssh") and not os.environ.get("TETHER_NO_OPENSSH"):
+        from launcher.transport.endpoint import Endpoint
         from launcher.transport.openssh import OpenSshHost, control_dir
 
-        return OpenSshHost(ep, places.known_hosts, ssh_config=places.ssh_config, control=control_dir(places.data),
-                           connect_timeout_s=timeout, retry_s=retry)
+        return OpenSshHost(Endpoint.of(endpoint), places.known_hosts, ssh_config=places.ssh_config,
+                           control=control_dir(places.data), connect_timeout_s=timeout, retry_s=retry)
+    from provisioning.base import SshEndpoint
+
+    ep = SshEndpoint(**{k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields})
     if ep.proxy_jump:
         raise UsageError(f"{ep} is reached through ProxyJump {ep.proxy_jump}, which needs OpenSSH's ssh",
                          "install openssh-client (or give a ProxyCommand)")

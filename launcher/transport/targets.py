@@ -46,7 +46,7 @@ def target_for_spec(hs: HostSpec, places: Places) -> Target:
 def _first_answering(hs: HostSpec, places: Places) -> SshEndpoint:
     """host.address may list several machines you own: the first whose sshd answers."""
     addresses = hs.address if isinstance(hs.address, list) else [hs.address or ""]
-    provider = SshProvider([parse_endpoint(a, places.ssh_config, hs.identity_file, places.cache) for a in addresses])
+    provider = SshProvider([parse_endpoint(a, places.ssh_config, hs.identity_file) for a in addresses])
     if len(addresses) == 1:
         return provider.endpoints[0]  # one host: the SSH connection's own retries decide
     problems = []
