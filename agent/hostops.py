@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import IO, Optional
 
 from .book import AgentLock, StatusBook, agent_alive
-from .codetree import is_inside, manifest, snapshot
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .paths import JobDir, Root, is_backup_name, remove_inside
-from .protocol import PROTOCOL, JobPayload, JobState, code_digest, self_argv
+from .protocol import PROTOCOL, JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
@@ -28,6 +27,9 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
     this agent cannot read (another version, a bad field) is refused in one line.
     code_digest_now: the project code's digest, computed under the launch lock this call is
     made under (agent launch): when it is the launch's own, the snapshot is not hashed again."""
+    from .codetree import manifest, snapshot
+    from .payload import JobPayload
+
     payload = JobPayload.from_json(doc)
     job = root.job(job_id)
     if job.path.exists():
@@ -229,7 +231,7 @@ def receive_backup(job: JobDir, name: str, stream: IO[bytes]) -> dict:
     import tarfile
 
     from . import backup
-    from .codetree import safe_relpath
+    from .codetree import is_inside, safe_relpath
 
     if not is_backup_name(name):
         raise ValueError(f"{name[:60]!r} is not a backup name")

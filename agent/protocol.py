@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin,
                     get_type_hints)
 
-# The create-job payload (laptop -> agent), defined in payload.py and read by the launcher here.
-from .payload import (PAYLOAD_VERSION, HubFacts, JobFacts, JobPayload, ProtocolMismatch,  # noqa: F401
-                      RunSettings)
+# The create-job payload (laptop -> agent) is defined in payload.py and read by the launcher
+# here, loaded on first use: a status or a log read on the host has no use for its classes.
+_PAYLOAD_NAMES = {"PAYLOAD_VERSION", "HubFacts", "JobFacts", "JobPayload", "ProtocolMismatch", "RunSettings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PAYLOAD_NAMES:
+        from . import payload
+
+        return getattr(payload, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # A backup folder's name (agent.paths.BACKUP_NAME, repeated here so the laptop needs only this module).
