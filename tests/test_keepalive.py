@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import job_events, launched_id, status_json, wait_for, wait_state
 from scripts import HANGS, RESUMABLE
 
 
@@ -29,9 +29,8 @@ def spec(root, run, extra=""):
 
 
 def events(root: Path, job: str, kind: str = None):
-    lines = (root / "jobs" / job / "events.jsonl").read_text().splitlines()
-    evs = [json.loads(x) for x in lines]
-    return [e for e in evs if kind is None or e["event"] == kind]
+    """(The agent holds its job's lock, and `launch` returns, before it writes any event.)"""
+    return job_events(root, job, kind)
 
 
 def steps(root: Path, job: str):

@@ -284,18 +284,6 @@ def test_rented_providers_refuse_several_nodes_before_renting(tether, project):
     assert "nodes: 2 cannot run on vast" in lines[0] and "reach each other" in lines[0]
 
 
-def test_logs_node_on_a_one_host_job_is_refused(tether, project, host_root):
-    spec = project(f"""
-        name: one
-        host: {{provider: ssh, address: testhost, root: {host_root}}}
-        run: echo hi
-    """)
-    job = launched_id(tether("launch", spec))
-    wait_state(tether, job, "SUCCEEDED")
-    r = tether("logs", job, "--node", "1")
-    assert r.exit_code != 0 and "--node is for a multi-node job" in (r.stderr + r.stdout)
-
-
 def test_two_node_addresses_of_one_host_and_root_fail_cleanly(tether, project, host_root):
     """Two addresses that reach the same machine and root: each node locks on its own (never
     one node's lock held while another's is waited for), so the second finds the job there

@@ -48,6 +48,7 @@ def test_no_common_step_is_one_clear_error(listings, which, error, words):
     (("pull", "--node", "1"), "--node is for a multi-node job"),
     (("pull", "--backup", "latest", "--all-nodes"), "--all-nodes is for a multi-node job"),
     (("backups", "--node", "0"), "--node is for a multi-node job"),
+    (("logs", "--node", "1"), "--node is for a multi-node job"),
 ])
 def test_node_flags_on_a_one_host_job_are_refused(tether, project, host_root, args, words):
     spec = project(f"""
