@@ -10,7 +10,6 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from . import backup
 from .book import StatusBook
-from .files import read_json
 from .paths import JobDir
 from .peers import Coordinator, Gate, Member, Report
 from .policy import Verdict
@@ -57,10 +56,11 @@ class NodeLink:
         self.signalled: Optional[Tuple[int, float]] = None   # (pgid, monotonic) of the abort's SIGTERM
 
     @classmethod
-    def for_job(cls, job: JobDir, book: StatusBook, idle: Callable[[], None],
+    def for_job(cls, node: Optional[dict], job: JobDir, book: StatusBook, idle: Callable[[], None],
                 stopping: Callable[[], Optional[str]]) -> Optional["NodeLink"]:
-        """stopping: why the job is being stopped (a stop while waiting for the nodes ends the wait)."""
-        plan = NodePlan.from_json(((read_json(job.spec) or {}).get("job") or {}).get("node"))
+        """node: the run plan's node facts (None for a one-host job). stopping: why the job is
+        being stopped (a stop while waiting for the nodes ends the wait)."""
+        plan = NodePlan.from_json(node)
         return cls(plan, job, book, idle, stopping) if plan is not None and plan.count > 1 else None
 
     def env(self) -> Dict[str, str]:

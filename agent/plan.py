@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .files import read_json
 from .paths import JobDir
@@ -61,6 +61,7 @@ class RunPlan:
     python: Optional[str]              # host.python's absolute path: what python/pip in run: mean
     progress_pattern: Optional[str]    # progress.pattern: progress read from printed lines
     progress_total: Optional[int]      # progress.total: the step the run ends at
+    node: Optional[Dict[str, Any]] = None  # a multi-node job's facts (rendezvous.NodePlan reads them)
     log_max_bytes: int = LOG_MAX_BYTES
 
     @classmethod
@@ -108,5 +109,5 @@ class RunPlan:
             max_usd=s.limits.max_usd, price_per_hour=run.price_per_hour, instance_created=run.instance_created,
             autodown=run.autodown, autodown_wait_s=run.autodown_wait_s, resume_first=run.resume_first,
             path_prepend=list(run.path_prepend), python=run.python_executable,
-            progress_pattern=s.progress.pattern, progress_total=s.progress.total,
+            progress_pattern=s.progress.pattern, progress_total=s.progress.total, node=run.node,
         )

@@ -90,7 +90,7 @@ class Supervisor(JobDuties, JobEnding):
             Duty("mirror", 1.0, lambda: self.mirror.tick()),
             Duty("heartbeat", plan.heartbeat_every_s, self._write_heartbeat),
         ]
-        self.nodes = NodeLink.for_job(job, self.book, self.tick,  # None: a one-node job
+        self.nodes = NodeLink.for_job(plan.node, job, self.book, self.tick,  # None: a one-node job
                                       lambda: self.stop.reason if self.stop else None)
         if self.nodes:
             self.duties.append(Duty("nodes", TICK_S, lambda: self.nodes.watch(self.child.pid if self.child else None)))
