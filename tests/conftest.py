@@ -183,6 +183,18 @@ def launched_id(result: Result) -> str:
     raise AssertionError(f"no job id in launch output: {result!r}")
 
 
+def finished_ssh_job(tether, project, host_root: Path, name: str) -> str:
+    """A one-host job on the test sshd that echoed a line and SUCCEEDED: its id."""
+    spec = project(f"""
+        name: {name}
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: echo done
+    """)
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    return job
+
+
 def shutil_which(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is required"

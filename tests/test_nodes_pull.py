@@ -5,7 +5,7 @@ host could have made up; and the node flags refused where they mean nothing."""
 from __future__ import annotations
 
 import pytest
-from conftest import launched_id, wait_state
+from conftest import finished_ssh_job
 
 from agent.protocol import BackupInfo
 
@@ -51,13 +51,7 @@ def test_no_common_step_is_one_clear_error(listings, which, error, words):
     (("logs", "--node", "1"), "--node is for a multi-node job"),
 ])
 def test_node_flags_on_a_one_host_job_are_refused(tether, project, host_root, args, words):
-    spec = project(f"""
-        name: one
-        host: {{provider: ssh, address: testhost, root: {host_root}}}
-        run: echo hi
-    """)
-    job = launched_id(tether("launch", spec))
-    wait_state(tether, job, "SUCCEEDED")
+    job = finished_ssh_job(tether, project, host_root, "one")
     r = tether(args[0], job, *args[1:])
     out = (r.stderr + r.stdout).strip().splitlines()
     assert r.exit_code == 2 and len(out) == 1 and words in out[0], r

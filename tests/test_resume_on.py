@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import finished_ssh_job, launched_id, status_json, wait_for, wait_state
 from fake_hub import FakeHub
 from scripts import RESUMABLE
 
@@ -61,13 +61,7 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
 
 
 def test_resume_on_without_a_mirror_says_what_to_do(tether, project, host_root):
-    spec = project(f"""
-        name: nomirror
-        host: {{provider: ssh, address: testhost, root: {host_root}}}
-        run: echo done
-    """)
-    job = launched_id(tether("launch", spec))
-    wait_state(tether, job, "SUCCEEDED")
+    job = finished_ssh_job(tether, project, host_root, "nomirror")
     r = tether("resume", job, "--on", "testhost")
     assert r.exit_code == ExitCode.NO_BACKUP
     assert "no backup mirrored to this laptop" in r.stderr and "backup.mirror: laptop" in r.stderr
