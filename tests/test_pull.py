@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from conftest import launched_id, wait_state
@@ -44,6 +45,26 @@ def test_pull_verifies_and_refuses_symlinks(tether, finished_job, tmp_path):
     assert (dest / "logs" / "workload.log").exists()
     assert not (dest / "outputs" / "escape").exists()
     assert "not pulled: outputs/escape (is a symlink)" in r.stdout
+
+
+def test_only_a_rented_hosts_pull_waits_for_the_disk(tether, finished_job, tmp_path, monkeypatch):
+    """A pull that may let a rented host go (autodown) is on disk before it returns; one from a
+    host of your own is not made to wait for every dirty page of the machine."""
+    import launcher.transfer.pull as pulling
+    from launcher.registry import Registry
+    from launcher.settings import places
+
+    synced = []
+    monkeypatch.setattr(pulling.os, "sync", lambda: synced.append(1))
+    assert tether("pull", finished_job, "--to", tmp_path / "owned").exit_code == 0
+    assert synced == []
+    registry = Registry(places(os.environ).registry)
+    try:
+        registry.set_instance(registry.resolve(finished_job).id, {"provider": "vast", "id": "1"})
+    finally:
+        registry.close()
+    assert tether("pull", finished_job, "--to", tmp_path / "rented").exit_code == 0
+    assert synced == [1]
 
 
 def test_pull_resumes_a_partial_file(tether, finished_job, tmp_path):

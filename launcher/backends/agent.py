@@ -131,7 +131,7 @@ class AgentJob:
 
         with self.client() as client:
             return pull(client, self.record.job_dir, list(paths or self.record.artifacts or ["outputs/"]),
-                        dest, console)
+                        dest, console, durable=self.record.instance_alive)
 
     def pull_backup(self, which: str, dest: Path, console: Console) -> "PullResult":
         """One backup (the newest that verifies, or by name), verified again here."""
@@ -139,7 +139,7 @@ class AgentJob:
 
         with self.client() as client:
             path = f"backups/{pick_backup(list_backups(client, self.record.job_dir), which)}/"
-            result = pull(client, self.record.job_dir, [path], dest, console)
+            result = pull(client, self.record.job_dir, [path], dest, console, durable=self.record.instance_alive)
         verify_pulled_backup(dest / path)
         return result
 

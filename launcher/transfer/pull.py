@@ -58,7 +58,10 @@ def safe_destination(dest: Path, rel: str) -> Path:
     return target
 
 
-def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, console: Console) -> PullResult:
+def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, console: Console,
+         durable: bool = True) -> PullResult:
+    """durable: on disk before it returns (a rented host may be destroyed once its results are
+    pulled); a host of your own keeps them, and its pull is not made to wait for the disk."""
     dest.mkdir(parents=True, exist_ok=True)
     # Marks the folder as pulled results: a later launch from here does not send them back up.
     (dest / PULLED_MARKER).touch()
@@ -104,7 +107,8 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
         stream.wait()
     # A pull may let autodown destroy the host: what it wrote is on disk before it returns.
     # Once for all the files (one fsync each costs a journal commit: 50 files, a second).
-    os.sync()
+    if durable:
+        os.sync()
     return result
 
 
