@@ -183,6 +183,18 @@ def launched_id(result: Result) -> str:
     raise AssertionError(f"no job id in launch output: {result!r}")
 
 
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny Llama saved with save_pretrained and a small JSONL data set (tests/tiny_lm.py):
+    what the causal-lm workload loads in place of a downloaded model."""
+    from tiny_lm import make_data, make_model  # torch and transformers: only for tests that ask
+
+    root = tmp_path_factory.mktemp("lm")
+    make_model(root / "model")
+    make_data(root / "data" / "train.jsonl")
+    return root
+
+
 def finished_ssh_job(tether, project, host_root: Path, name: str) -> str:
     """A one-host job on the test sshd that echoed a line and SUCCEEDED: its id."""
     spec = project(f"""

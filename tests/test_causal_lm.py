@@ -12,17 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import launched_id, status_json, wait_for, wait_state
-from tiny_lm import huge_model_config, make_data, make_model
+from tiny_lm import huge_model_config
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lm")
-    make_model(root / "model")
-    make_data(root / "data" / "train.jsonl")
-    return root
 
 
 def by_hand(workdir: Path, cfg: dict, timeout: int = 300) -> subprocess.CompletedProcess:

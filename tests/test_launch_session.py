@@ -16,7 +16,7 @@ from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import local_runtime_dir
 from launcher.transport.host import LocalHost
 from launcher.transport import launch_session
-from launcher.transport.launch_session import LaunchSession, Opening, PendingLaunch, open_launch
+from launcher.transport.launch_session import LaunchSession, Opening, PendingLaunch
 
 
 def _client() -> AgentClient:
@@ -29,7 +29,12 @@ def _payload(job_id: str, digest=None) -> JobPayload:
 
 
 def _session(root, on_wait=lambda: None, known=()) -> LaunchSession:
-    return Opening(_client(), shipped=False).begin(str(root), "p").finish(list(known), on_wait)
+    return Opening(_client(), str(root), "p", shipped=False).finish(list(known), on_wait)
+
+
+def open_launch(host, root, cache) -> LaunchSession:
+    """A launch's session as `tether launch` opens it (kept facts, else the probe)."""
+    return PendingLaunch(host, "local", sys.executable, str(root), "p", cache).finish([], lambda: None)
 
 
 def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
@@ -100,7 +105,7 @@ def test_the_host_starts_before_the_laptop_has_scanned_and_locks_only_after(tmp_
     import hashlib
 
     root, cache = tmp_path / "root", tmp_path / "cache"
-    open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None).close()
+    open_launch(LocalHost(), root, cache).close()
     (root / "code" / "p").mkdir(parents=True, exist_ok=True)
     (root / "code" / "p" / "a.py").write_text("a = 1\n")
     pending = PendingLaunch(LocalHost(), "local", sys.executable, str(root), "p", cache)
@@ -177,11 +182,11 @@ def test_a_root_the_host_cannot_lock_in_is_the_hosts_own_line(tmp_path):
     """A known host whose root's code folder cannot be made (here a file in its place): the
     host's error is what the user reads, not a broken pipe."""
     root, cache = tmp_path / "root", tmp_path / "cache"
-    open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None).close()
+    open_launch(LocalHost(), root, cache).close()
     shutil.rmtree(root / "code", ignore_errors=True)
     (root / "code").write_text("not a folder")
     with pytest.raises(RemoteError) as exc:
-        open_launch(LocalHost(), "local", sys.executable, str(root), "p", [], cache, lambda: None)
+        open_launch(LocalHost(), root, cache)
     assert "before it held the project's lock" in str(exc.value.what)
     assert "Not a directory" in str(exc.value.what) or "File exists" in str(exc.value.what)
 
@@ -217,7 +222,7 @@ def test_a_known_host_skips_the_probe_and_a_wiped_one_is_probed_again(tmp_path):
     host = CountingHost()
 
     def launch():
-        s = open_launch(host, "local", sys.executable, str(root), "p", [], cache, lambda: None)
+        s = open_launch(host, root, cache)
         s.close()
         return s.info
 
@@ -270,5 +275,5 @@ def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch
     client = _client()
     monkeypatch.setattr(client, "stream", lambda *a: FakeStream(lines))
     with pytest.raises(RemoteError) as exc:
-        Opening(client, shipped=False).begin("/r", "p").finish([], lambda: None)
+        Opening(client, "/r", "p", shipped=False).finish([], lambda: None)
     assert "\n" not in str(exc.value.what)

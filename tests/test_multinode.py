@@ -14,7 +14,6 @@ import pytest
 from conftest import job_events, launched_id, status_json, wait_for, wait_state
 from netns import sh, two_hosts, unavailable
 from test_causal_lm import by_hand, config
-from tiny_lm import make_data, make_model
 
 from launcher.errors import ExitCode
 
@@ -22,14 +21,6 @@ pytestmark = pytest.mark.timeout(900)  # two DeepSpeed start-ups on a shared 2-c
 
 TRAIN = {"max_steps": 12, "micro_batch": 4, "grad_accum": 2, "lr": 0.003, "seq_len": 32, "warmup": 2,
          "save_every": 4}
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lm")
-    make_model(root / "model")
-    make_data(root / "data" / "train.jsonl")
-    return root
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from launcher.transport.targets import Target
 from launcher.registry import JobRecord, Registry
 from launcher.spec import JobSpec, LoadedSpec
 from launcher.transfer.progress_bar import TransferProgress
+from launcher.text import plain
 
 
 @dataclass(frozen=True)
@@ -123,13 +124,13 @@ def sync_code(client: AgentClient, session: LaunchSession, kept: sync.HostManife
         finally:
             progress.close()
         if pushed["rsync_problem"]:
-            console.print(f"  rsync not used ({pushed['rsync_problem']}): sent as a tar stream", markup=False)
+            console.print(f"  rsync not used ({plain(pushed['rsync_problem'])}): sent as a tar stream", markup=False)
         via = f" via {pushed['via']}" if the_plan.send else ""
     kept.remember_synced()
     console.print(f"sync: {len(the_plan.send)} file(s) sent{via} ({sync.human_bytes(the_plan.send_bytes)}), "
                   f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
     for rel in tree.skipped_links:
-        console.print(f"  not sent (symlink): {rel}", markup=False)
+        console.print(f"  not sent (symlink): {plain(rel)}", markup=False)
     return the_plan
 
 

@@ -41,14 +41,14 @@ class _Conversation:
         self.stream = stream
         self.ended = self.expired = False
 
-    def say(self, doc: dict) -> bool:
-        """False if the host's side is gone (its last words are then the next line)."""
+    def say(self, doc: dict) -> None:
+        """A host side that is gone is not an error here: its last words (or the end) are what
+        the next hear() gets."""
         try:
             self.stream.stdin.write(json.dumps(doc).encode() + b"\n")
             self.stream.stdin.flush()
-            return True
         except OSError:
-            return False
+            pass
 
     def hear(self, timeout: Optional[float], what: str) -> Optional[dict]:
         watchdog = threading.Timer(timeout, self._expire) if timeout else None
@@ -119,7 +119,7 @@ class LaunchSession:
         self.manifest = manifest  # {"digest", "files"?}: checked by sync.HostManifest.files
 
     def _ask(self, request: dict, what: str) -> dict:
-        self._talk.say(request)  # a host gone: its last words, or EOF, are what is heard
+        self._talk.say(request)
         doc = self._talk.hear(ANSWER_S, what)
         if doc is None or not doc.get("ok") or not isinstance(doc.get("result"), dict):
             raise RemoteError(f"{what} failed on the host: {self._talk.why_ended(doc, ANSWER_S)}")
@@ -149,19 +149,14 @@ class LaunchSession:
 class Opening:
     """A launch session started on the host: introduced, then told the laptop's digests."""
 
-    def __init__(self, client: AgentClient, shipped: bool) -> None:
+    def __init__(self, client: AgentClient, root: str, project: str, shipped: bool) -> None:
         self.client, self.shipped = client, shipped
-        self._talk: Optional[_Conversation] = None
+        self._talk = _Conversation(client.stream("launch", root, project))
         self.info: Optional[HostInfo] = None
-
-    def begin(self, root: str, project: str) -> "Opening":
-        self._talk = _Conversation(self.client.stream("launch", root, project))
-        return self
 
     def introduce(self) -> HostInfo:
         """The host's Python and root (its first line), or SessionUnavailable."""
         if self.info is None:
-            assert self._talk is not None
             try:
                 version, executable, root = _hello(self._talk.hear(HELLO_S, "starting the launch on the host"))
             except BaseException:
@@ -175,14 +170,12 @@ class Opening:
         """Told the digests the laptop knows, holding the project's lock, with the manifest."""
         info = self.introduce()
         talk = self._talk
-        assert talk is not None
         try:
             talk.say({"op": "known", "digests": list(known)})
             doc = talk.hear(ANSWER_S, "reading the host's copy of the code")
             if doc is not None and doc.get("waiting"):
                 on_wait()
                 doc = talk.hear(None, "waiting for the project's lock")  # said, and as long as it takes
-                doc = doc if doc is None or not doc.get("waiting") else None
             if doc is None or not doc.get("locked"):
                 raise RemoteError(f"the host's launch session ended before it held the project's lock: "
                                   f"{talk.why_ended(doc, ANSWER_S)}")
@@ -196,8 +189,7 @@ class Opening:
 
     def close(self) -> None:
         """Before the lock is held the host may be blocked on it, not reading: killed."""
-        if self._talk is not None:
-            self._talk.end(kill=True)
+        self._talk.end(kill=True)
 
 
 # -- what tether learnt of a host's Python and root, kept between launches ------------------
@@ -231,7 +223,7 @@ class PendingLaunch:
         kept = _known_runtime(self.path) if self.path is not None else None
         self.opening: Optional[Opening] = None
         if kept is not None:
-            self.opening = Opening(AgentClient(host, python, kept[1]), shipped=False).begin(kept[0], project)
+            self.opening = Opening(AgentClient(host, python, kept[1]), kept[0], project, shipped=False)
 
     def introduce(self) -> HostInfo:
         if self.opening is not None:
@@ -240,9 +232,10 @@ class PendingLaunch:
             except SessionUnavailable:
                 pass  # gone or replaced on the host: probe it as if new
         info = prepare_host(self.host, self.python, self.root)
-        self.opening = Opening(AgentClient(self.host, info.python, info.runtime_dir), info.shipped)
+        self.opening = Opening(AgentClient(self.host, info.python, info.runtime_dir), info.root, self.project,
+                               info.shipped)
         try:
-            introduced = self.opening.begin(info.root, self.project).introduce()
+            introduced = self.opening.introduce()
         except SessionUnavailable:
             raise RemoteError(f"the agent runtime on {self.host.name} did not start",
                               f"its folder {info.runtime_dir} may be damaged: remove it and launch again") from None
@@ -265,9 +258,3 @@ class PendingLaunch:
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}))
             os.replace(tmp, self.path)
-
-
-def open_launch(host: Host, host_key: str, python: str, root: str, project: str, known: List[str],
-                cache_dir: Optional[Path], on_wait: Callable[[], None]) -> LaunchSession:
-    """The session on a host tether knows, else after the probe (and the runtime's shipping)."""
-    return PendingLaunch(host, host_key, python, root, project, cache_dir).finish(known, on_wait)
