@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from .files import append_jsonl, read_json_object, write_json_atomic
 from .paths import JobDir
-from .protocol import FailureClass, JobState
+from .states import FailureClass, JobState
 
 
 class StatusBook:

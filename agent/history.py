@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from .files import write_bytes_atomic
 from .paths import JobDir
-from .protocol import HISTORY_KEYS, MAX_METRICS, downsample
+from .rows import HISTORY_KEYS, MAX_METRICS, downsample
 
 KEEP_ROWS = 2000                  # the summary's resolution (the laptop asks for at most this)
 READ_BYTES = 8 * 1024 * 1024      # one answer or one tick reads at most this much of a file

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin,
                     get_type_hints)
 
+# Re-exported: the laptop reads every name of the wire from this one module.
+from .rows import HISTORY_KEYS as HISTORY_KEYS, MAX_METRICS as MAX_METRICS, downsample as downsample
+from .states import PROTOCOL as PROTOCOL, FailureClass as FailureClass, JobState as JobState
+
 # The create-job payload (laptop -> agent) is defined in payload.py and read by the launcher
 # here, loaded on first use: a status or a log read on the host has no use for its classes.
 _PAYLOAD_NAMES = {"PAYLOAD_VERSION", "HubFacts", "JobFacts", "JobPayload", "ProtocolMismatch", "RunSettings"}
@@ -75,41 +79,6 @@ def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
     return h.hexdigest()
 
 
-class JobState(str, Enum):
-    PENDING = "PENDING"
-    SETUP = "SETUP"
-    RUNNING = "RUNNING"
-    BACKING_UP = "BACKING_UP"
-    RESTARTING = "RESTARTING"
-    STALLED = "STALLED"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
-    # Inferred, never written by the agent: its state is non-terminal but it is not running
-    # (LOST), or the host does not answer at all (UNREACHABLE).
-    LOST = "LOST"
-    UNREACHABLE = "UNREACHABLE"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-    @property
-    def is_inferred(self) -> bool:
-        return self in (JobState.LOST, JobState.UNREACHABLE)
-
-
-_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED})
-
-
-class FailureClass(str, Enum):
-    USER = "user"          # the workload exited non-zero
-    INFRA = "infra"        # killed by a signal (OOM-kill), disk full, host lost
-    STALL = "stall"        # no progress for heartbeat.stall_after_s
-    BUDGET = "budget"      # limits.max_usd reached
-    DEADLINE = "deadline"  # limits.max_hours or the host's session limit reached
-
-
 # -- messages: what the host answers, typed and checked where it enters the laptop -------------
 #
 # Every field below is read from a host, which tether does not trust: from_json keeps a value
@@ -121,7 +90,6 @@ class FailureClass(str, Enum):
 STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"      # status: also the progress rows, thinned to N
 SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files: sizes only, sha256 after the bytes
 
-PROTOCOL = 2          # bumped when a message changes meaning; older agents answer without it
 MAX_TEXT = 2000       # characters of any one string from a host
 MAX_ITEMS = 64        # entries of any list or mapping from a host
 
@@ -301,49 +269,6 @@ class BackupInfo:
             raise ValueError("the backups listing is not a list")
         items = [from_dict(cls, d) for d in doc if isinstance(d, dict)]
         return [b for b in items if BACKUP_NAME_RE.fullmatch(b.name)]
-
-
-# -- metric history: rows both sides thin the same way ---------------------------------------
-#
-# A history row is {"n": line number, "step": int or None, "time": float or None, "m": {name:
-# number}}: one progress line (or one heartbeat sample) with its numeric metrics. The host
-# thins what it sends and the laptop what it keeps, with this one function.
-
-HISTORY_KEYS = ("step", "time", "checkpoint", "max_steps")  # in a progress line, not metrics to plot
-MAX_METRICS = 32      # numeric metrics kept per row
-
-
-def downsample(rows: List[Dict[str, Any]], max_rows: int) -> List[Dict[str, Any]]:
-    """At most max_rows of rows, in order: the line range is cut into equal buckets and each
-    keeps its first and last row and, for every metric, the rows holding its minimum and
-    maximum. A spike survives any amount of thinning (and thinning again)."""
-    if len(rows) <= max_rows:
-        return list(rows)
-    names = set(sorted({k for r in rows for k in r["m"]})[:MAX_METRICS])
-    per_bucket = 2 + 2 * len(names)
-    buckets = max(1, max_rows // per_bucket)
-    lo, hi = rows[0]["n"], rows[-1]["n"]
-    width = max(1.0, (hi - lo + 1) / buckets)
-    keep: set = set()
-    current, first, last = None, 0, 0
-    low: Dict[str, Tuple[float, int]] = {}
-    high: Dict[str, Tuple[float, int]] = {}
-    for i, r in enumerate(rows):
-        b = int((r["n"] - lo) / width)
-        if b != current:
-            if current is not None:
-                keep.update((first, last), *(v[1:] for v in low.values()), *(v[1:] for v in high.values()))
-            current, first, low, high = b, i, {}, {}
-        last = i
-        for k, v in r["m"].items():
-            if k not in names:
-                continue
-            if k not in low or v < low[k][0]:
-                low[k] = (v, i)
-            if k not in high or v > high[k][0]:
-                high[k] = (v, i)
-    keep.update((first, last), *(v[1:] for v in low.values()), *(v[1:] for v in high.values()))
-    return [rows[i] for i in sorted(keep)]
 
 
 class BackgroundHash:

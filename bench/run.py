@@ -32,7 +32,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from agent.hostops import create_job, start, status  # noqa: E402
+from agent.hostops import create_job, start  # noqa: E402
+from agent.job_status import status  # noqa: E402
 from agent.paths import JobDir, Root  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_STEPS", "600"))

@@ -78,6 +78,11 @@ def paired(what: str, ours: Callable[[], float], peer: Callable[[], float], peer
     return row
 
 
+def compile_sources() -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / p) for p in ("launcher", "agent",
+                    "provisioning", "workloads"))], check=True, capture_output=True)
+
+
 class Bench:
     def __init__(self, tmp: Path) -> None:
         from sshd import Sshd
@@ -91,6 +96,10 @@ class Bench:
         self.home = tmp / "home"
         self.env = dict(os.environ, TETHER_HOME=str(self.home), TETHER_SSH_CONFIG=str(self.conf),
                         PYTHONPATH=str(REPO), COLUMNS="120")
+        # tether as pip installs it: with its bytecode. This machine sets PYTHONDONTWRITEBYTECODE,
+        # under which every command compiled tether's sources again (50-60 ms a status read).
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        compile_sources()
         self.root = tmp / "root"
         self.control = tmp / "peer-ctl"
         self.ssh = ["ssh", "-F", str(self.conf), "-o", f"UserKnownHostsFile={tmp / 'peer_known_hosts'}",

@@ -3,34 +3,103 @@ connection (a handshake, or a command over the shared one) runs while Python imp
 path (and rich to draw it), which takes the answer from here (OpenSshHost.run looks for its exact
 command line: transport/prestarted.py). Anything unusual (another verb, an option the lean path
 does not read, an unknown job, a host that is not reached over OpenSSH) starts nothing, and the
-normal path runs as always; a command started here and not taken is ended when tether exits."""
+normal path runs as always; a command started here and not taken is ended when tether exits.
+
+Finding the command (the registry, the endpoint, the agent's command line) loads a tenth of a
+second of modules, so the command lines a status read started are remembered, under the
+command line's own words, in <home>/cache/early-commands.json: the next same read starts them
+first, having loaded nothing but json and subprocess. The normal path still builds its own
+and takes only an exact match, so a remembered command that went stale (the job moved, its
+settings changed) is only a read that is ended unused."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from launcher.transport import prestarted
+
+REMEMBERED = os.path.join("cache", "early-commands.json")
+KEEP = 64                     # command lines remembered; the oldest go first
+# What else decides the command line: the same words under another setting are another entry.
+SETTINGS = ("TETHER_SSH_PERSIST_S", "TETHER_NO_OPENSSH", "TETHER_SSH_CONFIG", "TETHER_HOME")
+
+Argv = Tuple[str, ...]
 
 
 def start(args: Sequence[str]) -> None:
     try:
-        _start(list(args))
+        if not args or args[0] not in ("status", "jobs"):
+            return
+        key = json.dumps([list(args), [os.environ.get(k) for k in SETTINGS]])
+        remembered = _Remembered(key)
+        started = remembered.start()
+        remembered.keep(_start(list(args), started))
     except Exception:  # never at the cost of the command: the normal path asks on its own
         prestarted.discard()
 
 
-def _start(args: List[str]) -> None:
+class _Remembered:
+    """The command lines remembered under one key, read and started before anything else loads."""
+
+    def __init__(self, key: str) -> None:
+        from launcher.home import data_dir
+
+        self.key = key
+        self.path = os.path.join(data_dir(os.environ), REMEMBERED)
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            doc = {}
+        self.doc: Dict[str, list] = doc if isinstance(doc, dict) else {}
+
+    def start(self) -> Set[Argv]:
+        entry = self.doc.get(self.key)
+        started: Set[Argv] = set()
+        for argv in entry if isinstance(entry, list) else []:
+            if (isinstance(argv, list) and argv and argv[0] == "ssh" and all(isinstance(a, str) for a in argv)
+                    and tuple(argv) not in started):
+                _popen(argv)
+                started.add(tuple(argv))
+        return started
+
+    def keep(self, commands: Optional[List[Argv]]) -> None:
+        """Written only when it changed (a read that starts what it remembered writes nothing)."""
+        if commands is None:
+            return
+        entry = [list(c) for c in commands]
+        if self.doc.get(self.key) == entry:
+            return
+        self.doc.pop(self.key, None)
+        self.doc[self.key] = entry           # newest last
+        for old in list(self.doc)[:-KEEP]:
+            del self.doc[old]
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.doc, f)
+        os.replace(tmp, self.path)
+
+
+def _popen(argv: Sequence[str]) -> None:
+    from launcher.transport.child_env import child_environ
+
+    prestarted.add(argv, subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          env=child_environ()))
+
+
+def _start(args: List[str], started: Set[Argv]) -> Optional[List[Argv]]:
     """The command line read as the lean path reads it (lean/verbs.py): what it would not run
-    itself starts nothing here."""
+    itself starts nothing here. The commands this read needs (None: the lean path would not
+    run it, or a host is not OpenSSH); those not started already are started now."""
     from launcher.lean.verbs import SPARK_ROWS, parse
 
     parsed = parse(args)
     if parsed is None or parsed[0] not in ("status", "jobs"):
-        return
+        return None
     job, as_json = parsed[1].get("job"), parsed[1]["as_json"]
 
     from launcher.registry import Registry
@@ -48,18 +117,24 @@ def _start(args: List[str]) -> None:
     for r in records:
         if r.kind == "agent" and r.endpoint.get("kind") != "local" and (len(records) == 1 or r.kept_answer is None):
             groups.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
+    commands: List[Argv] = []
     for group in groups.values():
         host = _openssh_host(group[0].endpoint, where)
         if host is None:  # paramiko: nothing to start early
-            return
+            return None
         client = AgentClient(host, group[0].python, group[0].runtime_dir)
-        full = host.command_line(client.status_argv([r.job_dir for r in group], recent))
-        prestarted.add(full, subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environ()))
+        full = tuple(host.command_line(client.status_argv([r.job_dir for r in group], recent)))
+        if full not in started:
+            _popen(full)
+        commands.append(full)
+    return commands
 
 
 def _openssh_host(endpoint: dict, where):
     """The host as launcher.transport.connect.ssh_host makes it for a status read (the same
     command line, or nothing is taken from here), or None where that would not be OpenSSH."""
+    import shutil
+
     if not shutil.which("ssh") or os.environ.get("TETHER_NO_OPENSSH"):
         return None
     from launcher.transport.endpoint import Endpoint
@@ -68,9 +143,3 @@ def _openssh_host(endpoint: dict, where):
     return OpenSshHost(Endpoint.of(endpoint), where.known_hosts, ssh_config=where.ssh_config,  # type: ignore[arg-type]
                        control=control_dir(where.data), connect_timeout_s=float(endpoint.get("connect_timeout_s", 15)),
                        retry_s=0.0)
-
-
-def _environ():
-    from launcher.transport.host import child_environ
-
-    return child_environ()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-import platformdirs
+from launcher.home import data_dir
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ class Places:
 
 def places(environ: Optional[Mapping[str, str]] = None) -> Places:
     env = os.environ if environ is None else environ
-    home = env.get("TETHER_HOME")
-    data = Path(home) if home else Path(platformdirs.user_data_dir("tether"))
+    data = Path(data_dir(env))
     data.mkdir(parents=True, exist_ok=True)
     ssh_config = Path(env.get("TETHER_SSH_CONFIG", "~/.ssh/config")).expanduser()
     return Places(data=data, ssh_config=ssh_config)

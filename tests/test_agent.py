@@ -16,7 +16,8 @@ from conftest import wait_for
 
 from agent.book import AgentLock, agent_alive
 from agent.files import write_json_atomic
-from agent.hostops import create_job, logs, start, status
+from agent.hostops import create_job, logs, start
+from agent.job_status import status
 from agent.logfile import RotatingLog
 from agent.paths import JobDir, Root
 from agent.progress_reader import ProgressReader
@@ -153,7 +154,7 @@ def test_a_framed_tail_names_its_place_so_a_reconnect_goes_on_right_after_it(tmp
 
 
 def test_every_verb_of_the_agents_command_line_is_run_by_exactly_one_handler():
-    from agent.__main__ import _ANSWERS, _OTHERS
+    from agent.verbs import _ANSWERS, _OTHERS
     from agent.verbs import VERBS
 
     assert not set(_ANSWERS) & set(_OTHERS)

@@ -242,6 +242,66 @@ def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loa
     assert started[0].poll() is not None and not prestarted.waiting()
 
 
+def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_is_ended_unused(
+        tether, project, tmp_path):
+    """The second same read starts the command line the first one built, before the registry
+    is opened; a remembered line that no longer matches (the job moved, a setting changed) is
+    ended unused, the right one is run and remembered instead; a remembered line that is not
+    an ssh command is never run."""
+    from scripts import COUNTER
+
+    from launcher import early
+    from launcher.transport import prestarted
+
+    job = launched_id(tether("launch", project(f"""
+        name: remembered
+        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
+        run: python3 train.py 2 0.01
+    """, {"train.py": COUNTER})))
+    wait_state(tether, job, "SUCCEEDED")
+    cache = Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.json"
+
+    early.start(["status", job])        # builds the command, starts it, remembers it
+    built = prestarted.waiting()
+    assert len(built) == 1
+    prestarted.discard()
+    remembered = json.loads(cache.read_text())
+    (line,) = [v for k, v in remembered.items() if json.loads(k)[0] == ["status", job]]
+    assert line == [list(built[0].args)]
+
+    import launcher.registry as registry_module
+
+    opened = []
+    original = registry_module.Registry
+
+    class Watched(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *a, **k):
+            opened.append(len(prestarted.waiting()))  # how many were running when the registry opened
+            super().__init__(*a, **k)
+
+    registry_module.Registry = Watched
+    try:
+        early.start(["status", job])
+    finally:
+        registry_module.Registry = original
+    assert opened == [1]  # the remembered command was running before the registry opened
+    r = tether("status", job)
+    assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not prestarted.waiting()
+
+    key = next(k for k in remembered if json.loads(k)[0] == ["status", job])
+    stale = built[0].args[:-1] + ["echo stale"]
+    marker = tmp_path / "never"
+    cache.write_text(json.dumps({key: [stale, ["touch", str(marker)]]}))
+    early.start(["status", job])
+    running = prestarted.waiting()
+    assert len(running) == 2 and not marker.exists()   # the stale ssh and the right one; no `touch`
+    r = tether("status", job)
+    assert r.exit_code == 0 and "SUCCEEDED" in r.stdout
+    prestarted.discard()                                # tether's exit: the stale one is ended
+    assert all(p.poll() is not None for p in running) and not marker.exists()
+    assert json.loads(cache.read_text())[key] == [list(built[0].args)]
+
+
 def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):
     """`tether jobs` keeps an ended job's last answer and shows it from then on, its host not
     asked (here: gone); `tether status JOB` still asks; a resumed job is asked again."""

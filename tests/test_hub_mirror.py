@@ -259,7 +259,8 @@ def test_without_a_token_the_end_says_so_instead_of_waiting(tmp_path):
     and its final reason says which backup did not reach the Hub."""
     import time
 
-    from agent.hostops import create_job, start, status
+    from agent.hostops import create_job, start
+    from agent.job_status import status
     from agent.paths import JobDir, Root
 
     root = Root(tmp_path / "root")
@@ -286,7 +287,8 @@ def test_without_a_token_the_end_says_so_instead_of_waiting(tmp_path):
 def test_a_slow_push_keeps_its_backup_while_newer_ones_come(tmp_path, hub):
     """Backups come faster than the link pushes them (keep: 1): the one being pushed is not
     pruned under it, so pushes succeed during training instead of failing one after another."""
-    from agent.hostops import create_job, start, status
+    from agent.hostops import create_job, start
+    from agent.job_status import status
     from agent.paths import JobDir, Root
     from agent.protocol import HUB_MIRROR_TOKEN
 

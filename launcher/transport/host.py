@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, Dict, List, Mapping, Optional, Protocol, Sequence
+from typing import IO, Any, List, Optional, Protocol, Sequence
 
 from launcher.errors import RemoteError
+from launcher.transport.child_env import child_environ as child_environ  # the one filter, re-exported
 
 
 @dataclass(frozen=True)
@@ -58,17 +58,6 @@ class Host(Protocol):
 
 
 # -- local --------------------------------------------------------------------------------
-
-
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|_KEY$|^KEY$", re.I)
-
-
-def child_environ(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
-    """The environment for ssh, rsync and local agent commands: the laptop's, less anything
-    named like a secret. ssh would send such a variable to the host wherever ~/.ssh/config
-    says SendEnv, and a shared connection keeps it in a long-lived process; secrets reach a
-    job only as its spec says, on stdin."""
-    return {k: v for k, v in environ.items() if not _SECRET_NAME.search(k)}
 
 
 class ProcessStream:
