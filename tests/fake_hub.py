@@ -47,6 +47,9 @@ class FakeHub:
         self.down = False                       # the network is gone: every connection is dropped
         self.slow_preupload_s = 0.0             # a slow link: each preupload answer takes this long
         self.downloads: List[str] = []          # paths served by resolve/, oids by storage
+        # The Hub applies one commit after another: two hosts pushing at once (the nodes of a
+        # multi-node job) each see the repo whole, before or after the other's commit.
+        self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         # File storage lives on another origin, as the Hub's CDN does: the client follows a
         # resolve/ redirect there for the bytes, but takes the metadata from the redirect.
@@ -62,10 +65,11 @@ class FakeHub:
         self.server.shutdown()
         self.storage.shutdown()
 
-    def backups(self, repo_id: str) -> dict:
-        """{folder: manifest} of the tether backups a repo holds now."""
+    def backups(self, repo_id: str, prefix: str = "") -> dict:
+        """{folder: manifest} of the tether backups a repo holds now (under prefix: node-K/)."""
         files = self.repos[repo_id].files if repo_id in self.repos else {}
-        return {p.split("/")[0]: json.loads(data) for p, data in list(files.items()) if p.endswith("/MANIFEST.json")}
+        return {p[len(prefix):].split("/")[0]: json.loads(data) for p, data in list(files.items())
+                if p.startswith(prefix) and p.endswith("/MANIFEST.json") and p[len(prefix):].count("/") == 1}
 
     def _tree(self, repo: Repo, folder: str, recursive: bool):
         """The Hub's tree listing: files with their git blob oid (and lfs info), folders as
@@ -259,8 +263,9 @@ class FakeHub:
             def _route(self):
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                status, out = fake.route(self.command, url.path, self.headers.get("Authorization"),
-                                         self._body(), query)
+                body = self._body()
+                with fake.lock:
+                    status, out = fake.route(self.command, url.path, self.headers.get("Authorization"), body, query)
                 self._send(status, out)
 
             def _download(self, head: bool):

@@ -6,8 +6,9 @@ been checked by BackupInfo.list_from_json; steps and flags are only compared her
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
+from agent.paths import backup_order, backup_step, is_backup_name
 from agent.protocol import BackupInfo
 
 from launcher.errors import NoBackupError, NotFoundError
@@ -53,6 +54,21 @@ def pick_per_node(listings: Sequence[Sequence[BackupInfo]], which: str) -> List[
                                 f"see `tether backups JOB --node {k}`")
         names.append(held[-1].name)
     return names
+
+
+def common_mirrored(listings: Sequence[Sequence[object]], where: str) -> Tuple[int, List[str]]:
+    """`resume --on` of a multi-node job: the newest step that every node has in its mirror
+    (node K's list: the backup names of node K there, on this laptop or the Hub), and each
+    node's newest backup of that step. The names came from hosts or the Hub: one that is not
+    a backup's, or carries no step, counts for nothing. A step one node lacks is never picked."""
+    held: List[Dict[str, int]] = [{n: backup_step(n) for n in names if is_backup_name(n)  # type: ignore[misc]
+                                   and backup_step(n) is not None} for names in listings]  # type: ignore[arg-type]
+    steps = set.intersection(*(set(h.values()) for h in held)) if held else set()
+    if not steps:
+        raise NoBackupError(f"no step has a backup of every node in {where}",
+                            "each node's backups must have reached the mirror; see `tether backups JOB --node K`")
+    step = max(steps)
+    return step, [max((n for n, s in h.items() if s == step), key=backup_order) for h in held]
 
 
 def merged(dest: Path, results: Sequence[PullResult]) -> PullResult:
