@@ -57,6 +57,10 @@ def remote_backups(api, repo: str, prefix: str = "") -> List[str]:
 def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
     if not is_backup_name(name):
         return {"ok": False, "error": f"{name[:60]!r} is not a backup name: not pushed"}
+    try:
+        prefix = prefix_of(req)
+    except ValueError as exc:
+        return {"ok": False, "error": str(exc)}
     folder = job.backups / name
     if backup.load(folder) is None:
         return {"ok": False, "gone": True, "error": f"backup {name} is not on the host (pruned)"}
@@ -69,7 +73,7 @@ def push(job: JobDir, name: str, req: Dict[str, Any]) -> Dict[str, Any]:
         return {"ok": False, "no_library": True, "error": str(exc)}
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    repo, keep, prefix = req["repo"], max(1, int(req.get("keep", 3))), prefix_of(req)
+    repo, keep = req["repo"], max(1, int(req.get("keep", 3)))
     try:
         api.create_repo(repo, private=True, exist_ok=True)
         remote = remote_backups(api, repo, prefix)
