@@ -35,10 +35,11 @@ class Repo:
 
 
 class FakeHub:
-    def __init__(self, token: str = "", user: str = "tester") -> None:
+    def __init__(self, token: str = "", user: str = "tester", host: str = "127.0.0.1") -> None:
+        """host: where it listens (the multi-node tests' hosts reach it on their bridge)."""
         # A token of its own: tests look for it in places it must not be (other processes'
         # environments included), so another test's token must not be mistaken for it.
-        self.token, self.user = token or f"hf_test_{secrets.token_hex(8)}", user
+        self.token, self.user, self.host = token or f"hf_test_{secrets.token_hex(8)}", user, host
         self.repos: Dict[str, Repo] = {}
         self.lfs_store: Dict[str, bytes] = {}
         self.uploads: List[str] = []            # every LFS object received (oid)
@@ -50,16 +51,16 @@ class FakeHub:
         # The Hub applies one commit after another: two hosts pushing at once (the nodes of a
         # multi-node job) each see the repo whole, before or after the other's commit.
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
         # File storage lives on another origin, as the Hub's CDN does: the client follows a
         # resolve/ redirect there for the bytes, but takes the metadata from the redirect.
-        self.storage = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.storage = ThreadingHTTPServer((host, 0), self._handler())
         for server in (self.server, self.storage):
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"http://{self.host}:{self.server.server_port}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -115,7 +116,7 @@ class FakeHub:
         headers = {"X-Repo-Commit": repo.commits[-1]}
         if file_path in repo.lfs:
             oid = repo.lfs[file_path]
-            storage = f"http://127.0.0.1:{self.storage.server_port}/lfs-files/{oid}"
+            storage = f"http://{self.host}:{self.storage.server_port}/lfs-files/{oid}"
             headers.update({"Location": storage, "X-Linked-Etag": f'"{oid}"',
                             "X-Linked-Size": str(len(data)), "ETag": f'"{git_blob_sha1(data)}"'})
             return 302, headers, b""
