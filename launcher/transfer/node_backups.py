@@ -66,7 +66,8 @@ def common_mirrored(listings: Sequence[Sequence[object]], where: str) -> Tuple[i
     steps = set.intersection(*(set(h.values()) for h in held)) if held else set()
     if not steps:
         raise NoBackupError(f"no step has a backup of every node in {where}",
-                            "each node's backups must have reached the mirror; see `tether backups JOB --node K`")
+                            "set backup.mirror (laptop or hf://...) and let every node's backups reach it while "
+                            "the job runs")
     step = max(steps)
     return step, [max((n for n, s in h.items() if s == step), key=backup_order) for h in held]
 
