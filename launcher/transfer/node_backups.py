@@ -56,13 +56,22 @@ def pick_per_node(listings: Sequence[Sequence[BackupInfo]], which: str) -> List[
     return names
 
 
+def _stepped(names: Sequence[object]) -> Dict[str, int]:
+    """{name: step} of the backup names that carry a step."""
+    found: Dict[str, int] = {}
+    for n in names:
+        step = backup_step(n) if isinstance(n, str) and is_backup_name(n) else None
+        if isinstance(n, str) and step is not None:
+            found[n] = step
+    return found
+
+
 def common_mirrored(listings: Sequence[Sequence[object]], where: str) -> Tuple[int, List[str]]:
     """`resume --on` of a multi-node job: the newest step that every node has in its mirror
     (node K's list: the backup names of node K there, on this laptop or the Hub), and each
     node's newest backup of that step. The names came from hosts or the Hub: one that is not
     a backup's, or carries no step, counts for nothing. A step one node lacks is never picked."""
-    held: List[Dict[str, int]] = [{n: backup_step(n) for n in names if is_backup_name(n)  # type: ignore[misc]
-                                   and backup_step(n) is not None} for names in listings]  # type: ignore[arg-type]
+    held = [_stepped(names) for names in listings]
     steps = set.intersection(*(set(h.values()) for h in held)) if held else set()
     if not steps:
         raise NoBackupError(f"no step has a backup of every node in {where}",
