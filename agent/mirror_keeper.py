@@ -1,7 +1,8 @@
 """`backup.mirror: hf://user/repo`: each new verified backup follows the job off the host.
 
 A duty of the monitor loop beside BackupKeeper. It never blocks the loop: the push runs in
-its own low-priority process (`python -m agent hub-mirror`, the token on its stdin). A push
+its own low-priority process (`python -m agent hub-mirror`, the token on its stdin); node K of
+a multi-node job pushes under node-K/ in the repo and prunes only there. A push
 that fails is retried with growing waits and shown in the heartbeat and the events; before
 the agent exits it waits (backup.mirror_wait_s) for the newest backup to arrive. When
 backups come faster than pushes, the newest wins and the ones it supersedes are named in an
@@ -19,7 +20,7 @@ from . import backup
 from .book import StatusBook
 from .clock import REAL, Clock
 from .files import read_json, write_json_atomic
-from .paths import JobDir
+from .paths import JobDir, node_prefix
 from .plan import RunPlan
 from .protocol import self_argv
 
@@ -101,7 +102,8 @@ class MirrorKeeper:
         self.job.logs.mkdir(parents=True, exist_ok=True)
         proc = self.spawn_process(argv, self.job.hub_mirror_log)
         request = {"token": self.token, "repo": self.repo, "keep": self.plan.backup_keep,
-                   "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet}
+                   "endpoint": self.plan.hub_endpoint, "disable_xet": self.plan.hub_disable_xet,
+                   "prefix": node_prefix(self.plan.node)}  # node K's folder of a multi-node job
         try:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(request).encode())

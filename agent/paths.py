@@ -41,6 +41,29 @@ def backup_order(name: str) -> Tuple[str, int, int]:
     return (m.group(1), int(m.group(2) or -1), int(m.group(3) or 1))
 
 
+def backup_step(name: str) -> Optional[int]:
+    """The step a backup's name carries (None: not a backup name, or one without a step)."""
+    m = BACKUP_NAME.fullmatch(name) if isinstance(name, str) else None
+    return int(m.group(2)) if m and m.group(2) is not None else None
+
+
+_NODE_PREFIX = re.compile(r"node-(0|[1-9][0-9]{0,3})/")
+
+
+def node_prefix(node: Optional[dict]) -> str:
+    """Where a node's backups live in an hf:// mirror: node-K/ for node K of a multi-node job
+    (node 0 too, so every node's are found alike); "" (the repo's top level, as always) for a
+    one-host job."""
+    if not node or int(node.get("count") or 1) <= 1:
+        return ""
+    return f"node-{int(node['rank'])}/"
+
+
+def is_node_prefix(value: object) -> bool:
+    """"" or node-K/: anything else on a request is refused, never joined into a repo path."""
+    return value == "" or (isinstance(value, str) and _NODE_PREFIX.fullmatch(value) is not None)
+
+
 def _below(real: str, real_top: str) -> bool:
     return real.startswith(real_top.rstrip(os.sep) + os.sep)
 

@@ -279,9 +279,6 @@ class JobSpec(_Strict):
         if len(given) != 1:
             which = " and ".join(f"'{k}'" for k in given) if given else "none"
             raise ValueError(f"give exactly one of 'run', 'workload' or 'stages' (got {which})")
-        if self.host.nodes > 1 and self.backup.mirror:
-            raise ValueError(f"backup.mirror: {self.backup.mirror} keeps one host's backups, and each node of a "
-                             "multi-node job holds its own shards: leave it out (backups stay on every node)")
         return self
 
 

@@ -35,10 +35,11 @@ class Repo:
 
 
 class FakeHub:
-    def __init__(self, token: str = "", user: str = "tester") -> None:
+    def __init__(self, token: str = "", user: str = "tester", host: str = "127.0.0.1") -> None:
+        """host: where it listens (the multi-node tests' hosts reach it on their bridge)."""
         # A token of its own: tests look for it in places it must not be (other processes'
         # environments included), so another test's token must not be mistaken for it.
-        self.token, self.user = token or f"hf_test_{secrets.token_hex(8)}", user
+        self.token, self.user, self.host = token or f"hf_test_{secrets.token_hex(8)}", user, host
         self.repos: Dict[str, Repo] = {}
         self.lfs_store: Dict[str, bytes] = {}
         self.uploads: List[str] = []            # every LFS object received (oid)
@@ -47,25 +48,29 @@ class FakeHub:
         self.down = False                       # the network is gone: every connection is dropped
         self.slow_preupload_s = 0.0             # a slow link: each preupload answer takes this long
         self.downloads: List[str] = []          # paths served by resolve/, oids by storage
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        # The Hub applies one commit after another: two hosts pushing at once (the nodes of a
+        # multi-node job) each see the repo whole, before or after the other's commit.
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
         # File storage lives on another origin, as the Hub's CDN does: the client follows a
         # resolve/ redirect there for the bytes, but takes the metadata from the redirect.
-        self.storage = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.storage = ThreadingHTTPServer((host, 0), self._handler())
         for server in (self.server, self.storage):
             threading.Thread(target=server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+        return f"http://{self.host}:{self.server.server_port}"
 
     def stop(self) -> None:
         self.server.shutdown()
         self.storage.shutdown()
 
-    def backups(self, repo_id: str) -> dict:
-        """{folder: manifest} of the tether backups a repo holds now."""
+    def backups(self, repo_id: str, prefix: str = "") -> dict:
+        """{folder: manifest} of the tether backups a repo holds now (under prefix: node-K/)."""
         files = self.repos[repo_id].files if repo_id in self.repos else {}
-        return {p.split("/")[0]: json.loads(data) for p, data in list(files.items()) if p.endswith("/MANIFEST.json")}
+        return {p[len(prefix):].split("/")[0]: json.loads(data) for p, data in list(files.items())
+                if p.startswith(prefix) and p.endswith("/MANIFEST.json") and p[len(prefix):].count("/") == 1}
 
     def _tree(self, repo: Repo, folder: str, recursive: bool):
         """The Hub's tree listing: files with their git blob oid (and lfs info), folders as
@@ -111,7 +116,7 @@ class FakeHub:
         headers = {"X-Repo-Commit": repo.commits[-1]}
         if file_path in repo.lfs:
             oid = repo.lfs[file_path]
-            storage = f"http://127.0.0.1:{self.storage.server_port}/lfs-files/{oid}"
+            storage = f"http://{self.host}:{self.storage.server_port}/lfs-files/{oid}"
             headers.update({"Location": storage, "X-Linked-Etag": f'"{oid}"',
                             "X-Linked-Size": str(len(data)), "ETag": f'"{git_blob_sha1(data)}"'})
             return 302, headers, b""
@@ -259,8 +264,9 @@ class FakeHub:
             def _route(self):
                 url = urlsplit(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                status, out = fake.route(self.command, url.path, self.headers.get("Authorization"),
-                                         self._body(), query)
+                body = self._body()
+                with fake.lock:
+                    status, out = fake.route(self.command, url.path, self.headers.get("Authorization"), body, query)
                 self._send(status, out)
 
             def _download(self, head: bool):

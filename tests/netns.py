@@ -1,5 +1,6 @@
 """Two "hosts" on one machine, for multi-node tests: two network namespaces on a bridge
-(10.77.0.1 and 10.77.0.2; the bridge, 10.77.0.254, is how this "laptop" reaches them), each
+(10.77.0.1 and 10.77.0.2; the bridge, 10.77.0.254, is how this "laptop" reaches them; a test
+that moves a job to new hosts asks for four: 10.77.0.3 and 10.77.0.4 too), each
 with its own real OpenSSH server on port 22 and its own tether root (a private mount: the same
 path holds a different folder on each host, as on two machines). Needs root and `ip netns`;
 the names are fixed, so a machine-wide lock makes tests take turns."""
@@ -20,7 +21,8 @@ from machine_lock import machine_lock
 from sshd import SSHD, Sshd
 
 BRIDGE, BRIDGE_IP = "t16br", "10.77.0.254"
-NODES = (("t16n0", "t16v0", "10.77.0.1"), ("t16n1", "t16v1", "10.77.0.2"))
+NODES = (("t16n0", "t16v0", "10.77.0.1"), ("t16n1", "t16v1", "10.77.0.2"),
+         ("t16n2", "t16v2", "10.77.0.3"), ("t16n3", "t16v3", "10.77.0.4"))
 
 
 def unavailable() -> Optional[str]:
@@ -63,6 +65,7 @@ class NodeHost:
 @dataclass
 class TwoHosts:
     dir: Path
+    count: int = 2                      # hosts brought up (of NODES)
     root: Path = field(init=False)      # the tether root path, the same on both hosts
     extensions: Optional[Path] = None   # the workloads' TORCH_EXTENSIONS_DIR (the test's own)
     nodes: List[NodeHost] = field(default_factory=list)
@@ -77,7 +80,7 @@ class TwoHosts:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE)
         sh("ip", "link", "set", BRIDGE, "up")
-        for ns, veth, ip in NODES:
+        for ns, veth, ip in NODES[:self.count]:
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
             sh("ip", "link", "set", veth, "master", BRIDGE, "up")
@@ -117,20 +120,19 @@ class TwoHosts:
         sh("nft", "add", "chain", "inet", "t16", "input", "{ type filter hook input priority 0 ; }", ns=ns)
         sh("nft", "add", "rule", "inet", "t16", "input", "tcp", "dport", str(port), "drop", ns=ns)
 
+    def vanish(self, k: int) -> None:
+        """Host k is gone: every process on it killed, its network down (its disk stays, for
+        the test to look at)."""
+        _kill_all(self.nodes[k].ns)
+        sh("ip", "link", "set", "eth0", "down", ns=self.nodes[k].ns)
+
     def job_dir(self, k: int, job: str) -> Path:
         return self.nodes[k].root_dir / "jobs" / job
 
     def down(self) -> None:
         """Every process in the namespaces killed (sshd, agents, workloads), then the network."""
         for ns, veth, _ in NODES:
-            for _ in range(5):  # a process forking as it is killed: look again
-                pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split() if p.isdigit()]
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                time.sleep(0.2)
+            _kill_all(ns)
             sh("ip", "netns", "del", ns, check=False)
             sh("ip", "link", "del", veth, check=False)
         for n in self.nodes:
@@ -140,10 +142,21 @@ class TwoHosts:
         self.nodes = []
 
 
+def _kill_all(ns: str) -> None:
+    for _ in range(5):  # a process forking as it is killed: look again
+        pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).stdout.split() if p.isdigit()]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
-def two_hosts(dir: Path) -> Iterator[TwoHosts]:
+def two_hosts(dir: Path, count: int = 2) -> Iterator[TwoHosts]:
     with machine_lock("netns-t16"):
-        net = TwoHosts(dir)
+        net = TwoHosts(dir, count)
         try:
             yield net.up()
         finally:

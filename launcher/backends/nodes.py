@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, List, Optional, Sequ
 from agent.protocol import BackupInfo, JobState, StatusAnswer
 
 from launcher.backends.agent import AgentJob
-from launcher.backends.base import Context, StopAsked, Unsupported
+from launcher.backends.base import Context, StopAsked
 from launcher.errors import UsageError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord
@@ -175,8 +175,8 @@ class NodesJob:
         return previous[0]
 
     def before_move(self, console: "Console") -> None:
-        raise Unsupported(f"job {self.record.id} runs on {len(self.nodes)} nodes: resume --on moves a one-host job",
-                          f"tether resume {self.record.id} continues it on the same nodes")
+        """Nothing to check: the old hosts are gone; each node's mirrored backups carry it
+        (launcher/jobs/resume_nodes.py)."""
 
 
 class _NoRegistry:

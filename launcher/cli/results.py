@@ -146,8 +146,8 @@ def backups(
 def resume(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     on: Optional[str] = typer.Option(None, "--on", help="continue on another host: user@host[:port], an "
-                                     "ssh alias, local, or vast/novita to rent one "
-                                     "(needs backup.mirror: hf://... or laptop)"),
+                                     "ssh alias, local, or vast/novita to rent one; a job on N nodes: "
+                                     "N ssh addresses, comma-separated (needs backup.mirror: hf://... or laptop)"),
 ) -> None:
     """Start a stopped, failed or LOST job again, from its newest verified backup: on its host,
     or with --on on a new one when the old host is gone."""

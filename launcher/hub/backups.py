@@ -2,7 +2,8 @@
 itself (agent/mirror_keeper.py); here: check the token and the repo before a job starts (a
 bad token never rents a host, a public repo never receives checkpoints), hand the host the
 token as a secret, and for `tether resume --on` find the newest backup (the new host downloads
-it itself when it can; else it comes down here, then up)."""
+it itself when it can; else it comes down here, then up). A multi-node job's node K keeps its
+backups under node-K/ in the repo: a move takes the newest step every node has there."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from rich.console import Console
 
@@ -94,11 +95,26 @@ def newest_name(mirror: HubMirror, environ: Mapping[str, str]) -> str:
     return name
 
 
-def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console) -> Optional[dict]:
+def common_step(mirror: HubMirror, prefixes: Sequence[str]) -> Tuple[int, List[str]]:
+    """A multi-node job's move: the newest step with a backup under every node's prefix, and
+    each node's backup of it (checked before anything starts on the new hosts)."""
+    from launcher.transfer.node_backups import common_mirrored
+
+    got = answered(run_here("hub-newest", {**mirror.request, "prefixes": list(prefixes)}, timeout=300),
+                   mirror.repo, "reading the backup mirror", AGAIN)
+    names = got.get("names")
+    if not isinstance(names, list) or len(names) != len(prefixes) or not all(isinstance(n, list) for n in names):
+        raise RemoteError("the Hub listing of the nodes' backups is not a list per node", AGAIN)
+    return common_mirrored(names, f"hf://{mirror.repo}")
+
+
+def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console,
+          where: Optional[Dict[str, Any]] = None) -> Optional[dict]:
     """`agent hub-fetch` where the client points: the newest verified backup from the Hub into
-    job_dir/backups/. Its answer ({name, step}), or None when that Python has no
-    huggingface_hub. Damaged backups it skipped are said here."""
-    got = client.call("hub-fetch", job_dir, input=json.dumps(mirror.request).encode(), timeout=24 * 3600)
+    job_dir/backups/ (where: a node's prefix and the step to take). Its answer ({name, step}),
+    or None when that Python has no huggingface_hub. Damaged backups it skipped are said here."""
+    req = {**mirror.request, **(where or {})}
+    got = client.call("hub-fetch", job_dir, input=json.dumps(req).encode(), timeout=24 * 3600)
     if not isinstance(got, dict) or got.get("no_library"):
         return None
     for s in got.get("skipped") or []:
@@ -108,11 +124,11 @@ def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console
     return answered(got, mirror.repo, "reading the backup mirror", AGAIN)
 
 
-def fetch_to_laptop(mirror: HubMirror, dest: Path, console: Console) -> Path:
+def fetch_to_laptop(mirror: HubMirror, dest: Path, console: Console, where: Optional[Dict[str, Any]] = None) -> Path:
     """The same download run here, by tether's own Python, into dest/backups/<name>/ (the
     newest only: one is all a resume needs)."""
     client = AgentClient(LocalHost(), sys.executable, local_runtime_dir())
-    got = fetch(client, str(dest), mirror, console)
+    got = fetch(client, str(dest), mirror, console, where)
     if got is None:
         raise UsageError("reading an hf:// mirror needs huggingface_hub", "pip install 'tether[hub]'")
     name = got.get("name")

@@ -68,7 +68,7 @@ def launch_on_spec_host(loaded: LoadedSpec, scan: sync.TreeScan, places: Places,
     hs = loaded.spec.host
     if hs.nodes > 1:
         from launcher.jobs.launch_nodes import launch_nodes
-        return launch_nodes(loaded, scan(), places, registry, console, environ)
+        return launch_nodes(loaded, scan(), places, registry, console, environ, moving)
     hub = hub_mirror.checked_for_job(loaded.spec.backup.hub_repo, environ)  # before anything is rented
     if hs.provider not in RENTED:
         target = target_for_spec(hs, places)
@@ -143,7 +143,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
                 console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]
                               else "setup: will run before the workload")
             if moving is not None:
-                moving.bring_backup(client, job_dir)
+                moving.bring_backup(client, job_dir, 0)
                 registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
                                 remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
                                 runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,

@@ -1,6 +1,7 @@
 """`tether launch` of a job on several hosts (host.nodes > 1): every node prepared and synced
 at once, one job folder and one agent per node, each told its rank, the node count and the
-master's address and port. torch's rendezvous does the rest (agent/rendezvous.py)."""
+master's address and port. torch's rendezvous does the rest (agent/rendezvous.py). A job moved
+to new hosts (resume --on) keeps its id; node K is brought node K's backup before it starts."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from rich.console import Console
 
 from launcher.errors import RemoteError
 from launcher.hub import backups as hub_mirror
-from launcher.jobs.launch_steps import (Launched, job_payload, job_record, open_session, pending_launch, sync_code,
-                                        undo_launch)
+from launcher.jobs.launch_steps import (Launched, Moving, job_payload, job_record, open_session, pending_launch,
+                                        sync_code, undo_launch)
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
 from launcher.spec import LoadedSpec
@@ -43,7 +44,7 @@ def node_facts(loaded: LoadedSpec, targets: List[Target]) -> List[dict]:
 
 
 def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
-                 console: Console, environ: Mapping[str, str]) -> Launched:
+                 console: Console, environ: Mapping[str, str], moving: Optional[Moving] = None) -> Launched:
     """Every node is introduced (its Python and root; the probe where needed) before any is
     locked, so the record can be made first; then each node locks, syncs and creates on its
     own, holding no other node's lock meanwhile (two launches of the project at once cannot
@@ -57,7 +58,7 @@ def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, regis
         for t, info in zip(targets, infos):
             if info.shipped:
                 console.print(f"shipped the agent runtime to {t.host.name}", markup=False)
-        return _launch_on_nodes(loaded, tree, targets, pendings, infos, registry, console, hub)
+        return _launch_on_nodes(loaded, tree, targets, pendings, infos, registry, console, hub, moving)
     finally:
         for p in pendings:
             p.cancel()  # a node's session that ended well is not touched
@@ -67,15 +68,16 @@ def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, regis
 
 def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Target], pendings: List[PendingLaunch],
                      infos: List[HostInfo], registry: Registry, console: Console,
-                     hub: Optional[hub_mirror.HubMirror]) -> Launched:
-    spec, job_id = loaded.spec, pysecrets.token_hex(4)
+                     hub: Optional[hub_mirror.HubMirror], moving: Optional[Moving]) -> Launched:
+    spec, job_id = loaded.spec, moving.job_id if moving else pysecrets.token_hex(4)
     clients = [AgentClient(t.host, i.python, i.runtime_dir) for t, i in zip(targets, infos)]
     payloads = []
     for t, info, node in zip(targets, infos, node_facts(loaded, targets)):
         payloads.append(job_payload(job_id, loaded, tree, t, info.python, info.executable, None, None, None, hub,
-                                    None, node=node))
+                                    moving, node=node))
     records = [job_record(job_id, loaded, t, i, None, p) for t, i, p in zip(targets, infos, payloads)]
-    registry.add(JobRecord(**{**records[0].__dict__, "nodes": [_node_entry(r) for r in records]}))  # first
+    if moving is None:
+        registry.add(JobRecord(**{**records[0].__dict__, "nodes": [_node_entry(r) for r in records]}))  # first
     job_dirs: List[Optional[str]] = [None] * len(targets)
     sessions: List[Optional[LaunchSession]] = [None] * len(targets)
 
@@ -84,18 +86,26 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
         sessions[k] = session
         plan = sync_code(clients[k], session, kept, loaded, tree, console)
         job_dirs[k] = records[k].job_dir  # from here the job may be on the node, even if its answer is lost
-        session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))
+        created = session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))
+        if moving is not None:
+            moving.bring_backup(clients[k], created["job_dir"], k)
         return plan
 
     try:
         plans = each(create, range(len(targets)))
+        if moving is not None:  # every node has its backup: the registry points at the new hosts
+            first = records[0]
+            registry.rehome(job_id, provider=first.provider, endpoint=first.endpoint, instance=None,
+                            remote_root=first.remote_root, job_dir=first.job_dir, python=first.python,
+                            runtime_dir=first.runtime_dir, price_per_hour=None, autodown=first.autodown,
+                            nodes=[_node_entry(r) for r in records])
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
         started = each(lambda k: sessions[k].start(secrets), range(len(targets)))  # type: ignore[union-attr]
     except BaseException:
         for p in pendings:
             p.cancel()
         undone = [undo_launch(client, registry, job_id, job_dirs[k], forget=False) for k, client in enumerate(clients)]
-        if all(undone):  # else an agent may run on a node: the record stays, status tells
+        if all(undone) and moving is None:  # else an agent may run on a node: the record stays, status tells
             registry.remove(job_id)
         raise
     finally:

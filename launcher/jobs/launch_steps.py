@@ -32,10 +32,12 @@ from launcher.text import plain
 
 @dataclass(frozen=True)
 class Moving:
-    """A job continuing on a new host (resume --on): its id, and how its backup gets there."""
+    """A job continuing on a new host (resume --on): its id, and how its backup gets there
+    (called with the new host's client, the job's folder there, and the node: 0 for a
+    one-host job)."""
 
     job_id: str
-    bring_backup: Callable[[AgentClient, str], None]
+    bring_backup: Callable[[AgentClient, str, int], None]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 one named step, run after a status read, whose every action is printed as it acts, so a
 read command never surprises. For jobs whose host tether reaches:
 
-- backup.mirror: laptop: new verified backups come to the laptop;
+- backup.mirror: laptop: new verified backups come to the laptop (from every node of a
+  multi-node job, each node's to its own folder);
 - publish: in the spec: a SUCCEEDED job is published once;
 - a rented instance whose job has ended: with autodown, its results are pulled and it is
   destroyed (never when the pull refused a file); without, a warning that it still bills.
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 def reconcile(views: List[JobView], ctx: Context, console: Console) -> None:
     for v in views:
         rec = v.record
+        if rec.nodes and rec.mirror == "laptop":
+            _mirror_nodes(v, ctx, console)
         if not handle_for(rec, ctx).reaches_host:
             continue
         if rec.mirror == "laptop" and v.state not in (JobState.UNREACHABLE, JobState.LOST):
@@ -46,6 +49,23 @@ def _mirror(rec: JobRecord, ctx: Context, console: Console) -> None:
                 console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
     except TetherError as exc:
         console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {inert(exc.line())}")
+
+
+def _mirror_nodes(v: JobView, ctx: Context, console: Console) -> None:
+    """Every node's backups, node K's into the mirror's node-K/ (the nodes in reach)."""
+    from launcher.transfer.laptop_backups import sync_to_laptop
+
+    rec = v.record
+    for k, (node, seen) in enumerate(zip(handle_for(rec, ctx).nodes, v.nodes or [])):  # type: ignore[attr-defined]
+        if seen.state in (JobState.UNREACHABLE, JobState.LOST):
+            continue
+        try:
+            with node.client() as client:
+                for name in sync_to_laptop(client, node.record, ctx.places, console, node=k):
+                    console.print(f"job {rec.id}: node {k}'s backup {name} mirrored to this laptop")
+        except TetherError as exc:
+            console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s node {k} backups failed: "
+                          f"{inert(exc.line())}")
 
 
 def _auto_publish(rec: JobRecord, ctx: Context, console: Console, spend) -> None:

@@ -1,5 +1,7 @@
 """`tether resume JOB --on HOST`: a job carried on elsewhere from its newest mirrored backup,
-when its host is gone. (Resuming on its own host is the handle's: backends/agent.py.)"""
+when its host is gone. A job on N nodes moves to N hosts of your own (`--on a,b`), each node
+brought its own backup of the newest step that every node has in the mirror (launcher/jobs/
+resume_nodes.py). (Resuming on its own host is the handle's: backends/agent.py.)"""
 
 from __future__ import annotations
 
@@ -35,12 +37,21 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
                          "launch it again")
     handle_for(rec, Context(places, registry, environ)).before_move(console)  # e.g. it must have ended
     spec = JobSpec.model_validate(rec.spec)
-    bring = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
     host = spec.host.model_dump(exclude_unset=False)
-    if address in RENTED:
-        host.update({"provider": address, "address": None})
+    if spec.host.nodes > 1:
+        from launcher.jobs.resume_nodes import node_addresses, node_backup_bringer
+
+        addresses = node_addresses(rec.id, spec.host.nodes, address)
+        bring = node_backup_bringer(rec, spec.host.nodes, spec.backup.hub_repo, places, environ, console)
+        # The old master address was one of the old hosts: node 0's new address is the master.
+        host.update({"provider": "ssh", "address": addresses, "master_addr": None})
     else:
-        host.update({"provider": "local"} if address == "local" else {"provider": "ssh", "address": address})
+        one = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
+        bring = lambda client, job_dir, _k: one(client, job_dir)  # noqa: E731
+        if address in RENTED:
+            host.update({"provider": address, "address": None})
+        else:
+            host.update({"provider": "local"} if address == "local" else {"provider": "ssh", "address": address})
     spec = spec.model_copy(update={"host": HostSpec.model_validate(host)})
     values = {}
     for name in spec.secrets:

@@ -1,6 +1,7 @@
 """Backups that follow the job off its host. `backup: {mirror: laptop}`: every tether command
-(and `tether watch`) brings new verified backups to <TETHER_HOME>/mirrors/<job-id>/. They are
-what `tether resume JOB --on` carries to a new host when the old one is gone."""
+(and `tether watch`) brings new verified backups to <TETHER_HOME>/mirrors/<job-id>/ (node K of
+a multi-node job: .../<job-id>/node-K/). They are what `tether resume JOB --on` carries to a
+new host when the old one is gone."""
 
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from launcher.transfer.pull import list_backups, pull, verify_pulled_backup
 from launcher.settings import Places
 
 
-def mirror_dir(places: Places, rec: JobRecord) -> Path:
-    return places.data / "mirrors" / rec.id
+def mirror_dir(places: Places, rec: JobRecord, node: Optional[int] = None) -> Path:
+    """The job's mirror; node K's part of a multi-node job's (K from our own loop)."""
+    base = places.data / "mirrors" / rec.id
+    return base if node is None else base / f"node-{int(node)}"
 
 
-def local_backups(places: Places, rec: JobRecord) -> List[Path]:
-    """Complete, verified mirrored backups, oldest first."""
-    folder = mirror_dir(places, rec) / "backups"
+def local_backups(places: Places, rec: JobRecord, node: Optional[int] = None) -> List[Path]:
+    """Complete, verified mirrored backups (of node K), oldest first."""
+    folder = mirror_dir(places, rec, node) / "backups"
     found = []
     for p in folder.iterdir() if folder.is_dir() else []:
         if not is_backup_name(p.name) or p.is_symlink() or not (p / "MANIFEST.json").is_file():
@@ -39,13 +42,15 @@ def local_backups(places: Places, rec: JobRecord) -> List[Path]:
     return sorted(found, key=lambda p: backup_order(p.name))
 
 
-def sync_to_laptop(client: AgentClient, rec: JobRecord, places: Places, console: Console) -> List[str]:
+def sync_to_laptop(client: AgentClient, rec: JobRecord, places: Places, console: Console,
+                   node: Optional[int] = None) -> List[str]:
     """Pulls the host's backups the laptop does not have yet; keeps the newest backup.keep, and
     never the newest that verifies. Names come from the host: only backup names pass
-    (list_backups), and every delete is checked to stay inside this job's mirror folder."""
-    have = {p.name for p in local_backups(places, rec)}
+    (list_backups), and every delete is checked to stay inside this job's mirror folder.
+    node: rec is node K's record of a multi-node job; its backups go to its own folder."""
+    have = {p.name for p in local_backups(places, rec, node)}
     new = [b.name for b in list_backups(client, rec.job_dir, check=False) if b.name not in have]
-    dest = mirror_dir(places, rec)
+    dest = mirror_dir(places, rec, node)
     folder = dest / "backups"
     got = []
     for name in new:
@@ -58,7 +63,7 @@ def sync_to_laptop(client: AgentClient, rec: JobRecord, places: Places, console:
             # look brings a newer one.
             remove_inside(folder / name, folder, anchor=dest)
     keep = int(((rec.spec or {}).get("backup") or {}).get("keep", 3))
-    for old in local_backups(places, rec)[:-keep]:  # all verified: the newest is among those kept
+    for old in local_backups(places, rec, node)[:-keep]:  # all verified: the newest is among those kept
         remove_inside(old, folder, anchor=dest)
     return got
 

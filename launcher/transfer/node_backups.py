@@ -6,8 +6,9 @@ been checked by BackupInfo.list_from_json; steps and flags are only compared her
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
+from agent.paths import backup_order, backup_step, is_backup_name
 from agent.protocol import BackupInfo
 
 from launcher.errors import NoBackupError, NotFoundError
@@ -53,6 +54,31 @@ def pick_per_node(listings: Sequence[Sequence[BackupInfo]], which: str) -> List[
                                 f"see `tether backups JOB --node {k}`")
         names.append(held[-1].name)
     return names
+
+
+def _stepped(names: Sequence[object]) -> Dict[str, int]:
+    """{name: step} of the backup names that carry a step."""
+    found: Dict[str, int] = {}
+    for n in names:
+        step = backup_step(n) if isinstance(n, str) and is_backup_name(n) else None
+        if isinstance(n, str) and step is not None:
+            found[n] = step
+    return found
+
+
+def common_mirrored(listings: Sequence[Sequence[object]], where: str) -> Tuple[int, List[str]]:
+    """`resume --on` of a multi-node job: the newest step that every node has in its mirror
+    (node K's list: the backup names of node K there, on this laptop or the Hub), and each
+    node's newest backup of that step. The names came from hosts or the Hub: one that is not
+    a backup's, or carries no step, counts for nothing. A step one node lacks is never picked."""
+    held = [_stepped(names) for names in listings]
+    steps = set.intersection(*(set(h.values()) for h in held)) if held else set()
+    if not steps:
+        raise NoBackupError(f"no step has a backup of every node in {where}",
+                            "set backup.mirror (laptop or hf://...) and let every node's backups reach it while "
+                            "the job runs")
+    step = max(steps)
+    return step, [max((n for n, s in h.items() if s == step), key=backup_order) for h in held]
 
 
 def merged(dest: Path, results: Sequence[PullResult]) -> PullResult:
