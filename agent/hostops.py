@@ -20,14 +20,17 @@ from .protocol import JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
-def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now: Optional[str] = None) -> dict:
+def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now: Optional[str] = None,
+               snapshot_now: bool = True) -> dict:
     """The job folder, its code snapshot (checked against the launch's own manifest digest when
     it sends one), spec.json, and the teardown request (0600). Secrets, when a payload carries
     them (the Kaggle kernel's), go into a 0600 file the agent reads and deletes at once;
     `tether launch` sends them to `start` instead, so they never touch the disk. A payload
     this agent cannot read (another version, a bad field) is refused in one line.
     code_digest_now: the project code's digest, computed under the launch lock this call is
-    made under (agent launch): when it is the launch's own, the snapshot is not hashed again."""
+    made under (agent launch): when it is the launch's own, the code is not hashed again.
+    snapshot_now=False: the caller makes the snapshot after (code_snapshot.py), still under
+    the lock the code was checked under."""
     from .codetree import manifest, snapshot
     from .payload import JobPayload
 
@@ -36,14 +39,17 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
     if job.path.exists():
         raise ValueError(f"job {job_id} already exists on this host")
     job.make_dirs()
+    created: dict = {"job_dir": str(job.path)}
     try:
-        files = snapshot(root.code(project), job.code)
         want = payload.job.code_digest
         if want and want != code_digest_now:
-            have = code_digest(manifest(job.code, root.code_manifest_cache(project)))
+            # Under the lock, the project's code is what the snapshot links: checked before it.
+            have = code_digest(manifest(root.code(project), root.code_manifest_cache(project)))
             if have != want:
                 raise ValueError("the job's code on the host is not what this launch sent (did a file change "
                                  "while it was sent?); launch again")
+        if snapshot_now:
+            created["files"] = snapshot(root.code(project), job.code)
         if payload.secrets:
             write_bytes_atomic(job.secrets, json.dumps(payload.secrets).encode(), mode=0o600)
         if payload.teardown:
@@ -54,8 +60,8 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
         remove_inside(job.path, job.path.parent)  # nothing half-made is left behind
         raise
     key = payload.job.setup_key
-    setup_done = bool(key) and root.setup_marker(key).exists()
-    return {"job_dir": str(job.path), "files": files, "setup_done": setup_done}
+    created["setup_done"] = bool(key) and root.setup_marker(key).exists()
+    return created
 
 
 SSH_SESSION_VARS = {"SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "SSH2_CLIENT", "SSH_AUTH_SOCK", "SSH_ORIGINAL_COMMAND"}
@@ -167,6 +173,9 @@ def discard_job(job: JobDir) -> dict:
     nothing the registry does not know. Refused once an agent has run it."""
     if agent_alive(job) or job.state.exists():
         raise ValueError(f"job {job.path.name} has run on this host: stop it instead")
+    from .code_snapshot import wait_for_code
+
+    wait_for_code(job)  # a snapshot still being made would write into what is removed
     gone = remove_inside(job.path, job.path.parent)
     return {"discarded": gone}
 

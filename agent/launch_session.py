@@ -14,7 +14,8 @@ The conversation, one JSON object per line:
   agent:    {"ok": true, "result": {"started": bool, ...}}
 An error is {"ok": false, "error": "one line"} and the end of the conversation. The lock is
 held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
-channels of its own (rsync, or `agent receive`). The launcher starts this before it scans its
+channels of its own (rsync, or `agent receive`); the job's snapshot is made after the create
+answer, by a child that inherits the lock (code_snapshot.py). The launcher starts this before it scans its
 workdir, so the host's Python start overlaps the scan. The end of stdin ends the
 conversation at any point: a launcher that dies leaves no lock behind.
 """
@@ -27,7 +28,7 @@ import os
 import sys
 from typing import IO, List, Optional
 
-from . import codetree, hostops
+from . import code_snapshot, codetree, hostops
 from .paths import JobDir, Root
 
 
@@ -79,7 +80,8 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
         if create is None:
             return 0
         created = _create(root, project, create, answer["digest"])
-        os.close(fd)  # the job has its snapshot: another launch of the project may go on
+        # The snapshot is made by a child holding the lock (code_snapshot.py); ours can go.
+        os.close(fd)
         fd = None
         _say(out, {"ok": True, "result": created})
         start = _request(inp, "start")
@@ -113,4 +115,7 @@ def _create(root: Root, project: str, request: dict, digest: str) -> dict:
         raise ValueError("the create request has no payload")
     # Nothing sent since the manifest, under this same lock: its digest is the code's.
     unchanged = None if request.get("pushed") else digest
-    return hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged)
+    created = hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged,
+                                 snapshot_now=False)
+    code_snapshot.make_in_background(root.code(project), JobDir(created["job_dir"]))
+    return created

@@ -152,6 +152,20 @@ class JobDir:
         return self.path / "code"
 
     @property
+    def code_partial(self) -> Path:
+        """The snapshot while it is made (code_snapshot.py): renamed to code when whole."""
+        return self.path / ".code.partial"
+
+    @property
+    def code_guard(self) -> Path:
+        """Locked by whoever makes the snapshot, until code is whole or it has failed."""
+        return self.path / ".code.lock"
+
+    @property
+    def code_error(self) -> Path:
+        return self.path / ".code.error"
+
+    @property
     def spec(self) -> Path:
         return self.path / "spec.json"
 

@@ -28,10 +28,15 @@ def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:
         print(f"another agent is already running job {job.path}", file=sys.stderr)
         return 3
     try:
+        from .code_snapshot import wait_for_code
         from .plan import RunPlan
         from .supervisor import Supervisor
         from .workload_env import runtime_dir
 
+        missing = wait_for_code(job)  # the launch answered before its snapshot was whole
+        if missing is not None:
+            StatusBook(job).set(JobState.FAILED, missing, FailureClass.INFRA)
+            return 1
         supervisor = Supervisor(job, RunPlan.load(job), runtime_dir())
     except Exception as exc:  # start already said "started": the job says why it ended, not LOST
         StatusBook(job).set(JobState.FAILED, f"the agent could not start: {exc!r}"[:500], FailureClass.INFRA)

@@ -146,7 +146,7 @@ def backup_summary(job, check):
 def test_crafted_status_answers_are_inert_on_the_terminal(tether, project, host_root):
     job = launched_id(tether("launch", project(spec(host_root, "sleep 30"))))
     wait_state(tether, job, "RUNNING")
-    make_hostile(host_root, "hostops.py", """
+    make_hostile(host_root, "job_status.py", """
 _real_status = status
 def status(job, recent=0):
     a = _real_status(job, recent)
@@ -163,7 +163,7 @@ def status(job, recent=0):
     assert "[/]" in r.stdout and "[bold red]fake[/]" in r.stdout  # shown literally, not rendered
     js = status_json(tether, job)
     assert js["step"] is None and js["metrics"] == {"[/]": "\x1b[2J[/x]", "ok": 0.5}  # JSON: data as data
-    make_hostile(host_root, "hostops.py", """
+    make_hostile(host_root, "job_status.py", """
 def status(job, recent=0):
     return {"exists": True, "state": "PWNED"}
 """)

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from agent.code_snapshot import make_now, wait_for_code
+from agent.paths import JobDir, Root
 from agent.protocol import JobFacts, JobPayload, code_digest
 from launcher.errors import RemoteError
 from launcher.transport.agent_client import AgentClient
@@ -47,6 +49,7 @@ def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
         files = session.manifest["files"]
         assert list(files) == ["a.py"] and session.manifest["digest"] == code_digest(files)
         created = session.create("job1", _payload("job1", code_digest(files)), pushed=False)
+        assert wait_for_code(JobDir(created["job_dir"])) is None  # made by then, or waited for
         assert (root / "jobs" / "job1" / "code" / "a.py").read_text() == "print('hi')\n"
         started = session.start({"HIDDEN": "s3cret"})
         assert started == {"started": True}
@@ -81,6 +84,7 @@ def test_a_second_launch_of_the_project_waits_until_the_first_has_its_snapshot(t
         first.create("job1", _payload("job1"), pushed=False)  # the snapshot: the lock goes
         t.join(30)
         assert opened, "the second launch never got the lock"
+        assert (root / "jobs" / "job1" / "code").is_dir()  # whole before the next launch could sync
         opened[0].close()
     finally:
         first.close()
@@ -277,3 +281,62 @@ def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch
     with pytest.raises(RemoteError) as exc:
         Opening(client, "/r", "p", shipped=False).finish([], lambda: None)
     assert "\n" not in str(exc.value.what)
+
+
+def _created_without_code(root, job_id: str, run: str) -> JobDir:
+    """A job as a launch session leaves it when it answers: folder and spec, no code yet."""
+    from agent.hostops import create_job
+
+    code = Root(root).code("p")
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "train.py").write_text("open('ran', 'w').write('yes')\n")
+    payload = JobPayload(spec={"name": "p", "run": run}, job=JobFacts(id=job_id, project="p", command=run))
+    doc = json.loads(json.dumps(payload.to_json()))  # as it arrives over the wire
+    return JobDir(create_job(Root(root), "p", job_id, doc, snapshot_now=False)["job_dir"])
+
+
+def test_the_agent_runs_the_workload_only_once_its_snapshot_is_whole(tmp_path):
+    """The launch answers before the job's code is linked: the agent waits while the maker
+    holds the job's code guard, then runs the code it made."""
+    import fcntl
+
+    from agent.hostops import start
+
+    job = _created_without_code(tmp_path / "root", "job1", f"{sys.executable} train.py")
+    with open(job.code_guard, "a+") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)       # the snapshot is being made
+        assert start(job, {})["started"]
+        time.sleep(1.0)
+        assert not (job.code / "ran").exists() and not job.code.exists()
+        make_now(Root(tmp_path / "root").code("p"), job)
+    _wait_state(job, ("SUCCEEDED",))
+    assert (job.code / "ran").read_text() == "yes"
+
+
+def test_a_snapshot_that_failed_or_whose_maker_died_fails_the_job_saying_so(tmp_path):
+    from agent.hostops import start
+
+    died = _created_without_code(tmp_path / "root", "died", "true")
+    (died.code_guard).touch()                   # its maker ended without a word
+    assert start(died, {})["started"]
+    doc = _wait_state(died, ("FAILED",))
+    assert doc["failure"] == "infra" and "snapshot did not finish" in doc["reason"]
+
+    failed = _created_without_code(tmp_path / "root", "failed", "true")
+    failed.code_error.write_text("the job's code could not be copied on the host: No space left on device")
+    assert start(failed, {})["started"]
+    doc = _wait_state(failed, ("FAILED",))
+    assert "No space left on device" in doc["reason"]
+
+
+def _wait_state(job: JobDir, states) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            doc = json.loads(job.state.read_text())
+        except (FileNotFoundError, ValueError):
+            doc = {}
+        if doc.get("state") in states:
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(f"{job.path.name} never reached {states}: {doc}")
