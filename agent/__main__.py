@@ -1,8 +1,9 @@
 """`python -m agent <verb>`: the agent's command line on the host (verbs.py).
 
-`status` is asked many times an hour and waited for: it runs from job_status.py, which loads
-only light parts of the standard library, before argparse and the other verbs' modules load.
-Its arguments are job folders, nothing else.
+Two verbs are waited for and run before argparse and the other verbs' modules load: `status`
+(asked many times an hour: job_status.py loads only light parts of the standard library; its
+arguments are job folders, nothing else) and `run JOB_DIR --secrets-on-stdin` (a launch waits
+until the agent holds its job's lock, which run_job.py takes before the monitor loads).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ def main() -> int:
         from .job_status import main_status
 
         return main_status(args[1:])
+    if len(args) == 3 and args[0] == "run" and args[2] == "--secrets-on-stdin" and not args[1].startswith("-"):
+        from .run_job import main_run
+
+        return main_run(args[1], secrets_on_stdin=True)
     from .verbs import main as main_verb
 
     return main_verb(args)

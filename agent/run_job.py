@@ -12,7 +12,7 @@ from typing import Dict, Optional
 from .book import AgentLock, StatusBook
 from .hub_client import keep_memory_private
 from .paths import JobDir
-from .protocol import FailureClass, JobState
+from .states import FailureClass, JobState
 
 
 def main_run(job_path: str, secrets_on_stdin: bool = False) -> int:

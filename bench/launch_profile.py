@@ -33,8 +33,9 @@ def _verb(args) -> str:
 
 def main() -> None:
     spec = sys.argv[1]
-    importlib.import_module("launcher.cli")  # every command, as `tether` loads them
-    from launcher.cli.app import main as cli
+    for name in ("launcher.lean.launching", "launcher.jobs.launch", "launcher.spec", "launcher.backends"):
+        importlib.import_module(name)  # what `tether launch` loads (the lean path: no typer)
+    from launcher.entry import main as cli
     from launcher.transfer import sync
     from launcher.transport import openssh
 

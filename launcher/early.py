@@ -31,14 +31,57 @@ Argv = Tuple[str, ...]
 
 def start(args: Sequence[str]) -> None:
     try:
-        if not args or args[0] not in ("status", "jobs"):
-            return
-        key = json.dumps([list(args), [os.environ.get(k) for k in SETTINGS]])
-        remembered = _Remembered(key)
-        started = remembered.start()
-        remembered.keep(_start(list(args), started))
+        if args and args[0] in ("status", "jobs"):
+            remembered = _Remembered(_key(args))
+            started = remembered.start()
+            remembered.keep(_start(list(args), started))
+        elif args and args[0] == "launch":
+            _start_launch(args)
     except Exception:  # never at the cost of the command: the normal path asks on its own
         prestarted.discard()
+
+
+def _key(args: Sequence[str], *more: str) -> str:
+    return json.dumps([list(args), [os.environ.get(k) for k in SETTINGS], *more])
+
+
+# -- launch ----------------------------------------------------------------------------------
+#
+# `tether launch SPEC` opens a session on the host (`agent launch`: it says hello, then waits
+# for the laptop's digests before it takes any lock). The session's ssh command line of the
+# same launch last time is started first, with its stdin open, so the host's side starts
+# while tether loads and reads the spec; OpenSshHost.stream takes it when it would start
+# exactly that line (lean/launching.py discards any other once the launch is done). The lines
+# this launch's sessions really started (remember) are kept when it is done (keep_launch).
+
+_launch: Optional["_Remembered"] = None
+_opened: List[Argv] = []
+
+
+def _start_launch(args: Sequence[str]) -> None:
+    global _launch
+    _launch = _Remembered(_key(args, os.getcwd()))   # the spec's path may be relative
+    _launch.start(stdin=True)
+
+
+def remember(argv: Sequence[str]) -> None:
+    """A launch session's ssh command line, started by this launch."""
+    if _launch is not None and tuple(argv) not in _opened:
+        _opened.append(tuple(argv))
+
+
+def keep_launch() -> None:
+    """The launch is done (or failed): the session lines it started are what the next same
+    launch starts first (none: it starts nothing)."""
+    global _launch
+    try:
+        if _launch is not None:
+            _launch.keep(list(_opened))
+    except OSError:
+        pass  # a cache that cannot be written only costs the next launch its head start
+    finally:
+        _launch = None
+        _opened.clear()
 
 
 class _Remembered:
@@ -56,13 +99,13 @@ class _Remembered:
             doc = {}
         self.doc: Dict[str, list] = doc if isinstance(doc, dict) else {}
 
-    def start(self) -> Set[Argv]:
+    def start(self, stdin: bool = False) -> Set[Argv]:
         entry = self.doc.get(self.key)
         started: Set[Argv] = set()
         for argv in entry if isinstance(entry, list) else []:
             if (isinstance(argv, list) and argv and argv[0] == "ssh" and all(isinstance(a, str) for a in argv)
                     and tuple(argv) not in started):
-                _popen(argv)
+                _popen(argv, stdin)
                 started.add(tuple(argv))
         return started
 
@@ -84,11 +127,11 @@ class _Remembered:
         os.replace(tmp, self.path)
 
 
-def _popen(argv: Sequence[str]) -> None:
+def _popen(argv: Sequence[str], stdin: bool = False) -> None:
     from launcher.transport.child_env import child_environ
 
-    prestarted.add(argv, subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          env=child_environ()))
+    prestarted.add(argv, subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin else None,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_environ()))
 
 
 def _start(args: List[str], started: Set[Argv]) -> Optional[List[Argv]]:

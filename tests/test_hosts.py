@@ -176,7 +176,7 @@ def test_a_host_behind_a_bastion_is_reached_through_proxyjump(tether, project, t
         heartbeat: {{every_s: 0.5}}
     """, {"train.py": COUNTER})
     job = launched_id(tether("launch", spec))
-    assert status_json(tether, job)["state"] in ("RUNNING", "SUCCEEDED")
+    assert status_json(tether, job)["state"] in ("PENDING", "RUNNING", "SUCCEEDED")  # read through the jump
     wait_for(lambda: status_json(tether, job)["state"] == "SUCCEEDED" or None, 60, what="SUCCEEDED")
     assert tether("pull", job, "--to", tmp_path / "out").exit_code == 0
     assert (tmp_path / "bastion_known_hosts").read_text().strip()  # the bastion was on the way
@@ -300,6 +300,52 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     prestarted.discard()                                # tether's exit: the stale one is ended
     assert all(p.poll() is not None for p in running) and not marker.exists()
     assert json.loads(cache.read_text())[key] == [list(built[0].args)]
+
+
+def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(tether, project, tmp_path):
+    """The second same `tether launch SPEC` starts the host session the first one opened
+    before tether loads, and the launch talks to it; a remembered session for another project
+    (the spec changed) is ended unused, taking no lock, and the right one is remembered."""
+    import fcntl
+
+    from scripts import COUNTER
+
+    from launcher import early
+    from launcher.transport import prestarted
+
+    root = tmp_path / "root"
+    spec = project(f"""
+        name: headstart
+        host: {{provider: ssh, address: testhost, root: {root}}}
+        run: python3 train.py 2 0.01
+    """, {"train.py": COUNTER})
+    cache = Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.json"
+
+    early.start(["launch", str(spec)])              # nothing remembered: nothing started
+    assert not prestarted.waiting()
+    first = launched_id(tether("launch", spec))
+    (line,) = [v for k, v in json.loads(cache.read_text()).items() if json.loads(k)[0] == ["launch", str(spec)]]
+    assert len(line) == 1 and line[0][0] == "ssh" and line[0][-1].endswith(f"launch {root} headstart")
+
+    early.start(["launch", str(spec)])
+    (session,) = prestarted.waiting()
+    assert session.stdin is not None
+    second = launched_id(tether("launch", spec))
+    assert not prestarted.waiting() and session.wait(timeout=60) == 0  # taken and talked to, not killed
+    for job in (first, second):
+        wait_state(tether, job, "SUCCEEDED")
+
+    key = next(k for k in json.loads(cache.read_text()) if json.loads(k)[0] == ["launch", str(spec)])
+    stale = line[0][:-1] + [line[0][-1].replace(" headstart", " elsewhere")]
+    cache.write_text(json.dumps({key: [stale]}))
+    early.start(["launch", str(spec)])
+    (stale_session,) = prestarted.waiting()
+    third = launched_id(tether("launch", spec))
+    assert stale_session.wait(timeout=30) != 0 and not prestarted.waiting()   # ended, unused
+    with open(root / "code" / ".elsewhere.lock", "a+") as lock:  # the stale one never locked
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert json.loads(cache.read_text())[key] == line
+    wait_state(tether, third, "SUCCEEDED")
 
 
 def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):

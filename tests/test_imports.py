@@ -99,12 +99,18 @@ def test_a_bad_line_on_the_lean_path_is_one_line_and_an_exit_code(tmp_path, dead
 def test_a_real_jobs_status_jobs_and_logs_stay_lean_and_say_what_typer_says(tether, project, tmp_path):
     from scripts import COUNTER
 
-    job = launched_id(tether("launch", project(f"""
+    spec = project(f"""
         name: lean
         host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
         run: python3 train.py 3 0.01
-    """, {"train.py": COUNTER})))
+    """, {"train.py": COUNTER})
+    launched, modules = tether_process(tmp_path, "launch", str(spec))  # launch without typer too
+    assert launched.returncode == 0 and "launched job" in launched.stdout, launched
+    assert not [m for m in modules if m.split(".")[0] in ("typer", "click")], modules
+    job = launched_id(launched)
     wait_state(tether, job, "SUCCEEDED")
+    missing, _ = tether_process(tmp_path, "launch", str(tmp_path / "nosuch.yaml"))
+    assert missing.returncode != 0 and len(missing.stderr.splitlines()) == 1, missing
     for args in (["status", job], ["jobs"], ["logs", job, "-n", "5"], ["status", job, "--json"]):
         done, modules = tether_process(tmp_path, *args)
         assert done.returncode == 0, done
@@ -155,12 +161,14 @@ def _corpus() -> List[List[str]]:
              ["jobs", "--json"], ["logs", "j1"], ["logs", "j1", "-f", "-n", "5"], ["logs", "--tail=007", "j1"],
              ["logs", "j1", "--file", "setup", "--node", "1", "--follow"], ["logs", "j1", "--file=agent"],
              ["logs", "j1", "--tail", "-5"], ["logs", "j1", "-n=5"], ["logs", "j1", "-fn", "5"], ["status", "--watch"],
-             ["status", "j1", "--", "x"], ["logs", "j1", "--tail", "+5"], ["logs", "j1", "--tail", " 5"]]
+             ["status", "j1", "--", "x"], ["logs", "j1", "--tail", "+5"], ["logs", "j1", "--tail", " 5"],
+             ["launch", "job.yaml"], ["launch", "job.yaml", "--host", "user@h:22", "-f"], ["launch", "--dry-run", "j.yaml"],
+             ["launch", "j.yaml", "--host=local", "--follow"], ["launch"], ["launch", "a.yaml", "b.yaml"]]
     words = sorted({f for v in VERBS.values() for o in v.opts for f in o.flags}) + [
         "j1", "j2", "5", "0", "x5", "--help", "--watch", "-w", "--every", "1.5", "--", "-", "--json=1", "--tail=3",
-        "--node=2", "--file=stacks", "٣", "-n3"]
+        "--node=2", "--file=stacks", "٣", "-n3", "job.yaml", "--host=h"]
     rng = random.Random(14)
-    for _ in range(300):
+    for _ in range(400):
         lines.append([rng.choice(list(VERBS))] + [rng.choice(words) for _ in range(rng.randint(0, 5))])
     return lines
 
@@ -175,7 +183,7 @@ def test_every_line_the_lean_path_reads_typer_reads_the_same(monkeypatch, tmp_pa
     from launcher.lean.verbs import parse
 
     called = []
-    for verb in ("jobs", "status", "logs"):
+    for verb in ("jobs", "status", "logs", "launch"):
         body = getattr(looks, verb)
 
         def record(*a, _verb=verb, _body=body, **kw):

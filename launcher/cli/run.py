@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -14,23 +13,13 @@ import typer
 
 from agent.protocol import JobState
 
-from launcher.backends import label_of, observe
+from launcher.backends import observe
 from launcher.cli.app import app, command, session
-from launcher.errors import ExitCode, UsageError
+from launcher.errors import UsageError
 from launcher.jobs.view import JobView
 from launcher.lean import looks
 from launcher.lean.looks import SPARK_ROWS
 from launcher.text import inert
-
-
-def _host_override(address: Optional[str]):
-    from launcher.spec import HostSpec
-
-    if address is None:
-        return None
-    if address == "local":
-        return HostSpec(provider="local")
-    return HostSpec(provider="ssh", address=address)
 
 
 @app.command()
@@ -40,40 +29,9 @@ def launch(
     host: Optional[str] = typer.Option(None, "--host", help="user@host[:port], an ~/.ssh/config alias, or 'local'"),
     follow: bool = typer.Option(False, "--follow", "-f", help="stream the log until the job ends"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent; change nothing"),
-) -> None:
+) -> int:
     """Sync the workdir to the host and start the job there, detached."""
-    from launcher.jobs.launch import launch as do_launch
-    from launcher.spec import HostSpec, load_spec
-
-    s = session()
-    override = _host_override(host)
-    loaded = load_spec(spec, os.environ, override)
-    if override is not None:  # --host keeps the spec's other host settings (root, python...)
-        merged = {**loaded.spec.host.model_dump(exclude_unset=True), **override.model_dump(exclude_unset=True)}
-        raw_host = HostSpec.model_validate(merged)
-        loaded = load_spec(spec, os.environ, raw_host)
-    done = do_launch(loaded, s.places, s.registry, s.console, dry_run=dry_run)
-    if done is None:
-        return
-    rec = done.record
-    s.console.print(f"launched job [bold]{rec.id}[/] ({rec.name}) on {inert(label_of(rec))}")
-    if not follow:
-        s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f    tether pull {rec.id}")
-        return
-    s.handle(rec.id).logs(10_000, True, "workload", sys.stdout.buffer)
-    from launcher.show.tables import print_status
-
-    view = _look([rec.id])[0]
-    print_status(s.console, view)
-    raise typer.Exit(_exit_for(view))
-
-
-def _exit_for(view: JobView) -> int:
-    if view.state == JobState.SUCCEEDED:
-        return ExitCode.OK
-    if view.state == JobState.UNREACHABLE:
-        return ExitCode.UNREACHABLE
-    return ExitCode.FAILED
+    return looks.launch(session(), str(spec), host, follow, dry_run)
 
 
 @app.command()

@@ -95,7 +95,13 @@ def recent_rows(s: Session, view: Any) -> list:
         return []  # an older agent without `history`: the status is still worth printing
 
 
-VERB_BODIES = {"jobs": jobs, "status": status, "logs": logs}
+def launch(s: Session, spec: str, host: Optional[str] = None, follow: bool = False, dry_run: bool = False) -> int:
+    from launcher.lean import launching
+
+    return launching.launch(s, spec, host, follow, dry_run)
+
+
+VERB_BODIES = {"jobs": jobs, "status": status, "logs": logs, "launch": launch}
 
 
 def _drawing(s: Session) -> Any:

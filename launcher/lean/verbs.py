@@ -1,12 +1,12 @@
-"""The look-at-jobs verbs' command lines, read without typer: `tether status JOB`, `tether jobs`,
-`tether logs JOB -f` are what users type many times an hour, and typer (with the pydantic it
-coerces every value through) costs more to load than the answer takes to come.
+"""The command lines users type many times an hour, read without typer: `tether status JOB`,
+`tether jobs`, `tether logs JOB -f` and `tether launch SPEC`. typer (with the pydantic it
+coerces every value through) costs more to load than a status answer takes to come.
 
 `parse` reads only what it is sure of: the options in VERBS, each once, as `--opt V`, `--opt=V`
 or a short flag with its value apart. Anything else (another verb, an option not here, `--help`,
 `--debug` before the verb, a value it cannot read, a job missing) is None, and the Typer app
 reads the line as always, with its own help and errors; a line read here runs in lean/looks.py
-(`run`). The Typer commands in cli/run.py stay the one definition users see;
+(`run`; launch's body is lean/launching.py's). The Typer commands in cli/run.py stay the one definition users see;
 tests/test_imports.py proves this table agrees with them, option by option and on a set of
 command lines read both ways."""
 
@@ -39,6 +39,8 @@ VERBS: Dict[str, Verb] = {
     "status": Verb(("job",), 0, (_JSON,)),
     "logs": Verb(("job",), 1, (Opt("follow", ("--follow", "-f"), bool, False), Opt("tail", ("--tail", "-n"), int, 100),
                                Opt("which", ("--file",), str, "workload"), Opt("node", ("--node",), int, None))),
+    "launch": Verb(("spec",), 1, (Opt("host", ("--host",), str, None), Opt("follow", ("--follow", "-f"), bool, False),
+                                  Opt("dry_run", ("--dry-run",), bool, False))),
 }
 
 Parsed = Tuple[str, Dict[str, Any]]

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class TransferProgress:
-    """Feed it byte counts; after a second of transfer it shows a bar (on a terminal)."""
+    """Feed it byte counts; after a second of transfer it shows a bar (on a terminal). rich's
+    progress module loads then: a launch with nothing to send never pays for it."""
 
     def __init__(self, console: Console, label: str, total: int, show_after_s: float = 1.0) -> None:
         self.console, self.label, self.total = console, label, total
         self.started = time.monotonic()
         self.show_after_s = show_after_s
         self.done = 0
-        self._bar: Optional[Progress] = None
+        self._bar: Optional[Any] = None
         self._task = None
 
     def __call__(self, n: int) -> None:
@@ -25,6 +26,8 @@ class TransferProgress:
         if self._bar is None:
             if not self.console.is_terminal or time.monotonic() - self.started < self.show_after_s:
                 return
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
             self._bar = Progress(TextColumn(self.label), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), console=self.console, transient=True)
             self._bar.start()

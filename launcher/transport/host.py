@@ -63,9 +63,11 @@ class Host(Protocol):
 class ProcessStream:
     """A running local process with pipes: a LocalHost command, or OpenSSH running one there."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=child_environ())
+    def __init__(self, argv: Sequence[str], started: Optional[subprocess.Popen] = None) -> None:
+        """started: that command, already running with its pipes (launcher/early.py)."""
+        self.argv = list(argv)
+        self.proc = started or subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, env=child_environ())
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         self._err = b""
         self._t = threading.Thread(target=self._drain, daemon=True)

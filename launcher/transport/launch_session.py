@@ -18,11 +18,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.protocol import JobPayload
 
+from launcher import early
 from launcher.errors import RemoteError
 from launcher.text import plain
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
-from launcher.transport.host import Host, Stream
+from launcher.transport.host import Host, ProcessStream, Stream
 
 HELLO_S = 60.0      # the host's Python start (as the probe's limit)
 ANSWER_S = 120.0    # a manifest, a job's creation, an agent's start (as each verb's limit)
@@ -83,8 +84,10 @@ class _Conversation:
             return f"no answer within {timeout:.0f}s"
         return plain(self.stream.stderr_text().strip()[-300:]) or "the session ended"
 
-    def end(self, kill: bool = False) -> None:
-        """kill: the host's side may be blocked (waiting for a lock, or stuck) and not reading."""
+    def end(self, kill: bool = False, wait: bool = True) -> None:
+        """kill: the host's side may be blocked (waiting for a lock, or stuck) and not reading.
+        wait=False: the conversation is over and its last words are not needed; the channel's
+        close is reaped on a thread of its own (a launch does not wait for the host's exit)."""
         if self.ended:
             return
         self.ended = True
@@ -95,7 +98,10 @@ class _Conversation:
                 self.stream.close_stdin()
             except OSError:
                 pass
-        self.stream.wait()
+        if wait:
+            self.stream.wait()
+        else:
+            threading.Thread(target=self.stream.wait, daemon=True).start()
 
 
 def _hello(doc: Optional[dict]) -> Tuple[tuple, str, str]:
@@ -117,6 +123,7 @@ class LaunchSession:
         self._talk = talk
         self.info = info
         self.manifest = manifest  # {"digest", "files"?}: checked by sync.HostManifest.files
+        self._answered_all = False  # start answered: nothing more to hear from the host
 
     def _ask(self, request: dict, what: str) -> dict:
         self._talk.say(request)
@@ -136,6 +143,7 @@ class LaunchSession:
     def start(self, secrets: Dict[str, str]) -> dict:
         """As AgentClient.start: {"started": True} or {"started": False, "why": a line}."""
         answer = self._ask({"op": "start", "secrets": dict(secrets)}, "starting the agent")
+        self._answered_all = True
         if answer.get("started") is True:
             return {"started": True}
         tail = str(answer.get("log_tail") or "").strip().splitlines()
@@ -143,7 +151,7 @@ class LaunchSession:
 
     def close(self) -> None:
         """Ends the conversation (the host lets the lock go, if it still held it). Idempotent."""
-        self._talk.end()
+        self._talk.end(wait=not self._answered_all)
 
 
 class Opening:
@@ -151,7 +159,10 @@ class Opening:
 
     def __init__(self, client: AgentClient, root: str, project: str, shipped: bool) -> None:
         self.client, self.shipped = client, shipped
-        self._talk = _Conversation(client.stream("launch", root, project))
+        stream = client.stream("launch", root, project)
+        if isinstance(stream, ProcessStream) and stream.argv[:1] == ["ssh"]:
+            early.remember(stream.argv)  # the next same launch starts it before tether loads
+        self._talk = _Conversation(stream)
         self.info: Optional[HostInfo] = None
 
     def introduce(self) -> HostInfo:

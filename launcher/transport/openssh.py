@@ -142,7 +142,13 @@ class OpenSshHost:
         return (f"the connection was lost ({last[-1][:200]})" if last else "the connection was lost"), False
 
     def stream(self, argv: Sequence[str]) -> Stream:
-        return ProcessStream(self._argv(argv))
+        full = self._argv(argv)
+        early = prestarted.take(full)  # a launch's session, begun before tether loaded
+        if early is not None and (early.stdin is None or early.poll() is not None):
+            early.kill()     # not one to talk to (gone already: start it afresh)
+            early.wait()
+            early = None
+        return ProcessStream(full, started=early)
 
     def shell_argv(self, remote_argv: Optional[Sequence[str]], cwd: str) -> List[str]:
         """OpenSSH for `tether ssh`: the key must already be known (it was, at launch)."""
