@@ -109,7 +109,7 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
     """
     header = json.loads(stream.readline() or b"{}")
     code_dir.mkdir(parents=True, exist_ok=True)
-    received = 0
+    received: List[str] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             rel = safe_relpath(member.name)
@@ -130,15 +130,17 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             os.chmod(tmp, member.mode & 0o777)
             os.utime(tmp, (member.mtime, member.mtime))
             os.replace(tmp, dest)
-            received += 1
-    deleted = 0
+            received.append(rel)
+    deleted: List[str] = []
     for name in header.get("delete", []):
-        p = code_dir / safe_relpath(name)
+        rel = safe_relpath(name)
+        p = code_dir / rel
         if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
             remove_inside(p, code_dir)
-            deleted += 1
+            deleted.append(rel)
     _prune_empty_dirs(code_dir)
-    return {"received": received, "deleted": deleted}
+    return {"received": len(received), "deleted": len(deleted), "received_names": received,
+            "deleted_names": deleted}
 
 
 def without_temp_files(code_dir: Path, entries: List[Tuple[str, os.stat_result]]) -> List[Tuple[str, os.stat_result]]:

@@ -8,13 +8,18 @@ The conversation, one JSON object per line:
   agent:    {"waiting": true}                    only if another launch holds the project's lock
                                                  (taken once the digests are in)
   agent:    {"locked": true, "manifest": {"digest": ..., "files"?: ...}}
+  launcher: {"op": "put", "delta": base64}         0 or more: a small change, sent on this channel
+                                                 (zlib of a JSON line and a tar, as `agent receive`
+                                                 reads them)
+  agent:    {"ok": true, "result": {"received": n, "deleted": n}}
   launcher: {"op": "create", "job_id": ..., "payload": {...}, "pushed": bool}
   agent:    {"ok": true, "result": {"job_dir": ..., "files": n, "setup_done": bool}}
   launcher: {"op": "start", "secrets": {...}}     secrets on the channel: never argv, never a file
   agent:    {"ok": true, "result": {"started": bool, ...}}
 An error is {"ok": false, "error": "one line"} and the end of the conversation. The lock is
 held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
-channels of its own (rsync, or `agent receive`); the job's snapshot is made after the create
+channels of its own (rsync, or `agent receive`: "pushed"), or a small change on this one
+("put", whose files the session hashes itself); the job's snapshot is made after the create
 answer, by a child that inherits the lock (code_snapshot.py). The launcher starts this before it scans its
 workdir, so the host's Python start overlaps the scan. The end of stdin ends the
 conversation at any point: a launcher that dies leaves no lock behind.
@@ -22,14 +27,22 @@ conversation at any point: a launcher that dies leaves no lock behind.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import io
 import json
 import os
 import sys
-from typing import IO, List, Optional
+import zlib
+from pathlib import Path
+from typing import IO, Dict, Optional
 
 from . import code_snapshot, codetree, hostops
 from .paths import JobDir, Root
+from .protocol import code_digest, sha256_file
+
+
+PUT_MAX_BYTES = 64 * 1024 * 1024   # a put unpacks to at most this (the laptop sends up to 4 MiB of files)
 
 
 def _say(out: IO[bytes], doc: dict) -> None:
@@ -37,14 +50,14 @@ def _say(out: IO[bytes], doc: dict) -> None:
     out.flush()
 
 
-def _request(inp: IO[bytes], op: str) -> Optional[dict]:
-    """The launcher's next request, which must be `op`; None at the end of stdin."""
+def _request(inp: IO[bytes], *ops: str) -> Optional[dict]:
+    """The launcher's next request, which must be one of ops; None at the end of stdin."""
     line = inp.readline()
     if not line.strip():
         return None
     doc = json.loads(line)
-    if not isinstance(doc, dict) or doc.get("op") != op:
-        raise ValueError(f"expected the launcher's {op!r} request")
+    if not isinstance(doc, dict) or doc.get("op") not in ops:
+        raise ValueError(f"expected the launcher's {' or '.join(map(repr, ops))} request")
     return doc
 
 
@@ -74,12 +87,16 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
         # Only now: a multi-node launch introduces every node before it locks any, and a
         # launcher that stops before this (its scan failed) never held the lock.
         fd = _take_lock(root, project, out)
-        answer = _manifest(root, project, known)
-        _say(out, {"locked": True, "manifest": answer})
-        create = _request(inp, "create")
-        if create is None:
-            return 0
-        created = _create(root, project, create, answer["digest"])
+        files = _manifest(root, project)
+        _say(out, {"locked": True, "manifest": codetree.manifest_answer(files, known)})
+        while True:
+            request = _request(inp, "put", "create")
+            if request is None:
+                return 0
+            if request["op"] == "create":
+                break
+            _say(out, {"ok": True, "result": _put(root.code(project), files, request)})
+        created = _create(root, project, request, code_digest(files))
         # The snapshot is made by a child holding the lock (code_snapshot.py); ours can go.
         os.close(fd)
         fd = None
@@ -100,20 +117,39 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
             os.close(fd)
 
 
-def _manifest(root: Root, project: str, known: List[str]) -> dict:
-    """The project's code manifest (digest only, where the laptop knows it), after removing
-    what killed launches left (no sync writes while the lock is held): one scan for both."""
+def _manifest(root: Root, project: str) -> Dict[str, dict]:
+    """The project's code manifest, after removing what killed launches left (no sync writes
+    while the lock is held): one scan for both."""
     code = root.code(project)
     entries = codetree.without_temp_files(code, codetree.scan_files(code))
     root.clean_rsync_temp(project)
-    return codetree.manifest_answer(codetree.manifest(code, root.code_manifest_cache(project), entries), known)
+    return codetree.manifest(code, root.code_manifest_cache(project), entries)
+
+
+def _put(code: Path, files: Dict[str, dict], request: dict) -> dict:
+    """A small change applied as `agent receive` applies one; files (the manifest) follows
+    it, each written file hashed here, so the job's digest needs no second scan."""
+    delta = request.get("delta")
+    if not isinstance(delta, str):
+        raise ValueError("the put request has no delta")
+    raw = zlib.decompressobj().decompress(base64.b64decode(delta, validate=True), PUT_MAX_BYTES)
+    if len(raw) >= PUT_MAX_BYTES:
+        raise ValueError("a put is for a small change: this one is too big")
+    applied = codetree.apply_delta(code, io.BytesIO(raw))
+    for rel in applied["deleted_names"]:
+        files.pop(rel, None)
+    for rel in applied["received_names"]:
+        st = os.stat(code / rel)
+        files[rel] = {"size": st.st_size, "mode": st.st_mode & 0o777, "sha256": sha256_file(code / rel)}
+    return {"received": applied["received"], "deleted": applied["deleted"]}
 
 
 def _create(root: Root, project: str, request: dict, digest: str) -> dict:
     payload = request.get("payload")
     if not isinstance(payload, dict):
         raise ValueError("the create request has no payload")
-    # Nothing sent since the manifest, under this same lock: its digest is the code's.
+    # Nothing sent since the manifest but on this channel, under this same lock: the
+    # manifest kept with the puts is the code's.
     unchanged = None if request.get("pushed") else digest
     created = hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged,
                                  snapshot_now=False)

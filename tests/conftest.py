@@ -176,6 +176,15 @@ def wait_state(tether, job: str, states, timeout: float = 60) -> dict:
     return box["s"]
 
 
+@pytest.fixture
+def rsync_sync(monkeypatch):
+    """Every change goes around the launch session (rsync, or the tar stream where rsync
+    fails), as a big one does: the tests of that path make small ones."""
+    from launcher.transfer import sync
+
+    monkeypatch.setattr(sync, "SMALL_FILES", -1)
+
+
 def launched_id(result: Result) -> str:
     for line in result.stdout.splitlines():
         if line.startswith("launched job "):

@@ -36,7 +36,7 @@ while True:
 """
 
 
-def test_cell_then_attach_through_the_tunnel(tether, project, own_sshd, tmp_path, monkeypatch):
+def test_cell_then_attach_through_the_tunnel(tether, project, own_sshd, tmp_path, monkeypatch, rsync_sync):
     cell = tether("colab-cell")
     assert cell.exit_code == 0
     compile(cell.stdout, "cell", "exec")  # it is Python a notebook can run

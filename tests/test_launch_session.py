@@ -340,3 +340,69 @@ def _wait_state(job: JobDir, states) -> dict:
             return doc
         time.sleep(0.1)
     raise AssertionError(f"{job.path.name} never reached {states}: {doc}")
+
+
+def _delta(files: dict, delete=()) -> bytes:
+    """A change as sync.write_delta writes one, with names chosen by the test (a laptop
+    that is not ours could send anything)."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    out.write(json.dumps({"delete": list(delete)}).encode() + b"\n")
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _digest_of(files: dict) -> str:
+    import hashlib
+
+    return code_digest({k: {"mode": 0o644, "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()})
+
+
+def test_a_small_change_put_on_the_session_lands_and_its_digest_needs_no_second_scan(tmp_path):
+    root = tmp_path / "root"
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "old.py").write_text("old\n")
+    session = _session(root)
+    try:
+        assert session.put(_delta({"a.py": b"a = 1\n", "pkg/b.py": b"b = 2\n"}, delete=["old.py"])) == \
+            {"received": 2, "deleted": 1}
+        want = _digest_of({"a.py": b"a = 1\n", "pkg/b.py": b"b = 2\n"})
+        created = session.create("job1", _payload("job1", want), pushed=False)
+        assert wait_for_code(JobDir(created["job_dir"])) is None
+        assert (root / "jobs" / "job1" / "code" / "pkg" / "b.py").read_text() == "b = 2\n"
+        assert not (root / "jobs" / "job1" / "code" / "old.py").exists()
+    finally:
+        session.close()
+
+
+def test_a_put_whose_bytes_are_not_what_the_launch_meant_fails_the_create(tmp_path):
+    """The laptop's digest is of its tree; what landed is hashed on the host: a file that
+    changed while it was sent is caught before the job exists."""
+    root = tmp_path / "root"
+    session = _session(root)
+    try:
+        session.put(_delta({"a.py": b"a = 2\n"}))
+        with pytest.raises(RemoteError, match="not what this launch sent"):
+            session.create("job1", _payload("job1", _digest_of({"a.py": b"a = 1\n"})), pushed=False)
+    finally:
+        session.close()
+    assert not (root / "jobs" / "job1").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped.py", "/tmp/abs.py", "a/../../escaped.py"])
+def test_a_put_naming_a_path_outside_the_code_folder_is_refused_and_writes_nothing(tmp_path, name):
+    root = tmp_path / "root"
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="refusing unsafe path"):
+            session.put(_delta({name: b"x"}))
+    finally:
+        session.close()
+    assert not (root / "code" / "escaped.py").exists() and not (tmp_path / "escaped.py").exists()
+    assert not list((root / "code").rglob("*.py")) if (root / "code").exists() else True

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import launched_id, status_json, wait_for, wait_state
 from scripts import COUNTER
 
@@ -64,11 +66,18 @@ def test_follow_streams_log_and_exit_code(tether, project, host_root):
     assert "FAILED" in r.stdout and "exited with code 3" in r.stdout
 
 
-def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, project, host_root):
+@pytest.mark.parametrize("way", ["session", "rsync"])
+def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, project, host_root, way, request):
+    """A small change goes on the launch's own connection, a big one through rsync (forced
+    here for small files): either way only what changed travels, deletions included, and a
+    running job keeps the files it started with."""
+    if way == "rsync":
+        request.getfixturevalue("rsync_sync")
+    via = "via rsync" if way == "rsync" else "via the launch's own connection"
     files = {"train.py": COUNTER, "data/a.txt": "a" * 1000, "data/b.txt": "b", "notes/ü n.txt": "x"}
     spec = project(spec_for(host_root, run="sleep 3; cat data/b.txt > $TETHER_OUTPUT_DIR/b.txt"), files)
     first = tether("launch", spec)
-    assert "5 file(s) sent via rsync" in first.stdout and "0 unchanged" in first.stdout  # with job.yaml
+    assert f"5 file(s) sent {via}" in first.stdout and "0 unchanged" in first.stdout  # with job.yaml
     job1 = launched_id(first)
 
     same = tether("launch", spec)
@@ -77,7 +86,7 @@ def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, pro
     (spec.parent / "data" / "b.txt").write_text("edited")
     (spec.parent / "notes" / "ü n.txt").unlink()
     edit = tether("launch", spec)
-    assert "1 file(s) sent via rsync (6 B), 1 deleted, 3 unchanged" in edit.stdout, edit
+    assert f"1 file(s) sent {via} (6 B), 1 deleted, 3 unchanged" in edit.stdout, edit
     job3 = launched_id(edit)
 
     wait_state(tether, job1, "SUCCEEDED")
@@ -211,7 +220,8 @@ def test_tether_ssh_runs_in_the_job_folder(tether, project, host_root):
     assert json.loads(r.stdout)["state"] == "SUCCEEDED"
 
 
-def test_sync_falls_back_to_the_tar_stream_when_rsync_fails(tether, project, host_root, tmp_path, monkeypatch):
+def test_sync_falls_back_to_the_tar_stream_when_rsync_fails(tether, project, host_root, tmp_path, monkeypatch,
+                                                            rsync_sync):
     """rsync is a fast path, never a requirement: when it fails (here an rsync that cannot
     reach its other end, as when the host has none) the files still arrive, as a tar."""
     fake = tmp_path / "bin" / "rsync"

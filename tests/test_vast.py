@@ -36,7 +36,7 @@ def vast_spec(root, run="python3 train.py 5 0.05", extra="", host_extra=""):
     """
 
 
-def test_launch_run_autodown(tether, project, vast, tmp_path):
+def test_launch_run_autodown(tether, project, vast, tmp_path, rsync_sync):
     vast.add_offer(1, price=0.5)
     vast.add_offer(2, price=0.3)
     vast.add_offer(3, gpu="A100", price=0.1)

@@ -135,9 +135,9 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
             registry.add(record)  # first: nothing of a job is ever on a host the registry does not know
         job_dir: Optional[str] = None
         try:
-            the_plan = sync_code(client, session, kept, loaded, tree, console)
+            the_plan, around = sync_code(client, session, kept, loaded, tree, console)
             job_dir = record.job_dir  # from here the job may be on the host, even if its answer is lost
-            created = session.create(job_id, payload, pushed=bool(the_plan.send or the_plan.delete))
+            created = session.create(job_id, payload, pushed=around)
             job_dir = created["job_dir"]
             if spec.setup:
                 console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]

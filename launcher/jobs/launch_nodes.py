@@ -84,9 +84,9 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
     def create(k: int) -> "sync.SyncPlan":
         session, kept = open_session(targets[k], loaded, lambda: tree, console, pendings[k])
         sessions[k] = session
-        plan = sync_code(clients[k], session, kept, loaded, tree, console)
+        plan, around = sync_code(clients[k], session, kept, loaded, tree, console)
         job_dirs[k] = records[k].job_dir  # from here the job may be on the node, even if its answer is lost
-        created = session.create(job_id, payloads[k], pushed=bool(plan.send or plan.delete))
+        created = session.create(job_id, payloads[k], pushed=around)
         if moving is not None:
             moving.bring_backup(clients[k], created["job_dir"], k)
         return plan

@@ -4,6 +4,7 @@ the registry record, the sync, and taking back a launch that failed before its a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -113,13 +114,19 @@ def open_session(target: Target, loaded: LoadedSpec, scan: Callable[[], sync.Loc
 
 
 def sync_code(client: AgentClient, session: LaunchSession, kept: sync.HostManifest, loaded: LoadedSpec,
-              tree: sync.LocalTree, console: Console) -> sync.SyncPlan:
-    """Only what changed travels (rsync or a tar stream), while the session holds the
-    project's lock; prints the one-line summary."""
+              tree: sync.LocalTree, console: Console) -> Tuple[sync.SyncPlan, bool]:
+    """Only what changed travels, while the session holds the project's lock: a small change
+    on the session's own channel, else rsync or a tar stream; prints the one-line summary.
+    The plan, and whether anything went around the session (its create checks the code then)."""
     project, root = loaded.spec.name, session.info.root
     the_plan = sync.plan(tree, kept.files(session.manifest))
-    via = ""
-    if the_plan.send or the_plan.delete:
+    via, around = "", False
+    if (the_plan.send or the_plan.delete) and sync.is_small(the_plan):
+        delta = io.BytesIO()
+        sync.write_delta(delta, the_plan.send, the_plan.delete)
+        session.put(delta.getvalue())
+        via = " via the launch's own connection" if the_plan.send else ""
+    elif the_plan.send or the_plan.delete:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)
         try:
             pushed = sync.push(client, root, project, the_plan, loaded.workdir, os.environ, progress)
@@ -127,13 +134,13 @@ def sync_code(client: AgentClient, session: LaunchSession, kept: sync.HostManife
             progress.close()
         if pushed["rsync_problem"]:
             console.print(f"  rsync not used ({plain(pushed['rsync_problem'])}): sent as a tar stream", markup=False)
-        via = f" via {pushed['via']}" if the_plan.send else ""
+        via, around = (f" via {pushed['via']}" if the_plan.send else ""), True
     kept.remember_synced()
     console.print(f"sync: {len(the_plan.send)} file(s) sent{via} ({sync.human_bytes(the_plan.send_bytes)}), "
                   f"{len(the_plan.delete)} deleted, {the_plan.unchanged} unchanged")
     for rel in tree.skipped_links:
         console.print(f"  not sent (symlink): {plain(rel)}", markup=False)
-    return the_plan
+    return the_plan, around
 
 
 def job_payload(job_id: str, loaded: LoadedSpec, tree: sync.LocalTree, target: Target, python: str, executable: str,

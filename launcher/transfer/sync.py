@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from agent.paths import Root
 from agent.protocol import code_digest, sha256_file
@@ -279,14 +279,7 @@ def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile
     """Streams the files as one tar into `agent receive` on the host."""
     stream = client.stream("receive", root, project)
     try:
-        stream.stdin.write(json.dumps({"delete": delete}).encode() + b"\n")
-        with tarfile.open(fileobj=stream.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for f in send:
-                info = tarfile.TarInfo(f.rel)
-                info.size, info.mode = f.size, f.mode
-                info.mtime = f.path.stat().st_mtime
-                with open(f.path, "rb") as src:
-                    tar.addfile(info, _Counting(src, on_bytes))
+        write_delta(stream.stdin, send, delete, on_bytes)
         stream.close_stdin()
     except (BrokenPipeError, OSError):
         pass  # the host stopped reading: its exit status and stderr say why
@@ -295,6 +288,30 @@ def _push_tar(client: AgentClient, root: str, project: str, send: List[LocalFile
     if rc != 0:
         raise RemoteError(f"sync failed on the host: {stream.stderr_text().strip()[-300:]}")
     return json.loads(out)
+
+
+def write_delta(out: IO[bytes], send: List[LocalFile], delete: List[str],
+                on_bytes: Callable[[int], None] = lambda n: None) -> None:
+    """A change as `agent receive` (and the launch session's put) reads one: a JSON line
+    naming what to delete, then a tar of the files to write."""
+    out.write(json.dumps({"delete": delete}).encode() + b"\n")
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for f in send:
+            info = tarfile.TarInfo(f.rel)
+            info.size, info.mode = f.size, f.mode
+            info.mtime = f.path.stat().st_mtime
+            with open(f.path, "rb") as src:
+                tar.addfile(info, _Counting(src, on_bytes))
+
+
+# A change this small goes on the launch session's own channel (its put): no second ssh
+# session and no rsync start, which cost a one-file edit more than the file.
+SMALL_BYTES = 4 * 1024 * 1024
+SMALL_FILES = 256
+
+
+def is_small(the_plan: SyncPlan) -> bool:
+    return len(the_plan.send) + len(the_plan.delete) <= SMALL_FILES and the_plan.send_bytes <= SMALL_BYTES
 
 
 def iter_lines(the_plan: SyncPlan) -> Iterator[str]:

@@ -9,10 +9,12 @@ deadline (the wait for another launch's lock excepted, which is said while it la
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -131,6 +133,11 @@ class LaunchSession:
         if doc is None or not doc.get("ok") or not isinstance(doc.get("result"), dict):
             raise RemoteError(f"{what} failed on the host: {self._talk.why_ended(doc, ANSWER_S)}")
         return doc["result"]
+
+    def put(self, delta: bytes) -> dict:
+        """A small change (sync.write_delta's bytes) on this channel: {"received", "deleted"}."""
+        encoded = base64.b64encode(zlib.compress(delta)).decode()
+        return self._ask({"op": "put", "delta": encoded}, "sending the change")
 
     def create(self, job_id: str, payload: JobPayload, pushed: bool) -> dict:
         """{"job_dir", "setup_done"}; the project's lock is let go once the job has its snapshot."""
