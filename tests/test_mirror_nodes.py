@@ -123,3 +123,39 @@ def test_the_hub_fetch_for_a_node_names_its_folder_and_step(tmp_path, hub):
     with pytest.raises(TetherError) as err:
         fetch_to_laptop(mirror, tmp_path / "dl", Console(file=io.StringIO()), {"prefix": "node-1/", "step": 6})
     assert "hf://tester/empty/node-1 holds no verified backup of step 6" in err.value.what, err.value.line()
+
+
+def _record(**fields):
+    from launcher.registry import JobRecord
+
+    return JobRecord(**{"id": "feed0001", "name": "n", "project": "p", "spec_hash": "x", "provider": "ssh",
+                        "endpoint": {"kind": "ssh", "host": "a"}, "remote_root": "/r", "job_dir": "/r/jobs/feed0001",
+                        "python": "python3", "runtime_dir": "/r/runtime", **fields})
+
+
+class _ListingHost:
+    """A host's agent that lists one backup, and remembers being asked."""
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    def call(self, verb: str, *args, **kw):
+        self.asked.append(verb)
+        return [{"name": A6, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}]
+
+
+def test_a_second_tether_command_leaves_a_mirror_folder_being_filled_alone(tmp_path):
+    """`tether watch` and `tether status` at once: both would append to the same partial files,
+    and the one whose copy failed to verify would delete the backup the other had verified."""
+    import fcntl
+
+    from launcher.settings import Places
+    from launcher.transfer.laptop_backups import mirror_dir, sync_to_laptop
+
+    places, rec, host = Places(tmp_path, tmp_path / "ssh_config"), _record(), _ListingHost()
+    folder = mirror_dir(places, rec, 1)
+    folder.mkdir(parents=True)
+    with open(folder / ".mirroring.lock", "a") as held:  # the other command, mid-pull
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sync_to_laptop(host, rec, places, Console(file=io.StringIO()), node=1) == []
+    assert host.asked == [] and not (folder / "backups").exists()
