@@ -46,3 +46,22 @@ def test_publish_in_the_spec_publishes_a_succeeded_multi_node_job_once(tmp_path,
     reconcile([done], ctx, Console(file=out, width=200))
     assert published == ["me/twin"] and pulled == ["a"], out.getvalue()
     assert "job feed0002 succeeded: published to https://hub/me/twin" in out.getvalue()
+
+
+def test_status_shows_every_nodes_hf_mirror_named_by_node():
+    from launcher.show.tables import status_grid
+
+    rec = two_node_record({"backup": {"mirror": "hf://me/twin"}})
+    mirrors = [MirrorSummary(repo="me/twin", last="20260101T000006-step6", last_step=6, pushed_age_s=5.0),
+               MirrorSummary(repo="me/twin", error="403 \x1b[31m[bold]forbidden", failures=2)]
+    nodes = [JobView(rec, JobState.RUNNING, answer=StatusAnswer(state=JobState.RUNNING, mirror=m), host=h)
+             for m, h in zip(mirrors, ("a", "b"))]
+    view = JobView(rec, JobState.RUNNING, answer=nodes[0].answer, nodes=nodes)
+    out = io.StringIO()
+    Console(file=out, width=300, color_system=None).print(status_grid(view))
+    text = out.getvalue()
+    assert "hf://me/twin/node-0/  20260101T000006-step6 (step 6)" in text, text
+    assert "hf://me/twin/node-1/  nothing pushed yet" in text and "push failed (2x): 403 [bold]forbidden" in text
+    assert "\x1b" not in text
+    shown = view.as_json()["nodes"]
+    assert [n["mirror"]["last"] for n in shown] == ["20260101T000006-step6", None] and shown[1]["mirror"]["failures"] == 2
