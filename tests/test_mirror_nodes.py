@@ -159,3 +159,38 @@ def test_a_second_tether_command_leaves_a_mirror_folder_being_filled_alone(tmp_p
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert sync_to_laptop(host, rec, places, Console(file=io.StringIO()), node=1) == []
     assert host.asked == [] and not (folder / "backups").exists()
+
+
+def test_several_addresses_for_a_one_host_job_are_refused_in_one_line(tmp_path):
+    from launcher.jobs.resume import resume_on
+    from launcher.registry import Registry
+    from launcher.settings import Places
+    from launcher.spec import JobSpec
+
+    spec = JobSpec.model_validate({"name": "solo", "host": {"provider": "ssh", "address": "a"}, "run": "true",
+                                   "backup": {"mirror": "laptop"}}).model_dump(mode="json")
+    rec = _record(spec=spec, workdir=str(tmp_path))
+    places = Places(tmp_path, tmp_path / "ssh_config")
+    with pytest.raises(UsageError) as err:
+        resume_on(rec, "gpu-a,gpu-b", places, Registry(tmp_path / "jobs.db"), Console(file=io.StringIO()), {})
+    assert err.value.line() == ("job feed0001 runs on one host: --on takes one address, not 2 — "
+                                "e.g. tether resume feed0001 --on gpu-a")
+
+
+class _FetchingHost:
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    def call(self, verb: str, *args, **kw):
+        return self.answer
+
+
+def test_what_a_new_host_says_it_skipped_is_shown_inert_and_a_malformed_entry_ignored():
+    from launcher.hub.backups import HubMirror, fetch
+
+    out = io.StringIO()
+    host = _FetchingHost({"ok": True, "name": A6, "step": 6,
+                          "skipped": ["junk", None, {"name": "\x1b]0;owned\x07[red]x", "problem": "bad\x1b[2J"}]})
+    got = fetch(host, "/j", HubMirror("me/r", "t", None, True), Console(file=out, width=300, color_system=None))
+    assert got["name"] == A6
+    assert "skipping backup [red]x on the Hub: bad" in out.getvalue() and "\x1b" not in out.getvalue()
