@@ -98,7 +98,7 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
             registry.rehome(job_id, provider=first.provider, endpoint=first.endpoint, instance=None,
                             remote_root=first.remote_root, job_dir=first.job_dir, python=first.python,
                             runtime_dir=first.runtime_dir, price_per_hour=None, autodown=first.autodown,
-                            nodes=[_node_entry(r) for r in records])
+                            nodes=[_node_entry(r) for r in records], spec=first.spec)
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
         started = each(lambda k: sessions[k].start(secrets), range(len(targets)))  # type: ignore[union-attr]
     except BaseException:
