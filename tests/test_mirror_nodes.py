@@ -13,7 +13,7 @@ from rich.console import Console
 from agent import backup
 from agent.hub_mirror import download_newest, newest_on_hub, push, remote_backups
 from agent.hub_client import api_for
-from agent.paths import JobDir, backup_step, is_node_prefix, node_prefix
+from agent.paths import JobDir, backup_step, is_backup_name, is_node_prefix, node_prefix
 from launcher.errors import NoBackupError, TetherError, UsageError
 from launcher.jobs.resume_nodes import node_addresses
 from launcher.transfer.node_backups import common_mirrored
@@ -194,3 +194,30 @@ def test_what_a_new_host_says_it_skipped_is_shown_inert_and_a_malformed_entry_ig
     got = fetch(host, "/j", HubMirror("me/r", "t", None, True), Console(file=out, width=300, color_system=None))
     assert got["name"] == A6
     assert "skipping backup [red]x on the Hub: bad" in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+class _LongNameHost:
+    """A host that lists a backup of the pattern of a backup's name, but longer than any file
+    name may be, and its files."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def call(self, verb: str, *args, **kw):
+        if verb == "list-files":
+            return {"files": [{"path": f"backups/{self.name}/MANIFEST.json", "size": 1}]}
+        return [{"name": self.name, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}]
+
+
+@pytest.mark.parametrize("digits", [300, 5000])
+def test_a_backup_name_too_long_for_a_file_counts_for_nothing(tmp_path, digits):
+    """It crashed tether status (no file name is that long; no int has 5000 digits either)."""
+    from launcher.settings import Places
+    from launcher.transfer.laptop_backups import mirror_dir, sync_to_laptop
+
+    long = "20260101T000000-step" + "9" * digits
+    places, rec = Places(tmp_path, tmp_path / "ssh_config"), _record()
+    assert sync_to_laptop(_LongNameHost(long), rec, places, Console(file=io.StringIO()), node=0) == []
+    assert not (mirror_dir(places, rec, 0) / "backups").exists()
+    assert common_mirrored([[A6, long], [B6, long]], "m") == (6, [A6, B6])
+    assert backup_step(long) is None and not is_backup_name(long)
