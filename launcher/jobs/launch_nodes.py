@@ -40,7 +40,8 @@ def node_facts(loaded: LoadedSpec, targets: List[Target]) -> List[dict]:
     master = hs.master_addr or str(targets[0].endpoint["host"])
     token = pysecrets.token_hex(16)  # the agents' control port answers only this job's nodes
     return [{"rank": k, "count": len(targets), "master_addr": master, "master_port": hs.master_port,
-             "join_timeout_s": hs.join_timeout_s, "token": token} for k in range(len(targets))]
+             "join_timeout_s": hs.join_timeout_s, "silence_s": hs.node_silence_s, "token": token}
+            for k in range(len(targets))]
 
 
 def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
