@@ -52,7 +52,8 @@ class Unreadable:
 
 
 def _name(step: Optional[int], now: float, taken: Collection[str]) -> str:
-    base = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + (f"-step{step}" if step is not None else "")
+    named = step is not None and 0 <= step < 10 ** 18  # as paths.BACKUP_NAME allows: else no step in it
+    base = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + (f"-step{step}" if named else "")
     name, n = base, 2
     while name in taken:
         name, n = f"{base}-{n}", n + 1

@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 # Every pattern here is matched with fullmatch: `$` would let a trailing newline through.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # A backup folder: <UTC stamp>[-step<N>][-<n> for a second one in the same second]
-BACKUP_NAME = re.compile(r"(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?")
+BACKUP_NAME = re.compile(r"(\d{8}T\d{6})(?:-step(\d{1,18}))?(?:-(\d{1,9}))?")  # bounded: a file name, an int
 BACKUP_MANIFEST = "MANIFEST.json"
 
 

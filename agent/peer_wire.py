@@ -5,8 +5,10 @@ collective timeout.
 
 Two layers: the kernel's keepalive (and a user timeout for unacknowledged data) breaks a
 connection to a host that no longer answers at all; the heartbeat, a `{"beat": ...}` line
-every BEAT_S from a thread of each agent, also catches an agent that still holds its socket
-but says nothing (a stopped process, a wedged host). A peer silent for SILENT_S has failed.
+every beat_for(limit) from a thread of each agent, also catches an agent that still holds its
+socket but says nothing (a stopped process, a wedged host). A peer silent for the job's limit
+(host.node_silence_s, SILENT_S by default) has failed; the beat and the kernel's timeouts are
+made from that limit, so a longer one is not cut short by the connection breaking first.
 """
 
 from __future__ import annotations
@@ -20,26 +22,37 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional
 from .clock import REAL, Clock
 
 MAX_LINE = 64 * 1024
-BEAT_S = 2.0              # how often each agent says it is there
-SILENT_S = 15.0           # a peer heard nothing from for this long has failed
-KEEPALIVE = {"TCP_KEEPIDLE": 4, "TCP_KEEPINTVL": 2, "TCP_KEEPCNT": 4}   # a dead host: ~12 s
-USER_TIMEOUT_MS = 15_000  # data unacknowledged this long breaks the connection
+SILENT_S = 15.0           # by default a peer heard nothing from for this long has failed
 SEND_TIMEOUT_S = 10       # a peer that stopped reading cannot block a sender for ever
 
 _locks: "weakref.WeakKeyDictionary[socket.socket, threading.Lock]" = weakref.WeakKeyDictionary()
 _locks_lock = threading.Lock()
 
 
-def tune(sock: socket.socket) -> None:
-    """Keepalive, a user timeout and a send timeout on a connection between agents (Linux
-    names; where an option is missing the heartbeat alone does the work)."""
+def beat_for(silent_s: float) -> float:
+    """How often each agent says it is there: 7.5 beats within the limit (2 s for 15 s), so a
+    late one or two are not silence; from 0.5 s (no flood) to 10 s."""
+    return min(10.0, max(0.5, silent_s / 7.5))
+
+
+def keepalive_for(silent_s: float) -> Dict[str, int]:
+    """The kernel's probes of a host that no longer answers at all: the connection breaks a
+    little before the limit (15 s: idle 4, then 4 probes 2 s apart, ~12 s)."""
+    return {"TCP_KEEPIDLE": max(1, round(silent_s * 4 / 15)), "TCP_KEEPINTVL": max(1, round(silent_s * 2 / 15)),
+            "TCP_KEEPCNT": 4}
+
+
+def tune(sock: socket.socket, silent_s: float = SILENT_S) -> None:
+    """Keepalive, a user timeout (data unacknowledged for the limit breaks the connection) and
+    a send timeout on a connection between agents (Linux names; where an option is missing the
+    heartbeat alone does the work)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in KEEPALIVE.items():
+        for name, value in keepalive_for(silent_s).items():
             if hasattr(socket, name):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
         if hasattr(socket, "TCP_USER_TIMEOUT"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(silent_s * 1000))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                         SEND_TIMEOUT_S.to_bytes(8, "little") + (0).to_bytes(8, "little"))
     except OSError:
@@ -114,7 +127,7 @@ class Hearing:
 class Beater:
     """A thread that sends a heartbeat to each of targets() every beat_s until stopped."""
 
-    def __init__(self, targets: Callable[[], Iterable[socket.socket]], beat: dict, beat_s: float = BEAT_S) -> None:
+    def __init__(self, targets: Callable[[], Iterable[socket.socket]], beat: dict, beat_s: float) -> None:
         self.targets, self.beat, self.beat_s = targets, beat, beat_s
         self.stopped = threading.Event()
         threading.Thread(target=self._run, daemon=True, name="peers-beat").start()

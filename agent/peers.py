@@ -5,8 +5,8 @@ Per attempt: hello (the steps it could resume from) -> probe (node 0 listens on 
 port, each node connects to it) -> go (or why not, and the step all nodes resume from) ->
 the workloads run; a node whose workload ends badly is reported and node 0 tells the others
 to abort (they are not left blocked in a collective) -> each node's outcome -> one verdict
-for the job, the same on every node. JSON lines; everything a peer sends is checked. Each side beats every BEAT_S and a peer
-heard nothing from for SILENT_S has failed, as one whose connection closed (peer_wire.py): a
+for the job, the same on every node. JSON lines; everything a peer sends is checked. Each side beats and a peer heard
+nothing from for the plan's silence_s has failed, as one whose connection closed (peer_wire.py): a
 host that vanishes without closing its connections is caught in seconds, not at torch's
 collective timeout or SETTLE_S.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .clock import REAL, Clock
-from .peer_wire import BEAT_S, SILENT_S, Beater, Hearing, hang_up, lines, send, tune
+from .peer_wire import Beater, Hearing, beat_for, hang_up, lines, send, tune
 from .protocol import FailureClass, JobState
 from .rendezvous import NodePlan, reach
 
@@ -89,9 +89,12 @@ def _steps(msg: dict) -> List[int]:
 class Coordinator:
     """Node 0's side. Reader threads only queue what arrives; the agent's loop handles it."""
 
-    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: float = BEAT_S,
-                 silent_s: float = SILENT_S) -> None:
+    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: Optional[float] = None,
+                 silent_s: Optional[float] = None) -> None:
+        """beat_s, silent_s: the plan's (host.node_silence_s), unless a test says otherwise."""
         self.plan = plan
+        silent_s = plan.silence_s if silent_s is None else silent_s
+        beat_s = beat_for(silent_s) if beat_s is None else beat_s
         self.server = socket.create_server(("", plan.control_port))
         self.hearing = Hearing(clock, silent_s)
         self.inbox: "queue.Queue[Tuple[Optional[int], socket.socket, dict]]" = queue.Queue()
@@ -109,7 +112,7 @@ class Coordinator:
                 sock, _ = self.server.accept()
             except OSError:
                 return
-            tune(sock)
+            tune(sock, self.hearing.silent_s)
             threading.Thread(target=self._read, args=(sock,), daemon=True, name="peers-read").start()
 
     def _read(self, sock: socket.socket) -> None:
@@ -251,9 +254,10 @@ class Coordinator:
 class Member:
     """Every other node's side: one connection to node 0 per attempt."""
 
-    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: float = BEAT_S,
-                 silent_s: float = SILENT_S) -> None:
-        self.plan, self.beat_s = plan, beat_s
+    def __init__(self, plan: NodePlan, clock: Clock = REAL, beat_s: Optional[float] = None,
+                 silent_s: Optional[float] = None) -> None:
+        silent_s = plan.silence_s if silent_s is None else silent_s
+        self.plan, self.beat_s = plan, beat_for(silent_s) if beat_s is None else beat_s
         self.sock: Optional[socket.socket] = None
         self.inbox: "queue.Queue[dict]" = queue.Queue()
         self.aborted_with: Optional[str] = None
@@ -272,7 +276,7 @@ class Member:
             try:
                 self.sock = socket.create_connection((p.master_addr, p.control_port), timeout=PROBE_TIMEOUT_S)
                 self.sock.settimeout(None)
-                tune(self.sock)
+                tune(self.sock, self.hearing.silent_s)
                 return None
             except socket.timeout:
                 problem = "timed out"

@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 # A backup folder's name (agent.paths.BACKUP_NAME, repeated here so the laptop needs only this module).
-BACKUP_NAME_RE = re.compile(r"(\d{8}T\d{6})(?:-step(\d+))?(?:-(\d+))?")
+BACKUP_NAME_RE = re.compile(r"(\d{8}T\d{6})(?:-step(\d{1,18}))?(?:-(\d{1,9}))?")  # bounded: a file name, an int
 
 # The key of the hf:// mirror's Hub token among a job's secrets: the agent keeps it for itself.
 HUB_MIRROR_TOKEN = "TETHER_HUB_MIRROR_TOKEN"

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Dict, Optional
 
+from .peer_wire import SILENT_S
+
 ADDR = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}")   # an IP or a host name, nothing a shell reads
 TOKEN = re.compile(r"[0-9a-f]{0,64}")
 IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,15}")
@@ -29,6 +31,7 @@ class NodePlan:
     master_port: int
     join_timeout_s: float = 120.0    # how long a node waits for the others before the job fails
     token: str = ""                  # the job's own: node 0 answers only agents that know it
+    silence_s: float = SILENT_S      # a peer heard nothing from this long has failed (host.node_silence_s)
 
     @property
     def control_port(self) -> int:
@@ -57,7 +60,11 @@ class NodePlan:
         timeout, token = doc.get("join_timeout_s", 120.0), doc.get("token", "")
         if not (isinstance(token, str) and TOKEN.fullmatch(token)):
             raise ValueError("node: token is not a hex string")
-        return cls(rank, count, addr, port, float(timeout) if isinstance(timeout, (int, float)) else 120.0, token)
+        silence = doc.get("silence_s", SILENT_S)  # absent from an older launcher's spec.json
+        if isinstance(silence, bool) or not isinstance(silence, (int, float)) or not 3 <= silence <= 600:
+            raise ValueError(f"node: silence_s {str(silence)[:20]!r} is not from 3 to 600 seconds")
+        return cls(rank, count, addr, port, float(timeout) if isinstance(timeout, (int, float)) else 120.0, token,
+                   float(silence))
 
     def torchrun_args(self) -> str:
         """What a `run:` script passes to torchrun (static rendezvous on the master)."""

@@ -143,9 +143,10 @@ class Registry:
                         (json.dumps({"answer": answer, "at": time.time()}), job_id, *_ENDED))
 
     def rehome(self, job_id: str, **fields: Any) -> None:
-        """The job moved to another host (resume --on): where to reach it from now on."""
+        """The job moved to another host (resume --on): where to reach it from now on, and the
+        spec it runs with there (its host part names the new hosts)."""
         allowed = {"provider", "endpoint", "instance", "remote_root", "job_dir", "python", "runtime_dir",
-                   "price_per_hour", "autodown", "nodes"}
+                   "price_per_hour", "autodown", "nodes", "spec"}
         cols = [k for k in fields if k in allowed]
         self.db.execute("UPDATE jobs SET final=NULL WHERE id=?", (job_id,))
         values = [json.dumps(fields[k]) if k in _JSON_FIELDS and fields[k] is not None else fields[k] for k in cols]

@@ -8,16 +8,17 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Type, Union
+from typing import Annotated, Any, Dict, List, Literal, Mapping, Optional, Type, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from agent.protocol import FailureClass
 from agent.protocol import RunSettings as _Agent  # the defaults the agent plans with: one place
 
 from launcher.errors import SpecError
-from launcher.spec_nodes import nodes_problem
+from launcher.spec_nodes import checked_silence, nodes_problem
 
 # Whole-string patterns. NAME_PATTERN is pydantic's (Rust regex: `$` is the end of the text);
 # the compiled ones are used with fullmatch (Python's `$` would let a trailing newline through).
@@ -66,6 +67,7 @@ class HostSpec(_Strict):
     master_addr: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")  # node 0 as the others reach it
     master_port: int = Field(29500, ge=1024, le=65533)  # torch's; tether's agents use the next one
     join_timeout_s: float = Field(120.0, gt=0)       # how long the nodes wait for each other
+    node_silence_s: Annotated[float, AfterValidator(checked_silence)] = 15.0  # a silent node fails the job
 
     @model_validator(mode="after")
     def _ssh_needs_address(self) -> "HostSpec":

@@ -24,3 +24,12 @@ def nodes_problem(provider: str, nodes: int, addresses: List[str]) -> Optional[s
     if len(addresses) != nodes:
         return f"nodes: {nodes} needs one address per node in host.address (got {len(addresses)})"
     return None
+
+
+def checked_silence(seconds: float) -> float:
+    """host.node_silence_s: how long a node may be heard nothing from before the job fails.
+    Below 3 s a busy host's pause fails a healthy job; beyond 10 min a dead one is found late."""
+    if not 3 <= seconds <= 600:  # NaN too
+        raise ValueError(f"{seconds:g} is not from 3 to 600 seconds: how long a node may be silent before the "
+                         "job fails (default 15)")
+    return seconds

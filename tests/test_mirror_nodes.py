@@ -13,7 +13,7 @@ from rich.console import Console
 from agent import backup
 from agent.hub_mirror import download_newest, newest_on_hub, push, remote_backups
 from agent.hub_client import api_for
-from agent.paths import JobDir, backup_step, is_node_prefix, node_prefix
+from agent.paths import JobDir, backup_step, is_backup_name, is_node_prefix, node_prefix
 from launcher.errors import NoBackupError, TetherError, UsageError
 from launcher.jobs.resume_nodes import node_addresses
 from launcher.transfer.node_backups import common_mirrored
@@ -123,3 +123,101 @@ def test_the_hub_fetch_for_a_node_names_its_folder_and_step(tmp_path, hub):
     with pytest.raises(TetherError) as err:
         fetch_to_laptop(mirror, tmp_path / "dl", Console(file=io.StringIO()), {"prefix": "node-1/", "step": 6})
     assert "hf://tester/empty/node-1 holds no verified backup of step 6" in err.value.what, err.value.line()
+
+
+def _record(**fields):
+    from launcher.registry import JobRecord
+
+    return JobRecord(**{"id": "feed0001", "name": "n", "project": "p", "spec_hash": "x", "provider": "ssh",
+                        "endpoint": {"kind": "ssh", "host": "a"}, "remote_root": "/r", "job_dir": "/r/jobs/feed0001",
+                        "python": "python3", "runtime_dir": "/r/runtime", **fields})
+
+
+class _ListingHost:
+    """A host's agent that lists one backup, and remembers being asked."""
+
+    def __init__(self) -> None:
+        self.asked: list = []
+
+    def call(self, verb: str, *args, **kw):
+        self.asked.append(verb)
+        return [{"name": A6, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}]
+
+
+def test_a_second_tether_command_leaves_a_mirror_folder_being_filled_alone(tmp_path):
+    """`tether watch` and `tether status` at once: both would append to the same partial files,
+    and the one whose copy failed to verify would delete the backup the other had verified."""
+    import fcntl
+
+    from launcher.settings import Places
+    from launcher.transfer.laptop_backups import mirror_dir, sync_to_laptop
+
+    places, rec, host = Places(tmp_path, tmp_path / "ssh_config"), _record(), _ListingHost()
+    folder = mirror_dir(places, rec, 1)
+    folder.mkdir(parents=True)
+    with open(folder / ".mirroring.lock", "a") as held:  # the other command, mid-pull
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert sync_to_laptop(host, rec, places, Console(file=io.StringIO()), node=1) == []
+    assert host.asked == [] and not (folder / "backups").exists()
+
+
+def test_several_addresses_for_a_one_host_job_are_refused_in_one_line(tmp_path):
+    from launcher.jobs.resume import resume_on
+    from launcher.registry import Registry
+    from launcher.settings import Places
+    from launcher.spec import JobSpec
+
+    spec = JobSpec.model_validate({"name": "solo", "host": {"provider": "ssh", "address": "a"}, "run": "true",
+                                   "backup": {"mirror": "laptop"}}).model_dump(mode="json")
+    rec = _record(spec=spec, workdir=str(tmp_path))
+    places = Places(tmp_path, tmp_path / "ssh_config")
+    with pytest.raises(UsageError) as err:
+        resume_on(rec, "gpu-a,gpu-b", places, Registry(tmp_path / "jobs.db"), Console(file=io.StringIO()), {})
+    assert err.value.line() == ("job feed0001 runs on one host: --on takes one address, not 2 — "
+                                "e.g. tether resume feed0001 --on gpu-a")
+
+
+class _FetchingHost:
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    def call(self, verb: str, *args, **kw):
+        return self.answer
+
+
+def test_what_a_new_host_says_it_skipped_is_shown_inert_and_a_malformed_entry_ignored():
+    from launcher.hub.backups import HubMirror, fetch
+
+    out = io.StringIO()
+    host = _FetchingHost({"ok": True, "name": A6, "step": 6,
+                          "skipped": ["junk", None, {"name": "\x1b]0;owned\x07[red]x", "problem": "bad\x1b[2J"}]})
+    got = fetch(host, "/j", HubMirror("me/r", "t", None, True), Console(file=out, width=300, color_system=None))
+    assert got["name"] == A6
+    assert "skipping backup [red]x on the Hub: bad" in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+class _LongNameHost:
+    """A host that lists a backup of the pattern of a backup's name, but longer than any file
+    name may be, and its files."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def call(self, verb: str, *args, **kw):
+        if verb == "list-files":
+            return {"files": [{"path": f"backups/{self.name}/MANIFEST.json", "size": 1}]}
+        return [{"name": self.name, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}]
+
+
+@pytest.mark.parametrize("digits", [300, 5000])
+def test_a_backup_name_too_long_for_a_file_counts_for_nothing(tmp_path, digits):
+    """It crashed tether status (no file name is that long; no int has 5000 digits either)."""
+    from launcher.settings import Places
+    from launcher.transfer.laptop_backups import mirror_dir, sync_to_laptop
+
+    long = "20260101T000000-step" + "9" * digits
+    places, rec = Places(tmp_path, tmp_path / "ssh_config"), _record()
+    assert sync_to_laptop(_LongNameHost(long), rec, places, Console(file=io.StringIO()), node=0) == []
+    assert not (mirror_dir(places, rec, 0) / "backups").exists()
+    assert common_mirrored([[A6, long], [B6, long]], "m") == (6, [A6, B6])
+    assert backup_step(long) is None and not is_backup_name(long)

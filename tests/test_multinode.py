@@ -300,3 +300,36 @@ def test_a_dry_run_of_several_nodes_shows_node_0s_plan(tether, project, host_roo
     assert r.exit_code == 0, r
     assert "dry run: would send 2 file(s)" in r.stdout
     assert not (host_root / "jobs").exists()
+
+
+def test_a_node_whose_agent_does_not_start_has_the_started_ones_stopped_at_once(hosts, tether, project,
+                                                                                 monkeypatch):
+    """Node 1's agent does not start (made so here): node 0's, already started, is stopped by
+    the launch, not left waiting for node 1 until join_timeout_s; the job reads as ended."""
+    from launcher.transport.launch_session import LaunchSession
+
+    net, real_create, real_start = hosts, LaunchSession.create, LaunchSession.start
+
+    def create(self, job_id, payload, pushed):
+        self.rank = payload.job.node["rank"]
+        return real_create(self, job_id, payload, pushed)
+
+    monkeypatch.setattr(LaunchSession, "create", create)
+    monkeypatch.setattr(LaunchSession, "start", lambda self, secrets: {"started": False, "why": "made to fail"}
+                        if self.rank == 1 else real_start(self, secrets))
+    spec = project(f"""
+        name: half
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
+                join_timeout_s: 300}}
+        run: sleep 600
+        heartbeat: {{every_s: 0.5}}
+    """)
+    r = tether("launch", spec)
+    assert r.exit_code != 0 and "the agent did not start on node 1" in r.stderr and "made to fail" in r.stderr, r
+    job = r.stderr.split("tether logs ")[1].split()[0]
+    state = net.job_dir(0, job) / "state.json"
+    wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] == "STOPPED", 30,
+             what="node 0's agent stopped")
+    seen = status_json(tether, job)
+    assert seen["state"] == "STOPPED" and [n["state"] for n in seen["nodes"]] == ["STOPPED", "STOPPED"], seen
+    assert "the launch failed: node 1's agent did not start" in seen["reason"], seen

@@ -16,6 +16,7 @@ from netns import BRIDGE_IP, two_hosts, unavailable
 
 from agent.paths import backup_step
 from launcher.errors import ExitCode
+from launcher.registry import Registry
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -111,6 +112,12 @@ def test_laptop_mirror_of_two_nodes_then_resume_on_two_new_hosts(four_hosts, tet
     assert f"every node has step {expected} mirrored to this laptop" in r.stdout, r.stdout
     for k in (0, 1):
         assert f"node {k}: brought backup {mirrored(k)[expected].name} (step {expected})" in r.stdout, r.stdout
+    # The spec the job is recorded with (the dashboard shows it; a second move starts from it)
+    # names the new hosts, and node 0's new address as the master.
+    registry = Registry(tmp_path / "tether-home" / "jobs.db")
+    host = registry.resolve(job).spec["host"]
+    registry.close()
+    assert host["address"] == ["node2", "node3"] and host["master_addr"] is None, host
 
     done = wait_state(tether, job, ("SUCCEEDED", "FAILED"), timeout=120)
     assert done["state"] == "SUCCEEDED", (done, tether("logs", job, "--tail", "20").stdout)

@@ -72,6 +72,53 @@ def test_a_peer_is_failed_after_15s_of_silence_and_each_beat_restarts_the_count(
         head.close()
 
 
+
+def test_the_specs_silence_limit_reaches_the_agents_and_sets_their_beat_and_keepalive():
+    """host.node_silence_s: 40 -> node_facts -> spec.json's node -> NodePlan: a peer silent for
+    39 s is still there, one silent for 41 s has failed; the beat (40 / 7.5) and the kernel's
+    keepalive and user timeout are scaled to match, so the connection is not broken first."""
+    from types import SimpleNamespace
+
+    from launcher.jobs.launch_nodes import node_facts
+    from launcher.spec import HostSpec
+
+    host = HostSpec(provider="ssh", nodes=2, address=["a", "b"], node_silence_s=40)
+    targets = [SimpleNamespace(endpoint={"host": "127.0.0.1"})] * 2
+    clock, port = FakeClock(), free_pair()
+    facts = [{**f, "master_port": port} for f in node_facts(SimpleNamespace(spec=SimpleNamespace(host=host)), targets)]
+    plans = [NodePlan.from_json(f) for f in facts]
+    assert [p.silence_s for p in plans] == [40.0, 40.0]
+    head, member = Coordinator(plans[0], clock), Member(plans[1], clock)
+    try:
+        assert head.beater.beat_s == member.beat_s == 40 / 7.5
+        joined(head, member)
+        for sock in (member.sock, head.conns[1]):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 40_000
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 11
+        clock.advance(39)
+        assert head.abort_reason() is None
+        clock.advance(2)
+        assert head.abort_reason() == f"node 1: {SILENT} 40s (its host down, frozen or cut off from the others)"
+    finally:
+        member.close()
+        head.close()
+
+
+def test_the_beat_follows_the_silence_limit_within_bounds():
+    from agent.peer_wire import beat_for
+
+    assert beat_for(15) == 2.0 and beat_for(3) == 0.5 and beat_for(600) == 10.0
+
+
+def test_a_node_plan_without_a_silence_limit_keeps_15s_and_a_bad_one_is_named():
+    import pytest
+
+    base = {"rank": 1, "count": 2, "master_addr": "10.0.0.1", "master_port": 29500}
+    assert NodePlan.from_json(base).silence_s == 15.0  # spec.json of an older launcher
+    for bad in (0, -1, "15", True, float("nan"), 10_000):
+        with pytest.raises(ValueError, match="node: silence_s"):
+            NodePlan.from_json({**base, "silence_s": bad})
+
 MEMBER = """
 import sys, time
 from agent.peers import Member

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import pytest
@@ -112,3 +113,27 @@ def test_unsafe_paths_from_a_host_are_refused(tmp_path, bad):
 
 def test_safe_path(tmp_path):
     assert safe_destination(tmp_path, "outputs/model/w.bin") == tmp_path / "outputs" / "model" / "w.bin"
+
+
+class _Lister:
+    """A host's agent answering list-files with what it likes."""
+
+    def __init__(self, files: list) -> None:
+        self.files = files
+
+    def call(self, verb: str, *args, **kw):
+        return {"files": self.files}
+
+
+def test_a_host_listing_files_it_was_not_asked_for_writes_none_of_them(tmp_path):
+    """The laptop mirror asks for backups/NAME/: a host answering another backup's files (or
+    code/ beside outputs/) would overwrite them in the destination."""
+    from rich.console import Console
+
+    from launcher.transfer.pull import pull
+
+    host = _Lister([{"path": "backups/20260101T000009-step9/MANIFEST.json", "size": 2},
+                    {"path": "backups/20260101T000006-step6x/a", "size": 2}, {"path": "code/x.py", "size": 2}])
+    got = pull(host, "/j", ["backups/20260101T000006-step6/", "outputs"], tmp_path, Console(file=io.StringIO()))
+    assert got.pulled == [] and len(got.refused) == 3 and all("not asked for" in r for r in got.refused), got
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tether-pulled"]

@@ -36,6 +36,12 @@ run: echo hi
     ("name: x\nrun: a\nbackup: {mirror: 's3://b'}", "job.yaml: backup.mirror: 's3://b': use 'laptop' or 'hf://user/repo'"),
     ("name: x\nrun: a\nsecrets: [TETHER_X]", "job.yaml: secrets: 'TETHER_X': names starting with TETHER_"),
     ("name: x\nrun: a\npublish: {repo: 'a/b/c'}", "job.yaml: publish.repo: 'a/b/c': not a Hub repo name"),
+    ("name: x\nrun: a\nhost: {provider: ssh, nodes: 2, address: [a, b], node_silence_s: 1}",
+     "job.yaml: host.node_silence_s: 1 is not from 3 to 600 seconds: how long a node may be silent before the job fails"),
+    ("name: x\nrun: a\nhost: {provider: ssh, nodes: 2, address: [a, b], node_silence_s: 1h}",
+     "job.yaml: host.node_silence_s: Input should be a valid number"),
+    ("name: x\nrun: a\nhost: {provider: ssh, nodes: 2, address: [a, b], node_silence_s: .nan}",
+     "job.yaml: host.node_silence_s: nan is not from 3 to 600 seconds"),
 ])
 def test_bad_spec_is_one_line_and_exit_2(tether, tmp_path, body, expected):
     spec = tmp_path / "job.yaml"

@@ -7,7 +7,7 @@ import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -169,9 +169,28 @@ def resume(
 def ssh(
     job: str = typer.Argument(..., help="id, id prefix or name"),
     cmd: Optional[List[str]] = typer.Argument(None, help="a command to run instead of a shell"),
+    node: Optional[int] = typer.Option(None, "--node", help="a multi-node job: node K's host (else node 0's)"),
 ) -> None:
     """A shell (or one command) on the job's host, in its job folder; host key checked."""
+    asked, cmd = node_before_command(list(cmd or []))  # JOB --node K: after JOB, the words are the command's
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    argv = session().handle(job).shell_argv(cmd or None)  # OpenSSH connects, checking the host key
+    handle = on_node(session().handle(job), node if asked is None else asked, False, "ssh")
+    argv = handle.shell_argv(cmd or None)  # OpenSSH connects, checking the host key
     raise typer.Exit(subprocess.call(argv))
+
+
+def node_before_command(words: List[str]) -> Tuple[Optional[int], List[str]]:
+    """`--node K` (or --node=K) leading the words after JOB: the node, and the command after it."""
+    if not words or not (words[0] == "--node" or words[0].startswith("--node=")):
+        return None, words
+    if "=" in words[0]:
+        value, rest = words[0][len("--node="):], words[1:]
+    elif len(words) > 1:
+        value, rest = words[1], words[2:]
+    else:
+        raise UsageError("--node needs a node number", "e.g. --node 1")
+    try:
+        return int(value), rest
+    except ValueError:
+        raise UsageError(f"--node {value[:20]!r} is not a node number", "e.g. --node 1") from None

@@ -118,6 +118,8 @@ def fetch(client: AgentClient, job_dir: str, mirror: HubMirror, console: Console
     if not isinstance(got, dict) or got.get("no_library"):
         return None
     for s in got.get("skipped") or []:
+        if not isinstance(s, dict):  # the host's words: only what is understood is shown
+            continue
         console.print(f"[yellow]skipping[/] backup {inert(s.get('name'))} on the Hub: {inert(s.get('problem'))}")
     if not got.get("ok") and got.get("kind") in ("network", "http"):  # its own words name the repo
         raise RemoteError(str(got.get("error"))[:300], AGAIN)

@@ -147,7 +147,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
                 registry.rehome(job_id, provider=record.provider, endpoint=record.endpoint, instance=record.instance,
                                 remote_root=record.remote_root, job_dir=record.job_dir, python=record.python,
                                 runtime_dir=record.runtime_dir, price_per_hour=record.price_per_hour,
-                                autodown=record.autodown)
+                                autodown=record.autodown, spec=record.spec)
             secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
             # On the session's stdin: never argv, never a file.
             started = session.start(secrets)

@@ -11,7 +11,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, TypeVar
 
 from rich.console import Console
 
-from launcher.errors import RemoteError
+from launcher.errors import RemoteError, TetherError
 from launcher.hub import backups as hub_mirror
 from launcher.jobs.launch_steps import (Launched, Moving, job_payload, job_record, open_session, pending_launch,
                                         sync_code, undo_launch)
@@ -40,7 +40,8 @@ def node_facts(loaded: LoadedSpec, targets: List[Target]) -> List[dict]:
     master = hs.master_addr or str(targets[0].endpoint["host"])
     token = pysecrets.token_hex(16)  # the agents' control port answers only this job's nodes
     return [{"rank": k, "count": len(targets), "master_addr": master, "master_port": hs.master_port,
-             "join_timeout_s": hs.join_timeout_s, "token": token} for k in range(len(targets))]
+             "join_timeout_s": hs.join_timeout_s, "silence_s": hs.node_silence_s, "token": token}
+            for k in range(len(targets))]
 
 
 def launch_nodes(loaded: LoadedSpec, tree: sync.LocalTree, places: Places, registry: Registry,
@@ -98,7 +99,7 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
             registry.rehome(job_id, provider=first.provider, endpoint=first.endpoint, instance=None,
                             remote_root=first.remote_root, job_dir=first.job_dir, python=first.python,
                             runtime_dir=first.runtime_dir, price_per_hour=None, autodown=first.autodown,
-                            nodes=[_node_entry(r) for r in records])
+                            nodes=[_node_entry(r) for r in records], spec=first.spec)
         secrets = {**loaded.secret_values, **(hub.secrets if hub else {})}
         started = each(lambda k: sessions[k].start(secrets), range(len(targets)))  # type: ignore[union-attr]
     except BaseException:
@@ -114,14 +115,27 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
                 session.close()
     failed = [(k, s) for k, s in enumerate(started) if not s.get("started")]
     if failed:
-        registry.set_state(job_id, "FAILED")
         k, why = failed[0]
+        _stop_all(clients, job_dirs, f"the launch failed: node {k}'s agent did not start")
+        registry.set_state(job_id, "FAILED")
         raise RemoteError(f"the agent did not start on node {k} ({targets[k].host.name}): {why.get('why')}",
                           f"its log: tether logs {job_id} --node {k} --file agent")
     registry.set_state(job_id, "RUNNING")
     console.print(f"{len(targets)} nodes: master {(payloads[0].job.node or {})['master_addr']}:"
                   f"{spec.host.master_port}", markup=False)
     return Launched(registry.resolve(job_id), plans[0], False)
+
+
+def _stop_all(clients: List[AgentClient], job_dirs: List[Optional[str]], why: str) -> None:
+    """Every node asked to stop: a started agent would wait for the others (holding its host)
+    until join_timeout_s; one that never ran is marked STOPPED, so the job reads as ended, not
+    LOST. A node that cannot be asked: status says."""
+    for client, job_dir in zip(clients, job_dirs):
+        if job_dir is not None:
+            try:
+                client.call("stop", job_dir, "--reason", why, timeout=30)
+            except TetherError:
+                pass
 
 
 def _node_entry(rec: JobRecord) -> dict:

@@ -4,7 +4,8 @@ read command never surprises. For jobs whose host tether reaches:
 
 - backup.mirror: laptop: new verified backups come to the laptop (from every node of a
   multi-node job, each node's to its own folder);
-- publish: in the spec: a SUCCEEDED job is published once;
+- publish: in the spec: a SUCCEEDED job is published once (a multi-node job: node 0's
+  outputs, where rank 0 writes the model, as `tether publish` takes them);
 - a rented instance whose job has ended: with autodown, its results are pulled and it is
   destroyed (never when the pull refused a file); without, a warning that it still bills.
 """
@@ -28,8 +29,12 @@ if TYPE_CHECKING:
 def reconcile(views: List[JobView], ctx: Context, console: Console) -> None:
     for v in views:
         rec = v.record
-        if rec.nodes and rec.mirror == "laptop":
-            _mirror_nodes(v, ctx, console)
+        if rec.nodes:  # several hosts of your own: mirrored node by node; nothing rented to end
+            if rec.mirror == "laptop":
+                _mirror_nodes(v, ctx, console)
+            if v.state == JobState.SUCCEEDED:
+                _auto_publish(rec, ctx, console, v.spend_usd)  # node 0's outputs, as `tether publish`
+            continue
         if not handle_for(rec, ctx).reaches_host:
             continue
         if rec.mirror == "laptop" and v.state not in (JobState.UNREACHABLE, JobState.LOST):

@@ -46,6 +46,10 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
         # The old master address was one of the old hosts: node 0's new address is the master.
         host.update({"provider": "ssh", "address": addresses, "master_addr": None})
     else:
+        given = [a for a in address.split(",") if a.strip()]
+        if len(given) > 1:
+            raise UsageError(f"job {rec.id} runs on one host: --on takes one address, not {len(given)}",
+                             f"e.g. tether resume {rec.id} --on {given[0].strip()}")
         one = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
         bring = lambda client, job_dir, _k: one(client, job_dir)  # noqa: E731
         if address in RENTED:

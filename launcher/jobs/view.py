@@ -48,7 +48,8 @@ class JobView:
 def node_json(k: int, v: "JobView") -> dict:
     """One node's row of a multi-node job's status."""
     return {"node": k, "host": v.host, "state": v.state.value, "reason": v.reason, "step": v.answer.step,
-            "attempt": v.answer.attempt, "heartbeat_age_s": v.answer.heartbeat_age_s}
+            "attempt": v.answer.attempt, "heartbeat_age_s": v.answer.heartbeat_age_s,
+            "mirror": v.answer.to_json().get("mirror")}  # its own pushes (the job's "mirror" is node 0's)
 
 
 def last_known(r: JobRecord) -> Optional[str]:

@@ -87,7 +87,10 @@ def status_grid(v: JobView, history: Sequence[Dict[str, Any]] = ()) -> Table:
         rows.append(("resources", resources_text(a.resources)))
     if a.backup.last or a.backup.error or a.backup.in_progress:
         rows.append(("backup", backup_text(a.backup)))
-    if a.mirror is not None:
+    if v.nodes:  # node K pushes its own backups, under node-K/ in the repo
+        rows += [("mirror", mirror_text(n.answer.mirror, f"node-{k}/")) for k, n in enumerate(v.nodes)
+                 if n.answer.mirror is not None]
+    elif a.mirror is not None:
         rows.append(("mirror", mirror_text(a.mirror)))
     if a.resumed_unverified:
         rows.append(("resumed", "[yellow]from the live checkpoints/ folder: no backup verified[/]"))
@@ -140,10 +143,10 @@ def backup_text(b: BackupSummary) -> str:
     return text
 
 
-def mirror_text(m: MirrorSummary) -> str:
+def mirror_text(m: MirrorSummary, folder: str = "") -> str:
     """The hf:// mirror's line: what the Hub holds, what is on its way, and a failing push
-    with its next try (never hidden)."""
-    text = f"hf://{inert(m.repo)}  "
+    with its next try (never hidden). folder: a node's own in the repo (node-K/)."""
+    text = f"hf://{inert(m.repo)}{'/' + folder if folder else ''}  "
     if m.last:
         text += f"{inert(m.last)} (step {m.last_step}) pushed {ago(m.pushed_age_s)}"
     else:

@@ -5,10 +5,12 @@ new host when the old one is gone."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from rich.console import Console
 
@@ -47,10 +49,32 @@ def sync_to_laptop(client: AgentClient, rec: JobRecord, places: Places, console:
     """Pulls the host's backups the laptop does not have yet; keeps the newest backup.keep, and
     never the newest that verifies. Names come from the host: only backup names pass
     (list_backups), and every delete is checked to stay inside this job's mirror folder.
-    node: rec is node K's record of a multi-node job; its backups go to its own folder."""
+    node: rec is node K's record of a multi-node job; its backups go to its own folder.
+    While another tether command fills the same folder (watch beside status): nothing."""
+    dest = mirror_dir(places, rec, node)
+    with _mirroring(dest) as mine:
+        return _sync(client, rec, places, console, node, dest) if mine else []
+
+
+@contextmanager
+def _mirroring(dest: Path) -> Iterator[bool]:
+    """Whether this process holds the mirror folder (for the block). Two commands at once would
+    append to the same .tether-part files, and the one whose copy then failed to verify would
+    delete the backup the other had just verified."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / ".mirroring.lock", "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True  # let go when the file closes
+
+
+def _sync(client: AgentClient, rec: JobRecord, places: Places, console: Console, node: Optional[int],
+          dest: Path) -> List[str]:
     have = {p.name for p in local_backups(places, rec, node)}
     new = [b.name for b in list_backups(client, rec.job_dir, check=False) if b.name not in have]
-    dest = mirror_dir(places, rec, node)
     folder = dest / "backups"
     got = []
     for name in new:

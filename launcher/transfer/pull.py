@@ -127,6 +127,9 @@ def _listing(client: AgentClient, job_dir: str, paths: List[str], result: PullRe
     for f in listing.get("files") or []:
         ok = isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int) \
             and not isinstance(f.get("size"), bool) and f["size"] >= 0
+        if ok and not _asked_for(f["path"], paths):
+            result.refused.append(f"{str(f['path'])[:300]} (not asked for)")
+            continue
         if ok and "sha256" in f and not (isinstance(f["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", f["sha256"])):
             ok = False
         if not ok:
@@ -136,6 +139,15 @@ def _listing(client: AgentClient, job_dir: str, paths: List[str], result: PullRe
             raise RemoteError(f"the host listed {f['path']!r} without its sha256")
         files.append({k: f[k] for k in ("path", "size", "sha256") if k in f})
     return files
+
+
+def _asked_for(path: str, paths: List[str]) -> bool:
+    """path is one of paths, or under one of them (the host's answer names only those)."""
+    for asked in paths:
+        top = PurePosixPath(asked.rstrip("/") or ".").as_posix()
+        if top == "." or path == top or path.startswith(top + "/"):
+            return True
+    return False
 
 
 def _same_size(dest: Path, f: dict) -> bool:
