@@ -270,13 +270,19 @@ def log_rows(b: Bench) -> List[Row]:
     return [row]
 
 
-# What the same bench measured before the launch session and the lean status path (commit
-# 440c693, 2026-12-07, this machine with nothing else running), for the before/after.
+# What the same bench measured before: the launch session and the lean status path (commit
+# 440c693), then the run this section replaced (d1a36ef), for the before/after.
 BEFORE = ("Before (440c693, 2026-12-07, quiet): a no-change launch 2.8-3.4 s against rsync's 0.50-0.57 s "
           "(about 6x): Python start and imports 0.28 s; scan 0.32 s; then five remote Python starts: probe "
           "0.20 s, launch lock and the rest 0.95 s, manifest 0.40 s, create-job 0.79 s, start 0.42 s. The "
           "one-file edit moved the host's whole manifest (1.35 MB, 7.6x rsync's bytes). `tether status JOB` "
-          "with a connection open 0.50 s, `tether jobs` 0.61 s (the CLI loaded typer, pydantic and paramiko).")
+          "with a connection open 0.50 s, `tether jobs` 0.61 s (the CLI loaded typer, pydantic and paramiko). "
+          "Then (d1a36ef, 06:39 the same day, load 0.8): status 1.60x and 2.78x, a no-change launch 3.05x "
+          "(1.75 s), after a one-file edit 3.78x (2.21 s), logs -f 1.46x; a no-change launch's time went to "
+          "imports 0.19 s, scan 0.24 s, the session not hidden by the scan 0.32 s, the job's 10,000-link "
+          "snapshot 0.34 s, the agent's start 0.11 s, the rest 0.36 s. Those runs also compiled tether's "
+          "sources on every command (this machine sets PYTHONDONTWRITEBYTECODE; the bench now runs tether "
+          "with its bytecode, as pip installs it), which cost a status read 50-60 ms.")
 
 
 def main() -> list:
@@ -294,7 +300,8 @@ def main() -> list:
              "One run, a real sshd on 127.0.0.1, OpenSSH and rsync as the peers over the same keys; each pair "
              f"run in turn (A B A B, a warm-up pair first), {ROUNDS} rounds unless the row says fewer; "
              "times are medians (min-max), the ratio is tether / peer taken pair by pair (median, min-max). "
-             "For throughput, a ratio <= 1.05 is >= 0.95x the peer's. "
+             "For throughput, a ratio <= 1.05 is >= 0.95x the peer's. tether runs with its bytecode compiled, "
+             "as pip installs it. "
              f"Run {time.strftime('%Y-%m-%d %H:%M')}, load average {load_before:.1f} before and "
              f"{os.getloadavg()[0]:.1f} after (2 cores; anything above 1 is other work inflating tether's "
              "Python side more than the peers' C).", "",

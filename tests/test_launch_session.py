@@ -39,10 +39,16 @@ def open_launch(host, root, cache) -> LaunchSession:
     return PendingLaunch(host, "local", sys.executable, str(root), "p", cache).finish([], lambda: None)
 
 
-def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
+def _root_with(tmp_path, name: str, text: str):
+    """A tether root whose project p holds one file."""
     root = tmp_path / "root"
     (root / "code" / "p").mkdir(parents=True)
-    (root / "code" / "p" / "a.py").write_text("print('hi')\n")
+    (root / "code" / "p" / name).write_text(text)
+    return root
+
+
+def test_one_session_locks_answers_the_manifest_creates_and_starts(tmp_path):
+    root = _root_with(tmp_path, "a.py", "print('hi')\n")
     session = _session(root)
     try:
         assert session.info.root == str(root) and session.info.executable == sys.executable
@@ -365,9 +371,7 @@ def _digest_of(files: dict) -> str:
 
 
 def test_a_small_change_put_on_the_session_lands_and_its_digest_needs_no_second_scan(tmp_path):
-    root = tmp_path / "root"
-    (root / "code" / "p").mkdir(parents=True)
-    (root / "code" / "p" / "old.py").write_text("old\n")
+    root = _root_with(tmp_path, "old.py", "old\n")
     session = _session(root)
     try:
         assert session.put(_delta({"a.py": b"a = 1\n", "pkg/b.py": b"b = 2\n"}, delete=["old.py"])) == \
