@@ -410,3 +410,33 @@ def test_a_put_naming_a_path_outside_the_code_folder_is_refused_and_writes_nothi
         session.close()
     assert not (root / "code" / "escaped.py").exists() and not (tmp_path / "escaped.py").exists()
     assert not list((root / "code").rglob("*.py")) if (root / "code").exists() else True
+
+
+def test_a_host_told_the_kept_digest_locks_and_hashes_while_the_laptop_scans(tmp_path):
+    """A host this laptop synced before is told the kept digest before the laptop's scan: it
+    takes the lock and hashes its copy meanwhile, and answers with the digest alone."""
+    import fcntl
+    import hashlib
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    open_launch(LocalHost(), root, cache).close()
+    (root / "code" / "p").mkdir(parents=True, exist_ok=True)
+    (root / "code" / "p" / "a.py").write_text("a = 1\n")
+    digest = code_digest({"a.py": {"mode": 0o644, "sha256": hashlib.sha256(b"a = 1\n").hexdigest()}})
+    pending = PendingLaunch(LocalHost(), "local", sys.executable, str(root), "p", cache)
+    pending.tell([digest])
+    deadline = time.monotonic() + 30
+    with open(root / "code" / ".p.lock", "a+") as lock:
+        while True:  # held before finish is even called: the laptop is still scanning
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            except BlockingIOError:
+                break
+            assert time.monotonic() < deadline, "the host never took the lock"
+            time.sleep(0.05)
+    session = pending.finish([digest, "another"], lambda: None)  # told already: not sent again
+    try:
+        assert session.manifest == {"digest": digest}
+    finally:
+        session.close()

@@ -99,15 +99,26 @@ def pending_launch(target: Target, loaded: LoadedSpec, cache_dir: Optional[Path]
 def open_session(target: Target, loaded: LoadedSpec, scan: Callable[[], sync.LocalTree], console: Console,
                  pending: PendingLaunch) -> Tuple[LaunchSession, sync.HostManifest]:
     """The launch session, holding the project's lock, and what this laptop keeps of the
-    host's copy of the code. The workdir is scanned (scan) while the host starts its side."""
+    host's copy of the code. The workdir is scanned (scan) while the host starts its side;
+    where this laptop synced that host before (a TreeScan not yet done), the host is told the
+    kept digest at once, and takes the lock and hashes its copy while the laptop scans."""
     spec = loaded.spec
+    on_wait = lambda: console.print(  # noqa: E731
+        f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False)
     try:
-        kept = sync.HostManifest(scan(), target.host.name, spec.host.root, spec.name)
+        if isinstance(scan, sync.TreeScan):
+            kept = sync.HostManifest(None, target.host.name, spec.host.root, spec.name, cache_dir=scan.cache_dir)
+        else:
+            kept = sync.HostManifest(scan(), target.host.name, spec.host.root, spec.name)
+        if kept.last is None:
+            kept.scanned(scan())
+        else:
+            pending.tell(kept.known())  # the kept digest: the host locks and hashes while we scan
+            kept.scanned(scan())
     except BaseException:
         pending.cancel()
         raise
-    session = pending.finish(kept.known(), lambda: console.print(
-        f"waiting for another launch of {spec.name} on {target.host.name} to finish", markup=False))
+    session = pending.finish(kept.known(), on_wait)
     if session.info.shipped:
         console.print(f"shipped the agent runtime to {target.host.name}", markup=False)
     return session, kept

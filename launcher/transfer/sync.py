@@ -168,16 +168,29 @@ class HostManifest:
     the one kept here (after an edit: the tree last synced there). A launch moves the whole
     manifest only when the host's copy is one this laptop never saw."""
 
-    def __init__(self, tree: LocalTree, host_key: str, root: str, project: str) -> None:
-        self.tree = tree
+    def __init__(self, tree: Optional[LocalTree], host_key: str, root: str, project: str,
+                 cache_dir: Optional[Path] = None) -> None:
+        """tree: the workdir's scan, or None until it is done (scanned); then cache_dir."""
+        self._tree = tree
+        cache_dir = tree.cache_dir if tree is not None else cache_dir
         self.cache: Optional[Path] = None
-        if tree.cache_dir is not None:
+        if cache_dir is not None:
             key = hashlib.sha256(f"{host_key}\0{root}\0{project}".encode()).hexdigest()[:24]
-            self.cache = tree.cache_dir / "host-manifests" / f"{key}.json"
+            self.cache = cache_dir / "host-manifests" / f"{key}.json"
         self.last = _read_manifest(self.cache)
 
+    @property
+    def tree(self) -> LocalTree:
+        assert self._tree is not None, "the workdir is not scanned yet"
+        return self._tree
+
+    def scanned(self, tree: LocalTree) -> None:
+        self._tree = tree
+
     def known(self) -> List[str]:
-        return [self.tree.digest] + ([self.last[0]] if self.last is not None else [])
+        """The digests the host may answer with alone; before the scan, only the kept one."""
+        mine = [self._tree.digest] if self._tree is not None else []
+        return mine + ([self.last[0]] if self.last is not None else [])
 
     def files(self, answer: Any) -> Dict[str, dict]:
         """The host's manifest from its answer ({"digest", "files"?}), checked."""

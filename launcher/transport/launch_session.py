@@ -171,6 +171,7 @@ class Opening:
             early.remember(stream.argv)  # the next same launch starts it before tether loads
         self._talk = _Conversation(stream)
         self.info: Optional[HostInfo] = None
+        self.told = False  # the digests are on their way (tell): the host may hold the lock
 
     def introduce(self) -> HostInfo:
         """The host's Python and root (its first line), or SessionUnavailable."""
@@ -184,12 +185,20 @@ class Opening:
                                  runtime_dir=self.client.runtime_dir, shipped=self.shipped)
         return self.info
 
+    def tell(self, known: List[str]) -> None:
+        """The digests, sent before the host's hello is read: it locks and hashes its copy
+        while the laptop goes on (scans its workdir)."""
+        self._talk.say({"op": "known", "digests": list(known)})
+        self.told = True
+
     def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
-        """Told the digests the laptop knows, holding the project's lock, with the manifest."""
+        """Told the digests the laptop knows (unless tell did), holding the project's lock,
+        with the manifest."""
         info = self.introduce()
         talk = self._talk
         try:
-            talk.say({"op": "known", "digests": list(known)})
+            if not self.told:
+                self.tell(known)
             doc = talk.hear(ANSWER_S, "reading the host's copy of the code")
             if doc is not None and doc.get("waiting"):
                 on_wait()
@@ -259,6 +268,11 @@ class PendingLaunch:
                               f"its folder {info.runtime_dir} may be damaged: remove it and launch again") from None
         self._remember(introduced)
         return introduced
+
+    def tell(self, known: List[str]) -> None:
+        """Where the session is already started: its digests now (see Opening.tell)."""
+        if self.opening is not None:
+            self.opening.tell(known)
 
     def finish(self, known: List[str], on_wait: Callable[[], None]) -> LaunchSession:
         self.introduce()
