@@ -14,7 +14,7 @@ def main() -> None:
     early.start(args)
     parsed = parse(args)
     if parsed is not None:
-        from launcher.lean.looks import run
+        from launcher.lean.dispatch import run
 
         sys.exit(run(*parsed))
     from launcher.cli import main as cli

@@ -179,19 +179,20 @@ def test_every_line_the_lean_path_reads_typer_reads_the_same(monkeypatch, tmp_pa
     from typer.testing import CliRunner
 
     from launcher.cli import app
-    from launcher.lean import looks
+    from launcher.lean import dispatch, launching, looks
     from launcher.lean.verbs import parse
 
     called = []
     for verb in ("jobs", "status", "logs", "launch"):
-        body = getattr(looks, verb)
+        home = launching if verb == "launch" else looks  # where the Typer command finds the body
+        body = getattr(home, verb)
 
         def record(*a, _verb=verb, _body=body, **kw):
             bound = inspect.signature(_body).bind(*a, **kw)
             bound.apply_defaults()
             called.append((_verb, {k: v for k, v in bound.arguments.items() if k != "s"}))
             return 0
-        monkeypatch.setattr(looks, verb, record)
+        monkeypatch.setattr(home, verb, record)
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
     runner = CliRunner()
     read = 0
@@ -204,7 +205,7 @@ def test_every_line_the_lean_path_reads_typer_reads_the_same(monkeypatch, tmp_pa
         r = runner.invoke(app, line, catch_exceptions=False)
         assert r.exit_code == 0 and len(called) == 1, (line, r.output)
         verb, kwargs = lean
-        sig = inspect.signature(looks.VERB_BODIES[verb])
+        sig = inspect.signature(dispatch.VERB_BODIES[verb])
         bound = sig.bind(None, **kwargs)
         bound.apply_defaults()
         assert called[0] == (verb, {k: v for k, v in bound.arguments.items() if k != "s"}), line

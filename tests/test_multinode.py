@@ -92,7 +92,8 @@ def test_two_node_zero2_trains_like_one_node_of_the_same_global_batch(hosts, tet
         assert abs(a - b) <= 1e-4 * abs(a), (s, a, b)
     spec1 = json.loads((hosts.job_dir(1, job) / "spec.json").read_text())["job"]["node"]
     assert len(spec1.pop("token")) == 32
-    assert spec1 == {"rank": 1, "count": 2, "master_addr": "10.77.0.1", "master_port": 29500, "join_timeout_s": 60}
+    assert spec1 == {"rank": 1, "count": 2, "master_addr": "10.77.0.1", "master_port": 29500, "join_timeout_s": 60,
+                     "silence_s": 15}
 
     merged = tether("logs", job, "--tail", "200").stdout.splitlines()
     assert any(x.startswith("[node 0] ") for x in merged) and any(x.startswith("[node 1] ") for x in merged)

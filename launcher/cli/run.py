@@ -31,7 +31,9 @@ def launch(
     dry_run: bool = typer.Option(False, "--dry-run", help="print what would be sent; change nothing"),
 ) -> int:
     """Sync the workdir to the host and start the job there, detached."""
-    return looks.launch(session(), str(spec), host, follow, dry_run)
+    from launcher.lean import launching
+
+    return launching.launch(session(), str(spec), host, follow, dry_run)
 
 
 @app.command()

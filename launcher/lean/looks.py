@@ -1,34 +1,22 @@
 """The commands that look at jobs: `status JOB`, `jobs`, `logs JOB`. Their bodies, without
-typer: cli/run.py's commands call them, and so does the lean dispatch (verbs.py) that runs them
-before typer loads. Each returns its exit code. rich loads only where a table is drawn."""
+typer: cli/run.py's commands call them, and so does the lean dispatch (dispatch.py) that runs
+them before typer loads. Each returns its exit code. rich loads only where a table is drawn."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from agent.protocol import JobState
 
 from launcher.errors import ExitCode, TetherError, UsageError
-from launcher.lean.session import Session, run_guarded
+from launcher.lean.session import Session
 from launcher.lean.verbs import SPARK_ROWS
 
 NO_JOBS = "no jobs yet: tether launch SPEC"
 LOG_FILES = ("workload", "setup", "agent", "stacks")
-
-
-def run(verb: str, kwargs: Dict[str, Any]) -> int:
-    """A command line lean/verbs.py read, run in a session of its own: its exit code."""
-    from launcher.settings import places
-
-    session = Session(places())
-    try:
-        return run_guarded(session, lambda: VERB_BODIES[verb](session, **kwargs))
-    except BrokenPipeError:  # `tether logs JOB | head`: as the Typer app (click) ends, quietly with 1
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
-        return 1
 
 
 def jobs(s: Session, as_json: bool = False) -> int:
@@ -95,13 +83,6 @@ def recent_rows(s: Session, view: Any) -> list:
         return []  # an older agent without `history`: the status is still worth printing
 
 
-def launch(s: Session, spec: str, host: Optional[str] = None, follow: bool = False, dry_run: bool = False) -> int:
-    from launcher.lean import launching
-
-    return launching.launch(s, spec, host, follow, dry_run)
-
-
-VERB_BODIES = {"jobs": jobs, "status": status, "logs": logs, "launch": launch}
 
 
 def _drawing(s: Session) -> Any:
@@ -133,4 +114,4 @@ class _StderrConsole:
         return getattr(self._console, name)
 
 
-__all__: List[str] = ["run", "jobs", "status", "logs", "look", "recent_rows", "SPARK_ROWS"]
+__all__: List[str] = ["jobs", "status", "logs", "look", "recent_rows", "SPARK_ROWS"]

@@ -5,8 +5,8 @@ coerces every value through) costs more to load than a status answer takes to co
 `parse` reads only what it is sure of: the options in VERBS, each once, as `--opt V`, `--opt=V`
 or a short flag with its value apart. Anything else (another verb, an option not here, `--help`,
 `--debug` before the verb, a value it cannot read, a job missing) is None, and the Typer app
-reads the line as always, with its own help and errors; a line read here runs in lean/looks.py
-(`run`; launch's body is lean/launching.py's). The Typer commands in cli/run.py stay the one definition users see;
+reads the line as always, with its own help and errors; a line read here runs in lean/dispatch.py
+(bodies in looks.py and launching.py). The Typer commands in cli/run.py stay the one definition users see;
 tests/test_imports.py proves this table agrees with them, option by option and on a set of
 command lines read both ways."""
 
