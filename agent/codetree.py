@@ -105,10 +105,21 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
     """stdin: one JSON line {"delete": [paths]}, then a tar stream of the changed files.
 
     Every file lands under a temp name and is renamed into place (a new inode), so the
-    hard-linked snapshots of running jobs keep the bytes they started with.
+    hard-linked snapshots of running jobs keep the bytes they started with. What is deleted
+    goes first (and the folders it empties): a file that became a folder of the same name, or
+    a folder that became a file, then lands as rsync lands it.
     """
     header = json.loads(stream.readline() or b"{}")
     code_dir.mkdir(parents=True, exist_ok=True)
+    deleted: List[str] = []
+    for name in header.get("delete", []):
+        rel = safe_relpath(name)
+        p = code_dir / rel
+        if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
+            remove_inside(p, code_dir)
+            deleted.append(rel)
+    if deleted:
+        _prune_empty_dirs(code_dir)
     received: List[str] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -131,13 +142,6 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             os.utime(tmp, (member.mtime, member.mtime))
             os.replace(tmp, dest)
             received.append(rel)
-    deleted: List[str] = []
-    for name in header.get("delete", []):
-        rel = safe_relpath(name)
-        p = code_dir / rel
-        if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
-            remove_inside(p, code_dir)
-            deleted.append(rel)
     _prune_empty_dirs(code_dir)
     return {"received": len(received), "deleted": len(deleted), "received_names": received,
             "deleted_names": deleted}

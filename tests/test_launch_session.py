@@ -406,3 +406,22 @@ def test_a_put_naming_a_path_outside_the_code_folder_is_refused_and_writes_nothi
         session.close()
     assert not (root / "code" / "escaped.py").exists() and not (tmp_path / "escaped.py").exists()
     assert not list((root / "code").rglob("*.py")) if (root / "code").exists() else True
+
+
+def test_a_put_turning_a_file_into_a_folder_of_the_same_name_and_back_lands(tmp_path):
+    """The laptop's `model.py`-style file became a folder `model/` (or the other way): the
+    plan sends model/x.py and deletes model. rsync replaced the file with the folder; a put
+    wrote before it deleted and failed on every launch after."""
+    root = tmp_path / "root"
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "model").write_text("a file\n")
+    session = _session(root)
+    try:
+        assert session.put(_delta({"model/x.py": b"x = 1\n"}, delete=["model"])) == {"received": 1, "deleted": 1}
+        assert session.put(_delta({"model": b"a file again\n"}, delete=["model/x.py"])) == \
+            {"received": 1, "deleted": 1}
+        created = session.create("job1", _payload("job1", _digest_of({"model": b"a file again\n"})), pushed=False)
+        assert wait_for_code(JobDir(created["job_dir"])) is None
+        assert (root / "jobs" / "job1" / "code" / "model").read_text() == "a file again\n"
+    finally:
+        session.close()
