@@ -125,14 +125,14 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
         for member in tar:
             rel = safe_relpath(member.name)
             dest = code_dir / rel
+            if not is_inside(dest.parent, code_dir):  # before any mkdir: a symlinked folder is not followed out
+                raise ValueError(f"refusing {rel!r}: it leaves the code folder")
             if member.isdir():
                 dest.mkdir(parents=True, exist_ok=True)
                 continue
             if not member.isfile():
                 raise ValueError(f"refusing {rel!r}: only regular files are synced")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if not is_inside(dest.parent, code_dir):
-                raise ValueError(f"refusing {rel!r}: it leaves the code folder")
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
             src = tar.extractfile(member)
             assert src is not None

@@ -425,3 +425,20 @@ def test_a_put_turning_a_file_into_a_folder_of_the_same_name_and_back_lands(tmp_
         assert (root / "jobs" / "job1" / "code" / "model").read_text() == "a file again\n"
     finally:
         session.close()
+
+
+def test_a_put_through_a_symlinked_folder_on_the_host_makes_nothing_outside_the_code_folder(tmp_path):
+    """A symlink to a folder elsewhere in the host's code folder: a put naming a path under
+    it is refused before any folder is made there (mkdir ran before the check)."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "link").symlink_to(outside)
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="leaves the code folder"):
+            session.put(_delta({"link/new/deeper/x.py": b"x"}))
+    finally:
+        session.close()
+    assert list(outside.iterdir()) == []
