@@ -442,3 +442,22 @@ def test_a_put_through_a_symlinked_folder_on_the_host_makes_nothing_outside_the_
     finally:
         session.close()
     assert list(outside.iterdir()) == []
+
+
+def test_a_put_through_a_symlinked_folder_inside_the_code_folder_never_makes_a_job_of_other_code(tmp_path):
+    """alias -> real inside the host's code folder (tether never syncs a symlink; something
+    on the host made it): a put of alias/x.py landed in real/, the session's manifest said
+    alias/x.py, the create took that digest as the code's, and the job's snapshot (which
+    does not follow symlinks) had no alias/x.py. The put is refused instead."""
+    root = tmp_path / "root"
+    code = root / "code" / "p"
+    (code / "real").mkdir(parents=True)
+    (code / "real" / "keep.py").write_text("keep\n")
+    (code / "alias").symlink_to("real")
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="a folder on its way is a symlink"):
+            session.put(_delta({"alias/x.py": b"x = 1\n"}))
+    finally:
+        session.close()
+    assert not (code / "real" / "x.py").exists()
