@@ -461,3 +461,24 @@ def test_a_put_through_a_symlinked_folder_inside_the_code_folder_never_makes_a_j
     finally:
         session.close()
     assert not (code / "real" / "x.py").exists()
+
+
+@pytest.mark.parametrize("how", ["not zlib", "cut short", "not a tar"])
+def test_a_put_that_is_not_a_whole_change_is_refused_in_one_line_and_writes_nothing(tmp_path, how):
+    """A put's bytes that are not what the laptop's sync writes (zlib of a JSON line and a
+    tar): the host's own line, not its traceback; a cut-short stream is not applied in part."""
+    import base64
+    import zlib
+
+    good = zlib.compress(_delta({"a.py": b"a = 1\n" * 1000, "b.py": b"b = 2\n"}))
+    raw = {"not zlib": b"not zlib", "cut short": good[:len(good) // 2],
+           "not a tar": zlib.compress(b'{"delete": []}\n' + b"not a tar at all" * 40)}[how]
+    root = tmp_path / "root"
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="the put") as caught:
+            session._ask({"op": "put", "delta": base64.b64encode(raw).decode()}, "sending the change")
+    finally:
+        session.close()
+    assert "Traceback" not in str(caught.value) and ".py\", line" not in str(caught.value)
+    assert not (root / "code" / "p" / "a.py").exists()
