@@ -127,7 +127,8 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             dest = code_dir / rel
             if not is_inside(dest.parent, code_dir):  # before any mkdir: a symlinked folder is not followed out
                 raise ValueError(f"refusing {rel!r}: it leaves the code folder")
-            if os.path.realpath(dest.parent) != os.path.join(os.path.realpath(code_dir), os.path.dirname(rel)).rstrip("/"):
+            lexical = os.path.join(os.path.realpath(code_dir), os.path.dirname(rel)).rstrip("/")
+            if os.path.realpath(dest.parent) != lexical:
                 # inside, through a symlinked folder: it would land under another name than it
                 # is sent (and hashed, by a put) as, and the job's snapshot follows no symlink
                 raise ValueError(f"refusing {rel!r}: a folder on its way is a symlink on the host")
