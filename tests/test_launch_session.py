@@ -482,3 +482,35 @@ def test_a_put_that_is_not_a_whole_change_is_refused_in_one_line_and_writes_noth
         session.close()
     assert "Traceback" not in str(caught.value) and ".py\", line" not in str(caught.value)
     assert not (root / "code" / "p" / "a.py").exists()
+
+
+def test_a_host_that_stops_reading_a_put_is_given_up_with_one_line(tmp_path, monkeypatch):
+    """A put is megabytes: a host side that stops reading it (frozen, or hostile) filled the
+    pipe and the laptop's write waited for ever; it is given up as one that stops answering."""
+    import os
+    import random
+    import signal
+    import threading
+
+    root = tmp_path / "root"
+    monkeypatch.setattr(launch_session, "ANSWER_S", 2.0)
+    session = _session(root)
+    os.kill(session._talk.stream.proc.pid, signal.SIGSTOP)
+    big = random.Random(1).randbytes(4 * 1024 * 1024)  # as much as a put carries, not compressible
+    outcome: list = []
+
+    def put() -> None:
+        try:
+            session.put(_delta({"data.bin": big}))
+            outcome.append("answered")
+        except RemoteError as exc:
+            outcome.append(str(exc.what))
+
+    t = threading.Thread(target=put, daemon=True)
+    t.start()
+    t.join(30)
+    try:
+        assert outcome and "no answer within 2s" in outcome[0] and "\n" not in outcome[0], outcome
+    finally:
+        session._talk.stream.proc.kill()
+        session.close()
