@@ -119,7 +119,7 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             remove_inside(p, code_dir)
             deleted.append(rel)
     if deleted:
-        _prune_empty_dirs(code_dir)
+        _prune_empty_dirs(code_dir)  # a walk of the whole tree: only when a delete may have emptied one
     received: List[str] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
@@ -133,8 +133,7 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
                 # is sent (and hashed, by a put) as, and the job's snapshot follows no symlink
                 raise ValueError(f"refusing {rel!r}: a folder on its way is a symlink on the host")
             if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
+                continue  # a folder is made for the files in it (an empty one was pruned at once)
             if not member.isfile():
                 raise ValueError(f"refusing {rel!r}: only regular files are synced")
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +146,6 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             os.utime(tmp, (member.mtime, member.mtime))
             os.replace(tmp, dest)
             received.append(rel)
-    _prune_empty_dirs(code_dir)
     return {"received": len(received), "deleted": len(deleted), "received_names": received,
             "deleted_names": deleted}
 
