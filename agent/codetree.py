@@ -105,23 +105,38 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
     """stdin: one JSON line {"delete": [paths]}, then a tar stream of the changed files.
 
     Every file lands under a temp name and is renamed into place (a new inode), so the
-    hard-linked snapshots of running jobs keep the bytes they started with.
+    hard-linked snapshots of running jobs keep the bytes they started with. What is deleted
+    goes first (and the folders it empties): a file that became a folder of the same name, or
+    a folder that became a file, then lands as rsync lands it.
     """
     header = json.loads(stream.readline() or b"{}")
     code_dir.mkdir(parents=True, exist_ok=True)
+    deleted: List[str] = []
+    for name in header.get("delete", []):
+        rel = safe_relpath(name)
+        p = code_dir / rel
+        if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
+            remove_inside(p, code_dir)
+            deleted.append(rel)
+    if deleted:
+        _prune_empty_dirs(code_dir)  # a walk of the whole tree: only when a delete may have emptied one
     received: List[str] = []
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             rel = safe_relpath(member.name)
             dest = code_dir / rel
+            if not is_inside(dest.parent, code_dir):  # before any mkdir: a symlinked folder is not followed out
+                raise ValueError(f"refusing {rel!r}: it leaves the code folder")
+            lexical = os.path.join(os.path.realpath(code_dir), os.path.dirname(rel)).rstrip("/")
+            if os.path.realpath(dest.parent) != lexical:
+                # inside, through a symlinked folder: it would land under another name than it
+                # is sent (and hashed, by a put) as, and the job's snapshot follows no symlink
+                raise ValueError(f"refusing {rel!r}: a folder on its way is a symlink on the host")
             if member.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
+                continue  # a folder is made for the files in it (an empty one was pruned at once)
             if not member.isfile():
                 raise ValueError(f"refusing {rel!r}: only regular files are synced")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if not is_inside(dest.parent, code_dir):
-                raise ValueError(f"refusing {rel!r}: it leaves the code folder")
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
             src = tar.extractfile(member)
             assert src is not None
@@ -131,14 +146,6 @@ def apply_delta(code_dir: Path, stream: IO[bytes]) -> dict:
             os.utime(tmp, (member.mtime, member.mtime))
             os.replace(tmp, dest)
             received.append(rel)
-    deleted: List[str] = []
-    for name in header.get("delete", []):
-        rel = safe_relpath(name)
-        p = code_dir / rel
-        if (p.is_file() or p.is_symlink()) and is_inside(p.parent, code_dir):
-            remove_inside(p, code_dir)
-            deleted.append(rel)
-    _prune_empty_dirs(code_dir)
     return {"received": len(received), "deleted": len(deleted), "received_names": received,
             "deleted_names": deleted}
 

@@ -33,6 +33,7 @@ import io
 import json
 import os
 import sys
+import tarfile
 import zlib
 from pathlib import Path
 from typing import IO, Dict, Optional
@@ -132,10 +133,19 @@ def _put(code: Path, files: Dict[str, dict], request: dict) -> dict:
     delta = request.get("delta")
     if not isinstance(delta, str):
         raise ValueError("the put request has no delta")
-    raw = zlib.decompressobj().decompress(base64.b64decode(delta, validate=True), PUT_MAX_BYTES)
+    unzip = zlib.decompressobj()
+    try:
+        raw = unzip.decompress(base64.b64decode(delta, validate=True), PUT_MAX_BYTES)
+    except zlib.error as exc:
+        raise ValueError(f"the put's change is not zlib data ({exc})") from None
     if len(raw) >= PUT_MAX_BYTES:
         raise ValueError("a put is for a small change: this one is too big")
-    applied = codetree.apply_delta(code, io.BytesIO(raw))
+    if not unzip.eof:  # a stream cut short is not applied in part
+        raise ValueError("the put's change is cut short")
+    try:
+        applied = codetree.apply_delta(code, io.BytesIO(raw))
+    except tarfile.TarError as exc:
+        raise ValueError(f"the put's change is not a whole tar ({exc})") from None
     for rel in applied["deleted_names"]:
         files.pop(rel, None)
     for rel in applied["received_names"]:

@@ -440,3 +440,111 @@ def test_a_host_told_the_kept_digest_locks_and_hashes_while_the_laptop_scans(tmp
         assert session.manifest == {"digest": digest}
     finally:
         session.close()
+
+
+def test_a_put_turning_a_file_into_a_folder_of_the_same_name_and_back_lands(tmp_path):
+    """The laptop's `model.py`-style file became a folder `model/` (or the other way): the
+    plan sends model/x.py and deletes model. rsync replaced the file with the folder; a put
+    wrote before it deleted and failed on every launch after."""
+    root = tmp_path / "root"
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "model").write_text("a file\n")
+    session = _session(root)
+    try:
+        assert session.put(_delta({"model/x.py": b"x = 1\n"}, delete=["model"])) == {"received": 1, "deleted": 1}
+        assert session.put(_delta({"model": b"a file again\n"}, delete=["model/x.py"])) == \
+            {"received": 1, "deleted": 1}
+        created = session.create("job1", _payload("job1", _digest_of({"model": b"a file again\n"})), pushed=False)
+        assert wait_for_code(JobDir(created["job_dir"])) is None
+        assert (root / "jobs" / "job1" / "code" / "model").read_text() == "a file again\n"
+    finally:
+        session.close()
+
+
+def test_a_put_through_a_symlinked_folder_on_the_host_makes_nothing_outside_the_code_folder(tmp_path):
+    """A symlink to a folder elsewhere in the host's code folder: a put naming a path under
+    it is refused before any folder is made there (mkdir ran before the check)."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "code" / "p").mkdir(parents=True)
+    (root / "code" / "p" / "link").symlink_to(outside)
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="leaves the code folder"):
+            session.put(_delta({"link/new/deeper/x.py": b"x"}))
+    finally:
+        session.close()
+    assert list(outside.iterdir()) == []
+
+
+def test_a_put_through_a_symlinked_folder_inside_the_code_folder_never_makes_a_job_of_other_code(tmp_path):
+    """alias -> real inside the host's code folder (tether never syncs a symlink; something
+    on the host made it): a put of alias/x.py landed in real/, the session's manifest said
+    alias/x.py, the create took that digest as the code's, and the job's snapshot (which
+    does not follow symlinks) had no alias/x.py. The put is refused instead."""
+    root = tmp_path / "root"
+    code = root / "code" / "p"
+    (code / "real").mkdir(parents=True)
+    (code / "real" / "keep.py").write_text("keep\n")
+    (code / "alias").symlink_to("real")
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="a folder on its way is a symlink"):
+            session.put(_delta({"alias/x.py": b"x = 1\n"}))
+    finally:
+        session.close()
+    assert not (code / "real" / "x.py").exists()
+
+
+@pytest.mark.parametrize("how", ["not zlib", "cut short", "not a tar"])
+def test_a_put_that_is_not_a_whole_change_is_refused_in_one_line_and_writes_nothing(tmp_path, how):
+    """A put's bytes that are not what the laptop's sync writes (zlib of a JSON line and a
+    tar): the host's own line, not its traceback; a cut-short stream is not applied in part."""
+    import base64
+    import zlib
+
+    good = zlib.compress(_delta({"a.py": b"a = 1\n" * 1000, "b.py": b"b = 2\n"}))
+    raw = {"not zlib": b"not zlib", "cut short": good[:len(good) // 2],
+           "not a tar": zlib.compress(b'{"delete": []}\n' + b"not a tar at all" * 40)}[how]
+    root = tmp_path / "root"
+    session = _session(root)
+    try:
+        with pytest.raises(RemoteError, match="the put") as caught:
+            session._ask({"op": "put", "delta": base64.b64encode(raw).decode()}, "sending the change")
+    finally:
+        session.close()
+    assert "Traceback" not in str(caught.value) and ".py\", line" not in str(caught.value)
+    assert not (root / "code" / "p" / "a.py").exists()
+
+
+def test_a_host_that_stops_reading_a_put_is_given_up_with_one_line(tmp_path, monkeypatch):
+    """A put is megabytes: a host side that stops reading it (frozen, or hostile) filled the
+    pipe and the laptop's write waited for ever; it is given up as one that stops answering."""
+    import os
+    import random
+    import signal
+    import threading
+
+    root = tmp_path / "root"
+    monkeypatch.setattr(launch_session, "ANSWER_S", 2.0)
+    session = _session(root)
+    os.kill(session._talk.stream.proc.pid, signal.SIGSTOP)
+    big = random.Random(1).randbytes(4 * 1024 * 1024)  # as much as a put carries, not compressible
+    outcome: list = []
+
+    def put() -> None:
+        try:
+            session.put(_delta({"data.bin": big}))
+            outcome.append("answered")
+        except RemoteError as exc:
+            outcome.append(str(exc.what))
+
+    t = threading.Thread(target=put, daemon=True)
+    t.start()
+    t.join(30)
+    try:
+        assert outcome and "no answer within 2s" in outcome[0] and "\n" not in outcome[0], outcome
+    finally:
+        session._talk.stream.proc.kill()
+        session.close()

@@ -30,6 +30,7 @@ from launcher.transport.host import Host, ProcessStream, Stream
 HELLO_S = 60.0      # the host's Python start (as the probe's limit)
 ANSWER_S = 120.0    # a manifest, a job's creation, an agent's start (as each verb's limit)
 MAX_LINE = 1 << 30  # one answer line (a manifest of a million files fits)
+WRITE_CHUNK = 1 << 16  # a request is written in these, each within the answer's limit
 
 
 class SessionUnavailable(Exception):
@@ -44,25 +45,31 @@ class _Conversation:
         self.stream = stream
         self.ended = self.expired = False
 
-    def say(self, doc: dict) -> None:
+    def say(self, doc: dict, timeout: Optional[float] = None) -> None:
         """A host side that is gone is not an error here: its last words (or the end) are what
-        the next hear() gets."""
+        the next hear() gets. timeout: a host side that takes no byte of the line for that long
+        (a put is megabytes: the pipe fills) has its channel killed, as one that does not answer."""
+        line = json.dumps(doc).encode() + b"\n"
         try:
-            self.stream.stdin.write(json.dumps(doc).encode() + b"\n")
-            self.stream.stdin.flush()
+            for at in range(0, len(line), WRITE_CHUNK):
+                self._within(timeout, lambda: self.stream.stdin.write(line[at:at + WRITE_CHUNK]))
+            self._within(timeout, self.stream.stdin.flush)
         except OSError:
             pass
 
-    def hear(self, timeout: Optional[float], what: str) -> Optional[dict]:
+    def _within(self, timeout: Optional[float], fn: Callable[[], Any]) -> Any:
         watchdog = threading.Timer(timeout, self._expire) if timeout else None
         if watchdog is not None:
             watchdog.daemon = True
             watchdog.start()
         try:
-            raw = self.stream.stdout.readline(MAX_LINE)
+            return fn()
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+
+    def hear(self, timeout: Optional[float], what: str) -> Optional[dict]:
+        raw = self._within(timeout, lambda: self.stream.stdout.readline(MAX_LINE))
         if not raw:
             return None
         try:
@@ -128,7 +135,7 @@ class LaunchSession:
         self._answered_all = False  # start answered: nothing more to hear from the host
 
     def _ask(self, request: dict, what: str) -> dict:
-        self._talk.say(request)
+        self._talk.say(request, ANSWER_S)
         doc = self._talk.hear(ANSWER_S, what)
         if doc is None or not doc.get("ok") or not isinstance(doc.get("result"), dict):
             raise RemoteError(f"{what} failed on the host: {self._talk.why_ended(doc, ANSWER_S)}")
