@@ -3,17 +3,22 @@
 A launch's host session (launch_session.py) holds the project's lock from the manifest until
 the job has its own copy of the code (hard links: codetree.snapshot), so the next launch's
 sync cannot change a file under it. Linking 10,000 files takes a fifth of a second, which the
-laptop used to wait for. Now the session forks a detached child that inherits the lock, makes
-the snapshot and lets the lock go; the session answers at once. The job's agent waits for the
-snapshot before its workload starts (wait_for_code): the child holds the job's code guard
-from before the fork until the code is whole or it has failed, so "not there yet" and
-"nobody is making it" cannot be mistaken for each other.
+laptop used to wait for. Now the session answers at once and a thread of the same process
+makes the snapshot, then lets the lock go; the process ends only once it is made. The job's
+agent waits for the snapshot before its workload starts (wait_for_code): the session holds
+the job's code guard from before it answers until the code is whole or has failed, so "not
+there yet" and "nobody is making it" cannot be mistaken for each other.
+
+The locks stay with the process that took them (no fork, no inherited descriptor): where the
+root is on NFS, Linux keeps flock locks as POSIX locks, which belong to a process and would
+not pass to a child.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -22,26 +27,26 @@ from .files import write_bytes_atomic
 from .paths import JobDir, remove_inside
 
 
-def make_in_background(code_dir: Path, job: JobDir) -> int:
-    """Forks the child that makes job's snapshot of code_dir, holding (inherited) every lock
-    the caller holds, the project's among them; the caller may close its own copies at once.
-    The child's pid."""
-    guard = os.open(str(job.code_guard), os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(guard, fcntl.LOCK_EX)  # before the fork: the agent can never find it free too early
-    pid = os.fork()
-    if pid == 0:  # the child: nothing of the session's channel, a session of its own
-        status = 1
+class SnapshotMaker:
+    """The snapshot of code_dir into job, on a thread holding the guard it takes now and the
+    project's lock it is handed (lock_fd: closed by it, once the snapshot is made)."""
+
+    def __init__(self, code_dir: Path, job: JobDir, lock_fd: int) -> None:
+        self.guard = os.open(str(job.code_guard), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.guard, fcntl.LOCK_EX)  # before any answer: the agent never finds it free too early
+        self.code_dir, self.job, self.lock_fd = code_dir, job, lock_fd
+        self.thread = threading.Thread(target=self._run, name="snapshot")
+        self.thread.start()
+
+    def _run(self) -> None:
         try:
-            os.setsid()
-            quiet = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(quiet, fd)
-            make_now(code_dir, job)
-            status = 0
+            make_now(self.code_dir, self.job)
         finally:
-            os._exit(status)  # never back into the session's code
-    os.close(guard)  # the child's copy keeps it locked
-    return pid
+            os.close(self.guard)
+            os.close(self.lock_fd)  # the next launch of the project may sync now
+
+    def join(self) -> None:
+        self.thread.join()
 
 
 def make_now(code_dir: Path, job: JobDir) -> None:

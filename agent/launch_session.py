@@ -20,7 +20,7 @@ An error is {"ok": false, "error": "one line"} and the end of the conversation. 
 held from the manifest to the job's snapshot; the launcher sends changed files meanwhile on
 channels of its own (rsync, or `agent receive`: "pushed"), or a small change on this one
 ("put", whose files the session hashes itself); the job's snapshot is made after the create
-answer, by a child that inherits the lock (code_snapshot.py). The launcher starts this before it scans its
+answer, on a thread that lets the lock go when it is made (code_snapshot.py). The launcher starts this before it scans its
 workdir, so the host's Python start overlaps the scan. The end of stdin ends the
 conversation at any point: a launcher that dies leaves no lock behind.
 """
@@ -78,6 +78,7 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
     _say(out, {"hello": {"python": list(sys.version_info[:3]), "executable": sys.executable,
                          "root": str(root.path)}})
     fd: Optional[int] = None
+    maker: Optional[code_snapshot.SnapshotMaker] = None
     try:
         told = _request(inp, "known")
         if told is None:
@@ -98,9 +99,8 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
                 break
             _say(out, {"ok": True, "result": _put(root.code(project), files, request)})
         created = _create(root, project, request, code_digest(files))
-        # The snapshot is made by a child holding the lock (code_snapshot.py); ours can go.
-        os.close(fd)
-        fd = None
+        # The snapshot is made on a thread, which lets the lock go when it is (code_snapshot.py).
+        maker, fd = code_snapshot.SnapshotMaker(root.code(project), JobDir(created["job_dir"]), fd), None
         _say(out, {"ok": True, "result": created})
         start = _request(inp, "start")
         if start is None:
@@ -116,6 +116,8 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
     finally:
         if fd is not None:
             os.close(fd)
+        if maker is not None:
+            maker.join()  # the process, and so its locks, last until the snapshot is made
 
 
 def _manifest(root: Root, project: str) -> Dict[str, dict]:
@@ -161,7 +163,5 @@ def _create(root: Root, project: str, request: dict, digest: str) -> dict:
     # Nothing sent since the manifest but on this channel, under this same lock: the
     # manifest kept with the puts is the code's.
     unchanged = None if request.get("pushed") else digest
-    created = hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged,
-                                 snapshot_now=False)
-    code_snapshot.make_in_background(root.code(project), JobDir(created["job_dir"]))
-    return created
+    return hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged,
+                              snapshot_now=False)
