@@ -34,7 +34,13 @@ def start(args: Sequence[str]) -> None:
         if args and args[0] in ("status", "jobs"):
             remembered = _Remembered(_key(args))
             started = remembered.start()
-            remembered.keep(_start(list(args), started))
+            try:
+                found = _start(list(args), started)
+            except Exception:
+                found = []  # no such job any more (forgotten): nothing to start next time either
+                raise
+            finally:
+                remembered.keep(found)
         elif args and args[0] == "launch":
             _start_launch(args)
     except Exception:  # never at the cost of the command: the normal path asks on its own
@@ -77,8 +83,6 @@ def keep_launch() -> None:
     try:
         if _launch is not None:
             _launch.keep(list(_opened))
-    except OSError:
-        pass  # a cache that cannot be written only costs the next launch its head start
     finally:
         _launch = None
         _opened.clear()
@@ -120,11 +124,14 @@ class _Remembered:
         self.doc[self.key] = entry           # newest last
         for old in list(self.doc)[:-KEEP]:
             del self.doc[old]
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.doc, f)
-        os.replace(tmp, self.path)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.doc, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs the next read its head start
 
 
 def _popen(argv: Sequence[str], stdin: bool = False) -> None:

@@ -306,6 +306,10 @@ def load_spec(path: Union[str, Path], environ: Mapping[str, str],
         raw = yaml.load(path.read_text(), Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file", "give the path of a job spec (YAML)") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a job spec", f"give its spec file, e.g. {path / 'job.yaml'}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.__class__.__name__})", "give the path of a job spec (YAML)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

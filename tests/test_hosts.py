@@ -301,6 +301,10 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     assert all(p.poll() is not None for p in running) and not marker.exists()
     assert json.loads(cache.read_text())[key] == [list(built[0].args)]
 
+    assert tether("forget", job).exit_code == 0
+    early.start(["status", job])        # no such job now: what it started ends, nothing is kept
+    assert not prestarted.waiting() and json.loads(cache.read_text())[key] == []
+
 
 def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(tether, project, tmp_path):
     """The second same `tether launch SPEC` starts the host session the first one opened

@@ -109,8 +109,9 @@ def test_a_real_jobs_status_jobs_and_logs_stay_lean_and_say_what_typer_says(teth
     assert not [m for m in modules if m.split(".")[0] in ("typer", "click")], modules
     job = launched_id(launched)
     wait_state(tether, job, "SUCCEEDED")
-    missing, _ = tether_process(tmp_path, "launch", str(tmp_path / "nosuch.yaml"))
-    assert missing.returncode != 0 and len(missing.stderr.splitlines()) == 1, missing
+    for bad in ([str(tmp_path / "nosuch.yaml")], [str(spec.parent)], [str(spec), "--host=", "--dry-run"]):
+        refused, _ = tether_process(tmp_path, "launch", *bad)  # a folder, an empty --host: one line too
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, (bad, refused)
     for args in (["status", job], ["jobs"], ["logs", job, "-n", "5"], ["status", job, "--json"]):
         done, modules = tether_process(tmp_path, *args)
         assert done.returncode == 0, done

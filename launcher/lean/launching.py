@@ -64,10 +64,13 @@ def exit_for(state) -> int:
 
 
 def _host_override(address: Optional[str]):
+    from launcher.errors import UsageError
     from launcher.spec import HostSpec
 
     if address is None:
         return None
+    if not address.strip():
+        raise UsageError("--host is empty", "give user@host[:port], an ~/.ssh/config alias, or local")
     if address == "local":
         return HostSpec(provider="local")
     return HostSpec(provider="ssh", address=address)
