@@ -33,6 +33,9 @@ def _verb(args) -> str:
 
 def main() -> None:
     spec = sys.argv[1]
+    from launcher import early
+
+    early.start(["launch", spec])  # as launcher.entry does first: the host session begins now
     for name in ("launcher.lean.launching", "launcher.jobs.launch", "launcher.spec", "launcher.backends"):
         importlib.import_module(name)  # what `tether launch` loads (the lean path: no typer)
     from launcher.entry import main as cli
@@ -50,6 +53,7 @@ def main() -> None:
     session.LaunchSession.start = _timed("remote session: start its agent", session.LaunchSession.start)
     sync.push = _timed("send what changed", sync.push)
     sys.argv = ["tether", "launch", spec]
+    early.start = lambda args: None  # begun above, before the imports, as a real launch does
     try:
         cli()
     except SystemExit:

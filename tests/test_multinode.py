@@ -334,3 +334,38 @@ def test_a_node_whose_agent_does_not_start_has_the_started_ones_stopped_at_once(
     seen = status_json(tether, job)
     assert seen["state"] == "STOPPED" and [n["state"] for n in seen["nodes"]] == ["STOPPED", "STOPPED"], seen
     assert "the launch failed: node 1's agent did not start" in seen["reason"], seen
+
+
+def test_a_node_whose_start_breaks_has_the_started_ones_stopped_too(hosts, tether, project, monkeypatch):
+    """Node 1's start ends in an error (its answer lost, say), not a refusal: node 0's agent,
+    already started, is still stopped by the launch rather than left waiting."""
+    from launcher.errors import RemoteError
+    from launcher.transport.launch_session import LaunchSession
+
+    net, real_create, real_start = hosts, LaunchSession.create, LaunchSession.start
+
+    def create(self, job_id, payload, pushed):
+        self.rank = payload.job.node["rank"]
+        return real_create(self, job_id, payload, pushed)
+
+    def start(self, secrets):
+        if self.rank == 1:
+            time.sleep(1.0)  # node 0's agent is up by then
+            raise RemoteError("starting the agent failed on the host: made to break")
+        return real_start(self, secrets)
+
+    monkeypatch.setattr(LaunchSession, "create", create)
+    monkeypatch.setattr(LaunchSession, "start", start)
+    spec = project(f"""
+        name: broken
+        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
+                join_timeout_s: 300}}
+        run: sleep 600
+        heartbeat: {{every_s: 0.5}}
+    """)
+    r = tether("launch", spec)
+    assert r.exit_code != 0 and "made to break" in r.stderr, r
+    (job,) = [j["id"] for j in json.loads(tether("jobs", "--json").stdout) if j["name"] == "broken"]
+    state = net.job_dir(0, job) / "state.json"
+    wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] == "STOPPED", 30,
+             what="node 0's agent stopped")

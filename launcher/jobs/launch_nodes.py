@@ -108,6 +108,9 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
         undone = [undo_launch(client, registry, job_id, job_dirs[k], forget=False) for k, client in enumerate(clients)]
         if all(undone) and moving is None:  # else an agent may run on a node: the record stays, status tells
             registry.remove(job_id)
+        # A node whose agent did start would wait for the others until join_timeout_s.
+        _stop_all(clients, [None if gone else job_dirs[k] for k, gone in enumerate(undone)],
+                  "the launch failed before every node started")
         raise
     finally:
         for session in sessions:
