@@ -25,6 +25,7 @@ from agent.protocol import code_digest, sha256_file
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError
 from launcher.text import human_bytes
+from launcher.transfer import cache_files
 from launcher.transfer.ignore import Ignores, Rule
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def _cached_digest(p: str, st: os.stat_result, hit: object, now: float) -> Tuple
 def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     """Every file that would be synced, with its sha256 (cached, see _cached_digest), and what
     is left out with the rule that leaves it out."""
+    cache_files.settle(hash_cache)
     try:
         cache = json.loads(hash_cache.read_text())
     except (FileNotFoundError, ValueError):
@@ -104,10 +106,7 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     _scan_folder(workdir, "", ignores, tree, cache, new_cache, now)
     if new_cache == cache:  # nothing was hashed: the kept file is right as it is
         return tree
-    hash_cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = hash_cache.with_name(hash_cache.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(new_cache))
-    os.replace(tmp, hash_cache)
+    cache_files.write_later(hash_cache, new_cache)
     return tree
 
 
@@ -220,10 +219,7 @@ class HostManifest:
     def _keep(self, digest: str, files: Dict[str, dict]) -> None:
         if self.cache is None:
             return
-        self.cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache.with_name(self.cache.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"digest": digest, "files": files}))
-        os.replace(tmp, self.cache)
+        cache_files.write_later(self.cache, {"digest": digest, "files": files})
         self.last = (digest, files)
 
 
@@ -233,6 +229,8 @@ def remote_manifest(client: Any, root: str, project: str, kept: HostManifest) ->
 
 
 def _read_manifest(cache: Optional[Path]) -> Optional[Tuple[str, Dict[str, dict]]]:
+    if cache is not None:
+        cache_files.settle(cache)
     try:
         doc = json.loads(cache.read_text()) if cache is not None else None
         if isinstance(doc, dict) and isinstance(doc.get("digest"), str) and isinstance(doc.get("files"), dict) \
