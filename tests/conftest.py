@@ -73,7 +73,12 @@ def tether_env(tmp_path, monkeypatch, sshd_server):
     yield home
     from launcher.transport.openssh import close_shared, control_dir
 
-    close_shared(control_dir(home))  # the shared SSH connections this test's tether opened
+    control = control_dir(home)
+    close_shared(control)  # the shared SSH connections this test's tether opened
+    try:
+        control.rmdir()  # and their folder in /tmp, once empty
+    except OSError:
+        pass
 
 
 @pytest.fixture

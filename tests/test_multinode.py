@@ -303,42 +303,12 @@ def test_a_dry_run_of_several_nodes_shows_node_0s_plan(tether, project, host_roo
     assert not (host_root / "jobs").exists()
 
 
+@pytest.mark.parametrize("how", ["refuses", "breaks"])
 def test_a_node_whose_agent_does_not_start_has_the_started_ones_stopped_at_once(hosts, tether, project,
-                                                                                 monkeypatch):
-    """Node 1's agent does not start (made so here): node 0's, already started, is stopped by
-    the launch, not left waiting for node 1 until join_timeout_s; the job reads as ended."""
-    from launcher.transport.launch_session import LaunchSession
-
-    net, real_create, real_start = hosts, LaunchSession.create, LaunchSession.start
-
-    def create(self, job_id, payload, pushed):
-        self.rank = payload.job.node["rank"]
-        return real_create(self, job_id, payload, pushed)
-
-    monkeypatch.setattr(LaunchSession, "create", create)
-    monkeypatch.setattr(LaunchSession, "start", lambda self, secrets: {"started": False, "why": "made to fail"}
-                        if self.rank == 1 else real_start(self, secrets))
-    spec = project(f"""
-        name: half
-        host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
-                join_timeout_s: 300}}
-        run: sleep 600
-        heartbeat: {{every_s: 0.5}}
-    """)
-    r = tether("launch", spec)
-    assert r.exit_code != 0 and "the agent did not start on node 1" in r.stderr and "made to fail" in r.stderr, r
-    job = r.stderr.split("tether logs ")[1].split()[0]
-    state = net.job_dir(0, job) / "state.json"
-    wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] == "STOPPED", 30,
-             what="node 0's agent stopped")
-    seen = status_json(tether, job)
-    assert seen["state"] == "STOPPED" and [n["state"] for n in seen["nodes"]] == ["STOPPED", "STOPPED"], seen
-    assert "the launch failed: node 1's agent did not start" in seen["reason"], seen
-
-
-def test_a_node_whose_start_breaks_has_the_started_ones_stopped_too(hosts, tether, project, monkeypatch):
-    """Node 1's start ends in an error (its answer lost, say), not a refusal: node 0's agent,
-    already started, is still stopped by the launch rather than left waiting."""
+                                                                                 monkeypatch, how):
+    """Node 1's agent does not start (made so here: it refuses, or its start ends in an error,
+    its answer lost, say): node 0's, already started, is stopped by the launch, not left
+    waiting for node 1 until join_timeout_s; the job reads as ended."""
     from launcher.errors import RemoteError
     from launcher.transport.launch_session import LaunchSession
 
@@ -349,23 +319,30 @@ def test_a_node_whose_start_breaks_has_the_started_ones_stopped_too(hosts, tethe
         return real_create(self, job_id, payload, pushed)
 
     def start(self, secrets):
-        if self.rank == 1:
-            time.sleep(1.0)  # node 0's agent is up by then
-            raise RemoteError("starting the agent failed on the host: made to break")
-        return real_start(self, secrets)
+        if self.rank != 1:
+            return real_start(self, secrets)
+        if how == "refuses":
+            return {"started": False, "why": "made to fail"}
+        time.sleep(1.0)  # node 0's agent is up by then
+        raise RemoteError("starting the agent failed on the host: made to break")
 
     monkeypatch.setattr(LaunchSession, "create", create)
     monkeypatch.setattr(LaunchSession, "start", start)
     spec = project(f"""
-        name: broken
+        name: half-{how}
         host: {{provider: ssh, nodes: 2, address: [node0, node1], root: {net.root}, python: {sys.executable},
                 join_timeout_s: 300}}
         run: sleep 600
         heartbeat: {{every_s: 0.5}}
     """)
     r = tether("launch", spec)
-    assert r.exit_code != 0 and "made to break" in r.stderr, r
-    (job,) = [j["id"] for j in json.loads(tether("jobs", "--json").stdout) if j["name"] == "broken"]
+    said = "the agent did not start on node 1" if how == "refuses" else "made to break"
+    assert r.exit_code != 0 and said in r.stderr, r
+    (job,) = [j["id"] for j in json.loads(tether("jobs", "--json").stdout) if j["name"] == f"half-{how}"]
     state = net.job_dir(0, job) / "state.json"
     wait_for(lambda: state.exists() and json.loads(state.read_text())["state"] == "STOPPED", 30,
              what="node 0's agent stopped")
+    if how == "refuses":
+        seen = status_json(tether, job)
+        assert seen["state"] == "STOPPED" and [n["state"] for n in seen["nodes"]] == ["STOPPED", "STOPPED"], seen
+        assert "the launch failed: node 1's agent did not start" in seen["reason"], seen
