@@ -24,7 +24,7 @@ class SshEndpoint(BaseModel):
     """How to reach a host over SSH. host_key_alias names its key in tether's known_hosts
     (cloud hosts are keyed by instance id, so a recycled address is not trusted blindly)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     host: str
     port: int = Field(22, ge=1, le=65535)
@@ -85,7 +85,7 @@ class AnswerLost(ProviderError):
 
 
 class Resources(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     gpu: Optional[str] = None            # "RTX_4090", "H100" (spaces or underscores)
     num_gpus: int = 1
@@ -96,7 +96,7 @@ class Resources(BaseModel):
 
 
 class Offer(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     provider: str
     id: str
@@ -109,7 +109,7 @@ class Offer(BaseModel):
 
 
 class CreateRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     label: str
     public_key: str                      # our SSH public key, installed on the instance
@@ -118,7 +118,7 @@ class CreateRequest(BaseModel):
 
 
 class Instance(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     provider: str
     id: str
@@ -131,7 +131,7 @@ class Instance(BaseModel):
 class Teardown(BaseModel):
     """A plain HTTP request the agent sends to destroy its own instance (urllib, no SDK)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     method: str
     url: str

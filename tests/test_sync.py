@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from launcher.errors import RemoteError
 from launcher.transfer.sync import hash_cache_for, plan, scan
 
 
@@ -147,3 +150,14 @@ def test_after_a_sync_an_edit_moves_the_hosts_digest_not_its_manifest(tmp_path):
     assert [f.rel for f in plan.send] == ["m7.py"] and plan.delete == [] and plan.unchanged == 19
     other = sync.HostManifest(edited, "other-host", "~/r", "p")  # kept per host
     assert other.known() == [edited.digest]
+
+    # The kept copy is read only when an answer names it: damaged after its digest, a launch
+    # with nothing changed never notices; one after an edit says so in one line, and the
+    # damaged copy goes (the next launch asks for the whole manifest).
+    (cache,) = (tmp_path / "cache" / "host-manifests").glob("*.json")
+    cache.write_text(cache.read_text()[:200])
+    unchanged = sync.HostManifest(edited, "h", "~/r", "p")
+    assert unchanged.files({"digest": edited.digest}) == edited.manifest()
+    with pytest.raises(RemoteError, match="copy of the host's manifest is damaged"):
+        sync.HostManifest(edited, "h", "~/r", "p").files(answer)
+    assert not cache.exists() and sync.HostManifest(edited, "h", "~/r", "p").known() == [edited.digest]

@@ -110,7 +110,7 @@ def open_session(target: Target, loaded: LoadedSpec, scan: Callable[[], sync.Loc
             kept = sync.HostManifest(None, target.host.name, spec.host.root, spec.name, cache_dir=scan.cache_dir)
         else:
             kept = sync.HostManifest(scan(), target.host.name, spec.host.root, spec.name)
-        if kept.last is None:
+        if kept.last_digest is None:
             kept.scanned(scan())
         else:
             pending.tell(kept.known())  # the kept digest: the host locks and hashes while we scan

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,9 @@ class HostManifest:
         if cache_dir is not None:
             key = hashlib.sha256(f"{host_key}\0{root}\0{project}".encode()).hexdigest()[:24]
             self.cache = cache_dir / "host-manifests" / f"{key}.json"
-        self.last = _read_manifest(self.cache)
+        # The kept manifest's digest only: its megabyte of files is read when an answer names it.
+        self.last_digest = _read_digest(self.cache)
+        self._last_files: Optional[Dict[str, dict]] = None
 
     @property
     def tree(self) -> LocalTree:
@@ -189,7 +192,7 @@ class HostManifest:
     def known(self) -> List[str]:
         """The digests the host may answer with alone; before the scan, only the kept one."""
         mine = [self._tree.digest] if self._tree is not None else []
-        return mine + ([self.last[0]] if self.last is not None else [])
+        return mine + ([self.last_digest] if self.last_digest is not None else [])
 
     def files(self, answer: Any) -> Dict[str, dict]:
         """The host's manifest from its answer ({"digest", "files"?}), checked."""
@@ -200,8 +203,8 @@ class HostManifest:
         if files is None:
             if digest == self.tree.digest:
                 return self.tree.manifest()
-            if self.last is not None and digest == self.last[0]:
-                return self.last[1]
+            if self.last_digest is not None and digest == self.last_digest:
+                return self._kept_files()
             raise RemoteError("the host's manifest answer names a digest the laptop never sent")
         if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                                   and isinstance(v.get("mode"), int) for v in files.values()):
@@ -213,19 +216,47 @@ class HostManifest:
     def remember_synced(self) -> None:
         """After a sync the host's copy is the tree: kept, so the next launch after an edit
         moves the host's digest instead of its manifest."""
-        if self.last is None or self.last[0] != self.tree.digest:
+        if self.last_digest != self.tree.digest:
             self._keep(self.tree.digest, self.tree.manifest())
 
     def _keep(self, digest: str, files: Dict[str, dict]) -> None:
         if self.cache is None:
             return
-        cache_files.write_later(self.cache, {"digest": digest, "files": files})
-        self.last = (digest, files)
+        cache_files.write_later(self.cache, {"digest": digest, "files": files})  # the digest first: _read_digest
+        self.last_digest, self._last_files = digest, files
+
+    def _kept_files(self) -> Dict[str, dict]:
+        """The kept manifest whose digest the host answered with, read now and checked."""
+        if self._last_files is None:
+            kept = _read_manifest(self.cache)
+            if kept is None or kept[0] != self.last_digest:
+                if self.cache is not None:
+                    self.cache.unlink(missing_ok=True)  # the next launch asks for the whole manifest
+                raise RemoteError("this laptop's copy of the host's manifest is damaged", "launch again")
+            self._last_files = kept[1]
+        return self._last_files
 
 
 def remote_manifest(client: Any, root: str, project: str, kept: HostManifest) -> Dict[str, dict]:
     """The host's manifest of the project's code, asked with `agent manifest` (a dry run)."""
     return kept.files(client.call("manifest", root, project, *[a for d in kept.known() for a in ("--known", d)]))
+
+
+_DIGEST_HEAD = re.compile(r'\{"digest": "([0-9a-f]{64})"')
+
+
+def _read_digest(cache: Optional[Path]) -> Optional[str]:
+    """The digest at the head of a kept manifest (written first), without reading the rest."""
+    if cache is None:
+        return None
+    cache_files.settle(cache)
+    try:
+        with open(cache, "rb") as f:
+            head = f.read(128).decode("ascii", errors="replace")
+    except OSError:
+        return None
+    m = _DIGEST_HEAD.match(head)
+    return m.group(1) if m else None
 
 
 def _read_manifest(cache: Optional[Path]) -> Optional[Tuple[str, Dict[str, dict]]]:
