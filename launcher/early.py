@@ -35,12 +35,10 @@ def start(args: Sequence[str]) -> None:
             remembered = _Remembered(_key(args))
             started = remembered.start()
             try:
-                found = _start(list(args), started)
+                remembered.keep(_start(list(args), started))
             except Exception:
-                found = []  # no such job any more (forgotten): nothing to start next time either
+                remembered.keep([])  # no such job any more (forgotten): nothing to start next time
                 raise
-            finally:
-                remembered.keep(found)
         elif args and args[0] == "launch":
             _start_launch(args)
     except Exception:  # never at the cost of the command: the normal path asks on its own
@@ -124,14 +122,11 @@ class _Remembered:
         self.doc[self.key] = entry           # newest last
         for old in list(self.doc)[:-KEEP]:
             del self.doc[old]
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.doc, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs the next read its head start
+        from pathlib import Path
+
+        from launcher.cache_files import write_now
+
+        write_now(Path(self.path), self.doc)  # the commands are started: loading more costs nothing now
 
 
 def _popen(argv: Sequence[str], stdin: bool = False) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import job_events as events, launched_id, status_json, wait_for, wait_state
+from conftest import cannot_run_here, job_events as events, launched_id, status_json, wait_for, wait_state
 from scripts import RESUMABLE
 
 from launcher.errors import ExitCode
@@ -418,7 +418,7 @@ print("done", flush=True)
 @pytest.fixture
 def tiny_root(tmp_path):
     if os.geteuid() != 0:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("mounting a small tmpfs needs root (CI runs as root)")
+        cannot_run_here("mounting a small tmpfs needs root (CI runs as root)")
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], check=True)

@@ -132,12 +132,13 @@ def sync_code(client: AgentClient, session: LaunchSession, kept: sync.HostManife
     project, root = loaded.spec.name, session.info.root
     the_plan = sync.plan(tree, kept.files(session.manifest))
     via, around = "", False
-    if (the_plan.send or the_plan.delete) and sync.is_small(the_plan):
+    changed = bool(the_plan.send or the_plan.delete)
+    if changed and sync.is_small(the_plan):
         delta = io.BytesIO()
         sync.write_delta(delta, the_plan.send, the_plan.delete)
         session.put(delta.getvalue())
         via = " via the launch's own connection" if the_plan.send else ""
-    elif the_plan.send or the_plan.delete:
+    elif changed:
         progress = TransferProgress(console, "sync", the_plan.send_bytes)
         try:
             pushed = sync.push(client, root, project, the_plan, loaded.workdir, os.environ, progress)

@@ -51,7 +51,7 @@ def _mirror(rec: JobRecord, ctx: Context, console: Console) -> None:
     try:
         with handle_for(rec, ctx).client() as client:  # type: ignore[attr-defined]
             for name in sync_to_laptop(client, rec, ctx.places, console):
-                console.print(f"job {rec.id}: backup {name} mirrored to this laptop")
+                console.print(f"job {rec.id}: backup {inert(name)} mirrored to this laptop")
     except TetherError as exc:
         console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s backups failed: {inert(exc.line())}")
 
@@ -67,7 +67,7 @@ def _mirror_nodes(v: JobView, ctx: Context, console: Console) -> None:
         try:
             with node.client() as client:
                 for name in sync_to_laptop(client, node.record, ctx.places, console, node=k):
-                    console.print(f"job {rec.id}: node {k}'s backup {name} mirrored to this laptop")
+                    console.print(f"job {rec.id}: node {k}'s backup {inert(name)} mirrored to this laptop")
         except TetherError as exc:
             console.print(f"[yellow]warning:[/] mirroring job {rec.id}'s node {k} backups failed: "
                           f"{inert(exc.line())}")

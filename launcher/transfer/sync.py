@@ -26,7 +26,7 @@ from agent.protocol import code_digest, sha256_file
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import RemoteError
 from launcher.text import human_bytes
-from launcher.transfer import cache_files
+from launcher import cache_files
 from launcher.transfer.ignore import Ignores, Rule
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""The laptop's cache files (hashes, hosts' manifests) written on a thread of their own: a
-10,000-file cache is a megabyte of JSON (30 ms to write), which a launch need not wait for.
-The thread is not a daemon, so the process ends only once every write is done; a reader of
-the same file waits for its write first. Each write is whole or absent (temp name, rename)."""
+"""The laptop's cache files (hashes, hosts' manifests, early.py's remembered commands): each
+write is whole or absent (temp name, rename), and one that fails only costs the next command
+its shortcut. write_later writes on a thread of its own: a 10,000-file cache is a megabyte of
+JSON (30 ms to write), which a launch need not wait for. The thread is not a daemon, so the
+process ends only once every write is done; a reader of the same file waits for its write."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _lock = threading.Lock()
 def write_later(path: Path, doc: Any) -> None:
     """doc as JSON at path, soon; a write still pending for path goes first."""
     settle(path)
-    thread = threading.Thread(target=_write, args=(path, doc), name=f"cache {path.name}")
+    thread = threading.Thread(target=write_now, args=(path, doc), name=f"cache {path.name}")
     with _lock:
         _pending[str(path)] = thread
     thread.start()
@@ -32,11 +33,11 @@ def settle(path: Path) -> None:
         thread.join()
 
 
-def _write(path: Path, doc: Any) -> None:
+def write_now(path: Path, doc: Any) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, path)
     except OSError:
-        pass  # a cache that cannot be written only costs the next launch a rescan
+        pass  # a cache that cannot be written only costs the next command its shortcut
