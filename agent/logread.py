@@ -11,6 +11,7 @@ none twice.
 from __future__ import annotations
 
 import os
+import select
 import time
 from pathlib import Path
 from typing import IO, Callable, List, Optional, Tuple
@@ -63,25 +64,40 @@ def _generations(path: Path) -> List[Path]:
     return [path] + [path.with_name(f"{path.name}.{i}") for i in range(1, 10)]
 
 
-def _open_at(path: Path, start: Optional[Position]):
+class _Followed:
+    """The file being followed, unbuffered (one read per chunk), with its inode and the offset
+    read up to, kept here rather than asked of the kernel on every chunk."""
+
+    def __init__(self, path: Path, start: Optional[int] = None) -> None:
+        """From start (bounded by the file's size), else from the current end."""
+        self.f = open(path, "rb", buffering=0)
+        st = os.fstat(self.f.fileno())
+        self.inode = st.st_ino
+        self.pos = self.f.seek(st.st_size if start is None else min(start, st.st_size))
+
+    def read(self) -> bytes:
+        chunk = self.f.read(65536)
+        self.pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _open_at(path: Path, start: Optional[Position]) -> Optional[_Followed]:
     """The file to follow from, positioned: at start (found by inode among the rotated files,
     which are then read to their end first), else at the current end."""
     if start is not None:
         for gen in reversed(_generations(path)):  # oldest first
             try:
                 if os.stat(gen).st_ino == start[0]:
-                    f = open(gen, "rb")
-                    f.seek(min(start[1], os.fstat(f.fileno()).st_size))
-                    return f
+                    return _Followed(gen, start[1])
             except FileNotFoundError:
                 continue
     try:
-        f = open(path, "rb")
+        return _Followed(path, None if start is None else 0)  # the file it named is gone: the current one, whole
     except FileNotFoundError:
         return None
-    if start is None:
-        f.seek(0, os.SEEK_END)
-    return f  # the file it named is gone: from the start of the current one
 
 
 class _Writes:
@@ -109,8 +125,6 @@ class _Writes:
         if self.fd < 0:
             time.sleep(timeout)
             return
-        import select
-
         if select.select([self.fd], [], [], timeout)[0]:
             try:
                 os.read(self.fd, 65536)  # the events themselves do not matter: the file is read
@@ -145,7 +159,10 @@ def _follow(path: Path, out: IO[bytes], ended: Callable[[], bool], framed: bool,
             if f is not None:
                 _emit_all(f, out, framed)  # what was written just before the rotation
                 f.close()
-            f = open(path, "rb")
+            try:
+                f = _Followed(path, 0)  # the new file, from its start
+            except FileNotFoundError:
+                f = None
             continue
         if ended():
             idle_after_end += 1
@@ -154,28 +171,26 @@ def _follow(path: Path, out: IO[bytes], ended: Callable[[], bool], framed: bool,
         writes.wait(poll_s)
 
 
-def _emit_all(f, out: IO[bytes], framed: bool) -> bool:
-    """Sends what f has past its position; True if there was anything."""
+def _emit_all(f: _Followed, out: IO[bytes], framed: bool) -> bool:
+    """Sends what f has past its position, each chunk in one write; True if there was any."""
     sent = False
     while True:
-        pos = f.tell()
-        chunk = f.read(65536)
+        at = f.pos
+        chunk = f.read()
         if not chunk:
             return sent
-        if framed:
-            out.write(f"@{os.fstat(f.fileno()).st_ino} {pos} {len(chunk)}\n".encode())
-        out.write(chunk)
+        out.write(b"@%d %d %d\n%s" % (f.inode, at, len(chunk), chunk) if framed else chunk)
         out.flush()
         sent = True
 
 
-def _rotated(path: Path, f) -> bool:
+def _rotated(path: Path, f: Optional[_Followed]) -> bool:
     """The log is another file now (a new inode, or one shorter than what was read)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return False
-    return f is None or st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell()
+    return f is None or st.st_ino != f.inode or st.st_size < f.pos
 
 
 def parse_position(text: Optional[str]) -> Optional[Position]:

@@ -137,7 +137,7 @@ def _launch_profile(b: Bench, work: Path) -> str:
     import json
     runs = []
     for _ in range(3):
-        done = subprocess.run([sys.executable, str(HERE / "launch_profile.py"), str(work / "job.yaml")], env=b.env,
+        done = subprocess.run([b.python, str(HERE / "launch_profile.py"), str(work / "job.yaml")], env=b.env,
                               capture_output=True, text=True)
         line = next(x for x in done.stderr.splitlines() if x.startswith("PHASES "))
         runs.append(json.loads(line[len("PHASES "):]))

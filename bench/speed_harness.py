@@ -83,6 +83,24 @@ def compile_sources() -> None:
                     "provisioning", "workloads"))], check=True, capture_output=True)
 
 
+def installed_tether(tmp: Path) -> Path:
+    """`tether` as a user's `pip install` leaves it: a console script in a venv whose
+    site-packages holds tether and its dependencies. The checkout's own venv has tether as an
+    editable install, whose import hook (pathlib, urllib and more) costs every command 15 ms
+    at start; here tether's folder and the dependencies are plain path entries instead."""
+    import sysconfig
+
+    venv = tmp / "tether-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python*/site-packages"))
+    (site / "tether.pth").write_text(f"{REPO}\n{sysconfig.get_paths()['purelib']}\n")
+    script = venv / "bin" / "tether"
+    script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom launcher.entry import main\n\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    return script
+
+
 class Bench:
     def __init__(self, tmp: Path) -> None:
         from sshd import Sshd
@@ -95,11 +113,13 @@ class Bench:
             f"Port {self.server.port}", f"Port {self.proxy.port}"))
         self.home = tmp / "home"
         self.env = dict(os.environ, TETHER_HOME=str(self.home), TETHER_SSH_CONFIG=str(self.conf),
-                        PYTHONPATH=str(REPO), COLUMNS="120")
+                        COLUMNS="120")
         # tether as pip installs it: with its bytecode. This machine sets PYTHONDONTWRITEBYTECODE,
         # under which every command compiled tether's sources again (50-60 ms a status read).
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         compile_sources()
+        self.bin = installed_tether(tmp)
+        self.python = str(self.bin.parent / "python")
         self.root = tmp / "root"
         self.control = tmp / "peer-ctl"
         self.ssh = ["ssh", "-F", str(self.conf), "-o", f"UserKnownHostsFile={tmp / 'peer_known_hosts'}",
@@ -107,7 +127,7 @@ class Bench:
         self.helpers: List[subprocess.Popen] = []
 
     def tether(self, *args: str, env: Optional[Dict[str, str]] = None) -> List[str]:
-        return [sys.executable, "-m", "launcher", *args]
+        return [str(self.bin), *args]
 
     def run_tether(self, *args: str, **extra: str) -> subprocess.CompletedProcess:
         done = subprocess.run(self.tether(*args), env={**self.env, **extra}, capture_output=True, text=True)

@@ -1,28 +1,74 @@
 """The laptop's cache files (hashes, hosts' manifests, early.py's remembered commands): each
 write is whole or absent (temp name, rename), and one that fails only costs the next command
-its shortcut. write_later writes on a thread of its own: a 10,000-file cache is a megabyte of
-JSON (30 ms to write), which a launch need not wait for. The thread is not a daemon, so the
-process ends only once every write is done; a reader of the same file waits for its write."""
+its shortcut.
+
+The two big ones (a 10,000-file workdir's hashes, a host's manifest of it: a megabyte each) are
+packed: a header line with a checksum of the body, then the body in marshal, which encodes
+and decodes plain values several times faster than JSON (2 ms against 15 to write, where the
+encoder holds the GIL for all of it). They are written on a thread of their own, which a
+launch need not wait for; the thread is not a daemon, so the process ends only once every
+write is done, and a reader of the same file waits for its write. A body that does not match
+its checksum (damaged, cut, or from another marshal version) reads as absent."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 _pending: Dict[str, threading.Thread] = {}
 _lock = threading.Lock()
+_MAGIC = f"tether-cache 1 m{marshal.version}"
 
 
-def write_later(path: Path, doc: Any) -> None:
-    """doc as JSON at path, soon; a write still pending for path goes first."""
+def write_packed_later(path: Path, doc: Any, label: str = "") -> None:
+    """doc (dicts, lists, strings, numbers) packed at path, soon; label: a word read without
+    the body (read_label). A write still pending for path goes first."""
     settle(path)
-    thread = threading.Thread(target=write_now, args=(path, doc), name=f"cache {path.name}")
+    thread = threading.Thread(target=_write_packed, args=(path, doc, label), name=f"cache {path.name}")
     with _lock:
         _pending[str(path)] = thread
     thread.start()
+
+
+def read_packed(path: Path) -> Optional[Tuple[str, Any]]:
+    """(label, doc) as written, or None where absent or damaged."""
+    settle(path)
+    try:
+        data = path.read_bytes()
+        head, _, body = data.partition(b"\n")
+        magic, checksum, label = _header(head)
+        if magic == _MAGIC and checksum == hashlib.sha256(body).hexdigest():
+            return label, marshal.loads(body)
+    except (OSError, ValueError, EOFError, TypeError):
+        pass
+    return None
+
+
+def read_label(path: Path) -> Optional[str]:
+    """The label of a packed file, from its header alone (the body is not read or checked)."""
+    settle(path)
+    try:
+        with open(path, "rb") as f:
+            magic, _, label = _header(f.readline(512).rstrip(b"\n"))
+    except (OSError, ValueError):
+        return None
+    return label if magic == _MAGIC else None
+
+
+def _header(line: bytes) -> Tuple[str, str, str]:
+    magic, _, rest = line.decode("ascii").rpartition(" sha256=")
+    checksum, _, label = rest.partition(" ")
+    return magic, checksum, label
+
+
+def _write_packed(path: Path, doc: Any, label: str) -> None:
+    body = marshal.dumps(doc)
+    _write(path, f"{_MAGIC} sha256={hashlib.sha256(body).hexdigest()} {label}\n".encode("ascii") + body)
 
 
 def settle(path: Path) -> None:
@@ -34,10 +80,15 @@ def settle(path: Path) -> None:
 
 
 def write_now(path: Path, doc: Any) -> None:
+    """doc as JSON at path, now (a small file)."""
+    _write(path, json.dumps(doc).encode())
+
+
+def _write(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(doc))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError:
         pass  # a cache that cannot be written only costs the next command its shortcut

@@ -88,7 +88,7 @@ def test_the_hosts_manifest_moves_only_when_the_laptop_does_not_know_it(tmp_path
     work = tmp_path / "work"
     work.mkdir()
     (work / "a.py").write_text("a = 1\n")
-    tree = sync.scan(work, tmp_path / "cache" / "hashes" / "w.json")
+    tree = sync.scan(work, tmp_path / "cache" / "hashes" / "w.cache")
     mine = {rel: {"size": f.size, "mode": f.mode, "sha256": f.sha256} for rel, f in tree.files.items()}
     host_files = {"old.py": {"size": 1, "mode": 0o644, "sha256": "0" * 64}}
 
@@ -120,7 +120,7 @@ def test_the_hosts_manifest_moves_only_when_the_laptop_does_not_know_it(tmp_path
         raise AssertionError("a digest never sent was taken")
     except RemoteError as exc:
         assert "digest" in str(exc.what)
-    for kept in (tree.cache_dir / "host-manifests").glob("*.json"):
+    for kept in (tree.cache_dir / "host-manifests").glob("*.cache"):
         kept.write_text('{"digest": "x", "files": {"a": 1}}')  # damaged: as if nothing were kept
     host.files = host_files
     assert ask(host) == host_files
@@ -137,7 +137,7 @@ def test_after_a_sync_an_edit_moves_the_hosts_digest_not_its_manifest(tmp_path):
     work.mkdir()
     for i in range(20):
         (work / f"m{i}.py").write_text(f"x = {i}\n")
-    hashes = tmp_path / "cache" / "hashes" / "w.json"
+    hashes = tmp_path / "cache" / "hashes" / "w.cache"
     synced = sync.scan(work, hashes)
     on_host = synced.manifest()
     sync.HostManifest(synced, "h", "~/r", "p").remember_synced()
@@ -154,8 +154,8 @@ def test_after_a_sync_an_edit_moves_the_hosts_digest_not_its_manifest(tmp_path):
     # The kept copy is read only when an answer names it: damaged after its digest, a launch
     # with nothing changed never notices; one after an edit says so in one line, and the
     # damaged copy goes (the next launch asks for the whole manifest).
-    (cache,) = (tmp_path / "cache" / "host-manifests").glob("*.json")
-    cache.write_text(cache.read_text()[:200])
+    (cache,) = (tmp_path / "cache" / "host-manifests").glob("*.cache")
+    cache.write_bytes(cache.read_bytes()[:200])
     unchanged = sync.HostManifest(edited, "h", "~/r", "p")
     assert unchanged.files({"digest": edited.digest}) == edited.manifest()
     with pytest.raises(RemoteError, match="copy of the host's manifest is damaged"):

@@ -93,13 +93,8 @@ def _cached_digest(p: str, st: os.stat_result, hit: object, now: float) -> Tuple
 def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     """Every file that would be synced, with its sha256 (cached, see _cached_digest), and what
     is left out with the rule that leaves it out."""
-    cache_files.settle(hash_cache)
-    try:
-        cache = json.loads(hash_cache.read_text())
-    except (FileNotFoundError, ValueError):
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
+    kept = cache_files.read_packed(hash_cache)
+    cache = kept[1] if kept is not None and isinstance(kept[1], dict) else {}
     now = time.time()
     tree = LocalTree({}, cache_dir=hash_cache.parent.parent)
     new_cache: Dict[str, list] = {}
@@ -107,7 +102,7 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     _scan_folder(workdir, "", ignores, tree, cache, new_cache, now)
     if new_cache == cache:  # nothing was hashed: the kept file is right as it is
         return tree
-    cache_files.write_later(hash_cache, new_cache)
+    cache_files.write_packed_later(hash_cache, new_cache)
     return tree
 
 
@@ -159,7 +154,7 @@ def _scan_folder(workdir: Path, rel_here: str, ignores: Ignores, tree: LocalTree
 
 def hash_cache_for(cache_dir: Path, workdir: Path) -> Path:
     key = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
-    return cache_dir / "hashes" / f"{key}.json"
+    return cache_dir / "hashes" / f"{key}.cache"
 
 
 class HostManifest:
@@ -176,7 +171,7 @@ class HostManifest:
         self.cache: Optional[Path] = None
         if cache_dir is not None:
             key = hashlib.sha256(f"{host_key}\0{root}\0{project}".encode()).hexdigest()[:24]
-            self.cache = cache_dir / "host-manifests" / f"{key}.json"
+            self.cache = cache_dir / "host-manifests" / f"{key}.cache"
         # The kept manifest's digest only: its megabyte of files is read when an answer names it.
         self.last_digest = _read_digest(self.cache)
         self._last_files: Optional[Dict[str, dict]] = None
@@ -222,7 +217,7 @@ class HostManifest:
     def _keep(self, digest: str, files: Dict[str, dict]) -> None:
         if self.cache is None:
             return
-        cache_files.write_later(self.cache, {"digest": digest, "files": files})  # the digest first: _read_digest
+        cache_files.write_packed_later(self.cache, files, label=digest)  # the digest, read alone: _read_digest
         self.last_digest, self._last_files = digest, files
 
     def _kept_files(self) -> Dict[str, dict]:
@@ -242,33 +237,17 @@ def remote_manifest(client: Any, root: str, project: str, kept: HostManifest) ->
     return kept.files(client.call("manifest", root, project, *[a for d in kept.known() for a in ("--known", d)]))
 
 
-_DIGEST_HEAD = re.compile(r'\{"digest": "([0-9a-f]{64})"')
-
-
 def _read_digest(cache: Optional[Path]) -> Optional[str]:
-    """The digest at the head of a kept manifest (written first), without reading the rest."""
-    if cache is None:
-        return None
-    cache_files.settle(cache)
-    try:
-        with open(cache, "rb") as f:
-            head = f.read(128).decode("ascii", errors="replace")
-    except OSError:
-        return None
-    m = _DIGEST_HEAD.match(head)
-    return m.group(1) if m else None
+    """The digest a kept manifest is labelled with, without reading its files."""
+    digest = cache_files.read_label(cache) if cache is not None else None
+    return digest if digest is not None and re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
 
 def _read_manifest(cache: Optional[Path]) -> Optional[Tuple[str, Dict[str, dict]]]:
-    if cache is not None:
-        cache_files.settle(cache)
-    try:
-        doc = json.loads(cache.read_text()) if cache is not None else None
-        if isinstance(doc, dict) and isinstance(doc.get("digest"), str) and isinstance(doc.get("files"), dict) \
-                and code_digest(doc["files"]) == doc["digest"]:
-            return doc["digest"], doc["files"]
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable or damaged: as if not kept
-        pass
+    """The kept manifest, whole as written (its checksum holds), or None."""
+    kept = cache_files.read_packed(cache) if cache is not None else None
+    if kept is not None and isinstance(kept[1], dict):
+        return kept
     return None
 
 
