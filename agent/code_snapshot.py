@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -27,26 +28,53 @@ from .files import write_bytes_atomic
 from .paths import JobDir, remove_inside
 
 
+@dataclass(frozen=True)
+class DigestCheck:
+    """The code must hash to `digest` before it is linked: it came on channels of its own
+    (rsync, `agent receive`), after the manifest, so only hashing it again tells what landed.
+    The project's manifest cache (code_manifest_cache) is brought up to date on the way."""
+
+    digest: str
+    manifest_cache: Path
+
+
 class SnapshotMaker:
     """The snapshot of code_dir into job, on a thread holding the guard it takes now and the
-    project's lock it is handed (lock_fd: closed by it, once the snapshot is made)."""
+    project's lock it is handed (lock_fd: closed by it, once the snapshot is made); with a
+    check, the code is hashed first and a mismatch is the job's code error."""
 
-    def __init__(self, code_dir: Path, job: JobDir, lock_fd: int) -> None:
+    def __init__(self, code_dir: Path, job: JobDir, lock_fd: int, check: Optional[DigestCheck] = None) -> None:
         self.guard = os.open(str(job.code_guard), os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.guard, fcntl.LOCK_EX)  # before any answer: the agent never finds it free too early
-        self.code_dir, self.job, self.lock_fd = code_dir, job, lock_fd
+        self.code_dir, self.job, self.lock_fd, self.check = code_dir, job, lock_fd, check
         self.thread = threading.Thread(target=self._run, name="snapshot")
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            make_now(self.code_dir, self.job)
+            if self.check is None or _code_is(self.code_dir, self.check, self.job):
+                make_now(self.code_dir, self.job)
         finally:
             os.close(self.guard)
             os.close(self.lock_fd)  # the next launch of the project may sync now
 
     def join(self) -> None:
         self.thread.join()
+
+
+def _code_is(code_dir: Path, check: DigestCheck, job: JobDir) -> bool:
+    from .codetree import manifest
+    from .hostops import CODE_NOT_SENT
+    from .protocol import code_digest
+
+    try:
+        if code_digest(manifest(code_dir, check.manifest_cache)) == check.digest:
+            return True
+        why = CODE_NOT_SENT
+    except OSError as exc:
+        why = f"the job's code could not be read on the host: {exc}"
+    write_bytes_atomic(job.code_error, why.encode()[:500])
+    return False
 
 
 def make_now(code_dir: Path, job: JobDir) -> None:

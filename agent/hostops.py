@@ -20,8 +20,12 @@ from .protocol import JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
 
+CODE_NOT_SENT = ("the job's code on the host is not what this launch sent (did a file change while it was "
+                 "sent?); launch again")
+
+
 def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now: Optional[str] = None,
-               snapshot_now: bool = True) -> dict:
+               snapshot_now: bool = True, check_later: bool = False) -> dict:
     """The job folder, its code snapshot (checked against the launch's own manifest digest when
     it sends one), spec.json, and the teardown request (0600). Secrets, when a payload carries
     them (the Kaggle kernel's), go into a 0600 file the agent reads and deletes at once;
@@ -30,7 +34,8 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
     code_digest_now: the project code's digest, computed under the launch lock this call is
     made under (agent launch): when it is the launch's own, the code is not hashed again.
     snapshot_now=False: the caller makes the snapshot after (code_snapshot.py), still under
-    the lock the code was checked under."""
+    the lock the code was checked under. check_later (with snapshot_now=False): the code is
+    not hashed here; created["check_digest"] is the digest the snapshot's maker checks first."""
     from .codetree import manifest, snapshot
     from .payload import JobPayload
 
@@ -42,12 +47,13 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
     created: dict = {"job_dir": str(job.path)}
     try:
         want = payload.job.code_digest
-        if want and want != code_digest_now:
+        if want and want != code_digest_now and check_later and not snapshot_now:
+            created["check_digest"] = want
+        elif want and want != code_digest_now:
             # Under the lock, the project's code is what the snapshot links: checked before it.
             have = code_digest(manifest(root.code(project), root.code_manifest_cache(project)))
             if have != want:
-                raise ValueError("the job's code on the host is not what this launch sent (did a file change "
-                                 "while it was sent?); launch again")
+                raise ValueError(CODE_NOT_SENT)
         if snapshot_now:
             created["files"] = snapshot(root.code(project), job.code)
         if payload.secrets:

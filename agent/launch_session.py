@@ -99,8 +99,11 @@ def serve_launch(root: Root, project: str, inp: IO[bytes], out: IO[bytes]) -> in
                 break
             _say(out, {"ok": True, "result": _put(root.code(project), files, request)})
         created = _create(root, project, request, code_digest(files))
-        # The snapshot is made on a thread, which lets the lock go when it is (code_snapshot.py).
-        maker, fd = code_snapshot.SnapshotMaker(root.code(project), JobDir(created["job_dir"]), fd), None
+        # The snapshot is made on a thread, which lets the lock go when it is (code_snapshot.py);
+        # code sent around this session is hashed there first, not before the answer.
+        check = code_snapshot.DigestCheck(created.pop("check_digest"), root.code_manifest_cache(project)) \
+            if "check_digest" in created else None
+        maker, fd = code_snapshot.SnapshotMaker(root.code(project), JobDir(created["job_dir"]), fd, check), None
         _say(out, {"ok": True, "result": created})
         start = _request(inp, "start")
         if start is None:
@@ -162,6 +165,6 @@ def _create(root: Root, project: str, request: dict, digest: str) -> dict:
         raise ValueError("the create request has no payload")
     # Nothing sent since the manifest but on this channel, under this same lock: the
     # manifest kept with the puts is the code's.
-    unchanged = None if request.get("pushed") else digest
-    return hostops.create_job(root, project, str(request.get("job_id")), payload, code_digest_now=unchanged,
-                              snapshot_now=False)
+    pushed = bool(request.get("pushed"))
+    return hostops.create_job(root, project, str(request.get("job_id")), payload,
+                              code_digest_now=None if pushed else digest, snapshot_now=False, check_later=pushed)

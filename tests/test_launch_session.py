@@ -7,6 +7,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -226,8 +227,9 @@ class CountingHost(LocalHost):
 
 
 def test_a_known_host_skips_the_probe_and_a_wiped_one_is_probed_again(tmp_path):
-    """The first launch probes and ships the runtime; the next starts its session at once;
-    a host whose runtime went (a wiped root) is probed and shipped to again, not refused."""
+    """The first launch probes and ships the runtime, in one remote call; the next starts its
+    session at once; a host whose runtime went (a wiped root) is probed and shipped to again,
+    not refused."""
     root, cache = tmp_path / "root", tmp_path / "cache"
     host = CountingHost()
 
@@ -237,12 +239,13 @@ def test_a_known_host_skips_the_probe_and_a_wiped_one_is_probed_again(tmp_path):
         return s.info
 
     first = launch()
-    assert first.shipped and host.runs == 2  # probe, then the runtime's install
+    assert first.shipped and host.runs == 1  # the probe, which installed the runtime
     again = launch()
-    assert not again.shipped and host.runs == 2 and again.runtime_dir == first.runtime_dir
+    assert not again.shipped and host.runs == 1 and again.runtime_dir == first.runtime_dir
     shutil.rmtree(root / "runtime")
     third = launch()
-    assert third.shipped and host.runs == 4 and (root / "runtime").is_dir()
+    assert third.shipped and host.runs == 2 and (root / "runtime").is_dir()
+    assert sorted(p.name for p in (root / "runtime").iterdir()) == [Path(first.runtime_dir).name]  # no temp left
 
 
 def test_a_missing_runtime_is_said_not_guessed(tmp_path):
@@ -397,6 +400,29 @@ def test_a_put_whose_bytes_are_not_what_the_launch_meant_fails_the_create(tmp_pa
     finally:
         session.close()
     assert not (root / "jobs" / "job1").exists()
+
+
+def test_code_sent_around_the_session_is_hashed_after_the_answer_and_linked_only_if_it_is_the_launchs(tmp_path):
+    """Code that came by rsync or the tar stream ("pushed") is hashed on the snapshot's thread,
+    after the create has its answer: what does not hash to the launch's digest is never
+    linked, and the job's agent is told why (it fails the job, as for any code error)."""
+    root = _root_with(tmp_path, "a.py", "a = 2\n")
+    session = _session(root)
+    try:
+        created = session.create("job1", _payload("job1", _digest_of({"a.py": b"a = 1\n"})), pushed=True)
+        assert set(created) >= {"job_dir"} and "check_digest" not in created
+        why = wait_for_code(JobDir(created["job_dir"]))
+        assert why is not None and "not what this launch sent" in why
+        assert not (root / "jobs" / "job1" / "code").exists()
+    finally:
+        session.close()
+    session = _session(root)
+    try:
+        created = session.create("job2", _payload("job2", _digest_of({"a.py": b"a = 2\n"})), pushed=True)
+        assert wait_for_code(JobDir(created["job_dir"])) is None
+        assert (root / "jobs" / "job2" / "code" / "a.py").read_text() == "a = 2\n"
+    finally:
+        session.close()
 
 
 @pytest.mark.parametrize("name", ["../escaped.py", "/tmp/abs.py", "a/../../escaped.py"])

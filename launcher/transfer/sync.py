@@ -69,6 +69,7 @@ class SyncPlan:
     send: List[LocalFile]
     delete: List[str]
     unchanged: int
+    new: frozenset = frozenset()   # the paths in send that the host's manifest does not have
 
     @property
     def send_bytes(self) -> int:
@@ -255,7 +256,8 @@ def plan(local: LocalTree, remote: Dict[str, dict]) -> SyncPlan:
     send = [f for rel, f in sorted(local.files.items())
             if rel not in remote or remote[rel]["sha256"] != f.sha256 or remote[rel]["mode"] != f.mode]
     delete = sorted(rel for rel in remote if rel not in local.files)
-    return SyncPlan(send=send, delete=delete, unchanged=len(local.files) - len(send))
+    return SyncPlan(send=send, delete=delete, unchanged=len(local.files) - len(send),
+                    new=frozenset(f.rel for f in send if f.rel not in remote))
 
 
 class _Counting(io.RawIOBase):
@@ -286,8 +288,13 @@ def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workd
     to_tar, via, problem = the_plan.send, "tar", None
     if the_plan.send and rsync_send.usable(client.host, environ):
         places = Root(Path(root))
-        problem = rsync_send.send(client.host, workdir, str(places.code(project)),
-                                  str(places.code_rsync_temp(project)), the_plan.send, on_bytes)
+        for new in (True, False):  # files new to the host in place, the others by rename
+            group = [f for f in the_plan.send if (f.rel in the_plan.new) == new]
+            if group:
+                problem = rsync_send.send(client.host, workdir, str(places.code(project)),
+                                          str(places.code_rsync_temp(project)), group, on_bytes, new=new)
+                if problem is not None:
+                    break
         if problem is None:
             to_tar, via = [], "rsync"
     if to_tar or the_plan.delete:

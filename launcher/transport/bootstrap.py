@@ -20,38 +20,39 @@ from launcher.transport.host import Host
 
 MIN_PYTHON = (3, 9)
 
-# Prints the Python version, the absolute root and the runtime versions already there. Both
-# scripts drop the working directory from sys.path first (`sys` is built in): a file there
-# named like a module they import must not run.
+# Prints the Python version, the absolute root and the runtime versions already there; given
+# a runtime version that is not there, first unpacks the tar on stdin into runtime/<version>,
+# atomically (temp folder, then rename). One remote call for both: a first launch's probe and
+# shipping cost one round trip. It drops the working directory from sys.path first (`sys` is
+# built in): a file there named like a module it imports must not run.
 _PROBE = r"""
 import sys; sys.path.pop(0)
 import json, os
 root = os.path.abspath(os.path.expanduser(sys.argv[1]))
 rt = os.path.join(root, "runtime")
 have = sorted(d for d in os.listdir(rt) if not d.startswith(".")) if os.path.isdir(rt) else []
+ship = sys.argv[2] if len(sys.argv) > 2 else ""
+shipped = bool(ship) and ship not in have and sys.version_info >= (3, 9)  # an older one is refused after
+if shipped:
+    import tarfile, tempfile, shutil
+    dest = os.path.join(rt, ship)
+    os.makedirs(rt, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".install-", dir=rt)
+    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as tar:
+        for m in tar:
+            if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
+                sys.exit("refusing runtime member %r" % m.name)
+            tar.extract(m, tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp)
+        if not os.path.isdir(dest):
+            raise
+else:
+    sys.stdin.buffer.read()  # the runtime offered, not needed: read, so the sender is never cut off
 print(json.dumps({"python": list(sys.version_info[:3]), "root": root, "runtimes": have,
-                  "executable": sys.executable}))
-"""
-
-# Unpacks a tar on stdin into runtime/<version>, atomically (temp folder, then rename).
-_INSTALL = r"""
-import sys; sys.path.pop(0)
-import os, tarfile, tempfile, shutil
-dest = sys.argv[1]
-parent = os.path.dirname(dest)
-os.makedirs(parent, exist_ok=True)
-tmp = tempfile.mkdtemp(prefix=".install-", dir=parent)
-with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as tar:
-    for m in tar:
-        if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
-            sys.exit("refusing runtime member %r" % m.name)
-        tar.extract(m, tmp)
-try:
-    os.rename(tmp, dest)
-except OSError:
-    shutil.rmtree(tmp)
-    if not os.path.isdir(dest):
-        raise
+                  "executable": sys.executable, "shipped": shipped}))
 """
 
 
@@ -98,24 +99,20 @@ def runtime_tarball() -> bytes:
 
 
 def prepare_host(host: Host, python: str, root: str, ship: bool = True) -> HostInfo:
-    """Probe the host; ship the runtime unless this version is there already (or ship=False:
-    then runtime_dir is only usable if shipped is False, i.e. it was there)."""
-    probe = host.run([python, "-c", _PROBE, root], timeout=60)
+    """Probe the host and ship the runtime unless this version is there already, in one call
+    (ship=False: then runtime_dir is only usable if shipped is False, i.e. it was there)."""
+    rt_version = runtime_version()
+    probe = host.run([python, "-c", _PROBE, root] + ([rt_version] if ship else []),
+                     input=runtime_tarball() if ship else None, timeout=300)
     if probe.returncode == 127 or (probe.returncode != 0 and b"not found" in probe.stderr):
         raise RemoteError(f"no '{python}' on {host.name}",
                           "install Python 3.9+ there, or name it with host.python in the spec")
-    probe.check("probing the host's Python")
+    probe.check("probing the host's Python (and installing the agent runtime)")
     info = json.loads(probe.stdout)
     version = tuple(info["python"])
     if version[:2] < MIN_PYTHON:
         raise RemoteError(f"{python} on {host.name} is Python {'.'.join(map(str, version))}",
                           "tether's agent needs Python 3.9+; set host.python to a newer one")
-    rt_version = runtime_version()
-    runtime_dir = f"{info['root']}/runtime/{rt_version}"
-    missing = rt_version not in info["runtimes"]
-    if missing and ship:
-        host.run([python, "-c", _INSTALL, runtime_dir], input=runtime_tarball(), timeout=300).check(
-            "installing the agent runtime")
     return HostInfo(python=python, executable=str(info.get("executable") or python), version=version,
-                    root=info["root"], runtime_dir=runtime_dir,
-                    shipped=missing)
+                    root=info["root"], runtime_dir=f"{info['root']}/runtime/{rt_version}",
+                    shipped=rt_version not in info["runtimes"])

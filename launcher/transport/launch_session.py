@@ -245,10 +245,35 @@ def _known_runtime(path: Path) -> Optional[Tuple[str, str]]:
     return None
 
 
+class _Probe:
+    """prepare_host on a thread of its own, started at once: a first launch's probe and
+    runtime shipping go on while the laptop scans its workdir."""
+
+    def __init__(self, host: Host, python: str, root: str) -> None:
+        self._info: Optional[HostInfo] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(host, python, root), name="probe", daemon=True)
+        self._thread.start()
+
+    def _run(self, host: Host, python: str, root: str) -> None:
+        try:
+            self._info = prepare_host(host, python, root)
+        except BaseException as exc:  # handed to the launch, which says it
+            self._error = exc
+
+    def result(self) -> HostInfo:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._info is not None
+        return self._info
+
+
 class PendingLaunch:
     """A launch on a host: its session started at once where tether knows the host (its
-    Python, root and runtime kept from an earlier launch); else, or where that fails, after
-    the probe (and the runtime's shipping)."""
+    Python, root and runtime kept from an earlier launch); else the probe (which ships the
+    runtime) starts at once, and the session once it is done; where a kept session fails,
+    after a probe then."""
 
     def __init__(self, host: Host, host_key: str, python: str, root: str, project: str,
                  cache_dir: Optional[Path]) -> None:
@@ -256,8 +281,11 @@ class PendingLaunch:
         self.path = _facts_path(cache_dir, host_key, python, root) if cache_dir is not None else None
         kept = _known_runtime(self.path) if self.path is not None else None
         self.opening: Optional[Opening] = None
+        self._probe: Optional[_Probe] = None
         if kept is not None:
             self.opening = Opening(AgentClient(host, python, kept[1]), kept[0], project, shipped=False)
+        else:
+            self._probe = _Probe(host, python, root)
 
     def introduce(self) -> HostInfo:
         if self.opening is not None:
@@ -265,7 +293,8 @@ class PendingLaunch:
                 return self.opening.introduce()
             except SessionUnavailable:
                 pass  # gone or replaced on the host: probe it as if new
-        info = prepare_host(self.host, self.python, self.root)
+        probe, self._probe = self._probe or _Probe(self.host, self.python, self.root), None
+        info = probe.result()
         self.opening = Opening(AgentClient(self.host, info.python, info.runtime_dir), info.root, self.project,
                                info.shipped)
         try:
@@ -287,9 +316,15 @@ class PendingLaunch:
         return self.opening.finish(known, on_wait)
 
     def cancel(self) -> None:
-        """The launch stopped before finish (its scan failed, another node's did): ended."""
+        """The launch stopped before finish (its scan failed, another node's did): ended
+        (a probe under way is let finish: it is one short command)."""
         if self.opening is not None:
             self.opening.close()
+        if self._probe is not None:
+            try:
+                self._probe.result()
+            except Exception:
+                pass  # the launch is ending for another reason, which it says
 
     def _remember(self, info: HostInfo) -> None:
         if self.path is not None:
