@@ -71,7 +71,7 @@ def _code_is(code_dir: Path, check: DigestCheck, job: JobDir) -> bool:
         if code_digest(manifest(code_dir, check.manifest_cache)) == check.digest:
             return True
         why = CODE_NOT_SENT
-    except OSError as exc:
+    except Exception as exc:  # said where the agent reads it, never a thread's silent death
         why = f"the job's code could not be read on the host: {exc}"
     write_bytes_atomic(job.code_error, why.encode()[:500])
     return False

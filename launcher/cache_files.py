@@ -67,7 +67,10 @@ def _header(line: bytes) -> Tuple[str, str, str]:
 
 
 def _write_packed(path: Path, doc: Any, label: str) -> None:
-    body = marshal.dumps(doc)
+    try:
+        body = marshal.dumps(doc)
+    except ValueError:  # a value marshal does not take: no cache, as for a disk that refuses it
+        return
     _write(path, f"{_MAGIC} sha256={hashlib.sha256(body).hexdigest()} {label}\n".encode("ascii") + body)
 
 
