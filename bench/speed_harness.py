@@ -126,6 +126,17 @@ class Bench:
                     "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes"]
         self.helpers: List[subprocess.Popen] = []
 
+    def settle(self) -> None:
+        """Before a measured run: tether's host side of the last launch has finished what it
+        does after the launch returned (the job's code snapshot; the hash check of code sent
+        by rsync), and the disk has written back what either tool wrote, so neither tool's
+        run pays for the other's (one core each, one disk)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and subprocess.run(
+                ["pgrep", "-f", "--", "-m agent launch"], capture_output=True).returncode == 0:
+            time.sleep(0.05)
+        subprocess.run(["sync"], check=False)
+
     def tether(self, *args: str, env: Optional[Dict[str, str]] = None) -> List[str]:
         return [str(self.bin), *args]
 
