@@ -165,6 +165,7 @@ def _create(root: Root, project: str, request: dict, digest: str) -> dict:
         raise ValueError("the create request has no payload")
     # Nothing sent since the manifest but on this channel, under this same lock: the
     # manifest kept with the puts is the code's.
-    pushed = bool(request.get("pushed"))
+    pushed = request.get("pushed") is True
     return hostops.create_job(root, project, str(request.get("job_id")), payload,
-                              code_digest_now=None if pushed else digest, snapshot_now=False, check_later=pushed)
+                              code_digest_now=None if pushed else digest, snapshot_now=False,
+                              check_later=pushed and request.get("check_after_answer") is True)

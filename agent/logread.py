@@ -91,7 +91,10 @@ def _open_at(path: Path, start: Optional[Position]) -> Optional[_Followed]:
         for gen in reversed(_generations(path)):  # oldest first
             try:
                 if os.stat(gen).st_ino == start[0]:
-                    return _Followed(gen, start[1])
+                    f = _Followed(gen, start[1])
+                    if f.inode == start[0]:  # still that file once open (not rotated in between)
+                        return f
+                    f.close()
             except FileNotFoundError:
                 continue
     try:

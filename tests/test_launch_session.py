@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -248,6 +249,23 @@ def test_a_known_host_skips_the_probe_and_a_wiped_one_is_probed_again(tmp_path):
     assert sorted(p.name for p in (root / "runtime").iterdir()) == [Path(first.runtime_dir).name]  # no temp left
 
 
+def test_a_probe_that_ships_nothing_never_reads_the_laptops_stdin(tmp_path):
+    """`tether launch --dry-run` probes without shipping: the probe must not take the laptop's
+    stdin (a terminal, left open), or the dry run would wait for Ctrl-D."""
+    code = ("import sys\nfrom launcher.transport.bootstrap import prepare_host\n"
+            "from launcher.transport.host import LocalHost\n"
+            "print(prepare_host(LocalHost(), sys.executable, sys.argv[1], ship=False).shipped)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "root")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.wait(timeout=60)  # stdin stays open, as a terminal's would
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+    assert proc.returncode == 0 and proc.stdout.read().strip() == b"True", proc.stderr.read()
+
+
 def test_a_missing_runtime_is_said_not_guessed(tmp_path):
     """The agent's boot names a runtime folder that is not there instead of importing
     whatever else the host calls `agent`."""
@@ -404,12 +422,22 @@ def test_a_put_whose_bytes_are_not_what_the_launch_meant_fails_the_create(tmp_pa
 
 def test_code_sent_around_the_session_is_hashed_after_the_answer_and_linked_only_if_it_is_the_launchs(tmp_path):
     """Code that came by rsync or the tar stream ("pushed") is hashed on the snapshot's thread,
-    after the create has its answer: what does not hash to the launch's digest is never
-    linked, and the job's agent is told why (it fails the job, as for any code error)."""
+    after the create has its answer (a one-host launch): what does not hash to the launch's
+    digest is never linked, and the job's agent is told why (it fails the job, as for any code
+    error). A multi-node launch has it checked before the answer: the create fails, and the
+    launch takes every node back at once."""
     root = _root_with(tmp_path, "a.py", "a = 2\n")
     session = _session(root)
     try:
-        created = session.create("job1", _payload("job1", _digest_of({"a.py": b"a = 1\n"})), pushed=True)
+        with pytest.raises(RemoteError, match="not what this launch sent"):
+            session.create("job0", _payload("job0", _digest_of({"a.py": b"a = 1\n"})), pushed=True)
+    finally:
+        session.close()
+    assert not (root / "jobs" / "job0").exists()
+    session = _session(root)
+    try:
+        created = session.create("job1", _payload("job1", _digest_of({"a.py": b"a = 1\n"})), pushed=True,
+                                 check_after=True)
         assert set(created) >= {"job_dir"} and "check_digest" not in created
         why = wait_for_code(JobDir(created["job_dir"]))
         assert why is not None and "not what this launch sent" in why
@@ -418,7 +446,8 @@ def test_code_sent_around_the_session_is_hashed_after_the_answer_and_linked_only
         session.close()
     session = _session(root)
     try:
-        created = session.create("job2", _payload("job2", _digest_of({"a.py": b"a = 2\n"})), pushed=True)
+        created = session.create("job2", _payload("job2", _digest_of({"a.py": b"a = 2\n"})), pushed=True,
+                                 check_after=True)
         assert wait_for_code(JobDir(created["job_dir"])) is None
         assert (root / "jobs" / "job2" / "code" / "a.py").read_text() == "a = 2\n"
     finally:

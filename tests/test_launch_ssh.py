@@ -114,6 +114,27 @@ def test_a_new_file_cut_short_on_the_host_is_sent_again(tether, project, host_ro
     assert (host_root / "jobs" / job / "outputs" / "seen.txt").read_text() == "x" * 5000
 
 
+def test_a_new_file_never_writes_through_what_is_at_its_path_on_the_host(tether, project, host_root, tmp_path,
+                                                                        rsync_sync):
+    """A path the host's manifest does not have may still be taken there (a symlink, which the
+    manifest leaves out; another case of the name on a case-insensitive disk): the in-place
+    pass skips what exists, and that file goes by rename, replacing the entry, never writing
+    through it."""
+    spec = project(spec_for(host_root, run="cat data.txt > $TETHER_OUTPUT_DIR/seen.txt || true"), {"other.txt": "o"})
+    wait_state(tether, launched_id(tether("launch", spec)), "SUCCEEDED")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (host_root / "code" / "counter" / "data.txt").symlink_to(victim)
+    (spec.parent / "data.txt").write_text("from the laptop")
+    second = tether("launch", spec)
+    assert "1 file(s) sent via rsync" in second.stdout, second
+    job = launched_id(second)
+    wait_state(tether, job, "SUCCEEDED")
+    assert victim.read_text() == "keep me"
+    assert (host_root / "jobs" / job / "outputs" / "seen.txt").read_text() == "from the laptop"
+    assert not (host_root / "code" / "counter" / "data.txt").is_symlink()
+
+
 def test_agent_survives_the_connection_going_away(tether, project, tmp_path, own_sshd, monkeypatch):
     conf = tmp_path / "own_ssh_config"
     conf.write_text(own_sshd.ssh_config("own"))

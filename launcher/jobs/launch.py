@@ -137,7 +137,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
         try:
             the_plan, around = sync_code(client, session, kept, loaded, tree, console)
             job_dir = record.job_dir  # from here the job may be on the host, even if its answer is lost
-            created = session.create(job_id, payload, pushed=around)
+            created = session.create(job_id, payload, pushed=around, check_after=True)  # one host: nothing waits on it
             job_dir = created["job_dir"]
             if spec.setup:
                 console.print("setup: unchanged since it last ran on this host, skipping" if created["setup_done"]

@@ -104,6 +104,7 @@ def scan(workdir: Path, hash_cache: Path) -> LocalTree:
     if new_cache == cache:  # nothing was hashed: the kept file is right as it is
         return tree
     cache_files.write_packed_later(hash_cache, new_cache)
+    hash_cache.with_suffix(".json").unlink(missing_ok=True)  # this cache as JSON, before it was packed
     return tree
 
 
@@ -219,6 +220,7 @@ class HostManifest:
         if self.cache is None:
             return
         cache_files.write_packed_later(self.cache, files, label=digest)  # the digest, read alone: _read_digest
+        self.cache.with_suffix(".json").unlink(missing_ok=True)  # this copy as JSON, before it was packed
         self.last_digest, self._last_files = digest, files
 
     def _kept_files(self) -> Dict[str, dict]:
@@ -288,13 +290,8 @@ def push(client: AgentClient, root: str, project: str, the_plan: SyncPlan, workd
     to_tar, via, problem = the_plan.send, "tar", None
     if the_plan.send and rsync_send.usable(client.host, environ):
         places = Root(Path(root))
-        for new in (True, False):  # files new to the host in place, the others by rename
-            group = [f for f in the_plan.send if (f.rel in the_plan.new) == new]
-            if group:
-                problem = rsync_send.send(client.host, workdir, str(places.code(project)),
-                                          str(places.code_rsync_temp(project)), group, on_bytes, new=new)
-                if problem is not None:
-                    break
+        problem = rsync_send.send(client.host, workdir, str(places.code(project)),
+                                  str(places.code_rsync_temp(project)), the_plan.send, on_bytes, new=the_plan.new)
         if problem is None:
             to_tar, via = [], "rsync"
     if to_tar or the_plan.delete:

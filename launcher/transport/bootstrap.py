@@ -38,7 +38,7 @@ if shipped:
     dest = os.path.join(rt, ship)
     os.makedirs(rt, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".install-", dir=rt)
-    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|gz") as tar:
+    with tarfile.open(fileobj=getattr(sys.stdin, "buffer", sys.stdin), mode="r|gz") as tar:
         for m in tar:
             if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
                 sys.exit("refusing runtime member %r" % m.name)
@@ -49,8 +49,8 @@ if shipped:
         shutil.rmtree(tmp)
         if not os.path.isdir(dest):
             raise
-else:
-    sys.stdin.buffer.read()  # the runtime offered, not needed: read, so the sender is never cut off
+elif ship:
+    getattr(sys.stdin, "buffer", sys.stdin).read()  # offered, not needed: read, so the sender is never cut off
 print(json.dumps({"python": list(sys.version_info[:3]), "root": root, "runtimes": have,
                   "executable": sys.executable, "shipped": shipped}))
 """
@@ -103,7 +103,7 @@ def prepare_host(host: Host, python: str, root: str, ship: bool = True) -> HostI
     (ship=False: then runtime_dir is only usable if shipped is False, i.e. it was there)."""
     rt_version = runtime_version()
     probe = host.run([python, "-c", _PROBE, root] + ([rt_version] if ship else []),
-                     input=runtime_tarball() if ship else None, timeout=300)
+                     input=runtime_tarball() if ship else b"", timeout=300)  # never the terminal as stdin
     if probe.returncode == 127 or (probe.returncode != 0 and b"not found" in probe.stderr):
         raise RemoteError(f"no '{python}' on {host.name}",
                           "install Python 3.9+ there, or name it with host.python in the spec")

@@ -146,10 +146,14 @@ class LaunchSession:
         encoded = base64.b64encode(zlib.compress(delta)).decode()
         return self._ask({"op": "put", "delta": encoded}, "sending the change")
 
-    def create(self, job_id: str, payload: JobPayload, pushed: bool) -> dict:
-        """{"job_dir", "setup_done"}; the project's lock is let go once the job has its snapshot."""
-        created = self._ask({"op": "create", "job_id": job_id, "payload": payload.to_json(), "pushed": pushed},
-                            "creating the job")
+    def create(self, job_id: str, payload: JobPayload, pushed: bool, check_after: bool = False) -> dict:
+        """{"job_dir", "setup_done"}; the project's lock is let go once the job has its snapshot.
+        pushed: code went around this session (rsync, the tar stream), so the host hashes it
+        before linking it: after this answer with check_after (a mismatch is then the job's
+        code error, which fails it before its workload starts), else before it (a mismatch
+        fails the create: a multi-node launch takes every node back at once)."""
+        created = self._ask({"op": "create", "job_id": job_id, "payload": payload.to_json(), "pushed": pushed,
+                             "check_after_answer": pushed and check_after}, "creating the job")
         if not isinstance(created.get("job_dir"), str) or not isinstance(created.get("setup_done"), bool):
             raise RemoteError("the host's answer to creating the job is not {job_dir, setup_done}")
         return created
@@ -316,15 +320,13 @@ class PendingLaunch:
         return self.opening.finish(known, on_wait)
 
     def cancel(self) -> None:
-        """The launch stopped before finish (its scan failed, another node's did): ended
-        (a probe under way is let finish: it is one short command)."""
+        """The launch stopped before finish (its scan failed, another node's did): ended. A
+        probe under way is not waited for (it may be shipping the runtime): its thread ends
+        with tether, its ssh with the Ctrl-C or on its own, an install cut short left as a
+        hidden temp folder the next probe does not count."""
         if self.opening is not None:
             self.opening.close()
-        if self._probe is not None:
-            try:
-                self._probe.result()
-            except Exception:
-                pass  # the launch is ending for another reason, which it says
+
 
     def _remember(self, info: HostInfo) -> None:
         if self.path is not None:
