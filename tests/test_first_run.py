@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -70,7 +68,7 @@ def test_python_and_pip_in_run_are_host_python(tether, project, host_root):
     """host.python is a venv with torch; a bare `python` on this machine's PATH has none."""
     venv_python = sys.executable
     body = spec(host_root, "python -c \"$(cat t.py)\" && pip --version && python3 -c 'import torch'",
-                f"setup: pip --version > $TETHER_JOB_DIR/setup-pip.txt").replace(
+                "setup: pip --version > $TETHER_JOB_DIR/setup-pip.txt").replace(
         "root: " + str(host_root) + "}", f"root: {host_root}, python: {venv_python}}}")
     path = project(body, {"t.py": TORCH_SCRIPT})
     dry = tether("launch", path, "--dry-run")
