@@ -145,7 +145,7 @@ def test_lora_and_a_saved_dataset_folder(assets, tmp_path):
     assert not (tmp_path / "outputs" / "model" / "adapter_config.json").exists()  # merged
 
 
-@pytest.mark.timeout(900)  # three DeepSpeed runs (reference, stopped, resumed) beside the netns tests in CI
+@pytest.mark.timeout(1500)  # three DeepSpeed runs (reference, stopped, resumed) beside the netns tests in CI
 def test_stop_and_resume_under_the_agent_matches_an_uninterrupted_run(assets, tether, project, tmp_path):
     """SIGTERM at step k (tether stop), tether resume, run to the end: the same losses as a run
     never stopped. On the CPU in fp32 the same operations run in the same order, so the
@@ -168,12 +168,13 @@ def test_stop_and_resume_under_the_agent_matches_an_uninterrupted_run(assets, te
           data: {assets / 'data' / 'train.jsonl'}
           deepspeed: {{zero_stage: 2}}
           train: {json.dumps(train)}
-        heartbeat: {{every_s: 0.5, stall_after_s: 120}}
+        heartbeat: {{every_s: 0.5, stall_after_s: 600}}
         backup: {{every_min: 10}}
         stop: {{grace_s: 60}}
     """)
     job = launched_id(tether("launch", spec))
-    wait_for(lambda: (status_json(tether, job).get("step") or 0) >= 4, 120, what="step 4")
+    # DeepSpeed's start took over 2 minutes once, at a load of 7 on CI's two cores.
+    wait_for(lambda: (status_json(tether, job).get("step") or 0) >= 4, 400, what="step 4")
     assert tether("stop", job).exit_code == 0
     stopped = status_json(tether, job)
     assert stopped["state"] == "STOPPED"
