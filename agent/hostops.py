@@ -47,12 +47,11 @@ def create_job(root: Root, project: str, job_id: str, doc: dict, code_digest_now
     created: dict = {"job_dir": str(job.path)}
     try:
         want = payload.job.code_digest
-        if want and want != code_digest_now and check_later and not snapshot_now:
-            created["check_digest"] = want
-        elif want and want != code_digest_now:
+        if want and want != code_digest_now:
+            if check_later and not snapshot_now:
+                created["check_digest"] = want  # the snapshot's maker hashes it (code_snapshot.DigestCheck)
             # Under the lock, the project's code is what the snapshot links: checked before it.
-            have = code_digest(manifest(root.code(project), root.code_manifest_cache(project)))
-            if have != want:
+            elif code_digest(manifest(root.code(project), root.code_manifest_cache(project))) != want:
                 raise ValueError(CODE_NOT_SENT)
         if snapshot_now:
             created["files"] = snapshot(root.code(project), job.code)

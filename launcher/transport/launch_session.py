@@ -327,7 +327,6 @@ class PendingLaunch:
         if self.opening is not None:
             self.opening.close()
 
-
     def _remember(self, info: HostInfo) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
