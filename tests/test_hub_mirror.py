@@ -44,7 +44,7 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     assert hub.repos[repo].private  # created private before the job started
 
     wait_for(lambda: hub.backups(repo), 60, what="a backup on the Hub")
-    mirror = wait_for(lambda: status_json(tether, job)["mirror"].get("last"), 30, what="status to show it")
+    mirror = wait_for(lambda: (status_json(tether, job)["mirror"] or {}).get("last"), 30, what="status to show it")
     assert mirror in hub.backups(repo)
     r = tether("status", job)
     assert f"hf://{repo}" in r.stdout and "pushed" in r.stdout
@@ -100,7 +100,7 @@ def test_a_failing_push_is_retried_and_shown(tether, project, host_root, hub):
         backup: {{every_min: 0.02, keep: 2, mirror: "hf://{repo}"}}
     """, {"train.py": RESUMABLE})
     job = launched_id(tether("launch", spec))
-    failing = wait_for(lambda: status_json(tether, job)["mirror"].get("error"), 60, what="a failed push in status")
+    failing = wait_for(lambda: (status_json(tether, job)["mirror"] or {}).get("error"), 60, what="a failed push in status")
     assert "403" in failing and not hub.backups(repo)
     r = tether("status", job)
     assert "push failed" in r.stdout and "retrying in" in r.stdout
