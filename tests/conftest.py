@@ -20,26 +20,52 @@ from sshd import SSHD, Sshd  # noqa: E402
 from launcher.cli import app  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _no_process_outlives_its_test(tmp_path):
-    """Whatever a test started under its own folder (an agent on a fake rented host waiting to
-    be torn down, a workload) is killed when the test ends: nothing keeps running after it."""
-    yield
-    import signal
-
-    mine = str(tmp_path) + "/"
+def _pids_under(folder: Path) -> list[int]:
+    """Processes started under `folder`: its path in their command line, or their working
+    directory inside it (a workload started as `python3 train.py` names no path)."""
+    mine, found = str(folder) + "/", []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            cwd = os.readlink(entry / "cwd") + "/"
+        except OSError:  # gone, or a zombie: nothing left to write anywhere
             continue
-        if mine in cmdline:
+        if mine in cmdline or cwd.startswith(mine):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all_under(folder: Path, timeout: float = 10) -> list[int]:
+    """SIGKILL everything running under `folder` and wait until none is left, so that nothing
+    writes there afterwards. Returns the pids still there after `timeout` (none, normally)."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while (pids := _pids_under(folder)) and time.monotonic() < deadline:
+        for pid in pids:
             try:
-                os.kill(int(entry.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        time.sleep(0.05)
+    return pids
+
+
+def wipe_host(root: Path) -> None:
+    """A host's processes and then its disk go away, as when a rented machine vanishes."""
+    left = kill_all_under(root)
+    assert not left, f"processes under {root} outlived SIGKILL: {left}"
+    shutil.rmtree(root)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test(tmp_path):
+    """Whatever a test started under its own folder (an agent on a fake rented host waiting to
+    be torn down, a workload) is killed when the test ends: nothing keeps running after it."""
+    yield
+    kill_all_under(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -101,12 +101,12 @@ def test_prune_never_deletes_outside_backups(tether, project, host_root):
     victim = host_root / "victim"
     victim.mkdir(parents=True)
     (victim / "keep.txt").write_text("mine")
-    plant = f"""
+    plant = """
 import json, os
 from agent import progress
 d = os.path.join(os.environ["TETHER_JOB_DIR"], "backups", "20000101T000000-step0")
 os.makedirs(os.path.join(d, "data"), exist_ok=True)
-json.dump({{"name": "../../../victim", "step": 0, "created": 0, "files": []}},
+json.dump({"name": "../../../victim", "step": 0, "created": 0, "files": []},
           open(os.path.join(d, "MANIFEST.json"), "w"))
 """
     train = plant + RESUMABLE

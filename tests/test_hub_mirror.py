@@ -4,24 +4,16 @@ the real huggingface_hub client, and a job carried to a new host from there."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import launched_id, status_json, wait_for, wait_state, wipe_host
 from fake_hub import Repo
 from scripts import RESUMABLE
 
 from launcher.errors import ExitCode
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_jobs(tmp_path):
-    """A test that fails half-way must not leave its long-running job behind."""
-    yield
-    subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)
 
 
 def events(job_dir, kind: str) -> list:
@@ -52,8 +44,7 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
     # The first host disappears: its sshd, its processes, its disk.
     own_sshd.stop()
     own_sshd.kill_sessions()
-    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
-    shutil.rmtree(root)
+    wipe_host(root)
     on_hub = hub.backups(repo)
     assert 1 <= len(on_hub) <= 2  # keep: 2 holds there too
     for name, manifest in on_hub.items():  # every folder whole: its files with the bytes the manifest names

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
-from conftest import finished_ssh_job, launched_id, status_json, wait_for, wait_state
+from conftest import finished_ssh_job, launched_id, status_json, wait_for, wait_state, wipe_host
 from fake_hub import FakeHub
 from scripts import RESUMABLE
 
@@ -36,8 +34,7 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
     # The first host disappears: its sshd, its processes, its disk.
     own_sshd.stop()
     own_sshd.kill_sessions()
-    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
-    shutil.rmtree(root)
+    wipe_host(root)
     newest = max((json.loads((p / "MANIFEST.json").read_text()) for p in mirrors.iterdir()
                   if (p / "MANIFEST.json").exists()), key=lambda m: m["created"])
 

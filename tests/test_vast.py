@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import launched_id, status_json, wait_for, wait_state, wipe_host
 from fake_vast import FakeVast
 from scripts import COUNTER, RESUMABLE
 
@@ -163,9 +163,6 @@ def test_offers_side_by_side_with_cost(tether, vast):
 
 
 def test_resume_on_a_freshly_rented_host_when_the_old_one_vanished(tether, project, vast, tmp_path, own_sshd):
-    import shutil
-    import subprocess
-
     vast.add_offer(1, price=0.3)
     root = tmp_path / "root"
     body = vast_spec(root, run="python3 train.py 60 0.1 10",
@@ -182,8 +179,7 @@ def test_resume_on_a_freshly_rented_host_when_the_old_one_vanished(tether, proje
     vast.instances[1000]["_gone"] = True
     own_sshd.stop()
     own_sshd.kill_sessions()
-    subprocess.run(["pkill", "-9", "-f", str(root)], check=False)
-    shutil.rmtree(root)
+    wipe_host(root)
     own_sshd.start()  # the next offer's machine (same test sshd, a fresh disk)
 
     r = tether("resume", job, "--on", "vast")
