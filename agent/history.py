@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -30,14 +29,22 @@ EVENT_ROWS = 500                  # events: the newest this many
 EVENT_FIELDS = ("event", "state", "reason", "failure", "step", "name", "attempt", "error", "quiet_s")
 
 
-@dataclass
+# Plain classes, not dataclasses: `agent status` loads this module for its sparkline rows, and
+# dataclasses (with inspect) is the biggest import of that command on the host.
 class Cursor:
     """Where a reader stopped in a file: its inode (a new one means the file was replaced:
     read again from the start), byte offset, and lines seen."""
 
-    ino: int = 0
-    offset: int = 0
-    lines: int = 0
+    __slots__ = ("ino", "offset", "lines")
+
+    def __init__(self, ino: int = 0, offset: int = 0, lines: int = 0) -> None:
+        self.ino, self.offset, self.lines = ino, offset, lines
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cursor) and str(self) == str(other)
+
+    def __repr__(self) -> str:
+        return f"Cursor({self})"
 
     @classmethod
     def parse(cls, text: object) -> "Cursor":
@@ -51,12 +58,13 @@ class Cursor:
         return f"{self.ino}:{self.offset}:{self.lines}"
 
 
-@dataclass
 class Chunk:
-    lines: List[bytes]
-    cursor: Cursor
-    reset: bool     # the reader's earlier rows are void (file replaced or new reader)
-    more: bool      # the file holds more than was read
+    __slots__ = ("lines", "cursor", "reset", "more")
+
+    def __init__(self, lines: List[bytes], cursor: Cursor, reset: bool, more: bool) -> None:
+        self.lines, self.cursor = lines, cursor
+        self.reset = reset   # the reader's earlier rows are void (file replaced or new reader)
+        self.more = more     # the file holds more than was read
 
 
 def read_lines(path: Path, cursor: Cursor, max_bytes: int = READ_BYTES) -> Chunk:
@@ -111,12 +119,12 @@ def rows_of(chunk: Chunk, first_n: int) -> List[Dict[str, Any]]:
     return [r for r in rows if r is not None]
 
 
-@dataclass
 class Summary:
     """A file's rows, thinned as they grow, and the cursor up to which they cover it."""
 
-    cursor: Cursor = field(default_factory=Cursor)
-    rows: List[Dict[str, Any]] = field(default_factory=list)
+    def __init__(self, cursor: Optional[Cursor] = None, rows: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.cursor = cursor or Cursor()
+        self.rows: List[Dict[str, Any]] = rows if rows is not None else []
 
     def feed(self, chunk: Chunk) -> None:
         if chunk.reset:

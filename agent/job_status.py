@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,11 +65,12 @@ def job_ended(job: JobDir) -> bool:
 def disk_warning(path: Path) -> Optional[str]:
     """Read when status is asked, not from the heartbeat (which a full disk stops being written)."""
     try:
-        du = shutil.disk_usage(path)
+        st = os.statvfs(path)  # what shutil.disk_usage reads (shutil itself is a slow import)
     except OSError:
         return None
-    if du.free < min(DISK_FULL_BYTES, du.total * 0.01):
-        return f"disk full: {du.free // (1024 * 1024)} MB free on the job's disk"
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    if free < min(DISK_FULL_BYTES, total * 0.01):
+        return f"disk full: {free // (1024 * 1024)} MB free on the job's disk"
     return None
 
 

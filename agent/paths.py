@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -97,6 +96,8 @@ def remove_inside(path: Union[str, Path], parent: Union[str, Path],
     target = _resolved_folder(path)
     try:
         if os.path.isdir(target) and not os.path.islink(target):
+            import shutil  # here: `agent status` loads this module and never deletes
+
             shutil.rmtree(target)  # fd-based on Linux: links inside are removed, not followed
         else:
             os.unlink(target)

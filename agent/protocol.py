@@ -52,14 +52,18 @@ def sha256_file(path: Path) -> str:
 # nothing can shadow it before the path is fixed.
 # A runtime folder that is not there is said in one line, rather than importing whatever else
 # the host may call `agent`.
+# (agent/__main__.py's main() is imported and called, not run by runpy: the same, without
+# loading runpy and importlib.util, a twentieth of a status read's time on the host.)
 _BOOT = ("import sys, os; p = sys.argv.pop(1); os.path.isfile(p + '/agent/__main__.py') or "
-         "sys.exit('no tether runtime at ' + p); sys.path[0] = p; import runpy; "
-         "runpy.run_module('agent', run_name='__main__', alter_sys=True)")
+         "sys.exit('no tether runtime at ' + p); sys.path[0] = p; "
+         "from agent.__main__ import main; sys.exit(main())")
 
 
 def agent_argv(python: str, runtime_dir: str, *args: str) -> List[str]:
-    """The command line that runs `agent <args>` from the runtime folder with that Python."""
-    return [python, "-c", _BOOT, runtime_dir, *args]
+    """The command line that runs `agent <args>` from the runtime folder with that Python.
+    `status` runs with -S (no site-packages: it is the standard library only), which spares
+    every status read the host environment's .pth files (a conda or torch image has many)."""
+    return [python, *(["-S"] if args[:1] == ("status",) else []), "-c", _BOOT, runtime_dir, *args]
 
 
 def self_argv(*args: str) -> List[str]:

@@ -7,27 +7,33 @@ normal path runs as always; a command started here and not taken is ended when t
 
 Finding the command (the registry, the endpoint, the agent's command line) loads a tenth of a
 second of modules, so the command lines a status read started are remembered, under the
-command line's own words, in <home>/cache/early-commands.json: the next same read starts them
-first, having loaded nothing but json and subprocess. The normal path still builds its own
-and takes only an exact match, so a remembered command that went stale (the job moved, its
-settings changed) is only a read that is ended unused."""
+command line's own words, in <home>/cache/early-commands.bin: the next same read starts them
+first, having loaded nothing but subprocess (the file is marshal behind a CRC line: JSON would
+load json and re first). The normal path still builds its own and takes only an exact match,
+so a remembered command that went stale (the job moved, its settings changed) is only a read
+that is ended unused."""
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import subprocess
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+import zlib
 
 from launcher.transport import prestarted
 
-REMEMBERED = os.path.join("cache", "early-commands.json")
+TYPE_CHECKING = False  # typing is not loaded before the ssh starts
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+    Argv = Tuple[str, ...]
+    Key = tuple
+
+REMEMBERED = os.path.join("cache", "early-commands.bin")
+MAGIC = b"tether-early 1 "
 KEEP = 64                     # command lines remembered; the oldest go first
 # What else decides the command line: the same words under another setting are another entry.
 SETTINGS = ("TETHER_SSH_PERSIST_S", "TETHER_NO_OPENSSH", "TETHER_SSH_CONFIG", "TETHER_HOME")
-
-Argv = Tuple[str, ...]
-
 
 def start(args: Sequence[str]) -> None:
     try:
@@ -45,8 +51,38 @@ def start(args: Sequence[str]) -> None:
         prestarted.discard()
 
 
-def _key(args: Sequence[str], *more: str) -> str:
-    return json.dumps([list(args), [os.environ.get(k) for k in SETTINGS], *more])
+def _key(args: Sequence[str], *more: str) -> Key:
+    return (tuple(args), tuple(os.environ.get(k) for k in SETTINGS), *more)
+
+
+def read_remembered(path: str) -> dict:
+    """{key: [argv, ...]}; a missing, cut or damaged file (its CRC does not match) is empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        head, _, body = data.partition(b"\n")
+        if not head.startswith(MAGIC) or int(head[len(MAGIC):], 16) != zlib.crc32(body):
+            return {}
+        doc = marshal.loads(body)
+    except (OSError, ValueError, EOFError, TypeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def write_remembered(path: str, doc: dict) -> None:
+    """Whole or not at all (a temp file renamed), as the laptop's other caches."""
+    body = marshal.dumps(doc)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + b"%x\n" % zlib.crc32(body) + body)
+        os.replace(tmp, path)
+    except OSError:  # a cache: a home that cannot be written only means nothing is found next time
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 # -- launch ----------------------------------------------------------------------------------
@@ -58,7 +94,7 @@ def _key(args: Sequence[str], *more: str) -> str:
 # exactly that line (lean/launching.py discards any other once the launch is done). The lines
 # this launch's sessions really started (remember) are kept when it is done (keep_launch).
 
-_launch: Optional["_Remembered"] = None
+_launch: Optional[_Remembered] = None
 _opened: List[Argv] = []
 
 
@@ -89,17 +125,12 @@ def keep_launch() -> None:
 class _Remembered:
     """The command lines remembered under one key, read and started before anything else loads."""
 
-    def __init__(self, key: str) -> None:
-        from launcher.home import data_dir
+    def __init__(self, key: Key) -> None:
+        from launcher.home import likely_data_dir
 
         self.key = key
-        self.path = os.path.join(data_dir(os.environ), REMEMBERED)
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            doc = {}
-        self.doc: Dict[str, list] = doc if isinstance(doc, dict) else {}
+        self.path = os.path.join(likely_data_dir(os.environ), REMEMBERED)
+        self.doc: Dict[Key, list] = read_remembered(self.path)
 
     def start(self, stdin: bool = False) -> Set[Argv]:
         entry = self.doc.get(self.key)
@@ -122,11 +153,11 @@ class _Remembered:
         self.doc[self.key] = entry           # newest last
         for old in list(self.doc)[:-KEEP]:
             del self.doc[old]
-        from pathlib import Path
+        # The commands are started: loading more costs nothing now. Written where tether's home
+        # really is (a likely_data_dir that guessed wrong only means nothing is found early).
+        from launcher.home import data_dir
 
-        from launcher.cache_files import write_now
-
-        write_now(Path(self.path), self.doc)  # the commands are started: loading more costs nothing now
+        write_remembered(os.path.join(data_dir(os.environ), REMEMBERED), self.doc)
 
 
 def _popen(argv: Sequence[str], stdin: bool = False) -> None:
@@ -140,6 +171,8 @@ def _start(args: List[str], started: Set[Argv]) -> Optional[List[Argv]]:
     """The command line read as the lean path reads it (lean/verbs.py): what it would not run
     itself starts nothing here. The commands this read needs (None: the lean path would not
     run it, or a host is not OpenSSH); those not started already are started now."""
+    import json
+
     from launcher.lean.verbs import SPARK_ROWS, parse
 
     parsed = parse(args)

@@ -8,10 +8,11 @@ import sys
 
 def main() -> None:
     from launcher import early
-    from launcher.lean.verbs import parse
 
     args = sys.argv[1:]
-    early.start(args)
+    early.start(args)  # first: before even the lean path's parser loads
+    from launcher.lean.verbs import parse
+
     parsed = parse(args)
     if parsed is not None:
         from launcher.lean.dispatch import run

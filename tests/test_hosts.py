@@ -260,14 +260,14 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
         run: python3 train.py 2 0.01
     """, {"train.py": COUNTER})))
     wait_state(tether, job, "SUCCEEDED")
-    cache = Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.json"
+    cache = str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
 
     early.start(["status", job])        # builds the command, starts it, remembers it
     built = prestarted.waiting()
     assert len(built) == 1
     prestarted.discard()
-    remembered = json.loads(cache.read_text())
-    (line,) = [v for k, v in remembered.items() if json.loads(k)[0] == ["status", job]]
+    remembered = early.read_remembered(cache)
+    (line,) = [v for k, v in remembered.items() if k[0] == ("status", job)]
     assert line == [list(built[0].args)]
 
     import launcher.registry as registry_module
@@ -289,10 +289,10 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     r = tether("status", job)
     assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not prestarted.waiting()
 
-    key = next(k for k in remembered if json.loads(k)[0] == ["status", job])
+    key = next(k for k in remembered if k[0] == ("status", job))
     stale = built[0].args[:-1] + ["echo stale"]
     marker = tmp_path / "never"
-    cache.write_text(json.dumps({key: [stale, ["touch", str(marker)]]}))
+    early.write_remembered(cache, {key: [stale, ["touch", str(marker)]]})
     early.start(["status", job])
     running = prestarted.waiting()
     assert len(running) == 2 and not marker.exists()   # the stale ssh and the right one; no `touch`
@@ -300,11 +300,11 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     assert r.exit_code == 0 and "SUCCEEDED" in r.stdout
     prestarted.discard()                                # tether's exit: the stale one is ended
     assert all(p.poll() is not None for p in running) and not marker.exists()
-    assert json.loads(cache.read_text())[key] == [list(built[0].args)]
+    assert early.read_remembered(cache)[key] == [list(built[0].args)]
 
     assert tether("forget", job).exit_code == 0
     early.start(["status", job])        # no such job now: what it started ends, nothing is kept
-    assert not prestarted.waiting() and json.loads(cache.read_text())[key] == []
+    assert not prestarted.waiting() and early.read_remembered(cache)[key] == []
 
 
 def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(tether, project, tmp_path):
@@ -324,12 +324,12 @@ def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(
         host: {{provider: ssh, address: testhost, root: {root}}}
         run: python3 train.py 2 0.01
     """, {"train.py": COUNTER})
-    cache = Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.json"
+    cache = str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
 
     early.start(["launch", str(spec)])              # nothing remembered: nothing started
     assert not prestarted.waiting()
     first = launched_id(tether("launch", spec))
-    (line,) = [v for k, v in json.loads(cache.read_text()).items() if json.loads(k)[0] == ["launch", str(spec)]]
+    (line,) = [v for k, v in early.read_remembered(cache).items() if k[0] == ("launch", str(spec))]
     assert len(line) == 1 and line[0][0] == "ssh" and line[0][-1].endswith(f"launch {root} headstart")
 
     early.start(["launch", str(spec)])
@@ -340,16 +340,16 @@ def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(
     for job in (first, second):
         wait_state(tether, job, "SUCCEEDED")
 
-    key = next(k for k in json.loads(cache.read_text()) if json.loads(k)[0] == ["launch", str(spec)])
+    key = next(k for k in early.read_remembered(cache) if k[0] == ("launch", str(spec)))
     stale = line[0][:-1] + [line[0][-1].replace(" headstart", " elsewhere")]
-    cache.write_text(json.dumps({key: [stale]}))
+    early.write_remembered(cache, {key: [stale]})
     early.start(["launch", str(spec)])
     (stale_session,) = prestarted.waiting()
     third = launched_id(tether("launch", spec))
     assert stale_session.wait(timeout=30) != 0 and not prestarted.waiting()   # ended, unused
     with open(root / "code" / ".elsewhere.lock", "a+") as lock:  # the stale one never locked
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert json.loads(cache.read_text())[key] == line
+    assert early.read_remembered(cache)[key] == line
     wait_state(tether, third, "SUCCEEDED")
 
 

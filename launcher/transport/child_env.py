@@ -4,10 +4,18 @@ light to load: `tether status` starts its ssh before the rest of tether loads (e
 from __future__ import annotations
 
 import os
-import re
-from typing import Dict, Mapping
 
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|_KEY$|^KEY$", re.I)
+TYPE_CHECKING = False  # neither typing nor re is loaded before a status read's ssh starts
+if TYPE_CHECKING:
+    from typing import Dict, Mapping
+
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "APIKEY", "API_KEY")
+
+
+def _secret_name(name: str) -> bool:
+    """Named like a secret, in any case: a word above in it, or ending in _KEY, or KEY itself."""
+    up = name.lower().upper()  # both ways: every case form of a letter lands on one
+    return any(w in up for w in _SECRET_WORDS) or up.endswith("_KEY") or up == "KEY"
 
 
 def child_environ(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
@@ -15,4 +23,4 @@ def child_environ(environ: Mapping[str, str] = os.environ) -> Dict[str, str]:
     named like a secret. ssh would send such a variable to the host wherever ~/.ssh/config
     says SendEnv, and a shared connection keeps it in a long-lived process; secrets reach a
     job only as its spec says, on stdin."""
-    return {k: v for k, v in environ.items() if not _SECRET_NAME.search(k)}
+    return {k: v for k, v in environ.items() if not _secret_name(k)}

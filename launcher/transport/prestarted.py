@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import atexit
 import subprocess
-from typing import Dict, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False  # typing is not loaded before a status read's ssh starts (early.py)
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Sequence, Tuple
 
 _started: Dict[Tuple[str, ...], subprocess.Popen] = {}
 
