@@ -96,6 +96,22 @@ def test_a_bad_line_on_the_lean_path_is_one_line_and_an_exit_code(tmp_path, dead
     assert bad_tail.returncode == 2 and "Usage: tether logs" in bad_tail.stderr and "typer" in modules, bad_tail
 
 
+def test_a_read_into_a_closed_pipe_ends_quietly(dead_job):
+    """`tether jobs | head` that head has left: no traceback, no "Exception ignored" at exit
+    (the lean verbs end the quick way: launcher/entry.py), and not a success."""
+    _, env = dead_job
+    for args in (["jobs"], ["jobs", "--json"]):
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            done = subprocess.run([sys.executable, "-c", "from launcher.entry import main; main()", *args],
+                                  stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
+                                  env={**os.environ, **env, "PYTHONPATH": str(REPO)})
+        finally:
+            os.close(write)
+        assert done.returncode == 1 and done.stderr == "", (args, done)
+
+
 def test_a_real_jobs_status_jobs_and_logs_stay_lean_and_say_what_typer_says(tether, project, tmp_path):
     from scripts import COUNTER
 
