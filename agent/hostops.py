@@ -15,7 +15,7 @@ from typing import IO, Optional
 from .book import AgentLock, StatusBook, agent_alive
 from .files import read_json_object, write_bytes_atomic, write_json_atomic
 from .paths import JobDir, Root, is_backup_name, remove_inside
-from .job_status import job_ended, status
+from .job_status import MAX_RECENT, job_ended, status
 from .protocol import JobState, code_digest, self_argv
 from .signals import kill_stale_workload
 
@@ -278,6 +278,9 @@ def serve(root: Root, inp: IO[bytes], out: IO[bytes]) -> None:
             op = req.get("op")
             if op == "ping":
                 result: object = {"pong": True, "time": time.time()}
+            elif op == "status" and "dirs" in req:  # as `agent status DIR...` answers (the keeper's)
+                rows = min(max(int(req.get("recent") or 0), 0), MAX_RECENT)
+                result = [status(JobDir(str(d)), rows) for d in req["dirs"]]
             elif op == "status":
                 result = [status(root.job(j)) for j in req["jobs"]]
             else:

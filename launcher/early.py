@@ -39,16 +39,30 @@ def start(args: Sequence[str]) -> None:
     try:
         if args and args[0] in ("status", "jobs"):
             remembered = _Remembered(_key(args))
-            started = remembered.start()
+            started = remembered.start(keepers=remembered.doc.get(remembered.key + ("keeper",)))
             try:
-                remembered.keep(_start(list(args), started))
+                remembered.keep(*(_start(list(args), started) or (None, None)))
             except Exception:
-                remembered.keep([])  # no such job any more (forgotten): nothing to start next time
+                remembered.keep([], [])  # no such job any more (forgotten): nothing to start next time
                 raise
         elif args and args[0] == "launch":
             _start_launch(args)
     except Exception:  # never at the cost of the command: the normal path asks on its own
         prestarted.discard()
+
+
+# Keepers (transport/keeper.py) a `status JOB` read found missing, started when it is done.
+_keepers_wanted: List[tuple] = []
+
+
+def start_keepers() -> None:
+    """After the read has printed: its missing keepers, detached, for the next read."""
+    if _keepers_wanted:
+        from launcher.transport import keeper
+
+        for path, serve_argv, idle_s in _keepers_wanted:
+            keeper.start_detached(path, serve_argv, idle_s)
+        _keepers_wanted.clear()
 
 
 def _key(args: Sequence[str], *more: str) -> Key:
@@ -132,24 +146,31 @@ class _Remembered:
         self.path = os.path.join(likely_data_dir(os.environ), REMEMBERED)
         self.doc: Dict[Key, list] = read_remembered(self.path)
 
-    def start(self, stdin: bool = False) -> Set[Argv]:
+    def start(self, stdin: bool = False, keepers: object = None) -> Set[Argv]:
+        """Each remembered command started, or asked of its keeper where one listens."""
         entry = self.doc.get(self.key)
+        kept = {k[0]: k for k in keepers if isinstance(k, tuple) and len(k) == 4} if isinstance(keepers, list) else {}
         started: Set[Argv] = set()
         for argv in entry if isinstance(entry, list) else []:
             if (isinstance(argv, list) and argv and argv[0] == "ssh" and all(isinstance(a, str) for a in argv)
                     and tuple(argv) not in started):
-                _popen(argv, stdin)
+                if not (tuple(argv) in kept and _ask_keeper(argv, *kept[tuple(argv)][1:])):
+                    _popen(argv, stdin)
                 started.add(tuple(argv))
         return started
 
-    def keep(self, commands: Optional[List[Argv]]) -> None:
+    def keep(self, commands: Optional[List[Argv]], keepers: Optional[list] = None) -> None:
         """Written only when it changed (a read that starts what it remembered writes nothing)."""
         if commands is None:
             return
         entry = [list(c) for c in commands]
-        if self.doc.get(self.key) == entry:
+        keeper_key = self.key + ("keeper",)
+        if self.doc.get(self.key) == entry and self.doc.get(keeper_key, []) == (keepers or []):
             return
         self.doc.pop(self.key, None)
+        self.doc.pop(keeper_key, None)
+        if keepers:
+            self.doc[keeper_key] = keepers
         self.doc[self.key] = entry           # newest last
         for old in list(self.doc)[:-KEEP]:
             del self.doc[old]
@@ -160,6 +181,18 @@ class _Remembered:
         write_remembered(os.path.join(data_dir(os.environ), REMEMBERED), self.doc)
 
 
+def _ask_keeper(argv: Sequence[str], path: object, dirs: object, recent: object) -> bool:
+    """The read sent to the keeper of its host (transport/keeper.py), taken in place of argv."""
+    if not (isinstance(path, str) and isinstance(dirs, tuple) and isinstance(recent, int)):
+        return False
+    from launcher.transport import keeper
+
+    asked = keeper.ask(path, dirs, recent)
+    if asked is not None:
+        prestarted.add(argv, asked)
+    return asked is not None
+
+
 def _popen(argv: Sequence[str], stdin: bool = False) -> None:
     from launcher.transport.child_env import child_environ
 
@@ -167,10 +200,11 @@ def _popen(argv: Sequence[str], stdin: bool = False) -> None:
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_environ()))
 
 
-def _start(args: List[str], started: Set[Argv]) -> Optional[List[Argv]]:
+def _start(args: List[str], started: Set[Argv]) -> Optional[Tuple[List[Argv], list]]:
     """The command line read as the lean path reads it (lean/verbs.py): what it would not run
-    itself starts nothing here. The commands this read needs (None: the lean path would not
-    run it, or a host is not OpenSSH); those not started already are started now."""
+    itself starts nothing here. The commands this read needs and, for `status JOB`, where its
+    keeper listens (None: the lean path would not run it, or a host is not OpenSSH); those
+    not started already are started now."""
     import json
 
     from launcher.lean.verbs import SPARK_ROWS, parse
@@ -196,16 +230,32 @@ def _start(args: List[str], started: Set[Argv]) -> Optional[List[Argv]]:
         if r.kind == "agent" and r.endpoint.get("kind") != "local" and (len(records) == 1 or r.kept_answer is None):
             groups.setdefault(json.dumps(r.endpoint, sort_keys=True), []).append(r)
     commands: List[Argv] = []
+    keepers: list = []
     for group in groups.values():
         host = _openssh_host(group[0].endpoint, where)
         if host is None:  # paramiko: nothing to start early
             return None
         client = AgentClient(host, group[0].python, group[0].runtime_dir)
-        full = tuple(host.command_line(client.status_argv([r.job_dir for r in group], recent)))
+        dirs = tuple(r.job_dir for r in group)
+        full = tuple(host.command_line(client.status_argv(dirs, recent)))
         if full not in started:
             _popen(full)
         commands.append(full)
-    return commands
+        if job and host.persist_s > 0 and host.control is not None:  # `status JOB`: through a keeper next time
+            keepers.append(_keeper_of(host, client, group[0].remote_root, full, dirs, recent))
+    return commands, keepers
+
+
+def _keeper_of(host, client, root: str, full: Argv, dirs: Tuple[str, ...], recent: int) -> tuple:
+    """(the command, the keeper's socket, the read's job folders and rows); the keeper is
+    started once this read is done where none listens there."""
+    from launcher.transport import keeper
+
+    serve_argv = tuple(host.command_line(client.argv("serve", root)))
+    path = keeper.socket_path(str(host.control), serve_argv)
+    if not isinstance(prestarted.peek(full), keeper.Asked) and not keeper.alive(path):
+        _keepers_wanted.append((path, serve_argv, host.persist_s))
+    return (full, path, dirs, recent)
 
 
 def _openssh_host(endpoint: dict, where):

@@ -107,6 +107,9 @@ def tether_env(tmp_path, monkeypatch, sshd_server):
 
     control = control_dir(home)
     close_shared(control)  # the shared SSH connections this test's tether opened
+    kill_all_under(home)   # status keepers (their command lines name this home's known_hosts)
+    for leftover in control.glob("k-*"):  # a killed keeper's socket
+        leftover.unlink(missing_ok=True)
     try:
         control.rmdir()  # and their folder in /tmp, once empty
     except OSError:

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from conftest import launched_id, status_json, wait_for, wait_state
+from conftest import kill_all_under, launched_id, status_json, wait_for, wait_state
 
 from launcher.errors import ExitCode
 
@@ -228,6 +228,9 @@ def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loa
     assert "SUCCEEDED" in shown.stdout and re.search(r"^step\s+2\b", shown.stdout, re.M), shown.stdout
     listed = command("jobs", "--json")
     assert [j["state"] for j in json.loads(listed.stdout) if j["id"] == job] == ["SUCCEEDED"]
+    # The status keeper that read left (tests/test_keeper.py) would answer the next read: ended
+    # here, so the next ones start their ssh early, which is what this test is about.
+    kill_all_under(Path(os.environ["TETHER_HOME"]))
 
     from launcher import early
     from launcher.transport import prestarted
@@ -267,7 +270,7 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     assert len(built) == 1
     prestarted.discard()
     remembered = early.read_remembered(cache)
-    (line,) = [v for k, v in remembered.items() if k[0] == ("status", job)]
+    (line,) = [v for k, v in remembered.items() if k[0] == ("status", job) and len(k) == 2]
     assert line == [list(built[0].args)]
 
     import launcher.registry as registry_module
@@ -289,7 +292,7 @@ def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_i
     r = tether("status", job)
     assert r.exit_code == 0 and "SUCCEEDED" in r.stdout and not prestarted.waiting()
 
-    key = next(k for k in remembered if k[0] == ("status", job))
+    key = next(k for k in remembered if k[0] == ("status", job) and len(k) == 2)
     stale = built[0].args[:-1] + ["echo stale"]
     marker = tmp_path / "never"
     early.write_remembered(cache, {key: [stale, ["touch", str(marker)]]})
@@ -329,7 +332,7 @@ def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(
     early.start(["launch", str(spec)])              # nothing remembered: nothing started
     assert not prestarted.waiting()
     first = launched_id(tether("launch", spec))
-    (line,) = [v for k, v in early.read_remembered(cache).items() if k[0] == ("launch", str(spec))]
+    (line,) = [v for k, v in early.read_remembered(cache).items() if k[0] == ("launch", str(spec)) and len(k) == 3]
     assert len(line) == 1 and line[0][0] == "ssh" and line[0][-1].endswith(f"launch {root} headstart")
 
     early.start(["launch", str(spec)])

@@ -100,6 +100,11 @@ class OpenSshHost:
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120) -> Completed:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
         early = prestarted.take(self.command_line(argv))  # tether status began it before loading
+        if early is not None and not isinstance(early, subprocess.Popen):  # asked of a keeper instead
+            answer = early.answer(timeout=min(timeout, self.connect_timeout_s + 5))
+            if answer is not None:
+                return Completed(argv, 0, answer, b"")
+            early = None  # no answer there: the command itself, as always
         while True:
             try:
                 if early is not None:
@@ -144,7 +149,8 @@ class OpenSshHost:
     def stream(self, argv: Sequence[str]) -> Stream:
         full = self._argv(argv)
         early = prestarted.take(full)  # a launch's session, begun before tether loaded
-        if early is not None and (early.stdin is None or early.poll() is not None):
+        if early is not None and (not isinstance(early, subprocess.Popen) or early.stdin is None
+                                  or early.poll() is not None):
             early.kill()     # not one to talk to (gone already: start it afresh)
             early.wait()
             early = None
@@ -174,4 +180,6 @@ def _finish(proc: subprocess.Popen, input: Optional[bytes], timeout: float) -> s
 def close_shared(control: Path) -> None:
     """Ends every shared connection under control (tests do this; a user need not)."""
     for sock in control.glob("*"):
+        if sock.name.startswith("k-"):  # a status keeper's (transport/keeper.py): it ends with the connection
+            continue
         subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=10)

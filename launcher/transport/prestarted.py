@@ -1,5 +1,7 @@
 """Commands started before the CLI loaded (launcher/early.py), each waiting to be taken by the
-Host that would have run exactly that command line; one not taken is ended when tether exits."""
+Host that would have run exactly that command line; one not taken is ended when tether exits.
+A status read may instead have been sent to its host's keeper (transport/keeper.py: an Asked,
+which answers poll, kill and wait as a finished process would)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ def add(argv: Sequence[str], proc: subprocess.Popen) -> None:
 def take(argv: Sequence[str]) -> Optional[subprocess.Popen]:
     """The process started early for exactly this command line, if any (once)."""
     return _started.pop(tuple(argv), None)
+
+
+def peek(argv: Sequence[str]) -> object:
+    """What was started for exactly this command line, left in place."""
+    return _started.get(tuple(argv))
 
 
 def waiting() -> list:

@@ -1,0 +1,125 @@
+"""The status keeper (launcher/transport/keeper.py): after one `tether status JOB` over OpenSSH,
+the next is answered through a kept `agent serve` channel with no ssh started, says what the
+host says now, forwards nothing but status reads, and ends when idle or when its channel
+closes, after which reads go over ssh again. Real tether processes (a keeper is started by
+the command line's process, once it has printed), a real sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import launched_id, wait_for, wait_state
+
+REPO = Path(__file__).resolve().parent.parent
+SLEEPS = "python3 -c 'import time; time.sleep(600)'"
+
+
+def tether_process(*args: str, env=None) -> subprocess.CompletedProcess:
+    """`tether ARGS` as the installed command runs it (keepers start only there)."""
+    return subprocess.run([sys.executable, "-c", "from launcher.entry import main; main()", *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)})
+
+
+def keeper_sockets() -> list:
+    from launcher.transport.keeper import alive
+    from launcher.transport.openssh import control_dir
+
+    return [p for p in control_dir(Path(os.environ["TETHER_HOME"])).glob("k-*") if alive(str(p))]
+
+
+def ssh_logged(tmp_path: Path) -> "tuple[dict, Path]":
+    """PATH with an `ssh` first that notes each call, then runs the real one."""
+    folder, log = tmp_path / "logged-bin", tmp_path / "ssh-calls"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "ssh"
+    wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec /usr/bin/ssh \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}, log
+
+
+def ask_raw(path: Path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_the_next_status_read_goes_through_the_keeper_without_ssh(tether, project, tmp_path):
+    root = tmp_path / "root"
+    job = launched_id(tether("launch", project(f"""
+        name: kept
+        host: {{provider: ssh, address: testhost, root: {root}}}
+        run: {SLEEPS}
+        heartbeat: {{every_s: 0.5}}
+    """)))
+    wait_state(tether, job, "RUNNING")
+    first = tether_process("status", job)
+    assert first.returncode == 0 and "RUNNING" in first.stdout, first
+    (sock,) = wait_for(keeper_sockets, 60, what="a keeper listening")
+    assert oct(sock.stat().st_mode & 0o777) == "0o600" and oct(sock.parent.stat().st_mode & 0o777) == "0o700"
+
+    env, calls = ssh_logged(tmp_path)
+    kept = tether_process("status", job, env=env)
+    assert kept.returncode == 0 and "RUNNING" in kept.stdout and "kept" in kept.stdout, kept
+    assert not calls.exists(), calls.read_text()  # answered with no ssh started
+
+    # Nothing but a status read goes through it: a request is a status read or refused.
+    job_dir = str(root / "jobs" / job).encode()
+    for bad in (b'{"dirs": "/x", "recent": 0}\n', b'{"dirs": ["relative/jobs/x"], "recent": 0}\n',
+                b'{"dirs": ["/x"], "recent": 99999}\n', b"not json\n", b'{"dirs": [], "recent": 0}\n'):
+        assert b'"refused"' in ask_raw(sock, bad), bad
+    asked_to_stop = json.loads(ask_raw(sock, b'{"op": "stop", "dirs": ["%s"], "recent": 0}\n' % job_dir))
+    assert asked_to_stop[0]["state"] == "RUNNING"  # its op is not forwarded: a status read, nothing stopped
+    time.sleep(1)
+    assert json.loads(tether("status", job, "--json").stdout)["state"] == "RUNNING"
+
+    assert tether("stop", job).exit_code == 0
+    wait_state(tether, job, "STOPPED")
+    now = tether_process("status", job, env=env)
+    assert now.returncode == 0 and "STOPPED" in now.stdout, now  # what the host says now, not a copy
+    assert not calls.exists(), calls.read_text()
+
+
+def test_a_keeper_ends_when_idle_or_when_its_channel_closes_and_reads_go_over_ssh_again(
+        tether, project, tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    job = launched_id(tether("launch", project(f"""
+        name: idle
+        host: {{provider: ssh, address: testhost, root: {root}}}
+        run: {SLEEPS}
+    """)))
+    wait_state(tether, job, "RUNNING")
+
+    # Its channel closes (the host's side of it ends): the keeper ends, the next read uses ssh.
+    assert tether_process("status", job).returncode == 0
+    (sock,) = wait_for(keeper_sockets, 60, what="a keeper listening")
+    subprocess.run(["pkill", "-f", "--", f"-c import sys.* {root}/runtime/[^ ]+ serve "], check=False)  # the host's side
+    wait_for(lambda: not sock.exists() or None, 30, what="the keeper to end")
+    env, calls = ssh_logged(tmp_path)
+    again = tether_process("status", job, env=env)
+    assert again.returncode == 0 and "RUNNING" in again.stdout, again
+    status_calls = [c for c in calls.read_text().splitlines() if f" status {root}/jobs/{job}" in c]
+    assert len(status_calls) == 1, calls.read_text()  # over ssh again (a new keeper is started after it)
+
+    # Idle for TETHER_SSH_PERSIST_S: it ends by itself and removes its socket.
+    wait_for(keeper_sockets, 60, what="the new keeper")
+    subprocess.run(["pkill", "-f", f"launcher.transport.keeper .*{os.environ['TETHER_HOME']}"], check=False)
+    wait_for(lambda: not keeper_sockets() or None, 30, what="the keeper killed")
+    monkeypatch.setenv("TETHER_SSH_PERSIST_S", "2")
+    assert tether_process("status", job).returncode == 0
+    (sock,) = wait_for(keeper_sockets, 60, what="a keeper kept for 2 s")
+    started = time.monotonic()
+    wait_for(lambda: not sock.exists() or None, 60, what="the idle keeper to end")
+    assert time.monotonic() - started < 30
+    assert tether("stop", job).exit_code == 0
