@@ -123,3 +123,29 @@ def test_a_keeper_ends_when_idle_or_when_its_channel_closes_and_reads_go_over_ss
     wait_for(lambda: not sock.exists() or None, 60, what="the idle keeper to end")
     assert time.monotonic() - started < 30
     assert tether("stop", job).exit_code == 0
+
+
+def test_a_control_folder_someone_else_made_is_not_used(tmp_path):
+    """/tmp is shared: a folder at the control path that is not this user's own, or that others
+    may enter, could hold a spoofed keeper socket. A private folder of this command's own is
+    used instead."""
+    import shutil
+
+    from launcher.transport.openssh import control_dir
+
+    home = tmp_path / "home"
+    mine = control_dir(home)
+    assert mine.stat().st_uid == os.getuid() and mine.stat().st_mode & 0o777 == 0o700
+    assert control_dir(home) == mine  # the same one each time: connections are shared
+    try:
+        mine.chmod(0o777)
+        instead = control_dir(home)
+        assert instead != mine and instead.stat().st_mode & 0o777 == 0o700
+        shutil.rmtree(instead)
+        mine.chmod(0o700)
+        os.chown(mine, 65534, -1)  # another user's (this runs as root in CI)
+        instead = control_dir(home)
+        assert instead != mine and instead.stat().st_uid == os.getuid()
+        shutil.rmtree(instead)
+    finally:
+        shutil.rmtree(mine)

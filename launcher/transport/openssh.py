@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shlex
+import stat
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,11 @@ def control_dir(data: Path) -> Path:
     key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
     folder = Path(tempfile.gettempdir()) / f"tether-ssh-{os.getuid()}-{key}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        # Made by someone else (a shared /tmp): its sockets cannot be trusted, ours not put there.
+        # A folder of this command's own instead: nothing is shared, nothing is spoofed.
+        return Path(tempfile.mkdtemp(prefix=f"tether-ssh-{os.getuid()}-"))
     return folder
 
 
