@@ -267,12 +267,31 @@ def logs(job: JobDir, which: str, tail: int, follow: bool, out: IO[bytes], frame
     logread.follow(path, out, lambda: job_ended(job), framed, position)
 
 
-def serve(root: Root, inp: IO[bytes], out: IO[bytes]) -> None:
-    """A JSON-lines channel: one request per line, one answer per line, until EOF.
+SERVE_IDLE_S = 900.0   # a channel asked nothing this long has lost its laptop (slept, offline)
 
-    Lets the launcher poll status over one SSH channel instead of one exec per poll.
+
+def serve(root: Root, inp: IO[bytes], out: IO[bytes]) -> None:
+    """A JSON-lines channel: one request per line, one answer per line, until EOF, or until
+    nothing was asked for SERVE_IDLE_S (TETHER_SERVE_IDLE_S): a laptop that went away without
+    closing the connection may leave it open for hours, and this would wait on it.
+
+    Lets the launcher poll status over one SSH channel instead of one exec per poll (tether
+    stop, the demo, the laptop's status keeper).
     """
+    import threading
+
+    idle_s = float(os.environ.get("TETHER_SERVE_IDLE_S") or SERVE_IDLE_S)
+    last = [time.monotonic()]
+
+    def end_when_idle() -> None:
+        while True:
+            time.sleep(min(idle_s / 4, 30.0))
+            if time.monotonic() - last[0] > idle_s:
+                os._exit(0)  # the main thread is blocked reading stdin: nothing of its own to finish
+
+    threading.Thread(target=end_when_idle, name="serve-idle", daemon=True).start()
     for line in inp:
+        last[0] = time.monotonic()
         try:
             req = json.loads(line)
             op = req.get("op")
@@ -290,3 +309,4 @@ def serve(root: Root, inp: IO[bytes], out: IO[bytes]) -> None:
             answer = {"ok": False, "error": str(exc)}
         out.write(json.dumps(answer).encode() + b"\n")
         out.flush()
+        last[0] = time.monotonic()

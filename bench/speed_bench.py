@@ -47,12 +47,27 @@ def status_rows(b: Bench) -> List[Row]:
                   "`ssh host cat heartbeat.json`", 1.0, "<= 1.0x")
     subprocess.run(b.ssh + ["-o", "ControlMaster=yes", "-o", f"ControlPath={b.control}", "-o", "ControlPersist=600",
                             "-N", "-f", "benchhost"], check=True)
-    warm = paired("status of one running job, connection open",
+    _keeper_up(b, job)
+    warm = paired("status of one running job, connection open (tether: its shared connection and status keeper)",
                   lambda: run_timed(b.tether("status", job), b.env),
                   lambda: run_timed(b.ssh + ["-o", f"ControlPath={b.control}", "benchhost", "cat", heartbeat], b.env),
                   "the same `ssh` over a ControlMaster", 1.5, "<= 1.5x")
     b.run_tether("stop", job)
     return [cold, warm]
+
+
+def _keeper_up(b: Bench, job: str) -> None:
+    """A first status read, then its keeper listening (launcher/transport/keeper.py), as it is
+    for a user's second read within TETHER_SSH_PERSIST_S."""
+    from launcher.transport.keeper import alive
+    from launcher.transport.openssh import control_dir
+
+    b.run_tether("status", job)
+    deadline = time.monotonic() + 30
+    while not [p for p in control_dir(b.home).glob("k-*") if alive(str(p))]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no status keeper after a status read")
+        time.sleep(0.1)
 
 
 def jobs_rows(b: Bench) -> List[Row]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import marshal
 import os
 import subprocess
+import sys
 import zlib
 
 from launcher.transport import prestarted
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 REMEMBERED = os.path.join("cache", "early-commands.bin")
 MAGIC = b"tether-early 1 "
-KEEP = 64                     # command lines remembered; the oldest go first
+KEEP = 128                    # entries remembered (a status read's keeper is one more); the oldest go first
 # What else decides the command line: the same words under another setting are another entry.
 SETTINGS = ("TETHER_SSH_PERSIST_S", "TETHER_NO_OPENSSH", "TETHER_SSH_CONFIG", "TETHER_HOME")
 
@@ -55,14 +56,21 @@ def start(args: Sequence[str]) -> None:
 _keepers_wanted: List[tuple] = []
 
 
-def start_keepers() -> None:
-    """After the read has printed: its missing keepers, detached, for the next read."""
-    if _keepers_wanted:
+def start_keepers(code: int) -> None:
+    """After a read that answered (code 0) has printed: its missing keepers, detached, for
+    the next read. Never at the cost of the command (a keeper is only a shortcut)."""
+    wanted = list(_keepers_wanted) if code == 0 else []
+    _keepers_wanted.clear()
+    if not wanted:
+        return
+    try:
+        sys.stdout.flush()  # the answer is out before anything else is started
         from launcher.transport import keeper
 
-        for path, serve_argv, idle_s in _keepers_wanted:
+        for path, serve_argv, idle_s in wanted:
             keeper.start_detached(path, serve_argv, idle_s)
-        _keepers_wanted.clear()
+    except Exception:
+        pass
 
 
 def _key(args: Sequence[str], *more: str) -> Key:
@@ -174,11 +182,13 @@ class _Remembered:
         self.doc[self.key] = entry           # newest last
         for old in list(self.doc)[:-KEEP]:
             del self.doc[old]
-        # The commands are started: loading more costs nothing now. Written where tether's home
-        # really is (a likely_data_dir that guessed wrong only means nothing is found early).
-        from launcher.home import data_dir
-
-        write_remembered(os.path.join(data_dir(os.environ), REMEMBERED), self.doc)
+        # Where it was read from: a guess of the home that is not platformdirs' answer (another
+        # platformdirs, another platform) still finds it next time.
+        write_remembered(self.path, self.doc)
+        try:
+            os.unlink(os.path.join(os.path.dirname(self.path), "early-commands.json"))  # before 0.1's .bin
+        except OSError:
+            pass
 
 
 def _ask_keeper(argv: Sequence[str], path: object, dirs: object, recent: object) -> bool:
@@ -217,6 +227,7 @@ def _start(args: List[str], started: Set[Argv]) -> Optional[Tuple[List[Argv], li
     from launcher.registry import Registry
     from launcher.settings import places
     from launcher.transport.agent_client import AgentClient
+    from launcher.transport.openssh import is_shared
 
     recent = SPARK_ROWS if job and not as_json else 0
     where = places()
@@ -241,7 +252,8 @@ def _start(args: List[str], started: Set[Argv]) -> Optional[Tuple[List[Argv], li
         if full not in started:
             _popen(full)
         commands.append(full)
-        if job and host.persist_s > 0 and host.control is not None:  # `status JOB`: through a keeper next time
+        if job and host.persist_s > 0 and host.control is not None and is_shared(host.control):
+            # `status JOB`: through a keeper next time
             keepers.append(_keeper_of(host, client, group[0].remote_root, full, dirs, recent))
     return commands, keepers
 

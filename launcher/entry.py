@@ -21,7 +21,7 @@ def main() -> None:
         from launcher.lean.dispatch import run
 
         code = run(*parsed)
-        early.start_keepers()  # for the next status read, now this one has printed
+        early.start_keepers(code)  # for the next status read, now this one has printed
         if parsed[0] in QUICK_EXIT:
             exit_quickly(code)
         sys.exit(code)

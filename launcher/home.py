@@ -23,12 +23,14 @@ def data_dir(environ: Mapping[str, str]) -> str:
 
 def likely_data_dir(environ: Mapping[str, str]) -> str:
     """data_dir without loading platformdirs (a fifth of early.py's time before its ssh starts):
-    its answer on Linux and macOS in the usual cases. Only for reading what early.py remembered:
-    a wrong guess means nothing is found there, and the read runs as it would without it."""
+    its answer on Linux and macOS in the usual cases. Only for what early.py remembers, which
+    it reads and writes here: a guess that is not tether's home still works, only elsewhere."""
     home = environ.get("TETHER_HOME")
     if home:
         return home
+    xdg = environ.get("XDG_DATA_HOME", "")  # used only when absolute, as platformdirs 4.x does
+    if xdg.startswith("/"):
+        return os.path.join(xdg, "tether")
     if sys.platform == "darwin":
         return os.path.expanduser("~/Library/Application Support/tether")
-    xdg = environ.get("XDG_DATA_HOME", "")  # used only when absolute, as platformdirs does
-    return os.path.join(xdg if xdg.startswith("/") else os.path.expanduser("~/.local/share"), "tether")
+    return os.path.expanduser("~/.local/share/tether")

@@ -149,3 +149,113 @@ def test_a_control_folder_someone_else_made_is_not_used(tmp_path):
         shutil.rmtree(instead)
     finally:
         shutil.rmtree(mine)
+
+
+# The keeper process itself, against the real agent's serve run here and against stand-ins
+# for what a real one cannot be made to do on cue (an older agent, a stuck or garbled one).
+
+OLD_AGENT = """
+import sys
+for line in sys.stdin:  # an agent from before `dirs`: every such request fails
+    print('{"ok": false, "error": "\\'jobs\\'"}', flush=True)
+"""
+STUCK_AFTER_HELLO = """
+import sys, time
+sys.stdin.readline(); print('{"ok": true, "result": []}', flush=True)
+sys.stdin.readline(); time.sleep(600)
+"""
+TWO_ANSWERS = """
+import sys
+sys.stdin.readline(); print('{"ok": true, "result": []}', flush=True)
+sys.stdin.readline(); print('{"ok": true, "result": [{}]}\\n{"ok": true, "result": [{}]}', flush=True)
+sys.stdin.readline()
+"""
+
+
+def keeper_process(path: Path, serve_argv: list, idle_s: float = 300) -> subprocess.Popen:
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "launcher.transport.keeper", str(path), str(idle_s),
+                             json.dumps(serve_argv)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def real_serve(root: Path) -> list:
+    from agent.protocol import agent_argv
+
+    return agent_argv(sys.executable, str(REPO), "serve", str(root))
+
+
+def test_the_keeper_answers_from_the_real_agent_and_ends_when_idle(tmp_path):
+    from launcher.transport.keeper import alive, ask
+
+    path = tmp_path / "ctl" / "k-real"
+    proc = keeper_process(path, real_serve(tmp_path / "root"), idle_s=3)
+    wait_for(lambda: alive(str(path)), 30, what="the keeper listening")
+    answer = ask(str(path), [str(tmp_path / "root" / "jobs" / "nosuch1")], 0).answer()
+    assert json.loads(answer) == [{"job_dir": str(tmp_path / "root" / "jobs" / "nosuch1"), "exists": False,
+                                   "now": json.loads(answer)[0]["now"]}]
+    time.sleep(1.5)
+    assert alive(str(path)) and proc.poll() is None  # not idle long enough yet
+    assert proc.wait(timeout=30) == 0 and not path.exists()  # then it ends, its socket removed
+
+
+def test_a_keeper_is_not_kept_for_an_agent_that_cannot_answer_it(tmp_path):
+    path = tmp_path / "ctl" / "k-old"
+    proc = keeper_process(path, [sys.executable, "-c", OLD_AGENT])
+    assert proc.wait(timeout=30) == 1 and not path.exists()  # never listened: reads go over ssh
+
+
+def test_a_stuck_or_garbled_channel_costs_a_read_seconds_and_ends_the_keeper(tmp_path):
+    from launcher.transport.keeper import CLIENT_WAIT_S, alive, ask
+
+    for name, script in (("stuck", STUCK_AFTER_HELLO), ("garbled", TWO_ANSWERS)):
+        path = tmp_path / "ctl" / f"k-{name}"
+        proc = keeper_process(path, [sys.executable, "-c", script])
+        wait_for(lambda: alive(str(path)), 30, what="the keeper listening")
+        began = time.monotonic()
+        assert ask(str(path), ["/r/jobs/a"], 0).answer() is None, name  # no answer: the read uses ssh
+        assert time.monotonic() - began < CLIENT_WAIT_S + 5
+        proc.wait(timeout=30)
+        assert not path.exists(), name
+
+
+def test_two_keepers_started_together_leave_one(tmp_path):
+    from launcher.transport.keeper import alive
+
+    path = tmp_path / "ctl" / "k-two"
+    procs = [keeper_process(path, real_serve(tmp_path / "root")) for _ in range(3)]
+    wait_for(lambda: sum(p.poll() is not None for p in procs) == 2 or None, 30, what="two to give way")
+    (kept,) = [p for p in procs if p.poll() is None]
+    assert alive(str(path))
+    kept.terminate()
+    assert kept.wait(timeout=30) == 0 and not path.exists()  # ended by a signal, it cleans up too
+
+
+def test_a_socket_in_a_folder_open_to_others_is_not_asked(tmp_path):
+    from launcher.transport.keeper import alive, ask
+
+    path = tmp_path / "ctl" / "k-open"
+    proc = keeper_process(path, real_serve(tmp_path / "root"))
+    try:
+        wait_for(lambda: alive(str(path)), 30, what="the keeper listening")
+        assert ask(str(path), ["/r/jobs/a"], 0) is not None
+        path.parent.chmod(0o777)
+        assert ask(str(path), ["/r/jobs/a"], 0) is None
+    finally:
+        path.parent.chmod(0o700)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_hosts_serve_ends_when_nothing_is_asked(tmp_path):
+    """A laptop that slept or went offline can leave the connection open for hours: the host's
+    side of a keeper does not wait on it forever."""
+    proc = subprocess.Popen(real_serve(tmp_path / "root"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env={**os.environ, "TETHER_SERVE_IDLE_S": "1"})
+    try:
+        proc.stdin.write(b'{"op": "ping"}\n')
+        proc.stdin.flush()
+        assert b'"pong"' in proc.stdout.readline()
+        assert proc.wait(timeout=30) == 0  # stdin still open: it ended on its own
+    finally:
+        proc.kill()
+        proc.wait()

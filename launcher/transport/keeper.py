@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 MAX_LINE = 1 << 24          # an answer (rows of many jobs) or a request, at most
 MAX_DIRS = 512
-ANSWER_WAIT_S = 60.0        # a serve that does not answer within this is stuck: the keeper ends
+ANSWER_WAIT_S = 5.0         # serve answers in milliseconds: one slower than this is stuck, the keeper ends
+CLIENT_WAIT_S = 5.0         # a read waits this long for its keeper, then goes over ssh
 
 
 def socket_path(control: str, serve_argv: Sequence[str]) -> str:
@@ -53,7 +54,7 @@ class Asked:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def answer(self, timeout: float) -> Optional[bytes]:
+    def answer(self, timeout: float = CLIENT_WAIT_S) -> Optional[bytes]:
         try:
             self.sock.settimeout(timeout)
             data = b""
@@ -87,8 +88,22 @@ class Asked:
             pass
 
 
+def private_folder(path: str) -> bool:
+    """The socket's folder is this user's own and closed to others (a shared /tmp can be
+    cleaned and the folder made again by someone else)."""
+    import stat
+
+    try:
+        st = os.lstat(os.path.dirname(path))
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def ask(path: str, dirs: Sequence[str], recent: int) -> Optional[Asked]:
     """The request sent to the keeper at path; None where none listens there."""
+    if not private_folder(path):
+        return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(1.0)
@@ -145,6 +160,13 @@ class _Lines:
         return line
 
 
+def _json_or_none(line: bytes) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 def _checked(raw: bytes) -> Optional[dict]:
     """A client's request, or None: job folders as absolute paths, a row count."""
     try:
@@ -170,11 +192,15 @@ def serve(path: str, idle_s: float, serve_argv: List[str]) -> int:
     lines = _Lines(channel.stdout.fileno())
     listener, bound_ino = None, 0
     try:
-        channel.stdin.write(b'{"op": "ping"}\n')
+        # The host reached (its key checked by ssh as always) and an agent that reads job folders:
+        # an older runtime's serve does not, and a keeper for it would only be refused every time.
+        channel.stdin.write(b'{"op": "status", "dirs": [], "recent": 0}\n')
         channel.stdin.flush()
-        pong = lines.line(ANSWER_WAIT_S)
-        if not pong or b'"pong"' not in pong:
-            return 1  # the host did not open the channel (unreachable, a refused key): nothing kept
+        first = lines.line(ANSWER_WAIT_S + 55)  # the connection's handshake, the first time
+        if first is None or lines.buffer or _json_or_none(first) != {"ok": True, "result": []}:
+            return 1  # unreachable, a refused key, or an agent that cannot: nothing kept
+        if not _locked(path):
+            return 0  # another keeper has it
         listener = _listen(path)
         if listener is None:
             return 0  # another keeper has it
@@ -223,17 +249,18 @@ def _relay(conn: socket.socket, channel, lines: _Lines) -> bool:
     channel.stdin.write(json.dumps(req).encode() + b"\n")
     channel.stdin.flush()
     line = lines.line(ANSWER_WAIT_S)
-    if line is None:
-        _send(conn, b'{"refused": "the host did not answer"}\n')
+    if line is None or lines.buffer:  # stuck, or more than one answer: the channel is not in step
+        _send(conn, b'{"refused": "the host did not answer in step"}\n')
         return False
     try:
         answer = json.loads(line)
     except ValueError:
         answer = None
-    if isinstance(answer, dict) and answer.get("ok") is True and isinstance(answer.get("result"), list):
-        _send(conn, json.dumps(answer["result"]).encode() + b"\n")
-    else:
-        _send(conn, b'{"refused": "the agent could not answer this way"}\n')  # an older agent: ask it directly
+    result = answer.get("result") if isinstance(answer, dict) and answer.get("ok") is True else None
+    if not isinstance(result, list) or len(result) != len(req["dirs"]):
+        _send(conn, b'{"refused": "the agent did not answer this read"}\n')
+        return False
+    _send(conn, json.dumps(result).encode() + b"\n")
     return True
 
 
@@ -244,8 +271,26 @@ def _send(conn: socket.socket, data: bytes) -> None:
         pass
 
 
+_lock_fd = -1   # held for the keeper's life: one keeper per socket, no race between two starting
+
+
+def _locked(path: str) -> bool:
+    global _lock_fd
+    import fcntl
+
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _lock_fd = fd
+    return True
+
+
 def _listen(path: str) -> Optional[socket.socket]:
-    """The socket at path (0600), or None where a live keeper already holds it."""
+    """The socket at path (0600), or None where a live keeper already holds it (one started
+    before keepers took the lock)."""
     if alive(path):
         return None
     try:

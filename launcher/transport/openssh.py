@@ -38,8 +38,17 @@ def control_dir(data: Path) -> Path:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         # Made by someone else (a shared /tmp): its sockets cannot be trusted, ours not put there.
         # A folder of this command's own instead: nothing is shared, nothing is spoofed.
-        return Path(tempfile.mkdtemp(prefix=f"tether-ssh-{os.getuid()}-"))
+        return Path(tempfile.mkdtemp(prefix=f"{OWN_PREFIX}{os.getuid()}-"))
     return folder
+
+
+OWN_PREFIX = "tether-own-ssh-"   # control_dir's folder for one command (the shared one was not safe)
+
+
+def is_shared(control: Path) -> bool:
+    """The folder is the one every command shares (not a command's own: nothing kept there
+    would be found again)."""
+    return not control.name.startswith(OWN_PREFIX)
 
 
 def openssh_argv(ep: SshEndpoint, known_hosts: Path, ssh_config: Optional[Path], *, connect_timeout_s: float,
@@ -107,7 +116,7 @@ class OpenSshHost:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
         early = prestarted.take(self.command_line(argv))  # tether status began it before loading
         if early is not None and not isinstance(early, subprocess.Popen):  # asked of a keeper instead
-            answer = early.answer(timeout=min(timeout, self.connect_timeout_s + 5))
+            answer = early.answer()  # a few seconds at most (transport/keeper.py)
             if answer is not None:
                 return Completed(argv, 0, answer, b"")
             early = None  # no answer there: the command itself, as always
