@@ -300,7 +300,9 @@ BEFORE = ("Before (440c693, 2026-12-07, quiet): a no-change launch 2.8-3.4 s aga
           "sources on every command (this machine sets PYTHONDONTWRITEBYTECODE; the bench now runs tether "
           "with its bytecode, as pip installs it), which cost a status read 50-60 ms. Then (e6e1505, 10:32 the "
           "same day): status 1.38x and 2.43x, logs -f 1.34x, a no-change launch 1.40x (0.67 s), after a one-file "
-          "edit 1.68x (0.75 s), a first launch 3.72x (3.90 s), pulls over loopback 1.22x and 1.39x.")
+          "edit 1.68x (0.75 s), a first launch 3.72x (3.90 s), pulls over loopback 1.22x and 1.39x. Then (68eba36, "
+          "12:53, a slower hour): status 1.41x and 2.24x (0.34 s with the connection open), logs -f 1.25x, a "
+          "no-change launch 1.66x, after an edit 1.87x, a first launch 2.23x, pulls over loopback 1.15x and 1.61x.")
 
 
 def main() -> list:
