@@ -186,7 +186,11 @@ class Bench:
                 p.wait()
         subprocess.run(self.ssh + ["-o", f"ControlPath={self.control}", "-O", "exit", "benchhost"],
                        capture_output=True)
-        close_shared(control_dir(self.home))
+        control = control_dir(self.home)
+        close_shared(control)  # its status keepers end with the connections they used
         self.proxy.close()
         self.server.stop()
         self.server.kill_sessions()
+        subprocess.run(["pkill", "-f", f"launcher.transport.keeper .*{self.tmp}"], check=False)
+        time.sleep(0.5)
+        shutil.rmtree(control, ignore_errors=True)  # the sockets' folder in /tmp
