@@ -38,6 +38,7 @@ def main() -> None:
     early.start(["launch", spec])  # as launcher.entry does first: the host session begins now
     for name in ("launcher.lean.launching", "launcher.jobs.launch", "launcher.spec", "launcher.backends"):
         importlib.import_module(name)  # what `tether launch` loads (the lean path: no typer)
+    from launcher import entry
     from launcher.entry import main as cli
     from launcher.transfer import sync
     from launcher.transport import openssh
@@ -54,6 +55,7 @@ def main() -> None:
     sync.push = _timed("send what changed", sync.push)
     sys.argv = ["tether", "launch", spec]
     early.start = lambda args: None  # begun above, before the imports, as a real launch does
+    entry.exit_quickly = sys.exit    # the phases are printed below, before the process ends
     try:
         cli()
     except SystemExit:
