@@ -1,6 +1,6 @@
-"""The laptop's cache files (hashes, hosts' manifests, early.py's remembered commands): each
-write is whole or absent (temp name, rename), and one that fails only costs the next command
-its shortcut.
+"""The laptop's cache files (hashes, hosts' manifests; early.py's remembered commands, read
+by early.py itself before this module would load): each write is whole or absent (temp name,
+rename), and one that fails only costs the next command its shortcut.
 
 The two big ones (a 10,000-file workdir's hashes, a host's manifest of it: a megabyte each) are
 packed: a header line with a checksum of its label and the body, then the body in marshal, which encodes
@@ -13,7 +13,6 @@ its checksum (damaged, cut, or from another marshal version) reads as absent."""
 from __future__ import annotations
 
 import hashlib
-import json
 import marshal
 import os
 import threading
@@ -77,7 +76,7 @@ def _write_packed(path: Path, doc: Any, label: str) -> None:
         body = marshal.dumps(doc)
     except ValueError:  # a value marshal does not take: no cache, as for a disk that refuses it
         return
-    _write(path, f"{_MAGIC} sha256={_checksum(label, body)} {label}\n".encode("ascii") + body)
+    write_whole(path, f"{_MAGIC} sha256={_checksum(label, body)} {label}\n".encode("ascii") + body)
 
 
 def _checksum(label: str, body: bytes) -> str:
@@ -93,16 +92,15 @@ def settle(path: Path) -> None:
         thread.join()
 
 
-def write_now(path: Path, doc: Any) -> None:
-    """doc as JSON at path, now (a small file)."""
-    _write(path, json.dumps(doc).encode())
-
-
-def _write(path: Path, data: bytes) -> None:
+def write_whole(path: Path, data: bytes) -> None:
+    """data at path, whole or not at all (a temp name, renamed)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except OSError:
-        pass  # a cache that cannot be written only costs the next command its shortcut
+    except OSError:  # a cache that cannot be written only costs the next command its shortcut
+        try:
+            tmp.unlink()
+        except OSError:
+            pass

@@ -92,19 +92,14 @@ def read_remembered(path: str) -> dict:
 
 
 def write_remembered(path: str, doc: dict) -> None:
-    """Whole or not at all (a temp file renamed), as the laptop's other caches."""
+    """Whole or not at all, as the laptop's other caches (written after the read has begun:
+    loading cache_files then costs nothing)."""
+    from pathlib import Path
+
+    from launcher.cache_files import write_whole
+
     body = marshal.dumps(doc)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + b"%x\n" % zlib.crc32(body) + body)
-        os.replace(tmp, path)
-    except OSError:  # a cache: a home that cannot be written only means nothing is found next time
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    write_whole(Path(path), MAGIC + b"%x\n" % zlib.crc32(body) + body)
 
 
 # -- launch ----------------------------------------------------------------------------------

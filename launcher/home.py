@@ -34,3 +34,15 @@ def likely_data_dir(environ: Mapping[str, str]) -> str:
     if sys.platform == "darwin":
         return os.path.expanduser("~/Library/Application Support/tether")
     return os.path.expanduser("~/.local/share/tether")
+
+
+def private_folder(path: str) -> bool:
+    """A folder of this user's own that no one else may enter: where tether puts sockets it
+    trusts (its control folder in /tmp, which anyone may have made first)."""
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077

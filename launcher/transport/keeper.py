@@ -57,12 +57,7 @@ class Asked:
     def answer(self, timeout: float = CLIENT_WAIT_S) -> Optional[bytes]:
         try:
             self.sock.settimeout(timeout)
-            data = b""
-            while not data.endswith(b"\n") and len(data) <= MAX_LINE:
-                chunk = self.sock.recv(1 << 16)
-                if not chunk:
-                    break
-                data += chunk
+            data = _recv_line(self.sock)
         except OSError:
             return None
         finally:
@@ -88,26 +83,39 @@ class Asked:
             pass
 
 
-def private_folder(path: str) -> bool:
-    """The socket's folder is this user's own and closed to others (a shared /tmp can be
-    cleaned and the folder made again by someone else)."""
-    import stat
+def _recv_line(sock: socket.socket) -> bytes:
+    """Up to and with the first newline, or what came before the other end closed (at most
+    about MAX_LINE); OSError when the socket's timeout passes first."""
+    data = b""
+    while not data.endswith(b"\n") and len(data) <= MAX_LINE:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
-    try:
-        st = os.lstat(os.path.dirname(path))
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
 
-
-def ask(path: str, dirs: Sequence[str], recent: int) -> Optional[Asked]:
-    """The request sent to the keeper at path; None where none listens there."""
-    if not private_folder(path):
-        return None
+def _connected(path: str) -> Optional[socket.socket]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(1.0)
         sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def ask(path: str, dirs: Sequence[str], recent: int) -> Optional[Asked]:
+    """The request sent to the keeper at path; None where none listens there, or where the
+    folder is not the user's own (a shared /tmp can be cleaned and the folder made again by
+    someone else)."""
+    from launcher.home import private_folder
+
+    sock = _connected(path) if private_folder(os.path.dirname(path)) else None
+    if sock is None:
+        return None
+    try:
         sock.sendall(request(dirs, recent))
     except OSError:
         sock.close()
@@ -116,15 +124,10 @@ def ask(path: str, dirs: Sequence[str], recent: int) -> Optional[Asked]:
 
 
 def alive(path: str) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(1.0)
-        sock.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
+    sock = _connected(path)
+    if sock is not None:
         sock.close()
+    return sock is not None
 
 
 def start_detached(path: str, serve_argv: Sequence[str], idle_s: float) -> None:
@@ -233,13 +236,8 @@ def _relay(conn: socket.socket, channel, lines: _Lines) -> bool:
     """One client's request through the channel and its answer back; False when the channel
     failed (the keeper ends)."""
     conn.settimeout(5)
-    raw = b""
     try:
-        while not raw.endswith(b"\n") and len(raw) <= MAX_LINE:
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            raw += chunk
+        raw = _recv_line(conn)
     except OSError:
         return True
     req = _checked(raw)
@@ -289,12 +287,15 @@ def _locked(path: str) -> bool:
 
 
 def _listen(path: str) -> Optional[socket.socket]:
-    """The socket at path (0600), or None where a live keeper already holds it (one started
-    before keepers took the lock)."""
+    """The socket at path (0600), or None where a live keeper still answers there (its lock
+    file was removed under it)."""
+    import stat
+
     if alive(path):
         return None
     try:
-        os.unlink(path)  # a keeper that died without cleaning up
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # a keeper that died without cleaning up (never anything but a socket)
     except FileNotFoundError:
         pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

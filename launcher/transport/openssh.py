@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import shlex
-import stat
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
+from launcher.home import private_folder
 from launcher.transport import prestarted
 from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
 
@@ -34,8 +34,7 @@ def control_dir(data: Path) -> Path:
     key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
     folder = Path(tempfile.gettempdir()) / f"tether-ssh-{os.getuid()}-{key}"
     folder.mkdir(mode=0o700, exist_ok=True)
-    st = folder.lstat()
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    if not private_folder(str(folder)):
         # Made by someone else (a shared /tmp): its sockets cannot be trusted, ours not put there.
         # A folder of this command's own instead: nothing is shared, nothing is spoofed.
         return Path(tempfile.mkdtemp(prefix=f"{OWN_PREFIX}{os.getuid()}-"))
