@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
 import shutil
 import tarfile
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Dict, Iterable, List, Optional, Tuple
 
 from .files import read_json_object, write_json_atomic
-from .paths import remove_inside
-from .protocol import BackgroundHash, code_digest, sha256_file
+from .paths import is_inside as is_inside, remove_inside, safe_relpath as safe_relpath
+from .protocol import code_digest, sha256_file
 
 TEMP_SUFFIX = ".tether-tmp"
-
-
-def safe_relpath(name: str) -> str:
-    """A relative POSIX path with no '..', or ValueError: nothing lands outside its folder."""
-    p = PurePosixPath(name)
-    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or "\x00" in name:
-        raise ValueError(f"refusing unsafe path {name!r}")
-    rel = str(p)
-    if rel in (".", ""):
-        raise ValueError(f"refusing empty path {name!r}")
-    return rel
-
-
-def is_inside(path: Path, top: Path) -> bool:
-    """True if path, with every symlink resolved, is top or below it."""
-    real, real_top = os.path.realpath(path), os.path.realpath(top)
-    return os.path.commonpath([real, real_top]) == real_top
 
 
 def walk_files(top: Path) -> Iterable[Path]:
@@ -193,95 +175,3 @@ def snapshot(code_dir: Path, dest: Path) -> int:
                 shutil.copy2(src, os.path.join(out, name))
             count += 1
     return count
-
-
-def list_tree(top: Path, wanted: List[str], hashes: bool = True) -> dict:
-    """Files under top named by wanted (files or folders), with sizes and (hashes) sha256.
-    Without hashes a pull asks send_files for each file's sha256 after its bytes instead:
-    one read of the file on the host, not two.
-
-    Symlinks are never followed; they are listed as refused so the user hears about them.
-    """
-    files: List[dict] = []
-    refused: List[dict] = []
-    seen = set()
-    for name in wanted:
-        try:
-            rel = safe_relpath(name.rstrip("/"))
-        except ValueError as exc:
-            refused.append({"path": name, "problem": str(exc)})
-            continue
-        start = top / rel
-        if start.is_symlink():
-            refused.append({"path": rel, "problem": "is a symlink"})
-            continue
-        if start.is_file():
-            candidates = [start]
-        elif start.is_dir():
-            candidates = []
-            for dirpath, dirnames, filenames in os.walk(start):
-                for n in sorted(dirnames + filenames):
-                    p = Path(dirpath) / n
-                    if p.is_symlink():
-                        refused.append({"path": p.relative_to(top).as_posix(), "problem": "is a symlink"})
-                    elif p.is_file():
-                        candidates.append(p)
-        else:
-            continue
-        for p in candidates:
-            relp = p.relative_to(top).as_posix()
-            if relp in seen or not is_inside(p, top):
-                continue
-            seen.add(relp)
-            item = {"path": relp, "size": p.stat().st_size}
-            if hashes:
-                item["sha256"] = sha256_file(p)
-            files.append(item)
-    return {"files": files, "refused": refused}
-
-
-def _hash_prefix(f: IO[bytes], offset: int):
-    """sha256 of the file's first offset bytes (a resumed pull already has them), left at offset."""
-    digest = hashlib.sha256()
-    f.seek(0)
-    left = offset
-    while left:
-        block = f.read(min(left, 1 << 20))
-        if not block:
-            break
-        digest.update(block)
-        left -= len(block)
-    f.seek(offset)
-    return digest
-
-
-def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
-    """For each {path, offset[, sha256: true]}: a JSON header line, then exactly `length` raw
-    bytes; asked for, a line {"sha256": ...} of the whole file (hashed while it was read)."""
-    for req in requests:
-        try:
-            rel = safe_relpath(req["path"])
-            p = top / rel
-            if p.is_symlink() or not p.is_file():
-                raise ValueError("not a regular file")
-            with open(p, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                offset = min(int(req.get("offset", 0)), size)
-                f.seek(offset)
-                length = size - offset
-                out.write(json.dumps({"path": rel, "offset": offset, "length": length}).encode() + b"\n")
-                digest = BackgroundHash(_hash_prefix(f, offset)) if req.get("sha256") is True else None
-                left = length
-                while left:
-                    block = f.read(min(left, 1 << 20))
-                    if not block:  # the file shrank under us: pad so the frame stays whole
-                        block = b"\0" * left
-                    out.write(block)
-                    if digest is not None:
-                        digest.update(block)
-                    left -= len(block)
-                if digest is not None:
-                    out.write(json.dumps({"sha256": digest.hexdigest()}).encode() + b"\n")
-        except (OSError, ValueError) as exc:
-            out.write(json.dumps({"path": req.get("path"), "error": str(exc)}).encode() + b"\n")
-    out.flush()

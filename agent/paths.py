@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional, Tuple, Union
 
 # Every pattern here is matched with fullmatch: `$` would let a trailing newline through.
@@ -18,6 +18,23 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # A backup folder: <UTC stamp>[-step<N>][-<n> for a second one in the same second]
 BACKUP_NAME = re.compile(r"(\d{8}T\d{6})(?:-step(\d{1,18}))?(?:-(\d{1,9}))?")  # bounded: a file name, an int
 BACKUP_MANIFEST = "MANIFEST.json"
+
+
+def safe_relpath(name: str) -> str:
+    """A relative POSIX path with no '..', or ValueError: nothing lands outside its folder."""
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name or "\x00" in name:
+        raise ValueError(f"refusing unsafe path {name!r}")
+    rel = str(p)
+    if rel in (".", ""):
+        raise ValueError(f"refusing empty path {name!r}")
+    return rel
+
+
+def is_inside(path: Path, top: Path) -> bool:
+    """True if path, with every symlink resolved, is top or below it."""
+    real, real_top = os.path.realpath(path), os.path.realpath(top)
+    return os.path.commonpath([real, real_top]) == real_top
 
 
 def check_name(kind: str, value: str) -> str:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import queue
 import re
-import threading
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -14,6 +12,8 @@ from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Un
                     get_type_hints)
 
 # Re-exported: the laptop reads every name of the wire from this one module.
+from .hashing import BackgroundHash as BackgroundHash, sha256_file as sha256_file
+from .pull_files import SIZES_ONLY_ENV as SIZES_ONLY_ENV
 from .rows import HISTORY_KEYS as HISTORY_KEYS, MAX_METRICS as MAX_METRICS, downsample as downsample
 from .states import PROTOCOL as PROTOCOL, FailureClass as FailureClass, JobState as JobState
 
@@ -35,15 +35,6 @@ BACKUP_NAME_RE = re.compile(r"(\d{8}T\d{6})(?:-step(\d{1,18}))?(?:-(\d{1,9}))?")
 
 # The key of the hf:// mirror's Hub token among a job's secrets: the agent keeps it for itself.
 HUB_MIRROR_TOKEN = "TETHER_HUB_MIRROR_TOKEN"
-
-
-def sha256_file(path: Path) -> str:
-    """The digest every manifest and code delta compares, computed the same on both sides."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # `python -c BOOT RUNTIME verb args...`: runs the agent from RUNTIME with nothing ahead of it on
@@ -92,7 +83,6 @@ def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
 # Asked of an agent through its environment, not a flag: an older agent (a job launched by an
 # older tether) ignores it and answers as before, where an unknown flag would fail the call.
 STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"      # status: also the progress rows, thinned to N
-SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files: sizes only, sha256 after the bytes
 
 MAX_TEXT = 2000       # characters of any one string from a host
 MAX_ITEMS = 64        # entries of any list or mapping from a host
@@ -273,31 +263,3 @@ class BackupInfo:
             raise ValueError("the backups listing is not a list")
         items = [from_dict(cls, d) for d in doc if isinstance(d, dict)]
         return [b for b in items if BACKUP_NAME_RE.fullmatch(b.name)]
-
-
-class BackgroundHash:
-    """sha256 on a thread of its own, fed block by block: hashlib releases the GIL while it
-    hashes, so a file is hashed while its next block is read or sent (a pull reads each file
-    once on either side, and waits for neither hash)."""
-
-    def __init__(self, start: Optional[Any] = None) -> None:
-        self._h = start if start is not None else hashlib.sha256()
-        self._blocks: "queue.Queue[Optional[bytes]]" = queue.Queue(maxsize=16)  # at most 16 blocks held
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            block = self._blocks.get()
-            if block is None:
-                return
-            self._h.update(block)
-
-    def update(self, block: bytes) -> None:
-        self._blocks.put(block)
-
-    def hexdigest(self) -> str:
-        """Waits for the blocks handed over so far, then ends the thread."""
-        self._blocks.put(None)
-        self._thread.join()
-        return self._h.hexdigest()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 
-from . import codetree, hostops
+from . import codetree, hostops, pull_files
 from .hostops import LOG_FILES
 from .paths import JobDir, Root
 from .protocol import SIZES_ONLY_ENV
@@ -138,8 +138,8 @@ _ANSWERS: Dict[str, Callable[[argparse.Namespace, IO[bytes]], Any]] = {
     "prepare-resume": lambda a, _: hostops.prepare_resume(JobDir(a.job_dir)),
     "stop": lambda a, _: hostops.request_stop(JobDir(a.job_dir), a.reason),
     "mark-safe": lambda a, _: hostops.mark_results_safe(JobDir(a.job_dir), a.how),
-    "list-files": lambda a, _: codetree.list_tree(Path(a.job_dir), a.paths,
-                                                   hashes=os.environ.get(SIZES_ONLY_ENV) != "1"),
+    "list-files": lambda a, _: pull_files.list_tree(Path(a.job_dir), a.paths,
+                                                    hashes=os.environ.get(SIZES_ONLY_ENV) != "1"),
     "backups": _backups,
     "history": _history,
     "receive-backup": lambda a, stdin: hostops.receive_backup(JobDir(a.job_dir), a.name, stdin),
@@ -208,7 +208,7 @@ _OTHERS: Dict[str, Callable[[argparse.Namespace, IO[bytes], IO[bytes]], int]] = 
     "launch": _launch,
     "logs": _streamed(lambda a, _in, out: hostops.logs(JobDir(a.job_dir), a.file, a.tail, a.follow, out,
                                                        a.framed, a.start)),
-    "read-files": _streamed(lambda a, stdin, out: codetree.send_files(Path(a.job_dir), json.loads(stdin.read()), out)),
+    "read-files": _streamed(lambda a, stdin, out: pull_files.send_files(Path(a.job_dir), json.loads(stdin.read()), out)),
     "serve": _streamed(lambda a, stdin, out: hostops.serve(Root(a.root), stdin, out)),
 }
 

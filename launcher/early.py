@@ -46,8 +46,8 @@ def start(args: Sequence[str]) -> None:
             except Exception:
                 remembered.keep([], [])  # no such job any more (forgotten): nothing to start next time
                 raise
-        elif args and args[0] == "launch":
-            _start_launch(args)
+        elif args and args[0] in ("launch", "pull"):
+            _start_replayed(args)
     except Exception:  # never at the cost of the command: the normal path asks on its own
         prestarted.discard()
 
@@ -102,40 +102,69 @@ def write_remembered(path: str, doc: dict) -> None:
     write_whole(Path(path), MAGIC + b"%x\n" % zlib.crc32(body) + body)
 
 
-# -- launch ----------------------------------------------------------------------------------
+# -- launch and pull -------------------------------------------------------------------------
 #
 # `tether launch SPEC` opens a session on the host (`agent launch`: it says hello, then waits
-# for the laptop's digests before it takes any lock). The session's ssh command line of the
-# same launch last time is started first, with its stdin open, so the host's side starts
-# while tether loads and reads the spec; OpenSshHost.stream takes it when it would start
-# exactly that line (lean/launching.py discards any other once the launch is done). The lines
-# this launch's sessions really started (remember) are kept when it is done (keep_launch).
+# for the laptop's digests before it takes any lock); `tether pull JOB` first asks the host for
+# its list of files (`agent list-files`, which only reads). The ssh command lines of the same
+# launch or pull last time are started first, with their stdin open, so the host's side starts
+# while tether loads and reads the spec or the registry; OpenSshHost.stream (a launch's
+# session) or OpenSshHost.run (a pull's listing) takes one when it would start exactly that
+# line, and any other is ended at exit. The lines this command really started (remember) are
+# kept when it is done (keep_started). Only a line that is safe to start for nothing is
+# remembered: the launch session (it waits for the laptop) and the pull's listing.
 
-_launch: Optional[_Remembered] = None
+_replayed: Optional[_Remembered] = None
 _opened: List[Argv] = []
 
 
-def _start_launch(args: Sequence[str]) -> None:
-    global _launch
-    _launch = _Remembered(_key(args, os.getcwd()))   # the spec's path may be relative
-    _launch.start(stdin=True)
+def _start_replayed(args: Sequence[str]) -> None:
+    global _replayed
+    if args[0] == "pull":   # where the files land does not change what the host is asked
+        args = _without_option(args, "--to")
+    _replayed = _Remembered(_key(args, os.getcwd()))   # a spec's path, a pull's --path may be relative
+    _replayed.start(stdin=True)
+
+
+def _without_option(args: Sequence[str], name: str) -> List[str]:
+    """args less `name VALUE` and `name=VALUE` (before a `--`, after which all are words)."""
+    out: List[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return out + list(args[i:])
+        if a == name:
+            i += 2
+            continue
+        if not a.startswith(name + "="):
+            out.append(a)
+        i += 1
+    return out
 
 
 def remember(argv: Sequence[str]) -> None:
-    """A launch session's ssh command line, started by this launch."""
-    if _launch is not None and tuple(argv) not in _opened:
+    """A launch session's or a pull listing's ssh command line, started by this command."""
+    if _replayed is not None and tuple(argv) not in _opened:
         _opened.append(tuple(argv))
 
 
-def keep_launch() -> None:
-    """The launch is done (or failed): the session lines it started are what the next same
-    launch starts first (none: it starts nothing)."""
-    global _launch
+def remember_run(host: object, argv: Sequence[str]) -> None:
+    """remember for a command a host ran (its ssh command line, where it has one)."""
+    command_line = getattr(host, "command_line", None)   # OpenSshHost's; paramiko has none
+    if _replayed is not None and command_line is not None:
+        remember(command_line(argv))
+
+
+def keep_started() -> None:
+    """The launch or pull is done (or failed): the lines it started are what the next same
+    command starts first (none: it starts nothing)."""
+    global _replayed
     try:
-        if _launch is not None:
-            _launch.keep(list(_opened))
+        if _replayed is not None:
+            _replayed.keep(list(_opened))
     finally:
-        _launch = None
+        _replayed = None
         _opened.clear()
 
 

@@ -1,13 +1,13 @@
-"""The `tether` command. A status read starts its SSH command first (early.py); `status`,
-`jobs` and `logs` in their usual forms then run without loading typer (lean/verbs.py reads
-them, lean/looks.py runs them); every other command line goes to the Typer app
-(launcher/cli), which owns help and errors."""
+"""The `tether` command. A status read, a launch and a pull start their SSH commands first
+(early.py); `status`, `jobs`, `logs`, `launch` and `pull` in their usual forms then run
+without loading typer (lean/verbs.py reads them, lean/dispatch.py runs them); every other
+command line goes to the Typer app (launcher/cli), which owns help and errors."""
 
 import sys
 
 # The verbs whose process ends the quick way (exit_quickly): those users run many times an hour.
 # (A no-change launch spent 140 ms after its last line in Python's teardown and sqlite's close.)
-QUICK_EXIT = ("status", "jobs", "logs", "launch")
+QUICK_EXIT = ("status", "jobs", "logs", "launch", "pull")
 
 
 def main() -> None:

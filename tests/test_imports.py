@@ -138,6 +138,16 @@ def test_a_real_jobs_status_jobs_and_logs_stay_lean_and_say_what_typer_says(teth
     typer_status = json.loads(tether("status", job, "--json").stdout)
     assert {k: v for k, v in json.loads(lean_status.stdout).items() if "age" not in k} == \
         {k: v for k, v in typer_status.items() if "age" not in k}
+    # A pull: the same files and words as the Typer app's, without typer, pydantic or pathspec.
+    lean_dest, typer_dest = tmp_path / "pulled-lean", tmp_path / "pulled-typer"
+    pulled, modules = tether_process(tmp_path, "pull", job, "--to", str(lean_dest))
+    assert pulled.returncode == 0, pulled
+    assert not [m for m in heavy_in(modules) if not m.startswith("launcher.transfer")], heavy_in(modules)
+    typer_pulled = tether("pull", job, "--to", str(typer_dest))
+    assert typer_pulled.exit_code == 0
+    assert pulled.stdout.replace(str(lean_dest), "DEST") == typer_pulled.stdout.replace(str(typer_dest), "DEST")
+    assert json.loads((lean_dest / "outputs" / "result.json").read_text()) == {"steps": 3}
+    assert (lean_dest / "outputs" / "result.json").read_bytes() == (typer_dest / "outputs" / "result.json").read_bytes()
 
 
 # The lean path's table against the Typer commands ------------------------------------------
@@ -151,23 +161,27 @@ def _typer_commands():
 
 
 def test_the_lean_table_is_the_typer_commands_options():
-    from launcher.cli import run
+    from launcher.cli import results, run
     from launcher.lean.verbs import VERBS
 
     commands = _typer_commands()
     for verb, spec in VERBS.items():
         params = {p.name: p for p in commands[verb].params}
-        hints = typing.get_type_hints(inspect.unwrap(getattr(run, verb)))
+        hints = typing.get_type_hints(inspect.unwrap(getattr(run, verb, None) or getattr(results, verb)))
         args = [p.name for p in commands[verb].params if p.param_type_name == "argument"]
         assert list(spec.args) == args, verb
         assert spec.required == sum(params[a].required for a in args), verb
         for opt in spec.opts:
             p = params[opt.name]
             assert set(opt.flags) == set(p.opts) | set(p.secondary_opts), (verb, opt)
-            assert p.default == opt.default and p.multiple is False, (verb, opt)
+            assert p.default == opt.default and p.multiple == opt.many, (verb, opt)
             assert bool(p.is_flag) == (opt.kind is bool), (verb, opt)
             kind = hints[opt.name]
-            assert opt.kind in (kind, *typing.get_args(kind)), (verb, opt, kind)
+            kinds = (kind, *typing.get_args(kind))
+            if opt.many:  # Optional[List[str]]: the list's item
+                kinds = tuple(k for lists in kinds for k in typing.get_args(lists))
+            kinds = tuple(str if k is Path else k for k in kinds)  # typer takes any word as a Path
+            assert opt.kind in kinds, (verb, opt, kind)
 
 
 def _corpus() -> List[List[str]]:
@@ -180,10 +194,13 @@ def _corpus() -> List[List[str]]:
              ["logs", "j1", "--tail", "-5"], ["logs", "j1", "-n=5"], ["logs", "j1", "-fn", "5"], ["status", "--watch"],
              ["status", "j1", "--", "x"], ["logs", "j1", "--tail", "+5"], ["logs", "j1", "--tail", " 5"],
              ["launch", "job.yaml"], ["launch", "job.yaml", "--host", "user@h:22", "-f"], ["launch", "--dry-run", "j.yaml"],
-             ["launch", "j.yaml", "--host=local", "--follow"], ["launch"], ["launch", "a.yaml", "b.yaml"]]
+             ["launch", "j.yaml", "--host=local", "--follow"], ["launch"], ["launch", "a.yaml", "b.yaml"],
+             ["pull", "j1"], ["pull", "j1", "--to", "d"], ["pull", "j1", "--path", "outputs/ckpt", "--to=d"],
+             ["pull", "j1", "--path", "a", "--path", "b"], ["pull", "j1", "--backup", "latest"], ["pull"],
+             ["pull", "j1", "--all-nodes"], ["pull", "--path=outputs/", "j1"]]
     words = sorted({f for v in VERBS.values() for o in v.opts for f in o.flags}) + [
         "j1", "j2", "5", "0", "x5", "--help", "--watch", "-w", "--every", "1.5", "--", "-", "--json=1", "--tail=3",
-        "--node=2", "--file=stacks", "٣", "-n3", "job.yaml", "--host=h"]
+        "--node=2", "--file=stacks", "٣", "-n3", "job.yaml", "--host=h", "--backup", "outputs/", "--to=d"]
     rng = random.Random(14)
     for _ in range(400):
         lines.append([rng.choice(list(VERBS))] + [rng.choice(words) for _ in range(rng.randint(0, 5))])
@@ -196,12 +213,12 @@ def test_every_line_the_lean_path_reads_typer_reads_the_same(monkeypatch, tmp_pa
     from typer.testing import CliRunner
 
     from launcher.cli import app
-    from launcher.lean import dispatch, launching, looks
+    from launcher.lean import dispatch, launching, looks, pulling
     from launcher.lean.verbs import parse
 
     called = []
-    for verb in ("jobs", "status", "logs", "launch"):
-        home = launching if verb == "launch" else looks  # where the Typer command finds the body
+    for verb in ("jobs", "status", "logs", "launch", "pull"):
+        home = {"launch": launching, "pull": pulling}.get(verb, looks)  # where the Typer command finds the body
         body = getattr(home, verb)
 
         def record(*a, _verb=verb, _body=body, **kw):

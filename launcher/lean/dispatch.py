@@ -1,5 +1,5 @@
-"""A command line lean/verbs.py read, run without typer: its body (looks.py's, or
-launching.py's for launch) in a session of its own, errors as one line (session.py)."""
+"""A command line lean/verbs.py read, run without typer: its body (looks.py's, launching.py's
+for launch, pulling.py's for pull) in a session of its own, errors as one line (session.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any, Dict
 
-from launcher.lean import launching, looks
+from launcher.lean import launching, looks, pulling
 from launcher.lean.session import Session, run_guarded
 
-VERB_BODIES = {"jobs": looks.jobs, "status": looks.status, "logs": looks.logs, "launch": launching.launch}
+VERB_BODIES = {"jobs": looks.jobs, "status": looks.status, "logs": looks.logs, "launch": launching.launch,
+               "pull": pulling.pull}
 
 
 def run(verb: str, kwargs: Dict[str, Any]) -> int:

@@ -33,7 +33,7 @@ def launch(s: Session, spec: str, host: Optional[str] = None, follow: bool = Fal
         done = do_launch(loaded, s.places, s.registry, s.console, dry_run=dry_run)
     finally:
         prestarted.discard()  # a session begun early (launcher/early.py) that this launch did not take
-        early.keep_launch()
+        early.keep_started()
     if done is None:
         return 0
     rec = done.record

@@ -1,12 +1,13 @@
 """The command lines users type many times an hour, read without typer: `tether status JOB`,
-`tether jobs`, `tether logs JOB -f` and `tether launch SPEC`. typer (with the pydantic it
+`tether jobs`, `tether logs JOB -f`, `tether launch SPEC` and `tether pull JOB`. typer (with the pydantic it
 coerces every value through) costs more to load than a status answer takes to come.
 
 `parse` reads only what it is sure of: the options in VERBS, each once, as `--opt V`, `--opt=V`
 or a short flag with its value apart. Anything else (another verb, an option not here, `--help`,
 `--debug` before the verb, a value it cannot read, a job missing) is None, and the Typer app
 reads the line as always, with its own help and errors; a line read here runs in lean/dispatch.py
-(bodies in looks.py and launching.py). The Typer commands in cli/run.py stay the one definition users see;
+(bodies in looks.py, launching.py and pulling.py). The Typer commands (cli/run.py, cli/results.py)
+stay the one definition users see;
 tests/test_imports.py proves this table agrees with them, option by option and on a set of
 command lines read both ways."""
 
@@ -24,6 +25,7 @@ class Opt:
     flags: Tuple[str, ...]
     kind: type                # bool (a flag), int or str
     default: Any = None
+    many: bool = False        # typer's repeatable option: read here when given once, as [value]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ VERBS: Dict[str, Verb] = {
                                Opt("which", ("--file",), str, "workload"), Opt("node", ("--node",), int, None))),
     "launch": Verb(("spec",), 1, (Opt("host", ("--host",), str, None), Opt("follow", ("--follow", "-f"), bool, False),
                                   Opt("dry_run", ("--dry-run",), bool, False))),
+    "pull": Verb(("job",), 1, (Opt("to", ("--to",), str, None), Opt("path", ("--path",), str, None, many=True))),
 }
 
 Parsed = Tuple[str, Dict[str, Any]]
@@ -76,6 +79,8 @@ def parse(args: Sequence[str]) -> Optional[Parsed]:
         got[opt.name] = _read(opt.kind, value)
         if got[opt.name] is None:
             return None
+        if opt.many:
+            got[opt.name] = [got[opt.name]]
     if not verb.required <= len(named) <= len(verb.args):
         return None
     got.update(zip(verb.args, named + [None] * (len(verb.args) - len(named))))

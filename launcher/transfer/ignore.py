@@ -11,9 +11,10 @@ from typing import List, Optional, Tuple
 
 import pathspec
 
+from launcher.transfer import PULLED_MARKER
+
 ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", ".mypy_cache",
                        ".pytest_cache", ".ruff_cache", ".ipynb_checkpoints", ".tether"}
-PULLED_MARKER = ".tether-pulled"   # written into every `tether pull` destination
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from agent.protocol import SIZES_ONLY_ENV, BackgroundHash, BackupInfo, sha256_fi
 
 from launcher.transport.agent_client import AgentClient
 from launcher.errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
-from launcher.transfer.ignore import PULLED_MARKER
+from launcher.transfer import PULLED_MARKER
 from launcher.transfer.progress_bar import TransferProgress
 
 PART_SUFFIX = ".tether-part"
@@ -90,7 +90,7 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
         return result
     total = sum(w["size"] - w["offset"] for w in wanted)
     progress = TransferProgress(console, "pull", total)
-    stream = client.stream("read-files", job_dir)
+    stream = client.stream("read-files", job_dir, early_next=True)  # it waits for its request
     try:
         stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"], "sha256": "sha256" not in w}
                                        for w in wanted]).encode())
@@ -116,8 +116,8 @@ def _listing(client: AgentClient, job_dir: str, paths: List[str], result: PullRe
              hashes: bool = False) -> List[dict]:
     """The host's list of files to pull, checked (a path, a size, a sha256 if asked for);
     what it refused, and what is malformed, goes to result.refused."""
-    listing = client.call("list-files", job_dir, *paths, timeout=600,
-                          env=None if hashes else {SIZES_ONLY_ENV: "1"})
+    listing = client.call("list-files", job_dir, *paths, timeout=600, env=None if hashes else {SIZES_ONLY_ENV: "1"},
+                          early_next=not hashes)  # a pull's first call: the next same pull starts it first
     if not isinstance(listing, dict):
         raise RemoteError("the host's list of files to pull is not a JSON object")
     for item in listing.get("refused") or []:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.protocol import STATUS_RECENT_ENV, JobState, StatusAnswer, agent_argv
 
+from launcher import early
 from launcher.errors import RemoteError
 from launcher.transport.host import Host, Stream
 
@@ -44,10 +45,15 @@ class AgentClient:
         return ["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv
 
     def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120,
-             env: Optional[Mapping[str, str]] = None) -> Any:
-        """env: settings for the agent, set by `env` before it (never secrets: those go on stdin)."""
+             env: Optional[Mapping[str, str]] = None, early_next: bool = False) -> Any:
+        """env: settings for the agent, set by `env` before it (never secrets: those go on stdin).
+        early_next: the next same tether command starts this one before it loads (early.py):
+        only for a command that is harmless when started for nothing (it only reads)."""
         what = VERB_WORDS.get(verb, verb)
-        done = self.host.run(self.argv_with(verb, args, env), input=input, timeout=timeout)
+        argv = self.argv_with(verb, args, env)
+        done = self.host.run(argv, input=input, timeout=timeout)
+        if early_next:
+            early.remember_run(self.host, argv)
         done.check(what)
         try:
             return done.json()
@@ -70,8 +76,12 @@ class AgentClient:
         tail = str(answer.get("log_tail") or done.stderr.decode(errors="replace")).strip().splitlines()
         return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
 
-    def stream(self, verb: str, *args: str) -> Stream:
-        return self.host.stream(self.argv(verb, *args))
+    def stream(self, verb: str, *args: str, early_next: bool = False) -> Stream:
+        """early_next: as call's (here: a stream that waits for its stdin before it acts)."""
+        argv = self.argv(verb, *args)
+        if early_next:
+            early.remember_run(self.host, argv)
+        return self.host.stream(argv)
 
     def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
         """recent: also each job's progress thinned to that many rows (agents that know how)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
 from launcher.home import private_folder
-from launcher.transport import prestarted
+from launcher.transport import ciphers, prestarted
 from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
 
 if TYPE_CHECKING:  # not loaded at run time: `tether status` builds this before pydantic loads (early.py)
@@ -54,12 +54,16 @@ def openssh_argv(ep: SshEndpoint, known_hosts: Path, ssh_config: Optional[Path],
                  persist_s: int = 0, control: Optional[Path] = None, trust_new: bool = True) -> List[str]:
     """`ssh` with tether's host-key rules and this endpoint's settings; -F the user's config, so
     what it says of the host applies, with what tether must decide given on top."""
-    argv = ["ssh", "-F", str(ssh_config) if ssh_config and ssh_config.is_file() else "/dev/null",
+    config = ssh_config if ssh_config and ssh_config.is_file() else None
+    argv = ["ssh", "-F", str(config or "/dev/null"),
             "-p", str(ep.port), "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", f"StrictHostKeyChecking={'accept-new' if trust_new else 'yes'}",
             "-o", f"HostKeyAlias={ep.known_hosts_name}", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, int(connect_timeout_s))}",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
+    cipher_order = ciphers.preferred(config)
+    if cipher_order:
+        argv += ["-o", f"Ciphers={cipher_order}"]
     if ep.user:
         argv += ["-l", ep.user]
     if ep.identity_file:
