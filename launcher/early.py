@@ -110,12 +110,11 @@ def write_remembered(path: str, doc: dict) -> None:
 # launch or pull last time are started first, with their stdin open, so the host's side starts
 # while tether loads and reads the spec or the registry; OpenSshHost.stream (a launch's
 # session) or OpenSshHost.run (a pull's listing) takes one when it would start exactly that
-# line, and any other is ended at exit. The lines this command really started (remember) are
-# kept when it is done (keep_started). Only a line that is safe to start for nothing is
+# line, and any other is ended at exit. The lines this command really started (prestarted.remember)
+# are kept when it is done (keep_started). Only a line that is safe to start for nothing is
 # remembered: the launch session (it waits for the laptop) and the pull's listing.
 
 _replayed: Optional[_Remembered] = None
-_opened: List[Argv] = []
 
 
 def _start_replayed(args: Sequence[str]) -> None:
@@ -123,6 +122,7 @@ def _start_replayed(args: Sequence[str]) -> None:
     if args[0] == "pull":   # where the files land does not change what the host is asked
         args = _without_option(args, "--to")
     _replayed = _Remembered(_key(args, os.getcwd()))   # a spec's path, a pull's --path may be relative
+    prestarted.take_remembered()   # only what this command starts is kept for the next
     _replayed.start(stdin=True)
 
 
@@ -143,29 +143,15 @@ def _without_option(args: Sequence[str], name: str) -> List[str]:
     return out
 
 
-def remember(argv: Sequence[str]) -> None:
-    """A launch session's or a pull listing's ssh command line, started by this command."""
-    if _replayed is not None and tuple(argv) not in _opened:
-        _opened.append(tuple(argv))
-
-
-def remember_run(host: object, argv: Sequence[str]) -> None:
-    """remember for a command a host ran (its ssh command line, where it has one)."""
-    command_line = getattr(host, "command_line", None)   # OpenSshHost's; paramiko has none
-    if _replayed is not None and command_line is not None:
-        remember(command_line(argv))
-
-
 def keep_started() -> None:
-    """The launch or pull is done (or failed): the lines it started are what the next same
-    command starts first (none: it starts nothing)."""
+    """The launch or pull is done (or failed): the lines it started that it remembered
+    (prestarted.remember) are what the next same command starts first (none: it starts nothing)."""
     global _replayed
     try:
         if _replayed is not None:
-            _replayed.keep(list(_opened))
+            _replayed.keep(prestarted.take_remembered())
     finally:
         _replayed = None
-        _opened.clear()
 
 
 class _Remembered:

@@ -62,6 +62,8 @@ class Sshd:
     proc: Optional[subprocess.Popen] = None
     password_user: Optional[str] = None   # also accept passwords, and keys from ~/.ssh
     sessions: set = field(default_factory=set)  # per-connection sshd processes seen
+    extra_config: str = ""                # sshd_config lines after ours (a later same keyword loses)
+    log_level: str = "ERROR"
 
     @property
     def client_key(self) -> Path:
@@ -97,10 +99,10 @@ PubkeyAuthentication yes
 PermitRootLogin yes
 StrictModes no
 UsePAM no
-LogLevel ERROR
+LogLevel {self.log_level}
 MaxSessions 50
 MaxStartups 50
-""")
+""" + self.extra_config)
         return conf
 
     def start(self) -> "Sshd":

@@ -356,6 +356,52 @@ def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(
     wait_state(tether, third, "SUCCEEDED")
 
 
+def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_one(tether, project, tmp_path):
+    """The second same `tether pull JOB` (into another folder) starts the host's listing and
+    its read session before tether loads; the pull takes both (they end as a finished command
+    does, not killed) and brings the files whole. A remembered listing that went stale (asked
+    of another path) is ended unused, and the right one remembered."""
+    from scripts import COUNTER
+
+    from launcher import early
+    from launcher.transport import prestarted
+
+    job = launched_id(tether("launch", project(f"""
+        name: pullahead
+        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
+        run: python3 train.py 2 0.01
+    """, {"train.py": COUNTER})))
+    wait_state(tether, job, "SUCCEEDED")
+    cache = str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
+    on_host = (tmp_path / "root" / "jobs" / job / "outputs" / "result.json").read_bytes()
+
+    early.start(["pull", job, "--to", str(tmp_path / "first")])   # nothing remembered: nothing started
+    assert not prestarted.waiting()
+    assert tether("pull", job, "--to", tmp_path / "first").exit_code == 0
+    (key,) = [k for k in early.read_remembered(cache) if k[0][0] == "pull"]
+    assert key[0] == ("pull", job)      # where the files land is not part of what is asked
+    lines = early.read_remembered(cache)[key]
+    assert [line[-1].split()[-2:] for line in lines] == [[f"{tmp_path}/root/jobs/{job}", "outputs/"],
+                                                        ["read-files", f"{tmp_path}/root/jobs/{job}"]]
+
+    early.start(["pull", job, "--to", str(tmp_path / "second")])
+    started = prestarted.waiting()
+    assert len(started) == 2 and all(p.stdin is not None for p in started)
+    assert tether("pull", job, "--to", tmp_path / "second").exit_code == 0
+    assert not prestarted.waiting() and [p.wait(timeout=60) for p in started] == [0, 0]  # taken, not killed
+    assert (tmp_path / "second" / "outputs" / "result.json").read_bytes() == on_host
+
+    stale = lines[0][:-1] + [lines[0][-1].replace(" outputs/", " code/")]
+    early.write_remembered(cache, {key: [stale]})
+    early.start(["pull", job, "--to", str(tmp_path / "third")])
+    (stale_listing,) = prestarted.waiting()
+    assert tether("pull", job, "--to", tmp_path / "third").exit_code == 0
+    assert prestarted.waiting() == [stale_listing]   # not taken: the pull asked for its own
+    prestarted.discard()                # tether's exit: what was not taken is ended
+    assert stale_listing.poll() is not None and early.read_remembered(cache)[key] == lines
+    assert (tmp_path / "third" / "outputs" / "result.json").read_bytes() == on_host
+
+
 def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):
     """`tether jobs` keeps an ended job's last answer and shows it from then on, its host not
     asked (here: gone); `tether status JOB` still asks; a resumed job is asked again."""

@@ -12,8 +12,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from agent.protocol import STATUS_RECENT_ENV, JobState, StatusAnswer, agent_argv
 
-from launcher import early
 from launcher.errors import RemoteError
+from launcher.transport import prestarted
 from launcher.transport.host import Host, Stream
 
 
@@ -53,7 +53,7 @@ class AgentClient:
         argv = self.argv_with(verb, args, env)
         done = self.host.run(argv, input=input, timeout=timeout)
         if early_next:
-            early.remember_run(self.host, argv)
+            self._remember(argv)
         done.check(what)
         try:
             return done.json()
@@ -80,8 +80,14 @@ class AgentClient:
         """early_next: as call's (here: a stream that waits for its stdin before it acts)."""
         argv = self.argv(verb, *args)
         if early_next:
-            early.remember_run(self.host, argv)
+            self._remember(argv)
         return self.host.stream(argv)
+
+    def _remember(self, argv: Sequence[str]) -> None:
+        """The host's ssh command line for argv, started first by the next same command."""
+        command_line = getattr(self.host, "command_line", None)   # OpenSshHost's; paramiko has none
+        if command_line is not None:
+            prestarted.remember(command_line(argv))
 
     def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
         """recent: also each job's progress thinned to that many rows (agents that know how)."""

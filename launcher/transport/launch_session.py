@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent.protocol import JobPayload
 
-from launcher import early
 from launcher.errors import RemoteError
 from launcher.text import plain
+from launcher.transport import prestarted
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
 from launcher.transport.host import Host, ProcessStream, Stream
@@ -179,7 +179,7 @@ class Opening:
         self.client, self.shipped = client, shipped
         stream = client.stream("launch", root, project)
         if isinstance(stream, ProcessStream) and stream.argv[:1] == ["ssh"]:
-            early.remember(stream.argv)  # the next same launch starts it before tether loads
+            prestarted.remember(stream.argv)  # the next same launch starts it before tether loads
         self._talk = _Conversation(stream)
         self.info: Optional[HostInfo] = None
         self.told = False  # the digests are on their way (tell): the host may hold the lock

@@ -1,7 +1,9 @@
 """Commands started before the CLI loaded (launcher/early.py), each waiting to be taken by the
 Host that would have run exactly that command line; one not taken is ended when tether exits.
 A status read may instead have been sent to its host's keeper (transport/keeper.py: an Asked,
-which answers poll, kill and wait as a finished process would)."""
+which answers poll, kill and wait as a finished process would). And the other way: the command
+lines this command started that the next same one may start early (remember), which early.py
+keeps when a launch or a pull is done."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import subprocess
 
 TYPE_CHECKING = False  # typing is not loaded before a status read's ssh starts (early.py)
 if TYPE_CHECKING:
-    from typing import Dict, Optional, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple
 
 _started: Dict[Tuple[str, ...], subprocess.Popen] = {}
+_remembered: List[Tuple[str, ...]] = []
 
 
 def add(argv: Sequence[str], proc: subprocess.Popen) -> None:
@@ -41,3 +44,17 @@ def discard() -> None:
             proc.kill()
         proc.wait()
     _started.clear()
+
+
+def remember(argv: Sequence[str]) -> None:
+    """An ssh command line this command started, harmless to start for nothing (it only reads,
+    or waits for its stdin): the next same launch or pull starts it before tether loads."""
+    if tuple(argv) not in _remembered:
+        _remembered.append(tuple(argv))
+
+
+def take_remembered() -> List[Tuple[str, ...]]:
+    """What was remembered, in order; forgotten here."""
+    taken = list(_remembered)
+    _remembered.clear()
+    return taken
