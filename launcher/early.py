@@ -112,7 +112,8 @@ def write_remembered(path: str, doc: dict) -> None:
 # session) or OpenSshHost.run (a pull's listing) takes one when it would start exactly that
 # line, and any other is ended at exit. The lines this command really started (prestarted.remember)
 # are kept when it is done (keep_started). Only a line that is safe to start for nothing is
-# remembered: the launch session (it waits for the laptop) and the pull's listing.
+# remembered: the launch session and the pull's read session (each waits for the laptop's
+# request on stdin) and the pull's listing (it only reads).
 
 _replayed: Optional[_Remembered] = None
 
@@ -121,7 +122,7 @@ def _start_replayed(args: Sequence[str]) -> None:
     global _replayed
     if args[0] == "pull":   # where the files land does not change what the host is asked
         args = _without_option(args, "--to")
-    _replayed = _Remembered(_key(args, os.getcwd()))   # a spec's path, a pull's --path may be relative
+    _replayed = _Remembered(_key(args, os.getcwd()))   # a spec's path may be relative
     prestarted.take_remembered()   # only what this command starts is kept for the next
     _replayed.start(stdin=True)
 

@@ -246,24 +246,29 @@ def test_the_tether_command_reads_status_with_its_ssh_started_before_the_cli_loa
     assert started[0].poll() is not None and not prestarted.waiting()
 
 
+def _finished_job(tether, project, tmp_path, name: str) -> "tuple[str, str]":
+    """A short job on testhost, run to its end; and where early.py remembers command lines."""
+    from scripts import COUNTER
+
+    job = launched_id(tether("launch", project(f"""
+        name: {name}
+        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
+        run: python3 train.py 2 0.01
+    """, {"train.py": COUNTER})))
+    wait_state(tether, job, "SUCCEEDED")
+    return job, str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
+
+
 def test_a_status_read_starts_its_remembered_ssh_command_first_and_a_stale_one_is_ended_unused(
         tether, project, tmp_path):
     """The second same read starts the command line the first one built, before the registry
     is opened; a remembered line that no longer matches (the job moved, a setting changed) is
     ended unused, the right one is run and remembered instead; a remembered line that is not
     an ssh command is never run."""
-    from scripts import COUNTER
-
     from launcher import early
     from launcher.transport import prestarted
 
-    job = launched_id(tether("launch", project(f"""
-        name: remembered
-        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
-        run: python3 train.py 2 0.01
-    """, {"train.py": COUNTER})))
-    wait_state(tether, job, "SUCCEEDED")
-    cache = str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
+    job, cache = _finished_job(tether, project, tmp_path, "remembered")
 
     early.start(["status", job])        # builds the command, starts it, remembers it
     built = prestarted.waiting()
@@ -361,18 +366,10 @@ def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_on
     its read session before tether loads; the pull takes both (they end as a finished command
     does, not killed) and brings the files whole. A remembered listing that went stale (asked
     of another path) is ended unused, and the right one remembered."""
-    from scripts import COUNTER
-
     from launcher import early
     from launcher.transport import prestarted
 
-    job = launched_id(tether("launch", project(f"""
-        name: pullahead
-        host: {{provider: ssh, address: testhost, root: {tmp_path / "root"}}}
-        run: python3 train.py 2 0.01
-    """, {"train.py": COUNTER})))
-    wait_state(tether, job, "SUCCEEDED")
-    cache = str(Path(os.environ["TETHER_HOME"]) / "cache" / "early-commands.bin")
+    job, cache = _finished_job(tether, project, tmp_path, "pullahead")
     on_host = (tmp_path / "root" / "jobs" / job / "outputs" / "result.json").read_bytes()
 
     early.start(["pull", job, "--to", str(tmp_path / "first")])   # nothing remembered: nothing started
