@@ -13,7 +13,6 @@ from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Un
 
 # Re-exported: the laptop reads every name of the wire from this one module.
 from .hashing import BackgroundHash as BackgroundHash, sha256_file as sha256_file
-from .pull_files import SIZES_ONLY_ENV as SIZES_ONLY_ENV
 from .rows import HISTORY_KEYS as HISTORY_KEYS, MAX_METRICS as MAX_METRICS, downsample as downsample
 from .states import PROTOCOL as PROTOCOL, FailureClass as FailureClass, JobState as JobState
 
@@ -83,6 +82,7 @@ def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
 # Asked of an agent through its environment, not a flag: an older agent (a job launched by an
 # older tether) ignores it and answers as before, where an unknown flag would fail the call.
 STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"      # status: also the progress rows, thinned to N
+SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files: sizes only, sha256 after the bytes
 
 MAX_TEXT = 2000       # characters of any one string from a host
 MAX_ITEMS = 64        # entries of any list or mapping from a host

@@ -16,7 +16,7 @@ from typing import IO, List
 from .hashing import BackgroundHash, sha256_file
 from .paths import is_inside, safe_relpath
 
-SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"   # list-files: sizes only, sha256 after the bytes
+SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"   # protocol.SIZES_ONLY_ENV (not imported: see above)
 
 
 def main(args: List[str]) -> int:

@@ -108,7 +108,7 @@ def tether_env(tmp_path, monkeypatch, sshd_server):
     control = control_dir(home)
     close_shared(control)  # the shared SSH connections this test's tether opened
     kill_all_under(home)   # status keepers (their command lines name this home's known_hosts)
-    for leftover in control.glob("k-*"):  # a killed keeper's socket
+    for leftover in [*control.glob("k-*"), *control.glob("ssh-ciphers-*")]:  # a killed keeper's socket; ciphers.py's
         leftover.unlink(missing_ok=True)
     try:
         control.rmdir()  # and their folder in /tmp, once empty

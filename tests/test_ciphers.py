@@ -5,6 +5,7 @@ server without AES-GCM, decides instead."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,12 @@ def logging_sshd(tmp_path):
         server.kill_sessions()
 
 
+@pytest.fixture(autouse=True)
+def aes_laptop(monkeypatch):
+    """As on a laptop with AES instructions (this machine's own flags are tested below)."""
+    monkeypatch.setattr(ciphers, "_aes", [True])
+
+
 def _agreed(server: Sshd, config: Path, tmp_path: Path) -> str:
     """Runs a command through tether's OpenSSH host; the cipher the server says it agreed on."""
     log = server.dir / "sshd.log"
@@ -47,8 +54,7 @@ def test_tether_asks_for_aes_gcm_and_a_users_ciphers_line_wins(tmp_path, logging
     server = logging_sshd()
     config = tmp_path / "ssh_config"
     config.write_text("Host elsewhere\n  User nobody\n")
-    aes = ciphers.has_aes_instructions()
-    assert _agreed(server, config, tmp_path) == ("aes128-gcm@openssh.com" if aes else "chacha20-poly1305@openssh.com")
+    assert _agreed(server, config, tmp_path) == "aes128-gcm@openssh.com"
 
     # The user's choice, in a file the config includes: tether says nothing about ciphers.
     (tmp_path / "ciphers.conf").write_text("Host *\n  Ciphers aes256-ctr\n")
@@ -80,4 +86,72 @@ def test_aes_instructions_are_read_from_the_cpus_flags(tmp_path, cpuinfo, platfo
     if cpuinfo is not None:
         path.write_text(cpuinfo)
     assert ciphers.has_aes_instructions(str(path), platform) is expected
-    assert (ciphers.preferred(None, aes=expected) is not None) is expected
+    assert (ciphers.preferred(None, aes=expected, known=frozenset(ciphers.AES_FIRST)) is not None) is expected
+
+
+def _fake_ssh(folder: Path, ciphers_known: str) -> Path:
+    """An `ssh` first on PATH that knows only these ciphers (a FIPS build, one without
+    OpenSSL) when asked `-Q cipher`, and is the real ssh otherwise."""
+    import shutil
+
+    real = shutil.which("ssh")
+    folder.mkdir()
+    fake = folder / "ssh"
+    fake.write_text(f"""#!/bin/sh
+if [ "$1" = -Q ]; then printf '%s\\n' {ciphers_known}; exit 0; fi
+for arg in "$@"; do
+  case "$arg" in Ciphers=*)
+    for name in $(echo "${{arg#Ciphers=}}" | tr , ' '); do
+      case " {ciphers_known} " in *" $name "*) ;; *) echo "command-line line 0: Bad SSH2 cipher spec" >&2; exit 255;; esac
+    done;;
+  esac
+done
+exec {real} "$@"
+""")
+    fake.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("build, known, agreed", [
+    ("fips", "aes128-ctr aes256-ctr aes128-gcm@openssh.com aes256-gcm@openssh.com", "aes128-gcm@openssh.com"),
+    ("no OpenSSL", "aes128-ctr aes192-ctr aes256-ctr chacha20-poly1305@openssh.com", "chacha20-poly1305@openssh.com"),
+])
+def test_only_ciphers_this_ssh_knows_are_asked_for(tmp_path, logging_sshd, monkeypatch, build, known, agreed):
+    """ssh refuses a Ciphers list naming one it does not know: the list holds only the names
+    `ssh -Q cipher` gives, and without AES-GCM tether says nothing (the server's choice)."""
+    server = logging_sshd()
+    monkeypatch.setenv("PATH", f"{_fake_ssh(tmp_path / 'bin', known)}:{os.environ['PATH']}")
+    config = tmp_path / "ssh_config"
+    config.write_text("")
+    assert _agreed(server, config, tmp_path) == agreed
+
+
+def test_a_ciphers_line_anywhere_the_config_reaches_is_the_users_choice(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ssh_dir = tmp_path / ".ssh"
+    (ssh_dir / "conf.d").mkdir(parents=True)
+    (ssh_dir / "my dir").mkdir()
+    config = ssh_dir / "config"
+    cases = {
+        "Ciphers aes256-ctr\n": True,
+        "Host x\n\tciphers=+aes128-cbc\n": True,
+        '"Ciphers" aes256-ctr\n': True,
+        "# Ciphers aes256-ctr\nHost x\n  User me\n": False,
+        "Include conf.d/*.conf\n": True,                    # relative to ~/.ssh, a glob
+        '"Include" "my dir/x.conf"\n': True,                # a quoted path with a space
+        "Include ~/.ssh/none.conf conf.d/other\n": False,
+        "Include conf.d/unbalanced \"\n": True,              # a line it cannot read: the config decides
+    }
+    (ssh_dir / "conf.d" / "a.conf").write_text("Host *\n  Ciphers aes256-ctr\n")
+    (ssh_dir / "conf.d" / "other").write_text("Host y\n  Port 2222\n")
+    (ssh_dir / "my dir" / "x.conf").write_text("Ciphers aes256-ctr\n")
+    for text, expected in cases.items():
+        config.write_text(text)
+        assert ciphers.sets_ciphers(config) is expected, text
+        assert (ciphers.preferred(config, aes=True, known=frozenset(ciphers.AES_FIRST)) is None) is expected, text
+    # Includes nested deeper than OpenSSH reads (16): not followed to the end, so the config decides.
+    for depth in range(20):
+        (ssh_dir / f"level{depth}").write_text(f"Include level{depth + 1}\n")
+    assert ciphers.sets_ciphers(ssh_dir / "level0") is True
+    (ssh_dir / "level3").write_text("Host z\n")
+    assert ciphers.sets_ciphers(ssh_dir / "level0") is False

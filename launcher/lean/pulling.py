@@ -23,11 +23,11 @@ def pull(s: Session, job: str, to: Optional[str] = None, path: Optional[List[str
     """Bring the job's outputs and listed artifacts (or one backup) into `to`, verified by sha256."""
     from launcher import early
 
-    handle = on_node(s.handle(job), node, all_nodes, "pull")
-    rec = handle.record
-    dest = Path(to) if to is not None else Path(f"{rec.name}-{rec.id}")
-    asked = list(path or rec.artifacts or ["outputs/"])
-    try:
+    try:   # even when the job is not found: what the next same pull starts early is then nothing
+        handle = on_node(s.handle(job), node, all_nodes, "pull")
+        rec = handle.record
+        dest = Path(to) if to is not None else Path(f"{rec.name}-{rec.id}")
+        asked = list(path or rec.artifacts or ["outputs/"])
         if all_nodes:
             result = (handle.pull_backup_all(backup, dest, s.console) if backup
                       else handle.pull_all(dest, asked, s.console))
@@ -38,12 +38,12 @@ def pull(s: Session, job: str, to: Optional[str] = None, path: Optional[List[str
     if not result.pulled and not result.unchanged and not result.refused and backup is None:
         _say_what_is_there(s.console, rec, asked, handle.inventory())
         return 0
-    s.console.print(f"pulled {len(result.pulled)} file(s) into {dest}"
-                    + (f", {len(result.unchanged)} already there" if result.unchanged else ""))
-    for name in result.pulled:
-        s.console.print(f"  {name}", markup=False)
+    s.console.print(f"pulled {len(result.pulled)} file(s) into {plain(str(dest), 1000)}"
+                    + (f", {len(result.unchanged)} already there" if result.unchanged else ""), markup=False)
+    for name in result.pulled:      # names the host gave: no escape sequence reaches the terminal
+        s.console.print(f"  {plain(name, 1000)}", markup=False)
     for item in result.refused:
-        s.console.print(f"  not pulled: {item}", markup=False)
+        s.console.print(f"  not pulled: {plain(item, 1000)}", markup=False)
     return 0
 
 

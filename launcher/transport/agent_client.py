@@ -86,7 +86,7 @@ class AgentClient:
     def _remember(self, argv: Sequence[str]) -> None:
         """The host's ssh command line for argv, started first by the next same command."""
         command_line = getattr(self.host, "command_line", None)   # OpenSshHost's; paramiko has none
-        if command_line is not None:
+        if command_line is not None and getattr(self.host, "same_lines_next_time", False):
             prestarted.remember(command_line(argv))
 
     def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:

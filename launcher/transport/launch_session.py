@@ -22,10 +22,9 @@ from agent.protocol import JobPayload
 
 from launcher.errors import RemoteError
 from launcher.text import plain
-from launcher.transport import prestarted
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
-from launcher.transport.host import Host, ProcessStream, Stream
+from launcher.transport.host import Host, Stream
 
 HELLO_S = 60.0      # the host's Python start (as the probe's limit)
 ANSWER_S = 120.0    # a manifest, a job's creation, an agent's start (as each verb's limit)
@@ -177,9 +176,7 @@ class Opening:
 
     def __init__(self, client: AgentClient, root: str, project: str, shipped: bool) -> None:
         self.client, self.shipped = client, shipped
-        stream = client.stream("launch", root, project)
-        if isinstance(stream, ProcessStream) and stream.argv[:1] == ["ssh"]:
-            prestarted.remember(stream.argv)  # the next same launch starts it before tether loads
+        stream = client.stream("launch", root, project, early_next=True)  # it waits for the laptop's digests
         self._talk = _Conversation(stream)
         self.info: Optional[HostInfo] = None
         self.told = False  # the digests are on their way (tell): the host may hold the lock

@@ -61,7 +61,7 @@ def openssh_argv(ep: SshEndpoint, known_hosts: Path, ssh_config: Optional[Path],
             "-o", f"HostKeyAlias={ep.known_hosts_name}", "-o", "HashKnownHosts=no", "-o", "BatchMode=yes",
             "-o", f"ConnectTimeout={max(1, int(connect_timeout_s))}",
             "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3"]
-    cipher_order = ciphers.preferred(config)
+    cipher_order = ciphers.preferred(config, cache=control if control is not None and is_shared(control) else None)
     if cipher_order:
         argv += ["-o", f"Ciphers={cipher_order}"]
     if ep.user:
@@ -108,6 +108,12 @@ class OpenSshHost:
     def openssh_argv(self, trust_new: bool = True) -> List[str]:
         return openssh_argv(self.endpoint, self.known_hosts, self.ssh_config, connect_timeout_s=self.connect_timeout_s,
                             persist_s=self.persist_s, control=self.control, trust_new=trust_new)
+
+    @property
+    def same_lines_next_time(self) -> bool:
+        """The next tether command builds the same command lines: not through a control folder
+        of this command's own (what early.py remembers from here would never match)."""
+        return self.control is None or self.persist_s <= 0 or is_shared(self.control)
 
     def command_line(self, argv: Sequence[str]) -> List[str]:
         """The local `ssh` command line that runs argv there."""
@@ -198,6 +204,6 @@ def _finish(proc: subprocess.Popen, input: Optional[bytes], timeout: float) -> s
 def close_shared(control: Path) -> None:
     """Ends every shared connection under control (tests do this; a user need not)."""
     for sock in control.glob("*"):
-        if sock.name.startswith("k-"):  # a status keeper's (transport/keeper.py): it ends with the connection
-            continue
+        if sock.name.startswith("k-") or not sock.is_socket():  # a status keeper's (transport/keeper.py): it
+            continue                                               # ends with the connection; ciphers.py's list
         subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=10)
