@@ -381,10 +381,10 @@ def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_on
     assert [line[-1].split()[-2:] for line in lines] == [[f"{tmp_path}/root/jobs/{job}", "outputs/"],
                                                         ["read-files", f"{tmp_path}/root/jobs/{job}"]]
 
-    early.start(["pull", job, "--to", str(tmp_path / "second")])
+    early.start(["pull", job, f"--to={tmp_path / 'second'}"])
     started = prestarted.waiting()
     assert len(started) == 2 and all(p.stdin is not None for p in started)
-    assert tether("pull", job, "--to", tmp_path / "second").exit_code == 0
+    assert tether("pull", job, f"--to={tmp_path / 'second'}").exit_code == 0
     assert not prestarted.waiting() and [p.wait(timeout=60) for p in started] == [0, 0]  # taken, not killed
     assert (tmp_path / "second" / "outputs" / "result.json").read_bytes() == on_host
 
@@ -397,6 +397,18 @@ def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_on
     prestarted.discard()                # tether's exit: what was not taken is ended
     assert stale_listing.poll() is not None and early.read_remembered(cache)[key] == lines
     assert (tmp_path / "third" / "outputs" / "result.json").read_bytes() == on_host
+
+    # The job forgotten: the pull is refused in one line, and the next same pull starts nothing
+    # (the host may be gone and its address someone else's).
+    assert tether("forget", job).exit_code == 0
+    early.start(["pull", job])
+    assert len(prestarted.waiting()) == 2
+    refused = tether("pull", job)
+    assert refused.exit_code != 0 and "no job" in refused.stderr
+    prestarted.discard()
+    assert early.read_remembered(cache)[key] == []
+    early.start(["pull", job])
+    assert not prestarted.waiting()
 
 
 def test_an_ended_job_is_not_asked_again_by_the_job_list(tether, project, tmp_path, own_sshd):

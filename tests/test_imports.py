@@ -269,6 +269,11 @@ def test_a_pulls_host_side_loads_only_light_parts(tmp_path):
     job = tmp_path / "job"
     (job / "outputs").mkdir(parents=True)
     (job / "outputs" / "model.bin").write_bytes(b"weights" * 1000)
+    from agent import job_status, protocol, pull_files
+
+    # Their own copies of the wire's names (importing protocol would load what they avoid).
+    assert pull_files.SIZES_ONLY_ENV == protocol.SIZES_ONLY_ENV
+    assert job_status.RECENT_ENV == protocol.STATUS_RECENT_ENV
     heavy = ("argparse", "agent.verbs", "agent.codetree", "agent.protocol", "tarfile", "dataclasses")
     for args, stdin in ((["list-files", str(job), "outputs/"], b""),
                         (["read-files", str(job)], b'[{"path": "outputs/model.bin", "offset": 0, "sha256": true}]')):

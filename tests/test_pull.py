@@ -137,3 +137,22 @@ def test_a_host_listing_files_it_was_not_asked_for_writes_none_of_them(tmp_path)
     got = pull(host, "/j", ["backups/20260101T000006-step6/", "outputs"], tmp_path, Console(file=io.StringIO()))
     assert got.pulled == [] and len(got.refused) == 3 and all("not asked for" in r for r in got.refused), got
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tether-pulled"]
+
+
+def test_names_a_workload_chose_reach_the_terminal_inert(tether, project, host_root, tmp_path):
+    """A file name is the workload's: pulled as it is, but printed without its escape
+    sequences (a title, a clipboard write, a cleared screen)."""
+    names = ["title\x1b]0;pwned\x07.txt", "clear\x1b[2J.txt", "clip\x1b]52;c;cHduZWQ=\x07"]
+    spec = project(f"""
+        name: hostilenames
+        host: {{provider: ssh, address: testhost, root: {host_root}}}
+        run: python3 names.py
+    """, {"names.py": "import os\nfrom agent import progress\nout = progress.output_dir()\n"
+                      f"for name in {names!r}:\n    open(os.path.join(out, name), 'w').write(name)\n"})
+    job = launched_id(tether("launch", spec))
+    wait_state(tether, job, "SUCCEEDED")
+    r = tether("pull", job, "--to", tmp_path / "got")
+    assert r.exit_code == 0, r
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "pulled 3 file(s)" in r.stdout
+    for name in names:
+        assert (tmp_path / "got" / "outputs" / name).read_text() == name
