@@ -35,11 +35,12 @@ def keeper_sockets() -> list:
 
 
 def ssh_logged(tmp_path: Path) -> "tuple[dict, Path]":
-    """PATH with an `ssh` first that notes each call, then runs the real one."""
+    """PATH with an `ssh` first that notes each call that may reach a host, then runs the real
+    one (`ssh -Q cipher`, which tether asks once per ssh binary, reaches none)."""
     folder, log = tmp_path / "logged-bin", tmp_path / "ssh-calls"
     folder.mkdir(exist_ok=True)
     wrapper = folder / "ssh"
-    wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec /usr/bin/ssh \"$@\"\n")
+    wrapper.write_text(f"#!/bin/sh\n[ \"$1\" = -Q ] || echo \"$*\" >> {log}\nexec /usr/bin/ssh \"$@\"\n")
     wrapper.chmod(0o755)
     return {"PATH": f"{folder}:{os.environ['PATH']}"}, log
 

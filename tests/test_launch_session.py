@@ -304,7 +304,7 @@ class FakeStream:
 ])
 def test_a_host_answering_out_of_shape_is_refused_in_one_line(lines, monkeypatch):
     client = _client()
-    monkeypatch.setattr(client, "stream", lambda *a: FakeStream(lines))
+    monkeypatch.setattr(client, "stream", lambda *a, **kw: FakeStream(lines))
     with pytest.raises(RemoteError) as exc:
         Opening(client, "/r", "p", shipped=False).finish([], lambda: None)
     assert "\n" not in str(exc.value.what)
