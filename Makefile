@@ -29,7 +29,7 @@ ui: $(STAMP)
 
 # Three workers on two cores: most tests wait on real processes and sshd, not the CPU.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 3
+	$(BIN)/python -m pytest -q -n 3 --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -66,6 +66,28 @@ def _no_process_outlives_its_test(tmp_path):
     be torn down, a workload) is killed when the test ends: nothing keeps running after it."""
     yield
     kill_all_under(tmp_path)
+    _remove_control_folders(tmp_path)
+
+
+def _remove_control_folders(tmp_path: Path) -> None:
+    """The /tmp folders of the shared connections (and ciphers.py's list) of tether homes this
+    test made under its folder: their connections closed, the folders removed. Found by the
+    home's path (openssh.control_dir), so another test's, running beside it, is never touched."""
+    from launcher.transport.openssh import close_shared, shared_control_path
+
+    for folder in [tmp_path, *tmp_path.glob("*"), *tmp_path.glob("*/*")]:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        control = shared_control_path(folder)
+        if not control.is_dir():
+            continue
+        close_shared(control)
+        for leftover in [*control.glob("k-*"), *control.glob("ssh-ciphers-*")]:
+            leftover.unlink(missing_ok=True)
+        try:
+            control.rmdir()
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="session")

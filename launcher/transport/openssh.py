@@ -28,11 +28,16 @@ if TYPE_CHECKING:  # not loaded at run time: `tether status` builds this before 
 PERSIST_ENV = "TETHER_SSH_PERSIST_S"
 
 
+def shared_control_path(data: Path) -> Path:
+    """The shared connections' folder of the tether home `data` (control_dir makes it)."""
+    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tether-ssh-{os.getuid()}-{key}"
+
+
 def control_dir(data: Path) -> Path:
     """Where the shared connections' sockets live: short (a socket path has ~100 bytes), one
     folder per tether home and user, private."""
-    key = hashlib.sha256(str(data.resolve()).encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / f"tether-ssh-{os.getuid()}-{key}"
+    folder = shared_control_path(data)
     folder.mkdir(mode=0o700, exist_ok=True)
     if not private_folder(str(folder)):
         # Made by someone else (a shared /tmp): its sockets cannot be trusted, ours not put there.
