@@ -65,7 +65,7 @@ def _say_what_is_there(console: Console, rec: JobRecord, asked: List[str], held:
     """A pull that found nothing: what the job folder does hold, and how to bring it."""
     from launcher.text import human_bytes
 
-    console.print(f"pulled 0 files: nothing in {', '.join(asked)} on the host", markup=False)
+    console.print(f"pulled 0 files: nothing in {plain(', '.join(asked), 1000)} on the host", markup=False)
     if not isinstance(held, dict):
         return
     found = []

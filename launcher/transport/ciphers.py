@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +89,7 @@ def known_ciphers(cache: Optional[Path] = None) -> FrozenSet[str]:
     """The ciphers this machine's `ssh` knows (`ssh -Q cipher`), kept in cache (a private
     folder: the shared connections' one) under the binary's path, size and time, so a status
     read does not start it each time. Empty where it cannot be asked."""
-    ssh = _ssh_on_path()
+    ssh = shutil.which("ssh")   # as connect.py finds it (shutil is loaded there already)
     if ssh is None:
         return frozenset()
     st = os.stat(ssh)
@@ -136,11 +137,3 @@ def _config_sets_ciphers(config: Path) -> bool:
     if key not in _configs:
         _configs[key] = sets_ciphers(config)
     return _configs[key]
-
-
-def _ssh_on_path() -> Optional[str]:
-    for folder in os.get_exec_path():
-        candidate = os.path.join(folder, "ssh")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
