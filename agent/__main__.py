@@ -2,8 +2,7 @@
 
 Some verbs are waited for and run before argparse and the other verbs' modules load: `status`
 (asked many times an hour: job_status.py loads only light parts of the standard library; its
-arguments are job folders, nothing else), a pull's `list-files` and `read-files` (pull_files.py,
-as light) and `run JOB_DIR --secrets-on-stdin` (a launch waits until the agent holds its job's
+arguments are job folders, nothing else), a pull's `pull-files` (pull_files.py, as light) and `run JOB_DIR --secrets-on-stdin` (a launch waits until the agent holds its job's
 lock, which run_job.py takes before the monitor loads).
 """
 
@@ -18,8 +17,7 @@ def main() -> int:
         from .job_status import main_status
 
         return main_status(args[1:])
-    if ((args[:1] == ["list-files"] and len(args) > 2) or (args[:1] == ["read-files"] and len(args) == 2)) \
-            and not any(a.startswith("-") for a in args[1:]):
+    if args[:1] == ["pull-files"] and len(args) == 2 and not args[1].startswith("-"):
         from .pull_files import main as main_pull
 
         return main_pull(args)

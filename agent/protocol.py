@@ -82,7 +82,7 @@ def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
 # Asked of an agent through its environment, not a flag: an older agent (a job launched by an
 # older tether) ignores it and answers as before, where an unknown flag would fail the call.
 STATUS_RECENT_ENV = "TETHER_STATUS_RECENT"      # status: also the progress rows, thinned to N
-SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files: sizes only, sha256 after the bytes
+SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"       # list-files (runtimes before pull-files): sizes only
 
 MAX_TEXT = 2000       # characters of any one string from a host
 MAX_ITEMS = 64        # entries of any list or mapping from a host

@@ -1,7 +1,11 @@
-"""A pull's host side: `list-files` (the files asked for, with sizes, and sha256 unless
-TETHER_LIST_SIZES_ONLY=1) and `read-files` (those files framed on stdout). A pull waits for
-both, so __main__.py runs them before argparse and the agent's other modules load: this module
+"""A pull's host side: `pull-files JOB`, one session on stdin and stdout that lists the files
+asked for, then sends those the laptop still wants, framed (session below). A pull waits for
+it, so __main__.py runs it before argparse and the agent's other modules load: this module
 loads the standard library's light parts only (hashing.py, paths.py).
+
+Runtimes before it had two commands for this, `list-files` and `read-files`; a launcher falls
+back to them on such a runtime (launcher/transfer/pull.py), so their wire stays what it was:
+list_tree's answer and send_files's frames are the same here.
 """
 
 from __future__ import annotations
@@ -16,24 +20,41 @@ from typing import IO, List
 from .hashing import BackgroundHash, sha256_file
 from .paths import is_inside, safe_relpath
 
-SIZES_ONLY_ENV = "TETHER_LIST_SIZES_ONLY"   # protocol.SIZES_ONLY_ENV (not imported: see above)
-
-
 def main(args: List[str]) -> int:
-    """`list-files JOB PATH...` or `read-files JOB` (its requests on stdin), as verbs.py ran them."""
+    """`pull-files JOB` (its requests on stdin), as verbs.py ran it."""
     try:
-        if args[0] == "list-files":
-            listing = list_tree(Path(args[1]), args[2:], hashes=os.environ.get(SIZES_ONLY_ENV) != "1")
-            sys.stdout.write(json.dumps(listing) + "\n")
-            sys.stdout.flush()
-        else:
-            send_files(Path(args[1]), json.loads(sys.stdin.buffer.read()), sys.stdout.buffer)
+        session(Path(args[1]), sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # the laptop went away (Ctrl-C on `tether pull`)
         return 0
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, TypeError) as exc:
         print(str(exc), file=sys.stderr)  # the launcher says what was being done
         return 2
     return 0
+
+
+def session(top: Path, requests: IO[bytes], out: IO[bytes]) -> None:
+    """Requests are JSON lines. {"list": [PATH, ...], "hashes": bool} is answered by one JSON
+    line, list_tree's; {"read": [{path, offset[, sha256: true]}, ...]} by send_files's frames,
+    and ends the session, as the end of stdin does. One command for the whole pull: the host's
+    Python starts once, and the laptop's listing is a line on a session already open."""
+    for line in requests:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError(f"a pull request is a JSON object, not {line[:80]!r}")
+        if "read" in request:
+            send_files(top, _objects(request["read"]), out)
+            return
+        wanted = request["list"]
+        if not (isinstance(wanted, list) and all(isinstance(w, str) for w in wanted)):
+            raise ValueError("a pull's list request names its paths as strings")
+        out.write(json.dumps(list_tree(top, wanted, hashes=request.get("hashes") is True)).encode() + b"\n")
+        out.flush()
+
+
+def _objects(requests: object) -> List[dict]:
+    if not (isinstance(requests, list) and all(isinstance(r, dict) for r in requests)):
+        raise ValueError("a pull's read request is a list of {path, offset} objects")
+    return requests
 
 
 def list_tree(top: Path, wanted: List[str], hashes: bool = True) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import IO, Any, Callable, Dict, List, Optional, Tuple
@@ -19,7 +18,6 @@ from typing import IO, Any, Callable, Dict, List, Optional, Tuple
 from . import codetree, hostops, pull_files
 from .hostops import LOG_FILES
 from .paths import JobDir, Root
-from .protocol import SIZES_ONLY_ENV
 
 Arg = Tuple[str, Dict[str, Any]]
 JOB: Arg = ("job_dir", {})
@@ -47,8 +45,7 @@ VERBS: Dict[str, Tuple[str, List[Arg]]] = {
         ("--file", {"choices": sorted(LOG_FILES), "default": "workload"}),
         ("--framed", {"action": "store_true", "help": "each chunk behind a header: @inode offset length"}),
         ("--from", {"dest": "start", "help": "INODE:OFFSET: continue after what a dropped follower got"})]),
-    "list-files": ("files to pull, with their sizes", [JOB, ("paths", {"nargs": "+"})]),
-    "read-files": ("the files asked for on stdin, framed", [JOB]),
+    "pull-files": ("a pull: lists the files asked for, then sends them framed (requests on stdin)", [JOB]),
     "backup": ("take one backup (run by the agent, at low priority)",
                [JOB, ("source", {}), ("step", {}), ("mode", {"choices": ["link", "copy"]})]),
     "backups": ("list a job's backups, verified",
@@ -138,8 +135,6 @@ _ANSWERS: Dict[str, Callable[[argparse.Namespace, IO[bytes]], Any]] = {
     "prepare-resume": lambda a, _: hostops.prepare_resume(JobDir(a.job_dir)),
     "stop": lambda a, _: hostops.request_stop(JobDir(a.job_dir), a.reason),
     "mark-safe": lambda a, _: hostops.mark_results_safe(JobDir(a.job_dir), a.how),
-    "list-files": lambda a, _: pull_files.list_tree(Path(a.job_dir), a.paths,
-                                                    hashes=os.environ.get(SIZES_ONLY_ENV) != "1"),
     "backups": _backups,
     "history": _history,
     "receive-backup": lambda a, stdin: hostops.receive_backup(JobDir(a.job_dir), a.name, stdin),
@@ -208,7 +203,7 @@ _OTHERS: Dict[str, Callable[[argparse.Namespace, IO[bytes], IO[bytes]], int]] = 
     "launch": _launch,
     "logs": _streamed(lambda a, _in, out: hostops.logs(JobDir(a.job_dir), a.file, a.tail, a.follow, out,
                                                        a.framed, a.start)),
-    "read-files": _streamed(lambda a, stdin, out: pull_files.send_files(Path(a.job_dir), json.loads(stdin.read()), out)),
+    "pull-files": _streamed(lambda a, stdin, out: pull_files.session(Path(a.job_dir), stdin, out)),
     "serve": _streamed(lambda a, stdin, out: hostops.serve(Root(a.root), stdin, out)),
 }
 

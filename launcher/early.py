@@ -105,15 +105,14 @@ def write_remembered(path: str, doc: dict) -> None:
 # -- launch and pull -------------------------------------------------------------------------
 #
 # `tether launch SPEC` opens a session on the host (`agent launch`: it says hello, then waits
-# for the laptop's digests before it takes any lock); `tether pull JOB` first asks the host for
-# its list of files (`agent list-files`, which only reads). The ssh command lines of the same
-# launch or pull last time are started first, with their stdin open, so the host's side starts
-# while tether loads and reads the spec or the registry; OpenSshHost.stream (a launch's
-# session) or OpenSshHost.run (a pull's listing) takes one when it would start exactly that
-# line, and any other is ended at exit. The lines this command really started (prestarted.remember)
-# are kept when it is done (keep_started). Only a line that is safe to start for nothing is
-# remembered: the launch session and the pull's read session (each waits for the laptop's
-# request on stdin) and the pull's listing (it only reads).
+# for the laptop's digests before it takes any lock); `tether pull JOB` opens one too (`agent
+# pull-files`: it waits for the laptop's requests). The ssh command lines of the same launch
+# or pull last time are started first, with their stdin open, so the host's side starts while
+# tether loads and reads the spec or the registry; OpenSshHost.stream takes one when it would
+# start exactly that line, and any other is ended at exit. The lines this command really
+# started (prestarted.remember) are kept when it is done (keep_started). Only a line that is
+# safe to start for nothing is remembered: sessions that wait for their requests on stdin, and
+# commands that only read.
 
 _replayed: Optional[_Remembered] = None
 

@@ -361,11 +361,11 @@ def test_a_launch_begins_its_remembered_host_session_first_and_ends_a_stale_one(
     wait_state(tether, third, "SUCCEEDED")
 
 
-def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_one(tether, project, tmp_path):
-    """The second same `tether pull JOB` (into another folder) starts the host's listing and
-    its read session before tether loads; the pull takes both (they end as a finished command
-    does, not killed) and brings the files whole. A remembered listing that went stale (asked
-    of another path) is ended unused, and the right one remembered."""
+def test_a_pull_begins_its_remembered_session_first_and_ends_a_stale_one(tether, project, tmp_path):
+    """The second same `tether pull JOB` (into another folder) starts the host's pull session
+    (it lists, then sends) before tether loads; the pull takes it (it ends as a finished command
+    does, not killed) and brings the files whole. A remembered session that went stale (of
+    another job folder) is ended unused, and the right one remembered."""
     from launcher import early
     from launcher.transport import prestarted
 
@@ -378,31 +378,30 @@ def test_a_pull_begins_its_remembered_listing_and_read_first_and_ends_a_stale_on
     (key,) = [k for k in early.read_remembered(cache) if k[0][0] == "pull"]
     assert key[0] == ("pull", job)      # where the files land is not part of what is asked
     lines = early.read_remembered(cache)[key]
-    assert [line[-1].split()[-2:] for line in lines] == [[f"{tmp_path}/root/jobs/{job}", "outputs/"],
-                                                        ["read-files", f"{tmp_path}/root/jobs/{job}"]]
+    assert [line[-1].split()[-2:] for line in lines] == [["pull-files", f"{tmp_path}/root/jobs/{job}"]]
 
     early.start(["pull", job, f"--to={tmp_path / 'second'}"])
     started = prestarted.waiting()
-    assert len(started) == 2 and all(p.stdin is not None for p in started)
+    assert len(started) == 1 and all(p.stdin is not None for p in started)
     assert tether("pull", job, f"--to={tmp_path / 'second'}").exit_code == 0
-    assert not prestarted.waiting() and [p.wait(timeout=60) for p in started] == [0, 0]  # taken, not killed
+    assert not prestarted.waiting() and [p.wait(timeout=60) for p in started] == [0]  # taken, not killed
     assert (tmp_path / "second" / "outputs" / "result.json").read_bytes() == on_host
 
-    stale = lines[0][:-1] + [lines[0][-1].replace(" outputs/", " code/")]
+    stale = lines[0][:-1] + [lines[0][-1].replace(f"/jobs/{job}", "/jobs/elsewhere")]
     early.write_remembered(cache, {key: [stale]})
     early.start(["pull", job, "--to", str(tmp_path / "third")])
-    (stale_listing,) = prestarted.waiting()
+    (stale_session,) = prestarted.waiting()
     assert tether("pull", job, "--to", tmp_path / "third").exit_code == 0
-    assert prestarted.waiting() == [stale_listing]   # not taken: the pull asked for its own
+    assert prestarted.waiting() == [stale_session]   # not taken: the pull asked for its own
     prestarted.discard()                # tether's exit: what was not taken is ended
-    assert stale_listing.poll() is not None and early.read_remembered(cache)[key] == lines
+    assert stale_session.poll() is not None and early.read_remembered(cache)[key] == lines
     assert (tmp_path / "third" / "outputs" / "result.json").read_bytes() == on_host
 
     # The job forgotten: the pull is refused in one line, and the next same pull starts nothing
     # (the host may be gone and its address someone else's).
     assert tether("forget", job).exit_code == 0
     early.start(["pull", job])
-    assert len(prestarted.waiting()) == 2
+    assert len(prestarted.waiting()) == 1
     refused = tether("pull", job)
     assert refused.exit_code != 0 and "no job" in refused.stderr
     prestarted.discard()

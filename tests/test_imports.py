@@ -260,8 +260,8 @@ def test_output_into_a_closed_pipe_ends_quietly_as_typer_ends_it(tmp_path, dead_
 
 
 def test_a_pulls_host_side_loads_only_light_parts(tmp_path):
-    """`list-files` and `read-files` (a pull waits for both) run before argparse and the
-    agent's other modules load (agent/__main__.py -> pull_files.py), as `status` does."""
+    """`pull-files` (a pull waits for it) runs before argparse and the agent's other modules
+    load (agent/__main__.py -> pull_files.py), as `status` does; one session lists, then sends."""
     import hashlib
 
     from agent.protocol import agent_argv
@@ -269,25 +269,22 @@ def test_a_pulls_host_side_loads_only_light_parts(tmp_path):
     job = tmp_path / "job"
     (job / "outputs").mkdir(parents=True)
     (job / "outputs" / "model.bin").write_bytes(b"weights" * 1000)
-    from agent import job_status, protocol, pull_files
+    from agent import job_status, protocol
 
-    # Their own copies of the wire's names (importing protocol would load what they avoid).
-    assert pull_files.SIZES_ONLY_ENV == protocol.SIZES_ONLY_ENV
+    # Its own copy of the wire's name (importing protocol would load what it avoids).
     assert job_status.RECENT_ENV == protocol.STATUS_RECENT_ENV
     heavy = ("argparse", "agent.verbs", "agent.codetree", "agent.protocol", "tarfile", "dataclasses")
-    for args, stdin in ((["list-files", str(job), "outputs/"], b""),
-                        (["read-files", str(job)], b'[{"path": "outputs/model.bin", "offset": 0, "sha256": true}]')):
-        argv = agent_argv(sys.executable, str(REPO), *args)
-        done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], input=stdin, capture_output=True, timeout=60,
-                              env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-        assert done.returncode == 0, done.stderr[-2000:]
-        loaded = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
-        assert "agent.pull_files" in loaded and not loaded & set(heavy), (args, loaded & set(heavy))
-        if args[0] == "list-files":
-            assert json.loads(done.stdout) == {"files": [{"path": "outputs/model.bin", "size": 7000,
-                                                          "sha256": hashlib.sha256(b"weights" * 1000).hexdigest()}],
-                                               "refused": []}
-        else:
-            header, rest = done.stdout.split(b"\n", 1)
-            assert json.loads(header) == {"path": "outputs/model.bin", "offset": 0, "length": 7000}
-            assert rest[:7000] == b"weights" * 1000 and b'"sha256"' in rest[7000:]
+    requests = (b'{"list": ["outputs/"], "hashes": true}\n{"list": ["outputs/model.bin"]}\n'
+                b'{"read": [{"path": "outputs/model.bin", "offset": 0, "sha256": true}]}\n')
+    argv = agent_argv(sys.executable, str(REPO), "pull-files", str(job))
+    done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], input=requests, capture_output=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if "|" in line}
+    assert "agent.pull_files" in loaded and not loaded & set(heavy), loaded & set(heavy)
+    hashed, sized, header, rest = done.stdout.split(b"\n", 3)
+    sha = hashlib.sha256(b"weights" * 1000).hexdigest()
+    assert json.loads(hashed) == {"files": [{"path": "outputs/model.bin", "size": 7000, "sha256": sha}], "refused": []}
+    assert json.loads(sized) == {"files": [{"path": "outputs/model.bin", "size": 7000}], "refused": []}
+    assert json.loads(header) == {"path": "outputs/model.bin", "offset": 0, "length": 7000}
+    assert rest[:7000] == b"weights" * 1000 and json.loads(rest[7000:]) == {"sha256": sha}

@@ -8,6 +8,7 @@ import io
 
 import pytest
 from fake_hub import Repo
+from fake_pull_host import ListingClient
 from rich.console import Console
 
 from agent import backup
@@ -196,17 +197,11 @@ def test_what_a_new_host_says_it_skipped_is_shown_inert_and_a_malformed_entry_ig
     assert "skipping backup [red]x on the Hub: bad" in out.getvalue() and "\x1b" not in out.getvalue()
 
 
-class _LongNameHost:
+def _long_name_host(name: str) -> ListingClient:
     """A host that lists a backup of the pattern of a backup's name, but longer than any file
     name may be, and its files."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def call(self, verb: str, *args, **kw):
-        if verb == "list-files":
-            return {"files": [{"path": f"backups/{self.name}/MANIFEST.json", "size": 1}]}
-        return [{"name": self.name, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}]
+    return ListingClient([{"path": f"backups/{name}/MANIFEST.json", "size": 1}],
+                         backups=[{"name": name, "step": 6, "created": 1.0, "size": 1, "files": 1, "verified": True}])
 
 
 @pytest.mark.parametrize("digits", [300, 5000])
@@ -217,7 +212,7 @@ def test_a_backup_name_too_long_for_a_file_counts_for_nothing(tmp_path, digits):
 
     long = "20260101T000000-step" + "9" * digits
     places, rec = Places(tmp_path, tmp_path / "ssh_config"), _record()
-    assert sync_to_laptop(_LongNameHost(long), rec, places, Console(file=io.StringIO()), node=0) == []
+    assert sync_to_laptop(_long_name_host(long), rec, places, Console(file=io.StringIO()), node=0) == []
     assert not (mirror_dir(places, rec, 0) / "backups").exists()
     assert common_mirrored([[A6, long], [B6, long]], "m") == (6, [A6, B6])
     assert backup_step(long) is None and not is_backup_name(long)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 
 import pytest
 from conftest import launched_id, wait_state
+from fake_pull_host import ListingClient
 
 from launcher.errors import ExitCode, UnsafePathError
 from launcher.transfer.pull import PART_SUFFIX, safe_destination
@@ -115,16 +117,6 @@ def test_safe_path(tmp_path):
     assert safe_destination(tmp_path, "outputs/model/w.bin") == tmp_path / "outputs" / "model" / "w.bin"
 
 
-class _Lister:
-    """A host's agent answering list-files with what it likes."""
-
-    def __init__(self, files: list) -> None:
-        self.files = files
-
-    def call(self, verb: str, *args, **kw):
-        return {"files": self.files}
-
-
 def test_a_host_listing_files_it_was_not_asked_for_writes_none_of_them(tmp_path):
     """The laptop mirror asks for backups/NAME/: a host answering another backup's files (or
     code/ beside outputs/) would overwrite them in the destination."""
@@ -132,7 +124,7 @@ def test_a_host_listing_files_it_was_not_asked_for_writes_none_of_them(tmp_path)
 
     from launcher.transfer.pull import pull
 
-    host = _Lister([{"path": "backups/20260101T000009-step9/MANIFEST.json", "size": 2},
+    host = ListingClient([{"path": "backups/20260101T000009-step9/MANIFEST.json", "size": 2},
                     {"path": "backups/20260101T000006-step6x/a", "size": 2}, {"path": "code/x.py", "size": 2}])
     got = pull(host, "/j", ["backups/20260101T000006-step6/", "outputs"], tmp_path, Console(file=io.StringIO()))
     assert got.pulled == [] and len(got.refused) == 3 and all("not asked for" in r for r in got.refused), got
@@ -156,3 +148,98 @@ def test_names_a_workload_chose_reach_the_terminal_inert(tether, project, host_r
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "pulled 3 file(s)" in r.stdout
     for name in names:
         assert (tmp_path / "got" / "outputs" / name).read_text() == name
+
+
+
+OLD_RUNTIME_REFUSAL = (  # what a runtime from before `pull-files` (ec78013's agent) prints for it
+    "usage: python -m agent [-h]\n                       {run,manifest,...,list-files,read-files,...}\n"
+    "python -m agent: error: argument verb: invalid choice: 'pull-files' (choose from 'run', 'manifest', "
+    "'list-files', 'read-files', 'serve')\n")
+
+
+class _OlderRuntime:
+    """A job launched by an older tether: its runtime has `list-files` and `read-files` (the
+    same list_tree and send_files as today's), and refuses `pull-files` as its argparse did."""
+
+    def __init__(self, top) -> None:
+        self.top = top
+        self.asked: list = []
+
+    def stream(self, verb: str, *args, **kw):
+        from agent.pull_files import send_files
+
+        self.asked.append(verb)
+        if verb == "pull-files":
+            return _Command(2, OLD_RUNTIME_REFUSAL)
+        assert verb == "read-files" and args == ("/j",)
+        return _Command(0, "", lambda stdin, out: send_files(self.top, json.loads(stdin), out))
+
+    def call(self, verb: str, *args, env=None, **kw):
+        from agent.pull_files import list_tree
+
+        self.asked.append(verb)
+        assert verb == "list-files" and args[0] == "/j"
+        return list_tree(self.top, list(args[1:]), hashes=(env or {}).get("TETHER_LIST_SIZES_ONLY") != "1")
+
+
+class _Command:
+    """A remote command's pipes: its stdout is what answer(stdin, out) writes once stdin is closed."""
+
+    def __init__(self, code: int, stderr: str, answer=None) -> None:
+        self.code, self.stderr, self.answer = code, stderr, answer
+        self.stdin, self.stdout = io.BytesIO(), io.BytesIO()
+
+    def close_stdin(self) -> None:
+        if self.answer is not None and not self.stdin.closed:
+            out = io.BytesIO()
+            self.answer(self.stdin.getvalue(), out)
+            self.stdout = io.BytesIO(out.getvalue())
+        self.stdin.close()
+
+    def wait(self) -> int:
+        return self.code
+
+    def stderr_text(self) -> str:
+        return self.stderr
+
+    def kill(self) -> None:
+        pass
+
+
+def test_a_job_launched_by_an_older_tether_is_pulled_with_its_runtimes_two_commands(tmp_path):
+    """Its runtime refuses `pull-files`: the pull lists and reads with the commands that
+    runtime has, and the files arrive whole (the unchanged one hashed on the host, not sent)."""
+    from rich.console import Console
+
+    from launcher.transfer.pull import pull
+
+    top = tmp_path / "job"
+    (top / "outputs" / "ckpt").mkdir(parents=True)
+    for name, data in (("model.bin", b"w" * 5000), ("ckpt/a.pt", b"a" * 300), ("ckpt/b.pt", b"b" * 7)):
+        (top / "outputs" / name).write_bytes(data)
+    dest = tmp_path / "got"
+    (dest / "outputs").mkdir(parents=True)
+    (dest / "outputs" / "model.bin").write_bytes(b"w" * 5000)
+    host = _OlderRuntime(top)
+    got = pull(host, "/j", ["outputs"], dest, Console(file=io.StringIO()))
+    assert sorted(got.pulled) == ["outputs/ckpt/a.pt", "outputs/ckpt/b.pt"] and got.unchanged == ["outputs/model.bin"]
+    assert host.asked == ["pull-files", "list-files", "list-files", "read-files"]
+    for name in ("model.bin", "ckpt/a.pt", "ckpt/b.pt"):
+        assert (dest / "outputs" / name).read_bytes() == (top / "outputs" / name).read_bytes()
+
+
+def test_a_pull_session_that_fails_says_what_the_host_said(tmp_path):
+    """Not an older runtime: the host's own words, in one line, and nothing written."""
+    from launcher.errors import RemoteError
+    from launcher.transfer.pull import pull
+    from rich.console import Console
+
+    class Broken(_OlderRuntime):
+        def stream(self, verb, *args, **kw):
+            self.asked.append(verb)
+            return _Command(2, "Traceback...\nPermissionError: [Errno 13] Permission denied: '/j/outputs'\n")
+
+    host = Broken(tmp_path)
+    with pytest.raises(RemoteError, match="listing the files to pull failed on the host: .*Permission denied"):
+        pull(host, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
+    assert host.asked == ["pull-files"] and [p.name for p in (tmp_path / "got").iterdir()] == [".tether-pulled"]

@@ -34,7 +34,7 @@ def pull(s: Session, job: str, to: Optional[str] = None, path: Optional[List[str
         else:
             result = handle.pull_backup(backup, dest, s.console) if backup else handle.pull(dest, asked, s.console)
     finally:
-        early.keep_started()  # its listing and read session, started first by the next same pull
+        early.keep_started()  # its host session, started first by the next same pull
     if not result.pulled and not result.unchanged and not result.refused and backup is None:
         _say_what_is_there(s.console, rec, asked, handle.inventory())
         return 0

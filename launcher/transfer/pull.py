@@ -9,19 +9,21 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, List
+from typing import IO, List, Optional
 
 from rich.console import Console
 
 from agent.protocol import SIZES_ONLY_ENV, BackgroundHash, BackupInfo, sha256_file
 
-from launcher.transport.agent_client import AgentClient
+from launcher.transport.agent_client import VERB_WORDS, AgentClient
+from launcher.transport.host import Stream
 from launcher.errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
 from launcher.transfer import PULLED_MARKER
 from launcher.transfer.progress_bar import TransferProgress
 
 PART_SUFFIX = ".tether-part"
 MAX_LINE = 1 << 16    # a header or trailer line from the host, at most
+MAX_LISTING = 256 << 20   # a listing line from the host, at most
 
 
 def sha256_of_part(part: Path):
@@ -66,13 +68,44 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
     # Marks the folder as pulled results: a later launch from here does not send them back up.
     (dest / PULLED_MARKER).touch()
     result = PullResult(dest=dest)
-    files = _listing(client, job_dir, paths, result)
-    # Only a file the laptop already has at the same size may be unchanged: only those are
-    # hashed on the host beforehand; the others' sha256 comes after their bytes.
-    maybe_same = [f["path"] for f in files if "sha256" not in f and _same_size(dest, f)]
-    if maybe_same:
-        hashed = {f["path"]: f for f in _listing(client, job_dir, maybe_same, PullResult(dest), hashes=True)}
-        files = [hashed.get(f["path"], f) for f in files]
+    host = HostFiles(client, job_dir)
+    try:
+        files = _checked(host.listing(paths, hashes=False), paths, result)
+        # Only a file the laptop already has at the same size may be unchanged: only those are
+        # hashed on the host beforehand; the others' sha256 comes after their bytes.
+        maybe_same = [f["path"] for f in files if "sha256" not in f and _same_size(dest, f)]
+        if maybe_same:
+            hashed = {f["path"]: f for f in _checked(host.listing(maybe_same, hashes=True), maybe_same,
+                                                     PullResult(dest), hashes=True)}
+            files = [hashed.get(f["path"], f) for f in files]
+        wanted = _wanted(files, dest, result)
+        if not wanted:
+            return result
+        total = sum(w["size"] - w["offset"] for w in wanted)
+        progress = TransferProgress(console, "pull", total)
+        try:
+            frames = host.read([{"path": w["path"], "offset": w["offset"], "sha256": "sha256" not in w} for w in wanted])
+            for w in wanted:
+                _receive_one(frames, w, progress)
+                result.pulled.append(w["path"])
+                result.bytes += w["size"] - w["offset"]
+        finally:
+            progress.close()
+    except BaseException:
+        host.kill()  # unread frames would otherwise keep the host writing
+        raise
+    finally:
+        host.close()
+    # A pull may let autodown destroy the host: what it wrote is on disk before it returns.
+    # Once for all the files (one fsync each costs a journal commit: 50 files, a second).
+    if durable:
+        os.sync()
+    return result
+
+
+def _wanted(files: List[dict], dest: Path, result: PullResult) -> List[dict]:
+    """The files to send, each with where it lands and the offset its partial file resumes at;
+    those the laptop has already (same sha256) go to result.unchanged."""
     wanted = []
     for f in files:
         target = safe_destination(dest, f["path"])  # raises: a host listing ../ is not trusted
@@ -86,38 +119,91 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
             part.unlink()
             offset = 0
         wanted.append({**f, "offset": offset, "target": target, "part": part})
-    if not wanted:
-        return result
-    total = sum(w["size"] - w["offset"] for w in wanted)
-    progress = TransferProgress(console, "pull", total)
-    stream = client.stream("read-files", job_dir, early_next=True)  # it waits for its request
+    return wanted
+
+
+class HostFiles:
+    """The host's side of one pull: `agent pull-files JOB`, one command that answers the
+    listings and then sends the files (agent/pull_files.py). Started first by the next same
+    pull (early.py): it waits for its requests. On a runtime from before it (a job launched by
+    an older tether) the pull runs that runtime's `list-files` and `read-files` instead."""
+
+    def __init__(self, client: AgentClient, job_dir: str) -> None:
+        self.client, self.job_dir = client, job_dir
+        self.session: Optional[Stream] = client.stream("pull-files", job_dir, early_next=True)
+        self.frames: Optional[Stream] = None   # read-files's, on an older runtime
+        self._reading: Optional[Stream] = None
+
+    def listing(self, paths: List[str], hashes: bool) -> object:
+        if self.session is not None:
+            self._send({"list": paths, "hashes": hashes})
+            line = self.session.stdout.readline(MAX_LISTING)
+            if line.endswith(b"\n"):
+                return _json(line, "the host's list of files to pull")
+            if line:
+                raise RemoteError(f"the host's list of files to pull is longer than {MAX_LISTING >> 20} MiB",
+                                  "pull a folder inside it (--path)")
+            self._older_runtime_or_raise()
+        return self.client.call("list-files", self.job_dir, *paths, timeout=600,
+                                env=None if hashes else {SIZES_ONLY_ENV: "1"})
+
+    def read(self, requests: List[dict]) -> IO[bytes]:
+        """Where the frames of the files asked for come, in their order."""
+        if self.session is not None:
+            self._send({"read": requests})
+            self._reading = self.session
+            self.session.close_stdin()
+            return self.session.stdout
+        self.frames = self._reading = self.client.stream("read-files", self.job_dir)
+        self.frames.stdin.write(json.dumps(requests).encode())
+        self.frames.close_stdin()
+        return self.frames.stdout
+
+    def kill(self) -> None:
+        for s in (self.session, self.frames):
+            if s is not None:
+                s.kill()
+
+    def close(self) -> None:
+        """Each command ended as a finished one does (a session not asked to read ends at the
+        end of its stdin); read() closed the stdin of the one it asked."""
+        for s in (self.session, self.frames):
+            if s is not None:
+                if s is not self._reading:
+                    s.close_stdin()
+                s.wait()
+
+    def _send(self, request: dict) -> None:
+        assert self.session is not None
+        try:
+            self.session.stdin.write(json.dumps(request).encode() + b"\n")
+            self.session.stdin.flush()
+        except BrokenPipeError:
+            pass  # it ended: what it said comes from its stdout and stderr
+
+    def _older_runtime_or_raise(self) -> None:
+        """The session ended without a listing: a runtime without `pull-files` (its argparse
+        refused the verb), whose own commands are used from here on, or an error."""
+        assert self.session is not None
+        code = self.session.wait()
+        why = self.session.stderr_text()
+        if code == 2 and "invalid choice: 'pull-files'" in why:
+            self.session = None
+            return
+        tail = " | ".join(why.strip().splitlines()[-3:]) or f"exit code {code}"
+        raise RemoteError(f"{VERB_WORDS['list-files']} failed on the host: {tail}")
+
+
+def _json(line: bytes, what: str) -> object:
     try:
-        stream.stdin.write(json.dumps([{"path": w["path"], "offset": w["offset"], "sha256": "sha256" not in w}
-                                       for w in wanted]).encode())
-        stream.close_stdin()
-        for w in wanted:
-            _receive_one(stream.stdout, w, progress)
-            result.pulled.append(w["path"])
-            result.bytes += w["size"] - w["offset"]
-    except BaseException:
-        stream.kill()  # unread frames would otherwise keep the host writing
-        raise
-    finally:
-        progress.close()
-        stream.wait()
-    # A pull may let autodown destroy the host: what it wrote is on disk before it returns.
-    # Once for all the files (one fsync each costs a journal commit: 50 files, a second).
-    if durable:
-        os.sync()
-    return result
+        return json.loads(line)
+    except ValueError:
+        raise RemoteError(f"{what} is not JSON: {line[:200]!r}") from None
 
 
-def _listing(client: AgentClient, job_dir: str, paths: List[str], result: PullResult,
-             hashes: bool = False) -> List[dict]:
+def _checked(listing: object, paths: List[str], result: PullResult, hashes: bool = False) -> List[dict]:
     """The host's list of files to pull, checked (a path, a size, a sha256 if asked for);
     what it refused, and what is malformed, goes to result.refused."""
-    listing = client.call("list-files", job_dir, *paths, timeout=600, env=None if hashes else {SIZES_ONLY_ENV: "1"},
-                          early_next=not hashes)  # a pull's first call: the next same pull starts it first
     if not isinstance(listing, dict):
         raise RemoteError("the host's list of files to pull is not a JSON object")
     for item in listing.get("refused") or []:

@@ -23,7 +23,7 @@ VERB_WORDS = {
     "create-job": "creating the job", "start": "starting the agent", "spec": "reading the job's spec",
     "prepare-resume": "preparing the job to resume", "status": "reading the job's status",
     "stop": "asking the job to stop", "mark-safe": "marking the results safe", "logs": "reading the log",
-    "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
+    "pull-files": "pulling the files", "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
     "receive-backup": "receiving the backup", "hub-fetch": "fetching the backup from the Hub",
     "hub-upload": "uploading to the Hub", "launch": "launching the job",
     "discard-job": "removing the unfinished job", "serve": "opening the status channel",
@@ -45,15 +45,11 @@ class AgentClient:
         return ["env", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv
 
     def call(self, verb: str, *args: str, input: Optional[bytes] = None, timeout: float = 120,
-             env: Optional[Mapping[str, str]] = None, early_next: bool = False) -> Any:
-        """env: settings for the agent, set by `env` before it (never secrets: those go on stdin).
-        early_next: the next same tether command starts this one before it loads (early.py):
-        only for a command that is harmless when started for nothing (it only reads)."""
+             env: Optional[Mapping[str, str]] = None) -> Any:
+        """env: settings for the agent, set by `env` before it (never secrets: those go on stdin)."""
         what = VERB_WORDS.get(verb, verb)
         argv = self.argv_with(verb, args, env)
         done = self.host.run(argv, input=input, timeout=timeout)
-        if early_next:
-            self._remember(argv)
         done.check(what)
         try:
             return done.json()
@@ -77,7 +73,8 @@ class AgentClient:
         return {"started": False, "why": tail[-1][:300] if tail else "it exited at once"}
 
     def stream(self, verb: str, *args: str, early_next: bool = False) -> Stream:
-        """early_next: as call's (here: a stream that waits for its stdin before it acts)."""
+        """early_next: the next same tether command starts this one before it loads (early.py):
+        only for a session that waits for its stdin before it acts (harmless started for nothing)."""
         argv = self.argv(verb, *args)
         if early_next:
             self._remember(argv)
