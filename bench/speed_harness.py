@@ -101,6 +101,12 @@ def installed_tether(tmp: Path) -> Path:
     return script
 
 
+# A launch's host session (`<python> -c <boot> <root>/runtime/<version> launch ROOT PROJECT`,
+# agent/protocol.py's agent_argv) and the laptop's ssh that carries it: both end once the host
+# has done what it does after the launch returned.
+LAUNCH_SESSION = "/runtime/[^ ]+ launch "
+
+
 class Bench:
     def __init__(self, tmp: Path) -> None:
         from sshd import Sshd
@@ -133,7 +139,7 @@ class Bench:
         run pays for the other's (one core each, one disk)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and subprocess.run(
-                ["pgrep", "-f", "--", "-m agent launch"], capture_output=True).returncode == 0:
+                ["pgrep", "-f", "--", LAUNCH_SESSION], capture_output=True).returncode == 0:
             time.sleep(0.05)
         subprocess.run(["sync"], check=False)
 
