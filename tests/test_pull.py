@@ -134,7 +134,7 @@ def test_a_host_listing_files_it_was_not_asked_for_writes_none_of_them(tmp_path)
 def test_names_a_workload_chose_reach_the_terminal_inert(tether, project, host_root, tmp_path):
     """A file name is the workload's: pulled as it is, but printed without its escape
     sequences (a title, a clipboard write, a cleared screen)."""
-    names = ["title\x1b]0;pwned\x07.txt", "clear\x1b[2J.txt", "clip\x1b]52;c;cHduZWQ=\x07"]
+    names = ["title\x1b]0;pwned\x07.txt", "clear\x1b[2J.txt", "clip\x1b]52;c;cHduZWQ=\x07", "[bold red]boom.txt"]
     spec = project(f"""
         name: hostilenames
         host: {{provider: ssh, address: testhost, root: {host_root}}}
@@ -145,7 +145,8 @@ def test_names_a_workload_chose_reach_the_terminal_inert(tether, project, host_r
     wait_state(tether, job, "SUCCEEDED")
     r = tether("pull", job, "--to", tmp_path / "got")
     assert r.exit_code == 0, r
-    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "pulled 3 file(s)" in r.stdout
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "pulled 4 file(s)" in r.stdout
+    assert "  outputs/[bold red]boom.txt\n" in r.stdout   # as named: not taken for rich's markup
     for name in names:
         assert (tmp_path / "got" / "outputs" / name).read_text() == name
 
