@@ -8,8 +8,9 @@ normal path runs as always; a command started here and not taken is ended when t
 Finding the command (the registry, the endpoint, the agent's command line) loads a tenth of a
 second of modules, so the command lines a status read started are remembered, under the
 command line's own words, in <home>/cache/early-commands.bin: the next same read starts them
-first, having loaded nothing but subprocess (the file is marshal behind a CRC line: JSON would
-load json and re first). The normal path still builds its own and takes only an exact match,
+first, having loaded nothing but os (the file is marshal behind a CRC line: JSON would load
+json and re first; the commands are forked and run by transport/spawned.py: subprocess would
+load locale, re and threading first). The normal path still builds its own and takes only an exact match,
 so a remembered command that went stale (the job moved, its settings changed) is only a read
 that is ended unused."""
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import subprocess
 import sys
 import zlib
 
@@ -215,9 +215,9 @@ def _ask_keeper(argv: Sequence[str], path: object, dirs: object, recent: object)
 
 def _popen(argv: Sequence[str], stdin: bool = False) -> None:
     from launcher.transport.child_env import child_environ
+    from launcher.transport.spawned import Spawned
 
-    prestarted.add(argv, subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin else None,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_environ()))
+    prestarted.add(argv, Spawned(argv, child_environ(), stdin=stdin))
 
 
 def _start(args: List[str], started: Set[Argv]) -> Optional[Tuple[List[Argv], list]]:

@@ -11,10 +11,11 @@ import shlex
 import subprocess
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, List, Optional, Protocol, Sequence
+from typing import IO, Any, List, Optional, Protocol, Sequence, Union
 
 from launcher.errors import RemoteError
 from launcher.transport.child_env import child_environ as child_environ  # the one filter, re-exported
+from launcher.transport.spawned import Spawned
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Host(Protocol):
 class ProcessStream:
     """A running local process with pipes: a LocalHost command, or OpenSSH running one there."""
 
-    def __init__(self, argv: Sequence[str], started: Optional[subprocess.Popen] = None) -> None:
+    def __init__(self, argv: Sequence[str], started: Optional[Union[subprocess.Popen, Spawned]] = None) -> None:
         """started: that command, already running with its pipes (launcher/early.py)."""
         self.argv = list(argv)
         self.proc = started or subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence
 from launcher.errors import AuthError, HostKeyChangedError, RemoteError, UnreachableError
 from launcher.home import private_folder
 from launcher.transport import ciphers, prestarted
+from launcher.transport.spawned import Spawned
 from launcher.transport.host import Completed, ProcessStream, Stream, child_environ, command_label, user_command
 
 if TYPE_CHECKING:  # not loaded at run time: `tether status` builds this before pydantic loads (early.py)
@@ -129,7 +130,7 @@ class OpenSshHost:
     def run(self, argv: Sequence[str], *, input: Optional[bytes] = None, timeout: float = 120) -> Completed:
         deadline, delay = time.monotonic() + self.retry_s, 0.5
         early = prestarted.take(self.command_line(argv))  # tether status began it before loading
-        if early is not None and not isinstance(early, subprocess.Popen):  # asked of a keeper instead
+        if early is not None and not prestarted.is_process(early):  # asked of a keeper instead
             answer = early.answer()  # a few seconds at most (transport/keeper.py)
             if answer is not None:
                 return Completed(argv, 0, answer, b"")
@@ -178,7 +179,7 @@ class OpenSshHost:
     def stream(self, argv: Sequence[str]) -> Stream:
         full = self._argv(argv)
         early = prestarted.take(full)  # a launch's session, begun before tether loaded
-        if early is not None and (not isinstance(early, subprocess.Popen) or early.stdin is None
+        if early is not None and (not prestarted.is_process(early) or early.stdin is None
                                   or early.poll() is not None):
             early.kill()     # not one to talk to (gone already: start it afresh)
             early.wait()
@@ -196,7 +197,7 @@ class OpenSshHost:
         """The shared connection stays for the next command (ControlPersist ends it)."""
 
 
-def _finish(proc: subprocess.Popen, input: Optional[bytes], timeout: float) -> subprocess.CompletedProcess:
+def _finish(proc: Spawned, input: Optional[bytes], timeout: float) -> subprocess.CompletedProcess:
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -8,25 +8,32 @@ keeps when a launch or a pull is done."""
 from __future__ import annotations
 
 import atexit
-import subprocess
+
+from launcher.transport.spawned import Spawned
 
 TYPE_CHECKING = False  # typing is not loaded before a status read's ssh starts (early.py)
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import Dict, List, Sequence, Tuple
 
-_started: Dict[Tuple[str, ...], subprocess.Popen] = {}
+_started: Dict[Tuple[str, ...], object] = {}
 _remembered: List[Tuple[str, ...]] = []
 
 
-def add(argv: Sequence[str], proc: subprocess.Popen) -> None:
+def add(argv: Sequence[str], proc: object) -> None:
+    """proc: a Spawned (early.py), or a keeper's Asked (transport/keeper.py)."""
     if not _started:
         atexit.register(discard)
     _started[tuple(argv)] = proc
 
 
-def take(argv: Sequence[str]) -> Optional[subprocess.Popen]:
-    """The process started early for exactly this command line, if any (once)."""
+def take(argv: Sequence[str]) -> object:
+    """What was started early for exactly this command line, if anything (once)."""
     return _started.pop(tuple(argv), None)
+
+
+def is_process(started: object) -> bool:
+    """A command (not a read asked of a keeper)."""
+    return isinstance(started, Spawned)
 
 
 def peek(argv: Sequence[str]) -> object:
