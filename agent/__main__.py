@@ -2,8 +2,9 @@
 
 Some verbs are waited for and run before argparse and the other verbs' modules load: `status`
 (asked many times an hour: job_status.py loads only light parts of the standard library; its
-arguments are job folders, nothing else), a pull's `pull-files` (pull_files.py, as light) and `run JOB_DIR --secrets-on-stdin` (a launch waits until the agent holds its job's
-lock, which run_job.py takes before the monitor loads).
+arguments are job folders, nothing else), a pull's `pull-files` (pull_files.py, as light)
+and `run JOB_DIR --secrets-on-stdin` (a launch waits until the agent holds its job's lock,
+which run_job.py takes before the monitor loads).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import IO, List
@@ -20,14 +21,15 @@ from typing import IO, List
 from .hashing import BackgroundHash, sha256_file
 from .paths import is_inside, safe_relpath
 
+
 def main(args: List[str]) -> int:
     """`pull-files JOB` (its requests on stdin), as verbs.py ran it."""
     try:
         session(Path(args[1]), sys.stdin.buffer, sys.stdout.buffer)
     except BrokenPipeError:  # the laptop went away (Ctrl-C on `tether pull`)
         return 0
-    except (ValueError, OSError, KeyError, TypeError) as exc:
-        print(str(exc), file=sys.stderr)  # the launcher says what was being done
+    except (ValueError, OSError, KeyError, TypeError, RecursionError) as exc:
+        print(str(exc)[:500] or type(exc).__name__, file=sys.stderr)  # the launcher says what was being done
         return 2
     return 0
 
@@ -39,8 +41,8 @@ def session(top: Path, requests: IO[bytes], out: IO[bytes]) -> None:
     Python starts once, and the laptop's listing is a line on a session already open."""
     for line in requests:
         request = json.loads(line)
-        if not isinstance(request, dict):
-            raise ValueError(f"a pull request is a JSON object, not {line[:80]!r}")
+        if not isinstance(request, dict) or not ("read" in request or "list" in request):
+            raise ValueError(f"a pull request is a JSON object with 'list' or 'read', not {line[:80]!r}")
         if "read" in request:
             send_files(top, _objects(request["read"]), out)
             return
@@ -117,18 +119,36 @@ def _hash_prefix(f: IO[bytes], offset: int):
     return digest
 
 
+def _open_inside(top: Path, rel: str) -> int:
+    """rel under top, opened to read: a regular file, and inside top as what was opened (a
+    folder on its way swapped for a symlink after the listing is caught; a fifo does not block)."""
+    fd = os.open(top / rel, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        opened = f"/proc/self/fd/{fd}"  # Linux: the path of what was opened; elsewhere, the path resolved now
+        real = os.readlink(opened) if os.path.islink(opened) else os.path.realpath(top / rel)
+        real_top = os.path.realpath(top)
+        if os.path.commonpath([real, real_top]) != real_top:
+            raise ValueError("not inside the job's folder (a symlink on its way)")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def send_files(top: Path, requests: List[dict], out: IO[bytes]) -> None:
     """For each {path, offset[, sha256: true]}: a JSON header line, then exactly `length` raw
     bytes; asked for, a line {"sha256": ...} of the whole file (hashed while it was read)."""
     for req in requests:
         try:
             rel = safe_relpath(req["path"])
-            p = top / rel
-            if p.is_symlink() or not p.is_file():
-                raise ValueError("not a regular file")
-            with open(p, "rb") as f:
+            offset = req.get("offset", 0)
+            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+                raise ValueError(f"offset {offset!r:.40} is not a whole number >= 0")
+            with os.fdopen(_open_inside(top, rel), "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                offset = min(int(req.get("offset", 0)), size)
+                offset = min(offset, size)
                 f.seek(offset)
                 length = size - offset
                 out.write(json.dumps({"path": rel, "offset": offset, "length": length}).encode() + b"\n")

@@ -113,6 +113,9 @@ def test_a_changed_key_is_refused_on_the_shared_connection_path_too(tether, proj
     assert "host key" in reason and "has changed" in reason and "ssh-keygen -R" in reason
     r = tether("launch", spec)
     assert r.exit_code == ExitCode.AUTH and "host key" in r.stderr, r
+    r = tether("pull", job, "--to", tmp_path / "got")   # its session fails as the connection: said as such
+    assert r.exit_code == ExitCode.AUTH and "host key" in r.stderr and "ssh-keygen -R" in r.stderr, r
+    assert len(r.stderr.strip().splitlines()) == 1 and not list((tmp_path / "got").rglob("*.bin"))
 
 
 def test_status_asks_hosts_at_once_and_a_dead_one_costs_its_timeout_once(tether, project, tmp_path):

@@ -6,6 +6,10 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import launched_id, wait_state
@@ -13,6 +17,8 @@ from fake_pull_host import ListingClient
 
 from launcher.errors import ExitCode, UnsafePathError
 from launcher.transfer.pull import PART_SUFFIX, safe_destination
+
+REPO = Path(__file__).resolve().parent.parent
 
 WRITE = """
 import os
@@ -165,6 +171,7 @@ class _OlderRuntime:
     def __init__(self, top) -> None:
         self.top = top
         self.asked: list = []
+        self.not_next_time: list = []
 
     def stream(self, verb: str, *args, **kw):
         from agent.pull_files import send_files
@@ -174,6 +181,9 @@ class _OlderRuntime:
             return _Command(2, OLD_RUNTIME_REFUSAL)
         assert verb == "read-files" and args == ("/j",)
         return _Command(0, "", lambda stdin, out: send_files(self.top, json.loads(stdin), out))
+
+    def not_early(self, verb: str, *args) -> None:
+        self.not_next_time.append((verb, *args))
 
     def call(self, verb: str, *args, env=None, **kw):
         from agent.pull_files import list_tree
@@ -225,6 +235,7 @@ def test_a_job_launched_by_an_older_tether_is_pulled_with_its_runtimes_two_comma
     got = pull(host, "/j", ["outputs"], dest, Console(file=io.StringIO()))
     assert sorted(got.pulled) == ["outputs/ckpt/a.pt", "outputs/ckpt/b.pt"] and got.unchanged == ["outputs/model.bin"]
     assert host.asked == ["pull-files", "list-files", "list-files", "read-files"]
+    assert host.not_next_time == [("pull-files", "/j")]   # the next pull of it does not start it first
     for name in ("model.bin", "ckpt/a.pt", "ckpt/b.pt"):
         assert (dest / "outputs" / name).read_bytes() == (top / "outputs" / name).read_bytes()
 
@@ -244,3 +255,105 @@ def test_a_pull_session_that_fails_says_what_the_host_said(tmp_path):
     with pytest.raises(RemoteError, match="listing the files to pull failed on the host: .*Permission denied"):
         pull(host, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
     assert host.asked == ["pull-files"] and [p.name for p in (tmp_path / "got").iterdir()] == [".tether-pulled"]
+
+
+# A host command that goes on: deaf to SIGTERM and SIGHUP, and to the end of its stdin.
+STUBBORN = "import signal, time; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGHUP)]; time.sleep(60)"
+
+
+class _Hanging:
+    """A host whose pull session is a real process that never answers, and ignores the end
+    of its stdin: the pull must not wait for it forever."""
+
+    def __init__(self) -> None:
+        from launcher.transport.host import ProcessStream
+
+        self.stream = ProcessStream([sys.executable, "-c", STUBBORN])
+
+    def stream_for(self, *a, **kw):
+        return self.stream
+
+
+def test_a_host_that_never_answers_the_listing_is_ended_and_said(tmp_path, monkeypatch):
+    from launcher.errors import RemoteError
+    from launcher.transfer import pull as pulling
+    from rich.console import Console
+
+    monkeypatch.setattr(pulling, "LISTING_S", 0.5)
+    host = _Hanging()
+    client = type("C", (), {"stream": lambda self, *a, **kw: host.stream})()
+    with pytest.raises(RemoteError, match="no answer from the host within 0s|no answer from the host within 1s"):
+        pulling.pull(client, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
+    assert host.stream.proc.wait() == -signal.SIGKILL   # killed, not waited for
+
+
+def test_a_host_that_does_not_end_after_the_pull_is_ended(tmp_path, monkeypatch):
+    """Nothing wanted: the session is told so (the end of its stdin); one that goes on
+    anyway is killed after ENDING_S, and the pull still returns."""
+    from launcher.transfer import pull as pulling
+    from launcher.transport.host import ProcessStream
+    from rich.console import Console
+
+    monkeypatch.setattr(pulling, "ENDING_S", 0.5)
+    stubborn = ProcessStream([sys.executable, "-c", "import sys; sys.stdin.readline(); "
+                              "print('{\"files\": [], \"refused\": []}', flush=True); " + STUBBORN])
+    client = type("C", (), {"stream": lambda self, *a, **kw: stubborn})()
+    got = pulling.pull(client, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
+    assert got.pulled == [] and stubborn.proc.wait() == -signal.SIGKILL   # killed, not waited for
+
+
+@pytest.mark.parametrize("listing, why", [
+    (b'{"files": 5}\n', "not {files"),
+    (b"[" * 100000 + b"\n", "not JSON"),
+    (b'{"files": [], "refused": []', "the session ended"),   # cut: no newline, then the end
+])
+def test_a_malformed_listing_is_one_line_not_a_traceback(tmp_path, listing, why):
+    from launcher.errors import RemoteError
+    from launcher.transfer import pull as pulling
+    from launcher.transport.host import ProcessStream
+    from rich.console import Console
+
+    answer = ProcessStream([sys.executable, "-c", f"import sys; sys.stdin.readline(); sys.stdout.buffer.write({listing!r})"])
+    client = type("C", (), {"stream": lambda self, *a, **kw: answer})()
+    with pytest.raises(RemoteError) as got:
+        pulling.pull(client, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
+    assert why in str(got.value) or (why == "the session ended" and "exit code 0" in str(got.value)), got.value
+
+
+def test_the_host_side_reads_nothing_outside_the_job_folder_whatever_it_is_asked(tmp_path):
+    """A workload may swap a folder for a symlink between the listing and the read, and the
+    requests are checked as any input: each refusal is a one-line error in its frame."""
+    from agent.pull_files import session
+
+    top, secret = tmp_path / "job", tmp_path / "secret"
+    (top / "outputs").mkdir(parents=True)
+    secret.mkdir()
+    (secret / "key").write_text("TOPSECRET")
+    (top / "outputs" / "lnk").symlink_to(secret)
+    os.mkfifo(top / "outputs" / "fifo")   # opened to read, it would wait for a writer forever
+    (top / "outputs" / "ok.txt").write_text("fine")
+    requests = [{"path": "outputs/lnk/key"}, {"path": "outputs/lnk"}, {"path": "outputs/fifo"},
+                {"path": "../secret/key"}, {"path": "outputs/ok.txt", "offset": -5},
+                {"path": "outputs/ok.txt", "offset": 1e400}, {"path": "outputs/ok.txt", "offset": True},
+                {"path": "outputs/ok.txt", "offset": 2}]
+    out = io.BytesIO()
+    session(top, io.BytesIO(json.dumps({"read": requests}).encode() + b"\n"), out)
+    lines = out.getvalue().split(b"\n")
+    assert b"TOPSECRET" not in out.getvalue()
+    errors = [json.loads(line) for line in lines[:7]]
+    assert all(set(e) == {"path", "error"} for e in errors), errors
+    assert "not inside the job's folder" in errors[0]["error"] and "whole number" in errors[4]["error"]
+    assert json.loads(lines[7]) == {"path": "outputs/ok.txt", "offset": 2, "length": 2} and lines[8] == b"ne"
+
+
+@pytest.mark.parametrize("request_line", [b"{}", b"[1]", b"[" * 100000, b'{"list": "outputs"}', b'{"read": 5}',
+                                          b"not json"])
+def test_a_malformed_pull_request_ends_the_host_side_with_one_line(tmp_path, request_line):
+    from agent.protocol import agent_argv
+
+
+    (tmp_path / "job").mkdir()
+    done = subprocess.run(agent_argv(sys.executable, str(REPO), "pull-files", str(tmp_path / "job")),
+                          input=request_line + b"\n", capture_output=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == b"", done
+    assert len(done.stderr.decode().strip().splitlines()) == 1 and b"Traceback" not in done.stderr, done.stderr[-300:]

@@ -7,9 +7,10 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, List, Optional
+from typing import IO, Callable, List, Optional, Tuple, TypeVar
 
 from rich.console import Console
 
@@ -20,10 +21,13 @@ from launcher.transport.host import Stream
 from launcher.errors import NoBackupError, NotFoundError, RemoteError, UnsafePathError
 from launcher.transfer import PULLED_MARKER
 from launcher.transfer.progress_bar import TransferProgress
+from launcher.text import plain
 
 PART_SUFFIX = ".tether-part"
 MAX_LINE = 1 << 16    # a header or trailer line from the host, at most
-MAX_LISTING = 256 << 20   # a listing line from the host, at most
+MAX_LISTING = 64 << 20    # a listing line from the host, at most (a million files' names)
+MAX_REFUSED = 1000        # refusals kept from one listing (the rest counted)
+T = TypeVar("T")
 
 
 def sha256_of_part(part: Path):
@@ -122,6 +126,10 @@ def _wanted(files: List[dict], dest: Path, result: PullResult) -> List[dict]:
     return wanted
 
 
+LISTING_S = 600.0   # a listing's answer, at most (the old `list-files` call's limit: hashing is slow)
+ENDING_S = 30.0     # a host command's exit once its work is done, at most
+
+
 class HostFiles:
     """The host's side of one pull: `agent pull-files JOB`, one command that answers the
     listings and then sends the files (agent/pull_files.py). Started first by the next same
@@ -135,16 +143,33 @@ class HostFiles:
         self._reading: Optional[Stream] = None
 
     def listing(self, paths: List[str], hashes: bool) -> object:
-        if self.session is not None:
+        retried = False
+        while self.session is not None:
+            session = self.session
             self._send({"list": paths, "hashes": hashes})
-            line = self.session.stdout.readline(MAX_LISTING)
+            line, expired = _within(LISTING_S, session, lambda: session.stdout.readline(MAX_LISTING))
             if line.endswith(b"\n"):
                 return _json(line, "the host's list of files to pull")
-            if line:
+            if len(line) >= MAX_LISTING:
                 raise RemoteError(f"the host's list of files to pull is longer than {MAX_LISTING >> 20} MiB",
                                   "pull a folder inside it (--path)")
-            self._older_runtime_or_raise()
-        return self.client.call("list-files", self.job_dir, *paths, timeout=600,
+            code, why = self._ended(session)
+            if expired:
+                raise RemoteError(f"{VERB_WORDS['list-files']}: no answer from the host within {LISTING_S:.0f}s",
+                                  "check the host (tether status), then run pull again")
+            if code == 2 and "invalid choice: 'pull-files'" in why:
+                self.client.not_early("pull-files", self.job_dir)  # the next pull of this job starts nothing for it
+                self.session = None
+                break
+            if code in (255, -1) and not retried:
+                # The connection failed, not the host's side: said as every command says it
+                # (a changed host key, a refused login, a host that is down, retried as they are).
+                self.client.host.run(["true"], timeout=120)
+                self.session, retried = self.client.stream("pull-files", self.job_dir), True
+                continue
+            tail = " | ".join(plain(why).strip().splitlines()[-3:]) or f"exit code {code}"
+            raise RemoteError(f"{VERB_WORDS['list-files']} failed on the host: {tail}")
+        return self.client.call("list-files", self.job_dir, *paths, timeout=LISTING_S,
                                 env=None if hashes else {SIZES_ONLY_ENV: "1"})
 
     def read(self, requests: List[dict]) -> IO[bytes]:
@@ -166,64 +191,97 @@ class HostFiles:
 
     def close(self) -> None:
         """Each command ended as a finished one does (a session not asked to read ends at the
-        end of its stdin); read() closed the stdin of the one it asked."""
+        end of its stdin; read() closed the stdin of the one it asked), or killed when it does
+        not end within ENDING_S, or when the wait is interrupted (Ctrl-C)."""
         for s in (self.session, self.frames):
             if s is not None:
                 if s is not self._reading:
-                    s.close_stdin()
-                s.wait()
+                    try:
+                        s.close_stdin()
+                    except OSError:
+                        pass
+                self._ended(s)
+
+    def _ended(self, stream: Stream) -> Tuple[Optional[int], str]:
+        """Its exit status (None: killed, as it had not ended within ENDING_S) and stderr."""
+        try:
+            code, expired = _within(ENDING_S, stream, stream.wait)
+        except BaseException:
+            stream.kill()
+            raise
+        return (None if expired else code), stream.stderr_text()
 
     def _send(self, request: dict) -> None:
         assert self.session is not None
         try:
             self.session.stdin.write(json.dumps(request).encode() + b"\n")
             self.session.stdin.flush()
-        except BrokenPipeError:
-            pass  # it ended: what it said comes from its stdout and stderr
+        except OSError:  # it ended (a pipe's EPIPE, paramiko's closed channel): its stdout and stderr say how
+            pass
 
-    def _older_runtime_or_raise(self) -> None:
-        """The session ended without a listing: a runtime without `pull-files` (its argparse
-        refused the verb), whose own commands are used from here on, or an error."""
-        assert self.session is not None
-        code = self.session.wait()
-        why = self.session.stderr_text()
-        if code == 2 and "invalid choice: 'pull-files'" in why:
-            self.session = None
-            return
-        tail = " | ".join(why.strip().splitlines()[-3:]) or f"exit code {code}"
-        raise RemoteError(f"{VERB_WORDS['list-files']} failed on the host: {tail}")
+
+def _within(seconds: float, stream: Stream, fn: Callable[[], T]) -> Tuple[T, bool]:
+    """fn()'s result, the stream killed if fn takes longer than seconds (which ends fn); and
+    whether it was."""
+    expired: List[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        stream.kill()
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return fn(), bool(expired)
+    finally:
+        timer.cancel()
 
 
 def _json(line: bytes, what: str) -> object:
     try:
         return json.loads(line)
-    except ValueError:
-        raise RemoteError(f"{what} is not JSON: {line[:200]!r}") from None
+    except (ValueError, RecursionError):
+        raise RemoteError(f"{what} is not JSON: {plain(line[:200])}") from None
+
+
+def _frame_line(src: IO[bytes], what: str) -> dict:
+    """A header or trailer line of the host's frames, as a JSON object."""
+    doc = _json(src.readline(MAX_LINE) or b"{}", f"pull: the host's {what}")
+    if not isinstance(doc, dict):
+        raise RemoteError(f"pull: the host's {what} is not a JSON object")
+    return doc
 
 
 def _checked(listing: object, paths: List[str], result: PullResult, hashes: bool = False) -> List[dict]:
     """The host's list of files to pull, checked (a path, a size, a sha256 if asked for);
-    what it refused, and what is malformed, goes to result.refused."""
-    if not isinstance(listing, dict):
-        raise RemoteError("the host's list of files to pull is not a JSON object")
-    for item in listing.get("refused") or []:
+    what it refused, and what is malformed, goes to result.refused (the first MAX_REFUSED)."""
+    entries = listing.get("files") or [] if isinstance(listing, dict) else None
+    refusals = listing.get("refused") or [] if isinstance(listing, dict) else None
+    if not isinstance(entries, list) or not isinstance(refusals, list):
+        raise RemoteError("the host's list of files to pull is not {files: [...], refused: [...]}")
+    refused: List[str] = []
+    for item in refusals:
         if isinstance(item, dict):
-            result.refused.append(f"{str(item.get('path'))[:300]} ({str(item.get('problem'))[:300]})")
+            refused.append(f"{str(item.get('path'))[:300]} ({str(item.get('problem'))[:300]})")
     files = []
-    for f in listing.get("files") or []:
+    for f in entries:
         ok = isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int) \
             and not isinstance(f.get("size"), bool) and f["size"] >= 0
         if ok and not _asked_for(f["path"], paths):
-            result.refused.append(f"{str(f['path'])[:300]} (not asked for)")
+            refused.append(f"{str(f['path'])[:300]} (not asked for)")
             continue
         if ok and "sha256" in f and not (isinstance(f["sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", f["sha256"])):
             ok = False
         if not ok:
-            result.refused.append(f"{str(f)[:200]} (not a file entry)")
+            refused.append(f"{str(f)[:200]} (not a file entry)")
             continue
         if hashes and "sha256" not in f:
             raise RemoteError(f"the host listed {f['path']!r} without its sha256")
         files.append({k: f[k] for k in ("path", "size", "sha256") if k in f})
+    result.refused += refused[:MAX_REFUSED]
+    if len(refused) > MAX_REFUSED:
+        result.refused.append(f"... and {len(refused) - MAX_REFUSED} more")
     return files
 
 
@@ -244,11 +302,11 @@ def _same_size(dest: Path, f: dict) -> bool:
 def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None:
     """One file's frame into its .tether-part file, hashed as it is written; verified against
     the listing's sha256, or the one the host sends after the bytes; then renamed into place."""
-    header = json.loads(src.readline(MAX_LINE) or b"{}")
+    header = _frame_line(src, f"header for {want['path']!r}")
     if header.get("path") != want["path"]:
-        raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r}")
+        raise RemoteError(f"pull: expected {want['path']!r} from the host, got {header!r:.200}")
     if "error" in header:
-        raise RemoteError(f"pull: {want['path']}: {header['error']}",
+        raise RemoteError(f"pull: {want['path']}: {plain(str(header['error']), 300)}",
                           "it changed or went away on the host while pulling (a pruned backup?): run pull again")
     part: Path = want["part"]
     part.parent.mkdir(parents=True, exist_ok=True)
@@ -266,8 +324,11 @@ def _receive_one(src: IO[bytes], want: dict, progress: TransferProgress) -> None
         raise
     expected = want.get("sha256")
     if expected is None:  # sent after the bytes
-        trailer = json.loads(src.readline(MAX_LINE) or b"{}")
-        expected = trailer.get("sha256") if isinstance(trailer, dict) else None
+        try:
+            expected = _frame_line(src, f"sha256 line for {want['path']!r}").get("sha256")
+        except RemoteError:
+            part.unlink()
+            raise
     if h.hexdigest() != expected:
         part.unlink()
         raise RemoteError(f"pull: {want['path']} does not match its sha256 (changed while pulling?)",

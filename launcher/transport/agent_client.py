@@ -23,7 +23,7 @@ VERB_WORDS = {
     "create-job": "creating the job", "start": "starting the agent", "spec": "reading the job's spec",
     "prepare-resume": "preparing the job to resume", "status": "reading the job's status",
     "stop": "asking the job to stop", "mark-safe": "marking the results safe", "logs": "reading the log",
-    "pull-files": "pulling the files", "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
+    "list-files": "listing the files to pull", "read-files": "sending the files", "backups": "listing backups",
     "receive-backup": "receiving the backup", "hub-fetch": "fetching the backup from the Hub",
     "hub-upload": "uploading to the Hub", "launch": "launching the job",
     "discard-job": "removing the unfinished job", "serve": "opening the status channel",
@@ -85,6 +85,13 @@ class AgentClient:
         command_line = getattr(self.host, "command_line", None)   # OpenSshHost's; paramiko has none
         if command_line is not None and getattr(self.host, "same_lines_next_time", False):
             prestarted.remember(command_line(argv))
+
+    def not_early(self, verb: str, *args: str) -> None:
+        """stream(verb, *args, early_next=True) undone: it is of no use next time (the host's
+        runtime does not know the verb)."""
+        command_line = getattr(self.host, "command_line", None)
+        if command_line is not None:
+            prestarted.forget(command_line(self.argv(verb, *args)))
 
     def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
         """recent: also each job's progress thinned to that many rows (agents that know how)."""

@@ -60,6 +60,12 @@ def remember(argv: Sequence[str]) -> None:
         _remembered.append(tuple(argv))
 
 
+def forget(argv: Sequence[str]) -> None:
+    """Not to be started first next time after all."""
+    if tuple(argv) in _remembered:
+        _remembered.remove(tuple(argv))
+
+
 def take_remembered() -> List[Tuple[str, ...]]:
     """What was remembered, in order; forgotten here."""
     taken = list(_remembered)
