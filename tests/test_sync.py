@@ -161,3 +161,25 @@ def test_after_a_sync_an_edit_moves_the_hosts_digest_not_its_manifest(tmp_path):
     with pytest.raises(RemoteError, match="copy of the host's manifest is damaged"):
         sync.HostManifest(edited, "h", "~/r", "p").files(answer)
     assert not cache.exists() and sync.HostManifest(edited, "h", "~/r", "p").known() == [edited.digest]
+
+
+def test_a_transfer_shows_its_bar_only_on_a_terminal_and_only_once_it_is_slow():
+    """The bar is fed once a file sent (10,000 times for a first sync of such a tree): it
+    appears after show_after_s on a terminal, never in a pipe or a log."""
+    import io
+
+    from rich.console import Console
+
+    from launcher.transfer.progress_bar import TransferProgress
+
+    def fed(terminal: bool, after_s: float) -> str:
+        out = io.StringIO()
+        bar = TransferProgress(Console(file=out, force_terminal=terminal, width=80), "sync", 3000, show_after_s=after_s)
+        for _ in range(3):
+            bar(1000)
+        bar.close()
+        return out.getvalue()
+
+    assert "sync" in fed(terminal=True, after_s=0) and "3.0" in fed(terminal=True, after_s=0)
+    assert fed(terminal=True, after_s=60) == ""     # a quick transfer shows nothing
+    assert fed(terminal=False, after_s=0) == ""     # nor does one written to a pipe

@@ -20,11 +20,17 @@ class TransferProgress:
         self.done = 0
         self._bar: Optional[Any] = None
         self._task = None
+        self._terminal: Optional[bool] = None   # asked once: rich's is_terminal reads the environment
 
     def __call__(self, n: int) -> None:
+        """Called once a file (10,000 times for a first sync): the clock is read first."""
         self.done += n
         if self._bar is None:
-            if not self.console.is_terminal or time.monotonic() - self.started < self.show_after_s:
+            if time.monotonic() - self.started < self.show_after_s:
+                return
+            if self._terminal is None:
+                self._terminal = self.console.is_terminal
+            if not self._terminal:
                 return
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
