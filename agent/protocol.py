@@ -8,7 +8,7 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import (Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin,
+from typing import (Any, Dict, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar, Union, get_args, get_origin,
                     get_type_hints)
 
 # Re-exported: the laptop reads every name of the wire from this one module.
@@ -66,11 +66,14 @@ def self_argv(*args: str) -> List[str]:
 def code_digest(files: Mapping[str, Mapping[str, object]]) -> str:
     """One digest of a code manifest ({path: {mode, sha256}}): both ends compute it, so a job's
     snapshot is checked to hold exactly what its launch sent."""
-    h = hashlib.sha256()
-    for rel in sorted(files):
-        f = files[rel]
-        h.update(f"{rel}\0{int(f['mode']) & 0o777:o}\0{f['sha256']}\n".encode())  # type: ignore[call-overload]
-    return h.hexdigest()
+    return code_digest_of((rel, f["mode"], f["sha256"]) for rel, f in files.items())  # type: ignore[misc]
+
+
+def code_digest_of(files: Iterable[Tuple[str, int, str]]) -> str:
+    """code_digest of (path, mode, sha256) rows, in any order: one line each, sorted by path,
+    hashed at once (10,000 files: a line each, not a call each)."""
+    lines = sorted(f"{rel}\0{int(mode) & 0o777:o}\0{sha256}\n" for rel, mode, sha256 in files)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 # -- messages: what the host answers, typed and checked where it enters the laptop -------------
