@@ -357,3 +357,24 @@ def test_a_malformed_pull_request_ends_the_host_side_with_one_line(tmp_path, req
                           input=request_line + b"\n", capture_output=True, timeout=60)
     assert done.returncode == 2 and done.stdout == b"", done
     assert len(done.stderr.decode().strip().splitlines()) == 1 and b"Traceback" not in done.stderr, done.stderr[-300:]
+
+
+def test_a_host_that_stops_sending_mid_file_ends_the_pull_and_keeps_what_came(tmp_path, monkeypatch):
+    """Alive but silent (ssh's keepalives would be answered): the pull is ended after
+    STALL_S with one line, the host side killed, and the bytes that came kept to resume."""
+    from launcher.errors import RemoteError
+    from launcher.transfer import pull as pulling
+    from launcher.transport.host import ProcessStream
+    from rich.console import Console
+
+    monkeypatch.setattr(pulling, "STALL_S", 0.5)
+    listing = json.dumps({"files": [{"path": "outputs/big.bin", "size": 10}], "refused": []})
+    host = ProcessStream([sys.executable, "-c", "import sys, os\n"
+                          f"sys.stdin.readline(); print({listing!r}, flush=True); sys.stdin.readline()\n"
+                          "os.write(1, b'{\"path\": \"outputs/big.bin\", \"offset\": 0, \"length\": 10}\\n12345')\n"
+                          + STUBBORN])
+    client = type("C", (), {"stream": lambda self, *a, **kw: host})()
+    with pytest.raises(RemoteError, match="the host sent nothing for 0s"):
+        pulling.pull(client, "/j", ["outputs"], tmp_path / "got", Console(file=io.StringIO()))
+    assert host.proc.wait() == -signal.SIGKILL
+    assert (tmp_path / "got" / "outputs" / ("big.bin" + PART_SUFFIX)).read_bytes() == b"12345"

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, List, Optional, Tuple, TypeVar
@@ -87,13 +88,21 @@ def pull(client: AgentClient, job_dir: str, paths: List[str], dest: Path, consol
             return result
         total = sum(w["size"] - w["offset"] for w in wanted)
         progress = TransferProgress(console, "pull", total)
+        stall_s = STALL_S + max(w["offset"] for w in wanted) / PREFIX_RATE
+        stall = _StallWatch(stall_s, host.kill)
         try:
             frames = host.read([{"path": w["path"], "offset": w["offset"], "sha256": "sha256" not in w} for w in wanted])
             for w in wanted:
-                _receive_one(frames, w, progress)
+                _receive_one(frames, w, stall.fed(progress))
                 result.pulled.append(w["path"])
                 result.bytes += w["size"] - w["offset"]
+        except RemoteError:
+            if stall.fired:
+                raise RemoteError(f"pull: the host sent nothing for {stall_s:.0f}s; the pull was ended",
+                                  "check the host (tether status); run pull again: it resumes where it stopped") from None
+            raise
         finally:
+            stall.stop()
             progress.close()
     except BaseException:
         host.kill()  # unread frames would otherwise keep the host writing
@@ -127,6 +136,9 @@ def _wanted(files: List[dict], dest: Path, result: PullResult) -> List[dict]:
 
 
 LISTING_S = 600.0   # a listing's answer, at most (the old `list-files` call's limit: hashing is slow)
+STALL_S = 300.0     # the files' bytes stopping this long ends a pull; more where a file resumes, as
+PREFIX_RATE = 25e6  # its prefix is hashed first on the host, then on the laptop, sending nothing: at
+                    # 50 MB/s a disk each (2 ms a MB together) on top
 ENDING_S = 30.0     # a host command's exit once its work is done, at most
 
 
@@ -218,6 +230,36 @@ class HostFiles:
             self.session.stdin.flush()
         except OSError:  # it ended (a pipe's EPIPE, paramiko's closed channel): its stdout and stderr say how
             pass
+
+
+class _StallWatch:
+    """Ends the pull (kill) when no byte of the files came for seconds: a connection that is
+    alive (ssh's keepalives answered) but a host side that sends nothing would otherwise be
+    waited for forever, by `tether pull` and by the status read that pulls before a host goes."""
+
+    def __init__(self, seconds: float, kill: Callable[[], None]) -> None:
+        self.seconds, self.kill = seconds, kill
+        self.last = time.monotonic()
+        self.fired = False
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="pull-stall", daemon=True).start()
+
+    def fed(self, progress: Callable[[int], None]) -> Callable[[int], None]:
+        """progress, which also notes that bytes came (the read loop calls it once a block)."""
+        def fed(n: int) -> None:
+            self.last = time.monotonic()
+            progress(n)
+        return fed
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(self.seconds / 4, 5.0)):
+            if time.monotonic() - self.last > self.seconds:
+                self.fired = True
+                self.kill()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 def _within(seconds: float, stream: Stream, fn: Callable[[], T]) -> Tuple[T, bool]:
