@@ -136,9 +136,10 @@ def _wanted(files: List[dict], dest: Path, result: PullResult) -> List[dict]:
 
 
 LISTING_S = 600.0   # a listing's answer, at most (the old `list-files` call's limit: hashing is slow)
-STALL_S = 300.0     # the files' bytes stopping this long ends a pull; more where a file resumes, as
+STALL_S = 300.0     # the files' bytes stopping this long ends a pull (they are counted a MiB block at a
+                    # time: a link under 3.5 KB/s counts as stopped); more where a file resumes, as
 PREFIX_RATE = 25e6  # its prefix is hashed first on the host, then on the laptop, sending nothing: at
-                    # 50 MB/s a disk each (2 ms a MB together) on top
+                    # 50 MB/s a disk each (40 ms a MB together) on top
 ENDING_S = 30.0     # a host command's exit once its work is done, at most
 
 
@@ -266,18 +267,25 @@ def _within(seconds: float, stream: Stream, fn: Callable[[], T]) -> Tuple[T, boo
     """fn()'s result, the stream killed if fn takes longer than seconds (which ends fn); and
     whether it was."""
     expired: List[bool] = []
+    lock = threading.Lock()
+    done = False
 
     def expire() -> None:
-        expired.append(True)
-        stream.kill()
+        with lock:  # not once fn has returned: its result stands, and the stream with it
+            if not done:
+                expired.append(True)
+                stream.kill()
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
     try:
-        return fn(), bool(expired)
+        result = fn()
     finally:
+        with lock:
+            done = True
         timer.cancel()
+    return result, bool(expired)
 
 
 def _json(line: bytes, what: str) -> object:

@@ -61,6 +61,9 @@ class Host(Protocol):
 # -- local --------------------------------------------------------------------------------
 
 
+DRAIN_S = 10.0   # a command's stderr, read to its end once it has exited, at most
+
+
 class ProcessStream:
     """A running local process with pipes: a LocalHost command, or OpenSSH running one there."""
 
@@ -88,7 +91,7 @@ class ProcessStream:
 
     def wait(self) -> int:
         rc = self.proc.wait()
-        self._t.join()
+        self._t.join(DRAIN_S)  # a process it left behind may hold stderr open: not waited for
         return rc
 
     def stderr_text(self) -> str:

@@ -13,20 +13,24 @@ from launcher.transport.spawned import Spawned
 
 TYPE_CHECKING = False  # typing is not loaded before a status read's ssh starts (early.py)
 if TYPE_CHECKING:
-    from typing import Dict, List, Sequence, Tuple
+    from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-_started: Dict[Tuple[str, ...], object] = {}
+    from launcher.transport.keeper import Asked
+
+    Started = Union[Spawned, Asked]
+
+_started: Dict[Tuple[str, ...], Started] = {}
 _remembered: List[Tuple[str, ...]] = []
 
 
-def add(argv: Sequence[str], proc: object) -> None:
+def add(argv: Sequence[str], proc: Started) -> None:
     """proc: a Spawned (early.py), or a keeper's Asked (transport/keeper.py)."""
     if not _started:
         atexit.register(discard)
     _started[tuple(argv)] = proc
 
 
-def take(argv: Sequence[str]) -> object:
+def take(argv: Sequence[str]) -> Optional[Started]:
     """What was started early for exactly this command line, if anything (once)."""
     return _started.pop(tuple(argv), None)
 
@@ -46,10 +50,14 @@ def waiting() -> list:
 
 
 def discard() -> None:
+    """Each one not taken ended (one that cannot be is left, not the others)."""
     for proc in _started.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        try:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        except OSError:
+            pass
     _started.clear()
 
 

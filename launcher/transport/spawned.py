@@ -18,14 +18,23 @@ EXEC_FAILED = 127   # as a shell says it: the command could not be run
 
 
 class Spawned:
+    """Only while tether has no thread but its main one (early.py runs before any starts):
+    the child runs Python between fork and exec."""
+
     def __init__(self, argv: Sequence[str], env: Dict[str, str], stdin: bool = False) -> None:
         """stdin: a pipe to write to, else the child shares tether's own (as Popen's None)."""
         self.args: List[str] = list(argv)
         self.returncode: Optional[int] = None
-        child_in, ours_in = os.pipe() if stdin else (-1, -1)
-        ours_out, child_out = os.pipe()
-        ours_err, child_err = os.pipe()
-        self.pid = os.fork()
+        opened: List[int] = []
+        try:
+            child_in, ours_in = _pipe(opened) if stdin else (-1, -1)
+            ours_out, child_out = _pipe(opened)
+            ours_err, child_err = _pipe(opened)
+            self.pid = os.fork()
+        except BaseException:
+            for fd in opened:
+                os.close(fd)
+            raise
         if self.pid == 0:  # the child: its three ends on 0, 1 and 2, every other descriptor closed
             _exec(self.args, env, child_in, child_out, child_err)
         for fd in (child_in, child_out, child_err):
@@ -37,17 +46,24 @@ class Spawned:
 
     def poll(self) -> Optional[int]:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = _code(status)
+            self._reap(os.WNOHANG)
         return self.returncode
+
+    def _reap(self, flags: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:  # SIGCHLD ignored (inherited): reaped already, status lost (as Popen: 0)
+            self.returncode = 0
+            return
+        if pid:
+            self.returncode = _code(status)
 
     def wait(self, timeout: Optional[float] = None) -> int:
         if self.returncode is not None:
             return self.returncode
         if timeout is None:
-            self.returncode = _code(os.waitpid(self.pid, 0)[1])
-            return self.returncode
+            self._reap(0)
+            return self.returncode  # type: ignore[return-value]
         import time
 
         deadline, delay = time.monotonic() + timeout, 0.0005
@@ -84,7 +100,10 @@ class Spawned:
                     self.stdin.write(input)  # type: ignore[union-attr]
                 self.stdin.close()  # type: ignore[union-attr]
             except BrokenPipeError:
-                pass
+                try:
+                    self.stdin.close()  # type: ignore[union-attr]
+                except OSError:
+                    pass
 
         threads = [threading.Thread(target=read, args=("out", self.stdout), daemon=True),
                    threading.Thread(target=read, args=("err", self.stderr), daemon=True)]
@@ -99,7 +118,7 @@ class Spawned:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
-        self.wait()
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self.stdout.close()
         self.stderr.close()
         return got.get("out", b""), got.get("err", b"")
@@ -113,10 +132,11 @@ def _exec(argv: List[str], env: Dict[str, str], child_in: int, child_out: int, c
         for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores these; an exec would keep that (Popen restores them)
             if hasattr(_signal, name):
                 _signal.signal(getattr(_signal, name), _signal.SIG_DFL)
-        if child_in >= 0:
-            os.dup2(child_in, 0)
-        os.dup2(child_out, 1)
-        os.dup2(child_err, 2)
+        for fd, target in ((child_in, 0), (child_out, 1), (child_err, 2)):
+            if fd == target:  # tether started with that descriptor closed: the pipe took its number
+                os.set_inheritable(fd, True)
+            elif fd >= 0:
+                os.dup2(fd, target)
         os.closerange(3, _max_fd())
         os.execvpe(argv[0], argv, env)
     except BaseException as exc:  # noqa: BLE001 (the child must end here, whatever happened)
@@ -124,6 +144,12 @@ def _exec(argv: List[str], env: Dict[str, str], child_in: int, child_out: int, c
             os.write(2, f"tether: cannot run {argv[0]}: {exc}\n".encode(errors="replace"))
         finally:
             os._exit(EXEC_FAILED)
+
+
+def _pipe(opened: List[int]) -> Tuple[int, int]:
+    r, w = os.pipe()
+    opened += [r, w]
+    return r, w
 
 
 def _max_fd() -> int:
