@@ -122,7 +122,7 @@ def _hash_prefix(f: IO[bytes], offset: int):
 def _open_inside(top: Path, rel: str) -> int:
     """rel under top, opened to read: a regular file, and inside top as what was opened (a
     folder on its way swapped for a symlink after the listing is caught; a fifo does not block)."""
-    fd = os.open(top / rel, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    fd = os.open(top / rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_NOFOLLOW", 0))
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file")
