@@ -4,7 +4,7 @@ it, so __main__.py runs it before argparse and the agent's other modules load: t
 loads the standard library's light parts only (hashing.py, paths.py).
 
 Runtimes before it had two commands for this, `list-files` and `read-files`; a launcher falls
-back to them on such a runtime (launcher/transfer/pull.py), so their wire stays what it was:
+back to them on such a runtime (launcher/transfer/host_files.py), so their wire stays what it was:
 list_tree's answer and send_files's frames are the same here.
 """
 

@@ -276,10 +276,10 @@ class _Hanging:
 
 def test_a_host_that_never_answers_the_listing_is_ended_and_said(tmp_path, monkeypatch):
     from launcher.errors import RemoteError
-    from launcher.transfer import pull as pulling
+    from launcher.transfer import host_files, pull as pulling
     from rich.console import Console
 
-    monkeypatch.setattr(pulling, "LISTING_S", 0.5)
+    monkeypatch.setattr(host_files, "LISTING_S", 0.5)
     host = _Hanging()
     client = type("C", (), {"stream": lambda self, *a, **kw: host.stream})()
     with pytest.raises(RemoteError, match="no answer from the host within 0s|no answer from the host within 1s"):
@@ -290,11 +290,11 @@ def test_a_host_that_never_answers_the_listing_is_ended_and_said(tmp_path, monke
 def test_a_host_that_does_not_end_after_the_pull_is_ended(tmp_path, monkeypatch):
     """Nothing wanted: the session is told so (the end of its stdin); one that goes on
     anyway is killed after ENDING_S, and the pull still returns."""
-    from launcher.transfer import pull as pulling
+    from launcher.transfer import host_files, pull as pulling
     from launcher.transport.host import ProcessStream
     from rich.console import Console
 
-    monkeypatch.setattr(pulling, "ENDING_S", 0.5)
+    monkeypatch.setattr(host_files, "ENDING_S", 0.5)
     stubborn = ProcessStream([sys.executable, "-c", "import sys; sys.stdin.readline(); "
                               "print('{\"files\": [], \"refused\": []}', flush=True); " + STUBBORN])
     client = type("C", (), {"stream": lambda self, *a, **kw: stubborn})()
