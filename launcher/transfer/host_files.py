@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import IO, Callable, List, Optional, Tuple, TypeVar
+from typing import IO, Callable, List, Optional, Tuple
 
 from agent.protocol import SIZES_ONLY_ENV
 
 from launcher.errors import RemoteError
 from launcher.text import plain
 from launcher.transport.agent_client import VERB_WORDS, AgentClient
-from launcher.transport.host import Stream
+from launcher.transport.host import KilledAfter, Stream
 
 MAX_LISTING = 64 << 20    # a listing line from the host, at most (a million files' names)
-T = TypeVar("T")
 
 LISTING_S = 600.0   # a listing's answer, at most (the old `list-files` call's limit: hashing is slow)
 ENDING_S = 30.0     # a host command's exit once its work is done, at most
@@ -40,14 +39,15 @@ class HostFiles:
         while self.session is not None:
             session = self.session
             self._send({"list": paths, "hashes": hashes})
-            line, expired = _within(LISTING_S, session, lambda: session.stdout.readline(MAX_LISTING))
+            with KilledAfter(LISTING_S, session) as watch:
+                line = session.stdout.readline(MAX_LISTING)
             if line.endswith(b"\n"):
                 return json_line(line, "the host's list of files to pull")
             if len(line) >= MAX_LISTING:
                 raise RemoteError(f"the host's list of files to pull is longer than {MAX_LISTING >> 20} MiB",
                                   "pull a folder inside it (--path)")
             code, why = self._ended(session)
-            if expired:
+            if watch.expired:
                 raise RemoteError(f"{VERB_WORDS['list-files']}: no answer from the host within {LISTING_S:.0f}s",
                                   "check the host (tether status), then run pull again")
             if code == 2 and "invalid choice: 'pull-files'" in why:
@@ -98,11 +98,12 @@ class HostFiles:
     def _ended(self, stream: Stream) -> Tuple[Optional[int], str]:
         """Its exit status (None: killed, as it had not ended within ENDING_S) and stderr."""
         try:
-            code, expired = _within(ENDING_S, stream, stream.wait)
+            with KilledAfter(ENDING_S, stream) as watch:
+                code = stream.wait()
         except BaseException:
             stream.kill()
             raise
-        return (None if expired else code), stream.stderr_text()
+        return (None if watch.expired else code), stream.stderr_text()
 
     def _send(self, request: dict) -> None:
         assert self.session is not None
@@ -141,31 +142,6 @@ class StallWatch:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def _within(seconds: float, stream: Stream, fn: Callable[[], T]) -> Tuple[T, bool]:
-    """fn()'s result, the stream killed if fn takes longer than seconds (which ends fn); and
-    whether it was."""
-    expired: List[bool] = []
-    lock = threading.Lock()
-    done = False
-
-    def expire() -> None:
-        with lock:  # not once fn has returned: its result stands, and the stream with it
-            if not done:
-                expired.append(True)
-                stream.kill()
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        result = fn()
-    finally:
-        with lock:
-            done = True
-        timer.cancel()
-    return result, bool(expired)
 
 
 def json_line(line: bytes, what: str) -> object:

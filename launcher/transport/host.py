@@ -61,6 +61,37 @@ class Host(Protocol):
 # -- local --------------------------------------------------------------------------------
 
 
+class KilledAfter:
+    """`with KilledAfter(seconds, stream) as watch:` the stream is killed if the block takes
+    longer than seconds (a read or write on it then ends); watch.expired says whether it was.
+    Not once the block is done: a result that came stands. seconds None: no limit."""
+
+    def __init__(self, seconds: Optional[float], stream: "Stream") -> None:
+        self.expired = False
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._expire) if seconds else None
+
+    def __enter__(self) -> "KilledAfter":
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if not self._done:
+                self.expired = True
+                self._stream.kill()
+
+
 DRAIN_S = 10.0   # a command's stderr, read to its end once it has exited, at most
 
 

@@ -24,7 +24,7 @@ from launcher.errors import RemoteError
 from launcher.text import plain
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import HostInfo, prepare_host, runtime_version
-from launcher.transport.host import Host, Stream
+from launcher.transport.host import Host, KilledAfter, Stream
 
 HELLO_S = 60.0      # the host's Python start (as the probe's limit)
 ANSWER_S = 120.0    # a manifest, a job's creation, an agent's start (as each verb's limit)
@@ -57,15 +57,12 @@ class _Conversation:
             pass
 
     def _within(self, timeout: Optional[float], fn: Callable[[], Any]) -> Any:
-        watchdog = threading.Timer(timeout, self._expire) if timeout else None
-        if watchdog is not None:
-            watchdog.daemon = True
-            watchdog.start()
+        watch = KilledAfter(timeout, self.stream)
         try:
-            return fn()
+            with watch:
+                return fn()
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            self.expired = self.expired or watch.expired
 
     def hear(self, timeout: Optional[float], what: str) -> Optional[dict]:
         raw = self._within(timeout, lambda: self.stream.stdout.readline(MAX_LINE))
@@ -78,10 +75,6 @@ class _Conversation:
         if not isinstance(doc, dict):
             raise RemoteError(f"{what}: the host answered something that is not a JSON object")
         return doc
-
-    def _expire(self) -> None:
-        self.expired = True
-        self.stream.kill()
 
     def why_ended(self, doc: Optional[dict], timeout: Optional[float]) -> str:
         """The host's error line, or that it did not answer in time, or its stderr's last words."""
