@@ -104,12 +104,16 @@ class ProcessStream:
         self.proc = started or subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                 stderr=subprocess.PIPE, env=child_environ())
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
-        self._err = b""
+        self._err: List[bytes] = []
         self._t = threading.Thread(target=self._drain, daemon=True)
         self._t.start()
 
     def _drain(self) -> None:
-        self._err = self.proc.stderr.read()
+        """Kept as it comes: what a command said stands even where a process it left behind
+        holds the pipe open (wait gives up on the rest after DRAIN_S)."""
+        fd = self.proc.stderr.fileno()
+        while chunk := os.read(fd, 65536):
+            self._err.append(chunk)
 
     def read_some(self) -> bytes:
         return os.read(self.proc.stdout.fileno(), 65536)
@@ -126,7 +130,7 @@ class ProcessStream:
         return rc
 
     def stderr_text(self) -> str:
-        return self._err.decode(errors="replace")
+        return b"".join(self._err).decode(errors="replace")
 
     def kill(self) -> None:
         self.proc.kill()
