@@ -93,6 +93,8 @@ def test_laptop_mirror_of_two_nodes_then_resume_on_two_new_hosts(four_hosts, tet
         return sorted(common) if len(common) >= 2 else None
 
     common = wait_for(two_common_steps, 120, what="two steps mirrored from both nodes")
+    r = tether("resume", job, "--on", "node2,node3")  # both nodes still run it: two copies would train
+    assert r.exit_code == ExitCode.BAD_SPEC and f"job {job} still runs on root@10.77.0." in r.stderr, r
     net.vanish(0)  # both hosts are gone, mid-run
     net.vanish(1)
     for k in (0, 1):  # each node's own shards came to its own folder

@@ -15,8 +15,9 @@ from agent.protocol import BackupInfo, JobState, StatusAnswer
 
 from launcher.backends.base import Context, StopAsked
 from launcher.errors import RemoteError, SpecError, TetherError, UnreachableError, UsageError
-from launcher.jobs.view import JobView, last_known, spend_of
+from launcher.jobs.view import JobView, last_known, spend_of, still_running
 from launcher.registry import JobRecord
+from launcher.text import inert, plain
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.host import Host
 from launcher.transport.connect import STATUS_RETRY_S, agent_for, host_for_record
@@ -223,7 +224,9 @@ class AgentJob:
         return self.history(("progress",), max_rows, rounds=1).progress.rows
 
     def before_move(self, console: Console) -> None:
-        """Nothing to check: a job moving off a host it ran on only needs its mirror."""
+        """Two copies must not train: the old host is asked once (a status read, no retries:
+        a host that is gone costs its connect timeout, once)."""
+        refuse_two_copies(self.record.id, [AgentJob.observe_all([self])[self.record.id]], console)
 
     def shell_argv(self, cmd: Optional[List[str]]) -> List[str]:
         with self.client() as client:
@@ -256,6 +259,21 @@ class FrameReader:
             if inode:
                 self.position = (inode, offset + length)
             self.buffer = rest[length:]
+
+
+def refuse_two_copies(job_id: str, views: List[JobView], console: Console) -> None:
+    """A move (resume --on) refused while a host says the job still runs there; a host that
+    does not answer is taken as gone, with a note of what to do if it comes back."""
+    running = still_running(views)
+    if running:
+        v = running[0]
+        raise UsageError(f"job {job_id} still runs on {plain(v.host)} ({v.state.value}): two copies would train",
+                         f"stop it first (tether stop {job_id}), then resume --on")
+    for v in views:
+        if v.state == JobState.UNREACHABLE:
+            console.print(f"[yellow]note:[/] {inert(v.host)} does not answer ({inert(v.reason or 'no reason given')}): "
+                          f"taken as gone. If it comes back with job {job_id} running, stop it there "
+                          "(its agent: kill the `agent run` process), or two copies train")
 
 
 def _observe_group(group: List[AgentJob], recent: int = 0) -> Dict[str, JobView]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, List, Optional, Sequ
 
 from agent.protocol import BackupInfo, JobState, StatusAnswer
 
-from launcher.backends.agent import AgentJob
+from launcher.backends.agent import AgentJob, refuse_two_copies
 from launcher.backends.base import Context, StopAsked
 from launcher.errors import UsageError
 from launcher.jobs.view import JobView
@@ -175,8 +175,10 @@ class NodesJob:
         return previous[0]
 
     def before_move(self, console: "Console") -> None:
-        """Nothing to check: the old hosts are gone; each node's mirrored backups carry it
-        (launcher/jobs/resume_nodes.py)."""
+        """Two copies must not train: every old host is asked at once, and none may say the
+        job still runs there (each node's mirrored backups carry it: jobs/resume_nodes.py)."""
+        seen = NodesJob.observe_all([self])[self.record.id]
+        refuse_two_copies(self.record.id, seen.nodes or [seen], console)
 
 
 class _NoRegistry:

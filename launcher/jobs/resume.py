@@ -35,21 +35,24 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
     if not rec.spec or not rec.workdir:
         raise UsageError(f"job {rec.id} was launched by an older tether that did not record its spec",
                          "launch it again")
-    handle_for(rec, Context(places, registry, environ)).before_move(console)  # e.g. it must have ended
     spec = JobSpec.model_validate(rec.spec)
     host = spec.host.model_dump(exclude_unset=False)
     if spec.host.nodes > 1:
         from launcher.jobs.resume_nodes import node_addresses, node_backup_bringer
 
         addresses = node_addresses(rec.id, spec.host.nodes, address)
-        bring = node_backup_bringer(rec, spec.host.nodes, spec.backup.hub_repo, places, environ, console)
-        # The old master address was one of the old hosts: node 0's new address is the master.
-        host.update({"provider": "ssh", "address": addresses, "master_addr": None})
     else:
         given = [a for a in address.split(",") if a.strip()]
         if len(given) > 1:
             raise UsageError(f"job {rec.id} runs on one host: --on takes one address, not {len(given)}",
                              f"e.g. tether resume {rec.id} --on {given[0].strip()}")
+    # The words checked first; then the old host(s): the job must not still run there.
+    handle_for(rec, Context(places, registry, environ)).before_move(console)
+    if spec.host.nodes > 1:
+        bring = node_backup_bringer(rec, spec.host.nodes, spec.backup.hub_repo, places, environ, console)
+        # The old master address was one of the old hosts: node 0's new address is the master.
+        host.update({"provider": "ssh", "address": addresses, "master_addr": None})
+    else:
         one = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
         bring = lambda client, job_dir, _k: one(client, job_dir)  # noqa: E731
         if address in RENTED:
