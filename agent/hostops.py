@@ -173,16 +173,48 @@ def receive_backup(job: JobDir, name: str, stream: IO[bytes]) -> dict:
     return {"backup": name, "step": found.step if found else None}
 
 
-def discard_job(job: JobDir) -> dict:
-    """A launch that failed before its agent ever ran: its folder goes, so the host holds
-    nothing the registry does not know. Refused once an agent has run it."""
-    if agent_alive(job) or job.state.exists():
-        raise ValueError(f"job {job.path.name} has run on this host: stop it instead")
-    from .code_snapshot import wait_for_code
+DISCARD_WAIT_S = 20.0   # under the laptop's 30 s for the call: a refusal is heard, not cut off
 
-    wait_for_code(job)  # a snapshot still being made would write into what is removed
-    gone = remove_inside(job.path, job.path.parent)
+
+def discard_job(job: JobDir, project: Optional[str] = None, wait_s: float = DISCARD_WAIT_S) -> dict:
+    """A launch that failed before its agent ever ran: its folder goes, so the host holds
+    nothing the registry does not know. Refused once an agent has run it. project: the launch's,
+    whose lock is taken first, so a create the laptop gave up on (its session may still be
+    making the folder, before any guard exists) is waited for, wait_s at most, never cut into."""
+    lock = _project_lock(job.root, project, wait_s) if project is not None else None
+    try:
+        if agent_alive(job) or job.state.exists():
+            raise ValueError(f"job {job.path.name} has run on this host: stop it instead")
+        from .code_snapshot import wait_for_code
+
+        wait_for_code(job)  # a snapshot still being made would write into what is removed
+        gone = remove_inside(job.path, job.path.parent)
+    finally:
+        if lock is not None:
+            os.close(lock)
     return {"discarded": gone}
+
+
+def _project_lock(root: Root, project: str, wait_s: float) -> int:
+    """The project's launch lock (agent/launch_session.py holds it from manifest to snapshot),
+    or ValueError after wait_s: then nothing is removed, and the host side ends (a process
+    left blocked on the lock would remove the folder later, after the laptop gave up)."""
+    import fcntl
+
+    path = root.code_lock(project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise ValueError(f"a launch of {project} still holds its lock here (it may still be creating "
+                                 "this job): not removed") from None
+            time.sleep(0.05)
 
 
 def inventory(job: JobDir, limit: int = 20) -> dict:

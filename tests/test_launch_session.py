@@ -603,3 +603,25 @@ def test_a_host_that_stops_reading_a_put_is_given_up_with_one_line(tmp_path, mon
     finally:
         session._talk.stream.proc.kill()
         session.close()
+
+
+def test_a_failed_launchs_folder_is_removed_only_once_no_launch_of_its_project_holds_the_lock(tmp_path):
+    """The laptop gave up on a create (no answer in time) and asks for the job's folder to go;
+    the host's session may still be making it (before any guard exists). The removal waits
+    for the project's lock: refused while a session holds it, folder untouched; done after."""
+    from agent.hostops import discard_job
+
+    root = tmp_path / "root"
+    session = _session(root)  # a real host-side process, holding p's lock (as one still creating)
+    job = Root(root).job("job1")
+    (job.code).mkdir(parents=True)
+    (job.code / "train.py").write_text("print('x')\n")
+    try:
+        began = time.monotonic()
+        with pytest.raises(ValueError, match="still holds its lock"):
+            discard_job(job, "p", wait_s=0.5)
+        assert time.monotonic() - began >= 0.5 and (job.code / "train.py").is_file()
+    finally:
+        session.close()  # its process ends: the lock is free
+    answer = _client().call("discard-job", str(job.path), "--project", "p", timeout=60)  # as undo_launch asks
+    assert answer == {"discarded": True} and not job.path.exists()

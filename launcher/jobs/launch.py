@@ -152,7 +152,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
             # On the session's stdin: never argv, never a file.
             started = session.start(secrets)
         except BaseException:
-            undo_launch(client, registry, job_id, job_dir, forget=moving is None)
+            undo_launch(client, registry, job_id, job_dir, forget=moving is None, project=spec.name)
             raise
     finally:
         session.close()

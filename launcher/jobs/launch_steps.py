@@ -75,13 +75,15 @@ def setup_key(spec: JobSpec, tree: sync.LocalTree) -> Optional[str]:
     return h.hexdigest()[:24]
 
 
-def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool) -> bool:
+def undo_launch(client: AgentClient, registry: Registry, job_id: str, job_dir: Optional[str], forget: bool,
+                project: str) -> bool:
     """A launch that failed before its agent ran: its folder leaves the host, its record the
-    registry (forget). If the agent may have run after all (start timed out), both stay:
-    status tells. True when nothing of the job is left on the host."""
+    registry (forget). If the agent may have run after all (start timed out), or the project's
+    lock is still held there (a create given up on may still be making the folder), both
+    stay: status tells. True when nothing of the job is left on the host."""
     try:
         if job_dir is not None:
-            client.call("discard-job", job_dir, timeout=30)
+            client.call("discard-job", job_dir, "--project", project, timeout=30)
     except Exception:  # the host is gone or the agent ran: keep the record, status will say
         return False
     if forget:
