@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import threading
 import zlib
 from pathlib import Path
@@ -318,8 +317,9 @@ class PendingLaunch:
             self.opening.close()
 
     def _remember(self, info: HostInfo) -> None:
+        """Whole or not at all, as the laptop's other caches (one that cannot be written only
+        costs the next launch its shortcut)."""
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}))
-            os.replace(tmp, self.path)
+            from launcher.cache_files import write_whole
+
+            write_whole(self.path, json.dumps({"root": info.root, "runtime_dir": info.runtime_dir}).encode())
