@@ -293,10 +293,13 @@ def test_tether_ui_without_its_extra_names_it(tether, monkeypatch):
     assert r.stderr.strip() == "error: the dashboard needs uvicorn — pip install 'tether[ui]'"
 
 
-def test_a_multi_node_jobs_page_draws_a_row_per_node_as_text(tether, project, host_root, dashboard, shots):
+def test_a_multi_node_jobs_page_draws_a_row_per_node_as_text(tether, project, host_root, dashboard, shots,
+                                                            tmp_path, monkeypatch):
     """Two real jobs on the test host joined in the registry as one job's node 0 and node 1
     (the namespaces' two hosts are the multi-node tests' own); node 1's host says something
-    hostile in its state.json."""
+    hostile in its state.json. The page shows node 0's curves and log, then node 1's when
+    picked, and pulls node 1's outputs."""
+    monkeypatch.chdir(tmp_path)  # where the page's pull puts them
     first = _launch(tether, project, host_root, "python3 train.py 5 0.01")
     second = _launch(tether, project, host_root, "python3 train.py 3 0.01")
     for job in (first, second):
@@ -324,7 +327,28 @@ def test_a_multi_node_jobs_page_draws_a_row_per_node_as_text(tether, project, ho
         assert page.evaluate("document.querySelectorAll('main img').length") == 0
         assert page.evaluate("document.body.dataset.owned") is None
         page.wait_for_selector('.chart[data-metric="loss"] canvas', timeout=20000)  # node 0's curves
+        loss_points = "() => { const c = document.querySelector('.chart[data-metric=\"loss\"]');" \
+                      " return c ? c.dataset.points : null; }"
+        log_says = "(() => document.getElementById('log').textContent)()"
+        page.wait_for_function(f"() => ({loss_points})() === '5' && /step 4/.test({log_says})", timeout=20000)
         page.screenshot(path=str(shots / "job-nodes.png"), full_page=True)
+        page.select_option("#node", "1")  # node 1's own curves, log and backups
+        page.wait_for_function(f"() => ({loss_points})() === '3' && /step 2/.test({log_says})"
+                               f" && !/step 4/.test({log_says})", timeout=20000)
+        page.screenshot(path=str(shots / "job-node-1.png"), full_page=True)
+        page.on("dialog", lambda d: d.accept())
+        page.click("#pull")  # node 1's outputs, into node-1/ of the folder the dashboard runs in
+        page.wait_for_function("() => document.getElementById('said').textContent.includes('pulled 1 file')",
+                               timeout=30000)
+        assert json.loads((tmp_path / "counter-twonodes" / "node-1" / "outputs" / "result.json").read_text()) \
+            == {"steps": 3}
         page.goto(f"http://127.0.0.1:{dashboard.port}/job/{first}")
         page.wait_for_selector("body[data-loaded]", timeout=20000)
         assert page.is_hidden("#nodes")  # a one-host job has no node rows
+    base, cookie = f"http://127.0.0.1:{dashboard.port}", {"tether_token": dashboard.token}
+    for path in ("/api/job/twonodes?node=x", "/api/job/twonodes/log?node=-1", "/api/job/twonodes/backups?node=%C2%B2"):
+        assert "node is a node's number" in httpx.get(base + path, cookies=cookie).json()["error"], path
+    for path in ("/api/job/twonodes?node=2", "/api/job/twonodes/log?node=7", f"/api/job/{first}?node=1"):
+        answer = httpx.get(base + path, cookies=cookie)
+        assert answer.status_code == 400 and ("has nodes 0 to 1" in answer.json()["error"]
+                                              or "runs on one host" in answer.json()["error"]), (path, answer.text)

@@ -9,13 +9,14 @@ record is. Everything outside this package imports from here only:
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 import dataclasses
 import importlib
 from typing import Any
 
 from launcher.backends.base import Context, JobHandle, StopAsked, Unsupported
+from launcher.errors import UsageError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
@@ -51,9 +52,18 @@ def reaches_host(rec: JobRecord) -> bool:
     return _kind(rec).reaches_host
 
 
-def home_record(rec: JobRecord) -> JobRecord:
+def home_record(rec: JobRecord, node: Optional[int] = None) -> JobRecord:
     """The record of the host that holds a job's progress, events and logs: node 0's for a
-    multi-node job (rank 0's curves), the job's own otherwise."""
+    multi-node job (rank 0's curves), the job's own otherwise; node: node K's (the dashboard's
+    pick), checked against the job's nodes."""
+    if node is not None:
+        from launcher.backends.nodes import node_record
+
+        if not rec.nodes:
+            raise UsageError(f"job {rec.id} runs on one host: it has no node {node}", "ask for the job itself")
+        if not 0 <= node < len(rec.nodes):
+            raise UsageError(f"job {rec.id} has nodes 0 to {len(rec.nodes) - 1}, not {node}", "pick one of those")
+        return node_record(rec, rec.nodes[node])
     home = getattr(_kind(rec), "home_record", None)
     return home(rec) if home is not None else rec
 

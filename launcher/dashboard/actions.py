@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from rich.console import Console
 
@@ -19,6 +19,7 @@ from launcher.backends import Context, JobHandle, handle_for
 from launcher.dashboard.data import Monitor
 from launcher.errors import UsageError
 from launcher.jobs.publishing import publish_results
+from launcher.lean.pulling import on_node
 from launcher.registry import Registry
 
 Answer = Dict[str, Any]
@@ -53,12 +54,24 @@ def resume(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     return {"message": f"resumed job {rec.id} (was {previous}); it continues from its newest verified backup"}
 
 
+def _node(body: Dict[str, Any]) -> Optional[int]:
+    """The page's node pick ({"node": K}), or None: the job's own (node 0 of a multi-node job)."""
+    node = body.get("node")
+    if node is None:
+        return None
+    if type(node) is not int or node < 0:
+        raise UsageError("node is a node's number (0, 1, ...) of a multi-node job", "pick one on the page")
+    return node
+
+
 def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
-    """Into ./<name>-<id> of the folder `tether ui` runs in, as `tether pull JOB` there."""
+    """Into ./<name>-<id> of the folder `tether ui` runs in, as `tether pull JOB` there; node K
+    of a multi-node job into its node-K/ there, as `tether pull --all-nodes` puts it."""
     rec = m.record(job)
-    dest = Path(f"{rec.name}-{rec.id}")
+    node = _node(body)
+    dest = Path(f"{rec.name}-{rec.id}") / (f"node-{node}" if node is not None else "")
     with _handle(m, job) as h:
-        result = h.pull(dest, None, _quiet())
+        result = on_node(h, node, False, "pull").pull(dest, None, _quiet())
     return {"message": f"pulled {len(result.pulled)} file(s) into {dest.resolve()}"
                        + (f", {len(result.unchanged)} already there" if result.unchanged else "")
                        + (f"; {len(result.refused)} refused" if result.refused else "")}
@@ -81,9 +94,11 @@ def publish(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
 
 
 def verify(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
-    """Every backup re-hashed against its manifest (tether backups), on a connection of its own."""
+    """Every backup re-hashed against its manifest (tether backups), on a connection of its own;
+    node K's of a multi-node job."""
+    node = _node(body)
     with _handle(m, job) as h:
-        items = h.backups(check=True)
+        items = on_node(h, node, False, "backups").backups(check=True)
     return {"backups": [asdict(b) for b in items],
             "message": f"{sum(1 for b in items if b.verified)} of {len(items)} backup(s) verify"}
 

@@ -44,7 +44,7 @@ class Monitor:
         self._busy: set = set()                       # host keys with a poll (states or sparklines) running
         self._sparks: Dict[str, JobHistory] = {}
         self._spark_done: set = set()                 # ended jobs whose curve is complete
-        self._details: Dict[str, JobHistory] = {}
+        self._details: Dict[Tuple[str, int], JobHistory] = {}   # (job, node): its curves read so far
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tether-ui-monitor", daemon=True)
 
@@ -175,15 +175,17 @@ class Monitor:
         finally:
             registry.close()
 
-    def job_detail(self, job_id: str) -> Dict[str, Any]:
-        """Curves of every metric, host resources over time, markers, events, the spec."""
+    def job_detail(self, job_id: str, node: Optional[int] = None) -> Dict[str, Any]:
+        """Curves of every metric, host resources over time, markers, events, the spec: of the
+        job's home (node 0 of a multi-node job), or of node K."""
         rec = self.record(job_id)
-        hist = self._details.setdefault(rec.id, JobHistory())
+        where = home_record(rec, node)
+        hist = self._details.setdefault((rec.id, node or 0), JobHistory())
         error = None
         try:
-            with self.pool.client(home_record(rec)) as client:
+            with self.pool.client(where) as client:
                 for _ in range(3):
-                    refresh(client, [(rec, hist)], FILES)
+                    refresh(client, [(where, hist)], FILES)
                     if not hist.behind:
                         break
         except TetherError as exc:
@@ -200,18 +202,20 @@ class Monitor:
             "events": hist.events.rows[-200:],
         }
 
-    def log_tail(self, job_id: str, which: str, lines: int) -> str:
-        rec = self.record(job_id)
-        with self.pool.client(home_record(rec)) as client:
+    def log_tail(self, job_id: str, which: str, lines: int, node: Optional[int] = None) -> str:
+        rec = home_record(self.record(job_id), node)
+        with self.pool.client(rec) as client:
             argv = client.argv("logs", rec.job_dir, "--tail", str(lines), "--file", which)
             done = client.host.run(argv, timeout=30).check("agent logs")
         return plain_lines(done.stdout[-LOG_BYTES:].decode(errors="replace"), LOG_BYTES)
 
-    def backups(self, job_id: str) -> List[Dict[str, Any]]:
+    def backups(self, job_id: str, node: Optional[int] = None) -> List[Dict[str, Any]]:
         """The listing without re-hashing (fast); `verify` in the page re-hashes (tether backups)."""
-        rec = self.record(job_id)
-        with self.pool.client(home_record(rec)) as client:
+        rec = home_record(self.record(job_id), node)
+        with self.pool.client(rec) as client:
             return [asdict(b) for b in list_backups(client, rec.job_dir, check=False)]
 
-    def forget_detail(self, job_id: str) -> Optional[JobHistory]:
-        return self._details.pop(job_id, None)
+    def forget_detail(self, job_id: str) -> None:
+        """The curves read so far of the job (each node's), read afresh next time."""
+        for key in [k for k in list(self._details) if k[0] == job_id]:
+            self._details.pop(key, None)

@@ -5,6 +5,8 @@
   const job = decodeURIComponent(location.pathname.split("/").pop());
   const $ = id => document.getElementById(id);
   let axis = "step", log = false, detail = null, ended = false, afterEnd = 0;
+  let node = null;  // a multi-node job: the node the page shows (null: the job's home, node 0)
+  const at = (path, sep) => node == null ? path : `${path}${sep}node=${node}`;
 
   function facts(j) {
     const parts = [`host ${j.host}`, `step ${j.step == null ? "-" : j.step}` + (j.max_steps ? ` of ${j.max_steps}` : "")];
@@ -31,8 +33,15 @@
   function showNodes(nodes) {  // a multi-node job: one row per node, every string as text
     const table = $("nodes");
     table.hidden = !Array.isArray(nodes) || nodes.length === 0;
+    $("nodepick").hidden = table.hidden;
     if (table.hidden) return;
-    const rows = nodes.map(n => el("tr", {"data-node": String(Number(n.node))},
+    const pick = $("node");
+    if (pick.options.length !== nodes.length) {
+      pick.replaceChildren(...nodes.map((n, k) => el("option", {value: String(k), text: `node ${k}`})));
+      pick.value = String(node == null ? 0 : node);
+    }
+    const shown = node == null ? 0 : node;
+    const rows = nodes.map(n => el("tr", {"data-node": String(Number(n.node)), cls: Number(n.node) === shown ? "picked" : ""},
       el("td", {text: `node ${Number(n.node)}`}), el("td", {text: n.host}),
       el("td", {}, stateBadge(String(n.state))), el("td", {text: n.step == null ? "-" : n.step}),
       el("td", {text: n.attempt == null ? "-" : n.attempt}), el("td", {text: ago(n.heartbeat_age_s)}),
@@ -59,9 +68,12 @@
     $("noresources").hidden = r > 0;
   }
 
-  async function refresh() {
+  async function loadDetail() {
+    const asked = node;
     try {
-      detail = await api(`/api/job/${encodeURIComponent(job)}`);
+      const got = await api(at(`/api/job/${encodeURIComponent(job)}`, "?"));
+      if (asked !== node) return;  // the page moved to another node meanwhile
+      detail = got;
       showHead(detail.job);
       drawAll();
       showEvents(detail.events);
@@ -70,21 +82,30 @@
       document.body.dataset.loaded = "1";
       stamp();
     } catch (e) {
-      problem(e.message);
+      if (asked === node) problem(e.message);
     }
+  }
+
+  async function refresh() {
+    await loadDetail();
     setTimeout(refresh, detail && detail.behind ? 200 : ended ? 10000 : 2000);
   }
 
-  async function refreshLog() {
-    const pre = $("log");
+  async function loadLog() {
+    const pre = $("log"), asked = node;
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
     try {
-      const {text} = await api(`/api/job/${encodeURIComponent(job)}/log?file=${$("logfile").value}&tail=200`);
+      const {text} = await api(at(`/api/job/${encodeURIComponent(job)}/log?file=${$("logfile").value}&tail=200`, "&"));
+      if (asked !== node) return;
       pre.textContent = text;
       if (atBottom) pre.scrollTop = pre.scrollHeight;
     } catch (e) {
-      pre.textContent = `(log not available: ${e.message})`;
+      if (asked === node) pre.textContent = `(log not available: ${e.message})`;
     }
+  }
+
+  async function refreshLog() {
+    await loadLog();
     afterEnd = ended ? afterEnd + 1 : 0;  // the lines a job wrote as it ended, then slower
     setTimeout(refreshLog, afterEnd > 2 ? 10000 : 2000);
   }
@@ -99,8 +120,16 @@
     document.querySelector("#backups tbody").replaceChildren(...rows);
   }
 
+  async function loadBackups() {
+    const asked = node;
+    try {
+      const {backups} = await api(at(`/api/job/${encodeURIComponent(job)}/backups`, "?"));
+      if (asked === node) showBackups(backups);
+    } catch (e) { /* shown by refresh */ }
+  }
+
   async function refreshBackups() {
-    try { showBackups((await api(`/api/job/${encodeURIComponent(job)}/backups`)).backups); } catch (e) { /* shown by refresh */ }
+    await loadBackups();
     setTimeout(refreshBackups, 15000);
   }
 
@@ -118,12 +147,26 @@
 
   $("stop").onclick = () => act("stop", `Stop job ${job}? It checkpoints, takes a final backup, and stops.`);
   $("resume").onclick = () => act("resume", `Resume job ${job} from its newest verified backup?`);
-  $("pull").onclick = () => act("pull", `Pull job ${job}'s outputs into the folder tether ui runs in?`);
+  const onNode = () => node == null ? {} : {node};
+  $("pull").onclick = () => act("pull", node == null ? `Pull job ${job}'s outputs into the folder tether ui runs in?`
+    : `Pull node ${node}'s outputs of job ${job} into node-${node}/ of the folder tether ui runs in?`, onNode());
   $("publish").onclick = () => {
     const repo = prompt("Publish to which Hugging Face repo (user/name)? It is created private.");
     if (repo) act("publish", null, {repo, private: true});
   };
-  $("verify").onclick = () => act("verify", null);
+  $("verify").onclick = () => act("verify", null, onNode());
+  $("node").onchange = () => {  // everything of one node: cleared, then asked at once
+    node = Number($("node").value);
+    for (const tr of document.querySelectorAll("#nodes tbody tr")) tr.classList.toggle("picked", Number(tr.dataset.node) === node);
+    detail = null;
+    $("log").textContent = "";
+    document.querySelector("#backups tbody").replaceChildren();
+    charts.draw($("charts"), "metrics", {}, axis, [], log);
+    charts.draw($("resources"), "host", {}, "time", []);
+    loadDetail();
+    loadLog();
+    loadBackups();
+  };
   $("logfile").onchange = () => { $("log").textContent = ""; };
   $("log-y").onchange = () => { log = $("log-y").checked; drawAll(); };
   for (const radio of document.querySelectorAll('input[name="x"]')) {
