@@ -44,8 +44,11 @@ HUB_MIRROR_TOKEN = "TETHER_HUB_MIRROR_TOKEN"
 # the host may call `agent`.
 # (agent/__main__.py's main() is imported and called, not run by runpy: the same, without
 # loading runpy and importlib.util, a twentieth of a status read's time on the host.)
+# Its exit status then is NO_RUNTIME_EXIT: the laptop tells "nothing of tether is there (a
+# wiped or rebuilt host)" from any other failure by it, never by the words.
+NO_RUNTIME_EXIT = 86
 _BOOT = ("import sys, os; p = sys.argv.pop(1); os.path.isfile(p + '/agent/__main__.py') or "
-         "sys.exit('no tether runtime at ' + p); sys.path[0] = p; "
+         f"sys.exit(sys.stderr.write('no tether runtime at ' + p + chr(10)) and {NO_RUNTIME_EXIT}); sys.path[0] = p; "
          "from agent.__main__ import main; sys.exit(main())")
 
 

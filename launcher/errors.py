@@ -63,6 +63,11 @@ class RemoteError(TetherError):
     """A command on the host failed; carries the tail of its stderr."""
 
 
+class RuntimeGoneError(RemoteError):
+    """The job's tether runtime is not on its host any more (wiped or rebuilt): nothing of the
+    job runs there from it (agent.protocol.NO_RUNTIME_EXIT)."""
+
+
 class UnsafePathError(TetherError):
     """A pulled path would leave its destination folder."""
 

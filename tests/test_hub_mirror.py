@@ -55,6 +55,7 @@ def test_mirror_to_the_hub_then_resume_on_a_new_host_and_publish(tether, project
 
     r = tether("resume", job, "--on", "testhost")
     assert r.exit_code == 0, r
+    assert "does not answer" in r.stdout and "taken as gone" in r.stdout, r.stdout  # asked, said, not silent
     # The new host took it from the Hub itself: nothing came down to the laptop.
     assert f"the new host fetched backup {newest['name']} (step {newest['step']}) from hf://{repo}" in r.stdout
     assert not (tmp_path / "tether-home" / "mirrors" / job / "hub").exists()

@@ -15,7 +15,7 @@ import pytest
 from agent.code_snapshot import make_now, wait_for_code
 from agent.paths import JobDir, Root
 from agent.protocol import JobFacts, JobPayload, code_digest
-from launcher.errors import RemoteError
+from launcher.errors import RemoteError, RuntimeGoneError
 from launcher.transport.agent_client import AgentClient
 from launcher.transport.bootstrap import local_runtime_dir
 from launcher.transport.host import LocalHost
@@ -269,8 +269,11 @@ def test_a_probe_that_ships_nothing_never_reads_the_laptops_stdin(tmp_path):
 def test_a_missing_runtime_is_said_not_guessed(tmp_path):
     """The agent's boot names a runtime folder that is not there instead of importing
     whatever else the host calls `agent`."""
-    done = LocalHost().run(AgentClient(LocalHost(), sys.executable, str(tmp_path / "nothing")).argv("status", "x"))
+    client = AgentClient(LocalHost(), sys.executable, str(tmp_path / "nothing"))
+    done = LocalHost().run(client.argv("status", "x"))
     assert done.returncode != 0 and b"no tether runtime at" in done.stderr
+    with pytest.raises(RuntimeGoneError):  # told apart by its exit status, not its words
+        client.call("status", "x")
 
 
 class FakeStream:

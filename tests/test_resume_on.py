@@ -21,7 +21,7 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
     spec = project(f"""
         name: moving
         host: {{provider: ssh, address: hosta, root: {root}}}
-        run: python3 train.py 60 0.1 10
+        run: python3 train.py 60 0.25 10
         heartbeat: {{every_s: 0.5}}
         backup: {{every_min: 0.02, keep: 2, mirror: laptop}}
     """, {"train.py": RESUMABLE})
@@ -38,6 +38,12 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
     assert r.exit_code == ExitCode.BAD_SPEC, r
     assert f"job {job} still runs on" in r.stderr and f"tether stop {job}" in r.stderr, r.stderr
     assert status_json(tether, job)["state"] == "RUNNING"  # still hosta's, untouched
+    # hosta rebuilt (another host key): what runs there cannot be asked, and is not guessed.
+    own_sshd.restart(new_host_key=True)
+    own_sshd.kill_sessions()
+    r = tether("resume", job, "--on", "testhost")
+    assert r.exit_code == ExitCode.BAD_SPEC and f"cannot tell whether job {job} still runs on" in r.stderr, r
+    assert "host key" in r.stderr and "--force" in r.stderr, r.stderr
     # The first host disappears: its sshd, its processes, its disk.
     own_sshd.stop()
     own_sshd.kill_sessions()
@@ -45,9 +51,9 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
     newest = max((json.loads((p / "MANIFEST.json").read_text()) for p in mirrors.iterdir()
                   if (p / "MANIFEST.json").exists()), key=lambda m: m["created"])
 
-    r = tether("resume", job, "--on", "testhost")
+    r = tether("resume", job, "--on", "testhost", "--force")  # the user knows it is gone: not asked
     assert r.exit_code == 0, r
-    assert "does not answer" in r.stdout and "taken as gone" in r.stdout, r.stdout  # said, not silent
+    assert "the old host was not asked (--force)" in r.stdout, r.stdout
     assert f"(step {newest['step']}) to the new host" in r.stdout
     done = wait_state(tether, job, "SUCCEEDED", timeout=90)
     assert done["host"].startswith("root@127.0.0.1:") and done["step"] == 59
@@ -70,6 +76,8 @@ def test_resume_on_without_a_mirror_says_what_to_do(tether, project, host_root):
     r = tether("resume", job, "--on", "testhost")
     assert r.exit_code == ExitCode.NO_BACKUP
     assert "no backup mirrored to this laptop" in r.stderr and "backup.mirror: laptop" in r.stderr
+    r = tether("resume", job, "--force")  # nothing to skip without --on
+    assert r.exit_code == ExitCode.BAD_SPEC and "--force is for resume --on" in r.stderr, r
 
 
 def test_watch_shows_the_job_until_it_ends_and_brings_its_backups(tether, project, host_root, tmp_path):
@@ -92,27 +100,42 @@ def test_watch_shows_the_job_until_it_ends_and_brings_its_backups(tether, projec
     assert on_host and on_host[-1] in {p.name for p in mirrors.iterdir() if (p / "MANIFEST.json").exists()}
 
 
-@pytest.mark.parametrize("states, refused, noted", [
-    (["RUNNING"], True, False), (["STALLED"], True, False), (["RESTARTING"], True, False),
-    (["SUCCEEDED"], False, False), (["STOPPED"], False, False), (["LOST"], False, False),
-    (["UNREACHABLE"], False, True), (["UNREACHABLE", "RUNNING"], True, False),
-    (["FAILED", "UNREACHABLE"], False, True), (["LOST", "STOPPED"], False, False)])
-def test_which_old_hosts_stop_a_move(states, refused, noted):
-    """Decided from what the old host(s) said: any that runs the job refuses the move; one that
-    does not answer is taken as gone, and said so (node k of a multi-node job alike)."""
+@pytest.mark.parametrize("seen, refused, noted", [
+    (["RUNNING"], "still runs", False), (["STALLED"], "still runs", False), (["RESTARTING"], "still runs", False),
+    (["PENDING"], "still runs", False), (["SETUP"], "still runs", False), (["BACKING_UP"], "still runs", False),
+    (["SUCCEEDED"], None, False), (["STOPPED"], None, False), (["FAILED"], None, False),
+    (["LOST"], "may still be", False),              # its agent died there; its workload may not have
+    (["LOST gone"], None, False),                   # the job's folder is gone from the host
+    (["UNREACHABLE unreachable"], None, True),      # no connection: taken as gone, said
+    (["UNREACHABLE runtime"], None, False),         # it holds no tether runtime of the job: wiped
+    (["UNREACHABLE auth"], "cannot tell", False),   # it answered, but not with the job's state
+    (["UNREACHABLE key"], "cannot tell", False), (["UNREACHABLE"], "cannot tell", False),
+    (["UNREACHABLE unreachable", "RUNNING"], "still runs", False),
+    (["FAILED", "UNREACHABLE unreachable"], None, True), (["LOST gone", "STOPPED"], None, False)])
+def test_which_old_hosts_stop_a_move(seen, refused, noted):
+    """Decided from what the old host(s) said: a move goes on only where every one said the
+    job ended there, or could not be reached at all (node k of a multi-node job alike)."""
     from rich.console import Console
 
+    from agent.protocol import StatusAnswer
     from agent.states import JobState
     from launcher.backends.agent import refuse_two_copies
-    from launcher.errors import UsageError
+    from launcher.errors import AuthError, HostKeyChangedError, RuntimeGoneError, UnreachableError, UsageError
     from launcher.jobs.view import JobView
 
-    views = [JobView(None, JobState(s), reason="[red]no route[/red]", host=f"root@10.0.0.{k}:22")  # type: ignore[arg-type]
-             for k, s in enumerate(states)]
+    errors = {"unreachable": UnreachableError("no route to the host"), "auth": AuthError("authentication failed"),
+              "key": HostKeyChangedError("the host key changed"), "gone": None, "": None,
+              "runtime": RuntimeGoneError("no tether runtime at /r/runtime/0.1 on the host")}
+    views = []
+    for k, s in enumerate(seen):
+        state, _, how = s.partition(" ")
+        views.append(JobView(None, JobState(state), reason="[red]no route[/red]", host=f"root@10.0.0.{k}:22",  # type: ignore[arg-type]
+                             answer=StatusAnswer(exists=how != "gone"), error=errors[how]))
     console = Console(record=True, width=300)
     if refused:
-        with pytest.raises(UsageError, match="still runs on root@10.0.0.*two copies would train"):
+        with pytest.raises(UsageError, match=f"{refused}.*") as exc:
             refuse_two_copies("j1", views, console)
+        assert "root@10.0.0." in exc.value.what and exc.value.todo
         return
     refuse_two_copies("j1", views, console)
     said = console.export_text()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, Iterator, List, Opti
 from agent.protocol import BackupInfo, JobState, StatusAnswer
 
 from launcher.backends.base import Context, StopAsked
-from launcher.errors import RemoteError, SpecError, TetherError, UnreachableError, UsageError
+from launcher.errors import RemoteError, RuntimeGoneError, SpecError, TetherError, UnreachableError, UsageError
 from launcher.jobs.view import JobView, last_known, spend_of, still_running
 from launcher.registry import JobRecord
 from launcher.text import inert, plain
@@ -224,9 +224,9 @@ class AgentJob:
         return self.history(("progress",), max_rows, rounds=1).progress.rows
 
     def before_move(self, console: Console) -> None:
-        """Two copies must not train: the old host is asked once (a status read, no retries:
-        a host that is gone costs its connect timeout, once)."""
-        refuse_two_copies(self.record.id, [AgentJob.observe_all([self])[self.record.id]], console)
+        """Two copies must not train: the old host asked (ask_before_move), its answer judged
+        (refuse_two_copies)."""
+        refuse_two_copies(self.record.id, [ask_before_move(self)], console)
 
     def shell_argv(self, cmd: Optional[List[str]]) -> List[str]:
         with self.client() as client:
@@ -261,16 +261,45 @@ class FrameReader:
             self.buffer = rest[length:]
 
 
+MOVE_ASK_S = 15.0   # a move's question to the old host: its connect timeout plus this, at most
+
+
+def ask_before_move(job: "AgentJob") -> JobView:
+    """The old host asked once what it runs, on a connection of its own (a shared one to a
+    host that froze since would outlast the connect timeout), no retry, within its connect
+    timeout plus MOVE_ASK_S."""
+    rec = job.record
+    host = host_for_record(rec, job.ctx.places, max_retry_s=STATUS_RETRY_S, shared=False)
+    try:
+        limit = float(rec.endpoint.get("connect_timeout_s", 15)) + MOVE_ASK_S
+        return observe_on(host, [rec], job.label(), timeout=limit)[rec.id]
+    finally:
+        host.close()
+
+
 def refuse_two_copies(job_id: str, views: List[JobView], console: Console) -> None:
-    """A move (resume --on) refused while a host says the job still runs there; a host that
-    does not answer is taken as gone, with a note of what to do if it comes back."""
-    running = still_running(views)
-    if running:
-        v = running[0]
-        raise UsageError(f"job {job_id} still runs on {plain(v.host)} ({v.state.value}): two copies would train",
-                         f"stop it first (tether stop {job_id}), then resume --on")
+    """A move (resume --on) judged from what the old host(s) said. Refused where the job still
+    runs, where its agent died there but its workload may not have (LOST, its folder there),
+    and where a host answered but not with the job's state (authentication, a changed host
+    key, an answer out of shape): only a host that cannot be reached is taken as gone, with
+    a note of what to do if it comes back; as is one that holds no tether runtime of the job
+    any more (wiped or rebuilt). --force (resume_on) skips the question."""
     for v in views:
-        if v.state == JobState.UNREACHABLE:
+        where = plain(v.host)
+        if still_running([v]):
+            raise UsageError(f"job {job_id} still runs on {where} ({v.state.value}): two copies would train",
+                             f"stop it first (tether stop {job_id}), then resume --on")
+        if v.state == JobState.LOST and v.answer.exists:
+            raise UsageError(f"job {job_id}'s agent on {where} is not running, but its workload may still be",
+                             f"tether stop {job_id} first (it ends an orphaned workload), then resume --on")
+        if v.state == JobState.UNREACHABLE and not isinstance(v.error, (UnreachableError, RuntimeGoneError)):
+            raise UsageError(f"cannot tell whether job {job_id} still runs on {where}: {plain(v.reason or '', 300)}",
+                             "fix that, or if that host is truly gone: add --force to move without asking it")
+    for v in views:
+        if isinstance(v.error, RuntimeGoneError):
+            console.print(f"[yellow]note:[/] {inert(v.host)} answers, but holds no tether runtime of job {job_id} any "
+                          "more (wiped or rebuilt): nothing of it runs there")
+        elif v.state == JobState.UNREACHABLE:
             console.print(f"[yellow]note:[/] {inert(v.host)} does not answer ({inert(v.reason or 'no reason given')}): "
                           f"taken as gone. If it comes back with job {job_id} running, stop it there "
                           "(its agent: kill the `agent run` process), or two copies train")
@@ -285,14 +314,16 @@ def _observe_group(group: List[AgentJob], recent: int = 0) -> Dict[str, JobView]
         host.close()
 
 
-def observe_on(host: Host, group: List[JobRecord], label: str, recent: int = 0) -> Dict[str, JobView]:
-    """One host's jobs from one status command; UNREACHABLE when it does not answer. The
-    host stays open (the dashboard reuses its connection)."""
+def observe_on(host: Host, group: List[JobRecord], label: str, recent: int = 0,
+               timeout: float = 60) -> Dict[str, JobView]:
+    """One host's jobs from one status command; UNREACHABLE when it does not answer (its
+    error kept: the view's error). The host stays open (the dashboard reuses its connection)."""
     from launcher.jobs.history import checked_rows
 
     first = group[0]
     try:
-        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group], recent)
+        answers = AgentClient(host, first.python, first.runtime_dir).status([r.job_dir for r in group], recent,
+                                                                            timeout)
         if not isinstance(answers, list) or len(answers) != len(group):
             raise RemoteError(f"{host.name} answered status with something that is not one answer per job")
         views = {r.id: view_of(r, a) for r, a in zip(group, answers)}

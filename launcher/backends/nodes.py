@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, List, Optional, Sequ
 
 from agent.protocol import BackupInfo, JobState, StatusAnswer
 
-from launcher.backends.agent import AgentJob, refuse_two_copies
+from launcher.backends.agent import AgentJob, ask_before_move, refuse_two_copies
 from launcher.backends.base import Context, StopAsked
 from launcher.errors import UsageError
 from launcher.jobs.view import JobView
@@ -175,10 +175,10 @@ class NodesJob:
         return previous[0]
 
     def before_move(self, console: "Console") -> None:
-        """Two copies must not train: every old host is asked at once, and none may say the
-        job still runs there (each node's mirrored backups carry it: jobs/resume_nodes.py)."""
-        seen = NodesJob.observe_all([self])[self.record.id]
-        refuse_two_copies(self.record.id, seen.nodes or [seen], console)
+        """Two copies must not train: every old host asked at once (ask_before_move), and none
+        may say the job still runs there (each node's mirrored backups carry it:
+        jobs/resume_nodes.py)."""
+        refuse_two_copies(self.record.id, self._each(ask_before_move), console)
 
 
 class _NoRegistry:

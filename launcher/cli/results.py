@@ -91,6 +91,8 @@ def resume(
     on: Optional[str] = typer.Option(None, "--on", help="continue on another host: user@host[:port], an "
                                      "ssh alias, local, or vast/novita to rent one; a job on N nodes: "
                                      "N ssh addresses, comma-separated (needs backup.mirror: hf://... or laptop)"),
+    force: bool = typer.Option(False, "--force", help="with --on: move without asking the old host whether the "
+                               "job still runs there (when it cannot be asked and you know it is gone)"),
 ) -> None:
     """Start a stopped, failed or LOST job again, from its newest verified backup: on its host,
     or with --on on a new one when the old host is gone."""
@@ -98,10 +100,12 @@ def resume(
     rec = s.registry.resolve(job)
     if on is not None:
         from launcher.jobs.resume import resume_on
-        done = resume_on(rec, on, s.places, s.registry, s.console, os.environ)
+        done = resume_on(rec, on, s.places, s.registry, s.console, os.environ, force=force)
         s.console.print(f"resumed job [bold]{rec.id}[/] on {inert(label_of(done.record))} from its mirrored backup")
         s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")
         return
+    if force:
+        raise UsageError("--force is for resume --on (moving the job to another host)", f"tether resume {rec.id}")
     previous = s.handle(job).resume()
     s.console.print(f"resumed job [bold]{rec.id}[/] (was {previous}); it continues from its newest verified backup")
     s.console.print(f"  tether status {rec.id}    tether logs {rec.id} -f")

@@ -105,8 +105,7 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
     except BaseException:
         for p in pendings:
             p.cancel()
-        undone = [undo_launch(client, registry, job_id, job_dirs[k], forget=False, project=spec.name)
-                  for k, client in enumerate(clients)]
+        undone = [undo_launch(c, registry, job_id, job_dirs[k], False, spec.name) for k, c in enumerate(clients)]
         if all(undone) and moving is None:  # else an agent may run on a node: the record stays, status tells
             registry.remove(job_id)
         # A node whose agent did start would wait for the others until join_timeout_s.

@@ -23,11 +23,12 @@ from launcher.text import inert
 
 
 def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, console: Console,
-              environ: Mapping[str, str]) -> Launched:
+              environ: Mapping[str, str], force: bool = False) -> Launched:
     """The old host is gone: connect the new one (an SSH address, an ~/.ssh/config alias,
     local, or a provider name -- vast, novita -- to rent one with the job's host settings),
     sync the workdir as it is now, bring the newest verified backup from the job's mirror (the
-    Hub or this laptop), and continue from it under the same job id."""
+    Hub or this laptop), and continue from it under the same job id. First the old host is
+    asked whether the job still runs there (force: not asked; said)."""
     from launcher.transfer import sync
     from launcher.jobs.launch import Moving, launch_on_spec_host
     from launcher.spec import HostSpec, JobSpec, LoadedSpec
@@ -41,18 +42,14 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
         from launcher.jobs.resume_nodes import node_addresses, node_backup_bringer
 
         addresses = node_addresses(rec.id, spec.host.nodes, address)
+        bring = node_backup_bringer(rec, spec.host.nodes, spec.backup.hub_repo, places, environ, console)
+        # The old master address was one of the old hosts: node 0's new address is the master.
+        host.update({"provider": "ssh", "address": addresses, "master_addr": None})
     else:
         given = [a for a in address.split(",") if a.strip()]
         if len(given) > 1:
             raise UsageError(f"job {rec.id} runs on one host: --on takes one address, not {len(given)}",
                              f"e.g. tether resume {rec.id} --on {given[0].strip()}")
-    # The words checked first; then the old host(s): the job must not still run there.
-    handle_for(rec, Context(places, registry, environ)).before_move(console)
-    if spec.host.nodes > 1:
-        bring = node_backup_bringer(rec, spec.host.nodes, spec.backup.hub_repo, places, environ, console)
-        # The old master address was one of the old hosts: node 0's new address is the master.
-        host.update({"provider": "ssh", "address": addresses, "master_addr": None})
-    else:
         one = _backup_bringer(rec, spec.backup.hub_repo, places, environ, console)
         bring = lambda client, job_dir, _k: one(client, job_dir)  # noqa: E731
         if address in RENTED:
@@ -70,6 +67,12 @@ def resume_on(rec: JobRecord, address: str, places: Places, registry: Registry, 
         raise UsageError(f"the job's workdir {workdir} is gone from this laptop", "restore it, then resume")
     loaded = LoadedSpec(spec=spec, path=workdir / "job.yaml", workdir=workdir, secret_values=values)
     scan = sync.TreeScan(workdir, places.cache)
+    # What the laptop can check itself came first; now the old host(s): not still running it.
+    if force:
+        console.print(f"[yellow]note:[/] the old host was not asked (--force): if it still runs job {rec.id}, "
+                      "two copies train")
+    else:
+        handle_for(rec, Context(places, registry, environ)).before_move(console)
     _let_go_of_old_instance(rec, places, registry, console, environ)
     return launch_on_spec_host(loaded, scan, places, registry, console, environ, Moving(rec.id, bring))
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from agent.protocol import STATUS_RECENT_ENV, JobState, StatusAnswer, agent_argv
+from agent.protocol import NO_RUNTIME_EXIT, STATUS_RECENT_ENV, JobState, StatusAnswer, agent_argv
 
-from launcher.errors import RemoteError
+from launcher.errors import RemoteError, RuntimeGoneError
 from launcher.transport import prestarted
 from launcher.transport.host import Host, Stream
 
@@ -50,6 +50,8 @@ class AgentClient:
         what = VERB_WORDS.get(verb, verb)
         argv = self.argv_with(verb, args, env)
         done = self.host.run(argv, input=input, timeout=timeout)
+        if done.returncode == NO_RUNTIME_EXIT:
+            raise RuntimeGoneError(f"{what}: no tether runtime at {self.runtime_dir} on the host (wiped or rebuilt?)")
         done.check(what)
         try:
             return done.json()
@@ -93,9 +95,9 @@ class AgentClient:
         if command_line is not None:
             prestarted.forget(command_line(self.argv(verb, *args)))
 
-    def status(self, job_dirs: Sequence[str], recent: int = 0) -> List[dict]:
+    def status(self, job_dirs: Sequence[str], recent: int = 0, timeout: float = 60) -> List[dict]:
         """recent: also each job's progress thinned to that many rows (agents that know how)."""
-        return self.call("status", *job_dirs, timeout=60, env=self._recent_env(recent))
+        return self.call("status", *job_dirs, timeout=timeout, env=self._recent_env(recent))
 
     def status_argv(self, job_dirs: Sequence[str], recent: int = 0) -> List[str]:
         """The command line of status() (started early by launcher.early)."""

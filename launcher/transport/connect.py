@@ -17,14 +17,17 @@ from launcher.transport.host import Host, LocalHost
 STATUS_RETRY_S = 0.0  # a status read does not retry: a dead host costs its connect timeout, once
 
 
-def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float] = None) -> Host:
-    """max_retry_s caps the connection retries: a status poll should not wait a minute."""
+def host_for_record(rec: JobRecord, places: Places, max_retry_s: Optional[float] = None,
+                    shared: bool = True) -> Host:
+    """max_retry_s caps the connection retries: a status poll should not wait a minute.
+    shared=False: a connection of its own (one shared with earlier commands to a host that
+    has since frozen would not end within the connect timeout)."""
     if rec.endpoint.get("kind") == "local":
         return LocalHost()
     endpoint = dict(rec.endpoint)
     if max_retry_s is not None:
         endpoint["retry_s"] = min(float(endpoint.get("retry_s", 60)), max_retry_s)
-    return ssh_host(endpoint, places)
+    return ssh_host(endpoint, places, shared)
 
 
 @contextmanager
@@ -37,7 +40,7 @@ def agent_for(rec: JobRecord, places: Places) -> Iterator[AgentClient]:
         client.host.close()
 
 
-def ssh_host(endpoint: Dict[str, Any], places: Places) -> Host:
+def ssh_host(endpoint: Dict[str, Any], places: Places, shared: bool = True) -> Host:
     """OpenSSH, sharing one connection per host across commands, where the system has `ssh`
     (TETHER_NO_OPENSSH=1: not); paramiko otherwise. The OpenSSH path loads neither pydantic
     nor paramiko (transport/endpoint.py)."""
@@ -47,7 +50,8 @@ def ssh_host(endpoint: Dict[str, Any], places: Places) -> Host:
         from launcher.transport.openssh import OpenSshHost, control_dir
 
         return OpenSshHost(Endpoint.of(endpoint), places.known_hosts, ssh_config=places.ssh_config,
-                           control=control_dir(places.data), connect_timeout_s=timeout, retry_s=retry)
+                           control=control_dir(places.data) if shared else None, connect_timeout_s=timeout,
+                           retry_s=retry)
     from provisioning.base import SshEndpoint
 
     ep = SshEndpoint(**{k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields})
