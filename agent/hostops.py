@@ -198,23 +198,53 @@ def discard_job(job: JobDir, project: Optional[str] = None, wait_s: float = DISC
 def _project_lock(root: Root, project: str, wait_s: float) -> int:
     """The project's launch lock (agent/launch_session.py holds it from manifest to snapshot),
     or ValueError after wait_s: then nothing is removed, and the host side ends (a process
-    left blocked on the lock would remove the folder later, after the laptop gave up)."""
+    left blocked on the lock would remove the folder later, after the laptop gave up). Waited
+    for as the launches wait for it (a blocking flock, ended by a timer), so a discard among
+    queued launches of the project is not always the last to get it."""
     import fcntl
+    import signal
+    import threading
 
     path = root.code_lock(project)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if threading.current_thread() is not threading.main_thread():  # no timer signal there: polled
+            _poll_lock(fd, wait_s)
+            return fd
+
+        def expired(_signum: int, _frame: object) -> None:
+            raise TimeoutError
+
+        before = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, max(wait_s, 0.001))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, before)
+        return fd
+    except TimeoutError:
+        os.close(fd)
+        raise ValueError(f"a launch of {project} still holds its lock here (it may still be creating "
+                         "this job): not removed") from None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _poll_lock(fd: int, wait_s: float) -> None:
+    import fcntl
+
     deadline = time.monotonic() + wait_s
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
+            return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                os.close(fd)
-                raise ValueError(f"a launch of {project} still holds its lock here (it may still be creating "
-                                 "this job): not removed") from None
-            time.sleep(0.05)
+                raise TimeoutError from None
+            time.sleep(0.01)
 
 
 def inventory(job: JobDir, limit: int = 20) -> dict:

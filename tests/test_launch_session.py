@@ -608,6 +608,14 @@ def test_a_host_that_stops_reading_a_put_is_given_up_with_one_line(tmp_path, mon
         session.close()
 
 
+def _refusal(fn) -> str:
+    try:
+        fn()
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
 def test_a_failed_launchs_folder_is_removed_only_once_no_launch_of_its_project_holds_the_lock(tmp_path):
     """The laptop gave up on a create (no answer in time) and asks for the job's folder to go;
     the host's session may still be making it (before any guard exists). The removal waits
@@ -626,5 +634,17 @@ def test_a_failed_launchs_folder_is_removed_only_once_no_launch_of_its_project_h
         assert time.monotonic() - began >= 0.5 and (job.code / "train.py").is_file()
     finally:
         session.close()  # its process ends: the lock is free
+    # Off the main thread (no timer signal there) the wait is polled, and refuses the same.
+    import threading
+
+    session = _session(root)
+    refused: list = []
+    try:
+        t = threading.Thread(target=lambda: refused.append(_refusal(lambda: discard_job(job, "p", wait_s=0.3))))
+        t.start()
+        t.join(30)
+        assert refused and "still holds its lock" in refused[0] and job.path.is_dir(), refused
+    finally:
+        session.close()
     answer = _client().call("discard-job", str(job.path), "--project", "p", timeout=60)  # as undo_launch asks
     assert answer == {"discarded": True} and not job.path.exists()

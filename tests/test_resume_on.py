@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -38,6 +39,12 @@ def test_resume_on_a_new_host_from_the_laptop_mirror(tether, project, own_sshd, 
     assert r.exit_code == ExitCode.BAD_SPEC, r
     assert f"job {job} still runs on" in r.stderr and f"tether stop {job}" in r.stderr, r.stderr
     assert status_json(tether, job)["state"] == "RUNNING"  # still hosta's, untouched
+    # Its runtime folder removed by hand while it runs: the host cannot say, and is not taken as wiped.
+    for runtime in (root / "runtime").iterdir():
+        shutil.rmtree(runtime)
+    r = tether("resume", job, "--on", "testhost")
+    assert r.exit_code == ExitCode.BAD_SPEC and f"cannot tell whether job {job} still runs on" in r.stderr, r
+    assert "is there though its tether runtime is not" in r.stderr, r.stderr
     # hosta rebuilt (another host key): what runs there cannot be asked, and is not guessed.
     own_sshd.restart(new_host_key=True)
     own_sshd.kill_sessions()

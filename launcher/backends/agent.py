@@ -272,9 +272,22 @@ def ask_before_move(job: "AgentJob") -> JobView:
     host = host_for_record(rec, job.ctx.places, max_retry_s=STATUS_RETRY_S, shared=False)
     try:
         limit = float(rec.endpoint.get("connect_timeout_s", 15)) + MOVE_ASK_S
-        return observe_on(host, [rec], job.label(), timeout=limit)[rec.id]
+        view = observe_on(host, [rec], job.label(), timeout=limit)[rec.id]
+        if isinstance(view.error, RuntimeGoneError) and _still_there(host, rec.job_dir, limit):
+            # Its runtime folder removed by hand while the job's folder stays: its agent may run on.
+            view.error = RemoteError(f"job folder {rec.job_dir} is there though its tether runtime is not")
+            view.reason = view.error.what
+        return view
     finally:
         host.close()
+
+
+def _still_there(host: Host, path: str, limit: float) -> bool:
+    """Whether path exists on the host, asked of the shell (no runtime needed); not knowing is yes."""
+    try:
+        return host.run(["test", "-e", path], timeout=limit).returncode != 1
+    except TetherError:
+        return True
 
 
 def refuse_two_copies(job_id: str, views: List[JobView], console: Console) -> None:

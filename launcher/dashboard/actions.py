@@ -66,7 +66,8 @@ def _node(body: Dict[str, Any]) -> Optional[int]:
 
 def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     """Into ./<name>-<id> of the folder `tether ui` runs in, as `tether pull JOB` there; node K
-    of a multi-node job into its node-K/ there, as `tether pull --all-nodes` puts it."""
+    of a multi-node job (the page always names one) into its node-K/ there, as `tether pull
+    --all-nodes` puts it."""
     rec = m.record(job)
     node = _node(body)
     dest = Path(f"{rec.name}-{rec.id}") / (f"node-{node}" if node is not None else "")

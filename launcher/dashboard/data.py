@@ -192,9 +192,12 @@ class Monitor:
             error = exc.line()
         with self._lock:
             view = self._views.get(rec.id)
+            home = self._sparks.get(rec.id)
         rows = hist.progress.rows
+        # The head is the job's, whichever node is shown: node K's rows are not the job's step.
+        head_rows = rows if not node else home.progress.rows if home else []
         return {
-            "job": job_row(view, rows) if view else pending_row(rec),
+            "job": job_row(view, head_rows) if view else pending_row(rec),
             "spec": rec.spec, "error": error, "behind": hist.behind,
             "metrics": names(rows), "curves": curves(rows),
             "resources": curves(hist.heartbeats.rows, with_steps=False),

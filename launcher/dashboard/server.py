@@ -67,8 +67,10 @@ def build_app(monitor: Monitor, gate: Gate) -> Starlette:
         which = request.query_params.get("file", "workload")
         lines = request.query_params.get("tail", "200")
         node = _node(request)
-        if which not in LOG_FILES or not lines.isdigit() or node is False:
-            return _json({"error": f"file is workload, setup or agent; tail a number; {NODE_ERROR}"}, 400)
+        if node is False:
+            return _json({"error": NODE_ERROR}, 400)
+        if which not in LOG_FILES or not lines.isdigit():
+            return _json({"error": "file is workload, setup or agent; tail a number"}, 400)
         return await _call(lambda j: {"text": monitor.log_tail(j, which, min(int(lines), 5000), node)},
                            request.path_params["job"])
 

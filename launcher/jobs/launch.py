@@ -152,6 +152,7 @@ def _launch_on(target: Target, loaded: LoadedSpec, scan: sync.TreeScan, registry
             # On the session's stdin: never argv, never a file.
             started = session.start(secrets)
         except BaseException:
+            session.abandon()  # our own session must not hold the project's lock the undo waits for
             undo_launch(client, registry, job_id, job_dir, forget=moving is None, project=spec.name)
             raise
     finally:

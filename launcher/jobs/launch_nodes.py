@@ -105,7 +105,7 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
     except BaseException:
         for p in pendings:
             p.cancel()
-        undone = [undo_launch(c, registry, job_id, job_dirs[k], False, spec.name) for k, c in enumerate(clients)]
+        undone = _undo_all(clients, registry, job_id, job_dirs, spec.name)
         if all(undone) and moving is None:  # else an agent may run on a node: the record stays, status tells
             registry.remove(job_id)
         # A node whose agent did start would wait for the others until join_timeout_s.
@@ -127,6 +127,13 @@ def _launch_on_nodes(loaded: LoadedSpec, tree: sync.LocalTree, targets: List[Tar
     console.print(f"{len(targets)} nodes: master {(payloads[0].job.node or {})['master_addr']}:"
                   f"{spec.host.master_port}", markup=False)
     return Launched(registry.resolve(job_id), plans[0], False)
+
+
+def _undo_all(clients: List[AgentClient], registry: Registry, job_id: str, job_dirs: List[Optional[str]],
+              project: str) -> List[bool]:
+    """undo_launch on every node at once (each may wait for its node's project lock); the
+    registry is left alone there (forget=False): the caller decides from all the answers."""
+    return each(lambda k: undo_launch(clients[k], registry, job_id, job_dirs[k], False, project), range(len(clients)))
 
 
 def _stop_all(clients: List[AgentClient], job_dirs: List[Optional[str]], why: str) -> None:

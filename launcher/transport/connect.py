@@ -51,7 +51,7 @@ def ssh_host(endpoint: Dict[str, Any], places: Places, shared: bool = True) -> H
 
         return OpenSshHost(Endpoint.of(endpoint), places.known_hosts, ssh_config=places.ssh_config,
                            control=control_dir(places.data) if shared else None, connect_timeout_s=timeout,
-                           retry_s=retry)
+                           retry_s=retry, fresh=not shared)
     from provisioning.base import SshEndpoint
 
     ep = SshEndpoint(**{k: v for k, v in endpoint.items() if k in SshEndpoint.model_fields})

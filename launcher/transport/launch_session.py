@@ -162,6 +162,12 @@ class LaunchSession:
         """Ends the conversation (the host lets the lock go, if it still held it). Idempotent."""
         self._talk.end(wait=not self._answered_all)
 
+    def abandon(self) -> None:
+        """The launch failed: the channel killed at once (the host's side may be busy, not
+        reading). A host side that was waiting for the next request lets the lock go now; one
+        still creating the job holds it until done, which a discard-job waits for."""
+        self._talk.end(kill=True)
+
 
 class Opening:
     """A launch session started on the host: introduced, then told the laptop's digests."""

@@ -57,7 +57,8 @@ def is_shared(control: Path) -> bool:
 
 
 def openssh_argv(ep: SshEndpoint, known_hosts: Path, ssh_config: Optional[Path], *, connect_timeout_s: float,
-                 persist_s: int = 0, control: Optional[Path] = None, trust_new: bool = True) -> List[str]:
+                 persist_s: int = 0, control: Optional[Path] = None, trust_new: bool = True,
+                 fresh: bool = False) -> List[str]:
     """`ssh` with tether's host-key rules and this endpoint's settings; -F the user's config, so
     what it says of the host applies, with what tether must decide given on top."""
     config = ssh_config if ssh_config and ssh_config.is_file() else None
@@ -80,6 +81,8 @@ def openssh_argv(ep: SshEndpoint, known_hosts: Path, ssh_config: Optional[Path],
         argv += ["-J", ep.proxy_jump]
     if control is not None and persist_s > 0:
         argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", f"ControlPersist={persist_s}"]
+    elif fresh:  # a connection of its own: not even one the user's ssh config shares
+        argv += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
     return argv
 
 
@@ -98,12 +101,14 @@ _CONNECT = [
 class OpenSshHost:
     def __init__(self, endpoint: SshEndpoint, known_hosts: Path, *, ssh_config: Optional[Path] = None,
                  control: Optional[Path] = None, connect_timeout_s: float = 15.0, retry_s: float = 60.0,
-                 environ: Mapping[str, str] = os.environ) -> None:
+                 environ: Mapping[str, str] = os.environ, fresh: bool = False) -> None:
+        """fresh: every command on a connection of its own (control is then None)."""
         self.endpoint, self.known_hosts, self.ssh_config = endpoint, known_hosts, ssh_config
         self.name = str(endpoint)
         self.connect_timeout_s, self.retry_s = connect_timeout_s, retry_s
         self.persist_s = int(environ.get(PERSIST_ENV, "300") or 0)
         self.control = control
+        self.fresh = fresh
         self.on_retry: Optional[Callable[[str], None]] = None  # told of each retry (launch shows them)
 
     @property
@@ -113,7 +118,7 @@ class OpenSshHost:
 
     def openssh_argv(self, trust_new: bool = True) -> List[str]:
         return openssh_argv(self.endpoint, self.known_hosts, self.ssh_config, connect_timeout_s=self.connect_timeout_s,
-                            persist_s=self.persist_s, control=self.control, trust_new=trust_new)
+                            persist_s=self.persist_s, control=self.control, trust_new=trust_new, fresh=self.fresh)
 
     @property
     def same_lines_next_time(self) -> bool:

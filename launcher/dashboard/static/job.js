@@ -36,12 +36,12 @@
     $("nodepick").hidden = table.hidden;
     if (table.hidden) return;
     const pick = $("node");
+    if (node == null) node = 0;  // a multi-node job: always a node (a pull lands in its node-K/)
     if (pick.options.length !== nodes.length) {
       pick.replaceChildren(...nodes.map((n, k) => el("option", {value: String(k), text: `node ${k}`})));
-      pick.value = String(node == null ? 0 : node);
+      pick.value = String(node);
     }
-    const shown = node == null ? 0 : node;
-    const rows = nodes.map(n => el("tr", {"data-node": String(Number(n.node)), cls: Number(n.node) === shown ? "picked" : ""},
+    const rows = nodes.map(n => el("tr", {"data-node": String(Number(n.node)), cls: Number(n.node) === node ? "picked" : ""},
       el("td", {text: `node ${Number(n.node)}`}), el("td", {text: n.host}),
       el("td", {}, stateBadge(String(n.state))), el("td", {text: n.step == null ? "-" : n.step}),
       el("td", {text: n.attempt == null ? "-" : n.attempt}), el("td", {text: ago(n.heartbeat_age_s)}),
@@ -137,9 +137,10 @@
     if (question && !confirm(question)) return;
     $("said").textContent = `${name}…`;
     try {
+      const asked = node;
       const answer = await post(`/api/job/${encodeURIComponent(job)}/${name}`, body);
       $("said").textContent = answer.message || "done";
-      if (answer.backups) showBackups(answer.backups);
+      if (answer.backups && asked === node) showBackups(answer.backups);  // not under another node's name
     } catch (e) {
       $("said").textContent = `${name} failed: ${e.message}`;
     }
