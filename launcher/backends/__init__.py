@@ -16,7 +16,6 @@ import importlib
 from typing import Any
 
 from launcher.backends.base import Context, JobHandle, StopAsked, Unsupported
-from launcher.errors import UsageError
 from launcher.jobs.view import JobView
 from launcher.registry import JobRecord, Registry
 from launcher.settings import Places
@@ -57,13 +56,10 @@ def home_record(rec: JobRecord, node: Optional[int] = None) -> JobRecord:
     multi-node job (rank 0's curves), the job's own otherwise; node: node K's (the dashboard's
     pick), checked against the job's nodes."""
     if node is not None:
-        from launcher.backends.nodes import node_record
+        from launcher.backends.nodes import check_node, node_record
 
-        if not rec.nodes:
-            raise UsageError(f"job {rec.id} runs on one host: it has no node {node}", "ask for the job itself")
-        if not 0 <= node < len(rec.nodes):
-            raise UsageError(f"job {rec.id} has nodes 0 to {len(rec.nodes) - 1}, not {node}", "pick one of those")
-        return node_record(rec, rec.nodes[node])
+        check_node(rec, node)
+        return node_record(rec, rec.nodes[node])  # type: ignore[index]
     home = getattr(_kind(rec), "home_record", None)
     return home(rec) if home is not None else rec
 

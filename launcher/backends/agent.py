@@ -15,7 +15,7 @@ from agent.protocol import BackupInfo, JobState, StatusAnswer
 
 from launcher.backends.base import Context, StopAsked
 from launcher.errors import RemoteError, RuntimeGoneError, SpecError, TetherError, UnreachableError, UsageError
-from launcher.jobs.view import JobView, last_known, spend_of, still_running
+from launcher.jobs.view import JobView, last_known, runs_there, spend_of
 from launcher.registry import JobRecord
 from launcher.text import inert, plain
 from launcher.transport.agent_client import AgentClient
@@ -299,7 +299,7 @@ def refuse_two_copies(job_id: str, views: List[JobView], console: Console) -> No
     any more (wiped or rebuilt). --force (resume_on) skips the question."""
     for v in views:
         where = plain(v.host)
-        if still_running([v]):
+        if runs_there(v):
             raise UsageError(f"job {job_id} still runs on {where} ({v.state.value}): two copies would train",
                              f"stop it first (tether stop {job_id}), then resume --on")
         if v.state == JobState.LOST and v.answer.exists:

@@ -29,6 +29,15 @@ if TYPE_CHECKING:
 _AWAY = (JobState.UNREACHABLE, JobState.LOST)
 
 
+def check_node(rec: JobRecord, k: int) -> None:
+    """k names one of the job's nodes, or one line says why not (the CLI's --node, the
+    dashboard's pick)."""
+    if not rec.nodes:
+        raise UsageError(f"job {rec.id} runs on one host: it has no node {k}", "ask for the job itself")
+    if not 0 <= k < len(rec.nodes):
+        raise UsageError(f"job {rec.id} has nodes 0 to {len(rec.nodes) - 1}, not {k}", "pick one of those with --node")
+
+
 def node_record(rec: JobRecord, node: dict) -> JobRecord:
     """Node k as a one-host job (the same id: the host knows the job by it)."""
     return dataclasses.replace(rec, endpoint=node["endpoint"], remote_root=node["remote_root"],
@@ -83,9 +92,7 @@ class NodesJob:
             return list(pool.map(fn, self.nodes))
 
     def node(self, k: int) -> AgentJob:
-        if not 0 <= k < len(self.nodes):
-            raise UsageError(f"job {self.record.id} has nodes 0 to {len(self.nodes) - 1}, not {k}",
-                             "pick one of those with --node")
+        check_node(self.record, k)
         return self.nodes[k]
 
     @classmethod

@@ -54,14 +54,16 @@ def resume(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     return {"message": f"resumed job {rec.id} (was {previous}); it continues from its newest verified backup"}
 
 
-def _node(body: Dict[str, Any]) -> Optional[int]:
-    """The page's node pick ({"node": K}), or None: the job's own (node 0 of a multi-node job)."""
-    node = body.get("node")
-    if node is None:
+def checked_node(given: object) -> Optional[int]:
+    """The page's node pick ({"node": K} in an action, ?node=K in a read), or None: the job's own
+    (node 0 of a multi-node job). Anything but a small whole number is one line (a 400)."""
+    if given is None:
         return None
-    if type(node) is not int or node < 0:
-        raise UsageError("node is a node's number (0, 1, ...) of a multi-node job", "pick one on the page")
-    return node
+    if type(given) is str and given.isascii() and given.isdigit() and len(given) <= 4:
+        return int(given)
+    if type(given) is int and given >= 0:
+        return given
+    raise UsageError("node is a node's number (0, 1, ...) of a multi-node job", "pick one on the page")
 
 
 def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
@@ -69,7 +71,7 @@ def pull(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     of a multi-node job (the page always names one) into its node-K/ there, as `tether pull
     --all-nodes` puts it."""
     rec = m.record(job)
-    node = _node(body)
+    node = checked_node(body.get("node"))
     dest = Path(f"{rec.name}-{rec.id}") / (f"node-{node}" if node is not None else "")
     with _handle(m, job) as h:
         result = on_node(h, node, False, "pull").pull(dest, None, _quiet())
@@ -97,7 +99,7 @@ def publish(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
 def verify(m: Monitor, job: str, body: Dict[str, Any]) -> Answer:
     """Every backup re-hashed against its manifest (tether backups), on a connection of its own;
     node K's of a multi-node job."""
-    node = _node(body)
+    node = checked_node(body.get("node"))
     with _handle(m, job) as h:
         items = on_node(h, node, False, "backups").backups(check=True)
     return {"backups": [asdict(b) for b in items],

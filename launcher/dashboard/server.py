@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Union
+from typing import Any, Awaitable, Callable, Dict
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from launcher.errors import NotFoundError, TetherError, UsageError
-from launcher.dashboard.actions import ACTIONS
+from launcher.dashboard.actions import ACTIONS, checked_node
 from launcher.dashboard.auth import Gate
 from launcher.dashboard.data import Monitor
 
@@ -58,27 +58,21 @@ def build_app(monitor: Monitor, gate: Gate) -> Starlette:
         return _json({"jobs": monitor.job_rows()})
 
     async def api_job(request: Request) -> Response:
-        node = _node(request)
-        if node is False:
-            return _json({"error": NODE_ERROR}, 400)
-        return await _call(lambda j: monitor.job_detail(j, node), request.path_params["job"])
+        node = request.query_params.get("node")
+        return await _call(lambda j: monitor.job_detail(j, checked_node(node)), request.path_params["job"])
 
     async def api_log(request: Request) -> Response:
         which = request.query_params.get("file", "workload")
         lines = request.query_params.get("tail", "200")
-        node = _node(request)
-        if node is False:
-            return _json({"error": NODE_ERROR}, 400)
+        node = request.query_params.get("node")
         if which not in LOG_FILES or not lines.isdigit():
             return _json({"error": "file is workload, setup or agent; tail a number"}, 400)
-        return await _call(lambda j: {"text": monitor.log_tail(j, which, min(int(lines), 5000), node)},
+        return await _call(lambda j: {"text": monitor.log_tail(j, which, min(int(lines), 5000), checked_node(node))},
                            request.path_params["job"])
 
     async def api_backups(request: Request) -> Response:
-        node = _node(request)
-        if node is False:
-            return _json({"error": NODE_ERROR}, 400)
-        return await _call(lambda j: {"backups": monitor.backups(j, node)}, request.path_params["job"])
+        node = request.query_params.get("node")
+        return await _call(lambda j: {"backups": monitor.backups(j, checked_node(node))}, request.path_params["job"])
 
     async def api_action(request: Request) -> Response:
         name = request.path_params["action"]
@@ -99,17 +93,6 @@ def build_app(monitor: Monitor, gate: Gate) -> Starlette:
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guarded)])
-
-
-NODE_ERROR = "node is a node's number (0, 1, ...) of a multi-node job"
-
-
-def _node(request: Request) -> Union[int, None, bool]:
-    """?node=K: K; absent: None (the job's home); anything but a small number: False."""
-    given = request.query_params.get("node")
-    if given is None:
-        return None
-    return int(given) if given.isascii() and given.isdigit() and len(given) <= 4 else False
 
 
 async def _call(fn: Callable[[str], Any], job: str) -> JSONResponse:

@@ -52,10 +52,10 @@ def node_json(k: int, v: "JobView") -> dict:
             "mirror": v.answer.to_json().get("mirror")}  # its own pushes (the job's "mirror" is node 0's)
 
 
-def still_running(views: "list[JobView]") -> "list[JobView]":
-    """The views (a job's, or each node's) that say it runs there now: a host that answered
-    with a state not yet ended. LOST (the agent is not running) and UNREACHABLE are not."""
-    return [v for v in views if not v.state.is_terminal and not v.state.is_inferred]
+def runs_there(v: JobView) -> bool:
+    """The host answered that the job runs there now (a state not yet ended). LOST (its agent
+    is not running) and UNREACHABLE are not."""
+    return not v.state.is_terminal and not v.state.is_inferred
 
 
 def last_known(r: JobRecord) -> Optional[str]:
